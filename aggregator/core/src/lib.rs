@@ -1,0 +1,1 @@
+//! Pure association, location, CRLB and yield

@@ -1,0 +1,1 @@
+//! Aggregator service: ingest, store, publish, HTTP API and live map

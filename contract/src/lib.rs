@@ -1,0 +1,22 @@
+//! The blastnet contract: SPEC v1 wire types, the recording manifest, UTC time
+//! in integer nanoseconds, WGS84 geodesy and the sound-speed formulas that
+//! every part shares. Pure: no I/O.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod geo;
+pub mod manifest;
+pub mod physics;
+pub mod time;
+pub mod wire;
+
+pub use geo::{Ecef, Enu, EnuFrame, Geodetic};
+pub use manifest::{Environment, Manifest, ManifestError, NodeSpec, StreamSpec, TruthSource};
+pub use time::{TimeError, UtcNs, NS_PER_S};
+pub use wire::{
+    ArrivalRef, ClockInfo, ClockSource, Crlb, Detection, Event, EventStatus, NodeState,
+    SourceKind, Status, StreamKind, Uncertainty, YieldEstimate,
+};
+
+/// The software version reported in status messages.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

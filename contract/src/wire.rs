@@ -1,0 +1,361 @@
+//! SPEC v1 MQTT payloads: detection, status, event.
+//!
+//! Field names and meanings are exactly those of `SPEC.md`. Fields marked
+//! "extension" are additions allowed by the SPEC ("code may add fields");
+//! they are optional on input so that payloads from other v1 producers parse.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::UtcNs;
+
+/// `schema` of a detection payload.
+pub const DETECTION_SCHEMA: &str = "blastnet.detection/1";
+/// `schema` of a status payload.
+pub const STATUS_SCHEMA: &str = "blastnet.status/1";
+/// `schema` of an event payload.
+pub const EVENT_SCHEMA: &str = "blastnet.event/1";
+
+/// Which sensor a stream or detection comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamKind {
+    /// Microphone: pascals.
+    Acoustic,
+    /// Geophone: ground velocity in m/s.
+    Seismic,
+}
+
+impl StreamKind {
+    /// The SPEC name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamKind::Acoustic => "acoustic",
+            StreamKind::Seismic => "seismic",
+        }
+    }
+}
+
+/// The class of a source. More classes may be added (SPEC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// A detonation (ground burst or airburst).
+    Explosion,
+    /// A firearm discharge.
+    Gunshot,
+    /// A rocket or missile launch.
+    Launch,
+    /// Impulsive but none of the above (door slam, hammer, clap).
+    OtherImpulsive,
+    /// Not classified.
+    Unknown,
+}
+
+impl SourceKind {
+    /// Every class, in a fixed order (classifier outputs index this).
+    pub const ALL: [SourceKind; 5] = [
+        SourceKind::Explosion,
+        SourceKind::Gunshot,
+        SourceKind::Launch,
+        SourceKind::OtherImpulsive,
+        SourceKind::Unknown,
+    ];
+
+    /// The SPEC name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Explosion => "explosion",
+            SourceKind::Gunshot => "gunshot",
+            SourceKind::Launch => "launch",
+            SourceKind::OtherImpulsive => "other_impulsive",
+            SourceKind::Unknown => "unknown",
+        }
+    }
+
+    /// Whether this class is a blast the network should locate (not a distractor).
+    pub fn is_blast(self) -> bool {
+        matches!(
+            self,
+            SourceKind::Explosion | SourceKind::Gunshot | SourceKind::Launch
+        )
+    }
+}
+
+/// Where a node's time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClockSource {
+    /// GPS with a PPS-disciplined system clock: ~1 µs.
+    GpsPps,
+    /// NTP-disciplined: ~1-10 ms.
+    Ntp,
+    /// Free-running system clock: unknown, large.
+    System,
+    /// Timestamps from a recording's manifest.
+    Replay,
+}
+
+/// Clock quality attached to every detection and status.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ClockInfo {
+    /// Where time comes from.
+    pub source: ClockSource,
+    /// 1-sigma uncertainty of the node's UTC, seconds.
+    pub uncertainty_s: f64,
+}
+
+/// One blast onset seen by one node (`blastnet.detection/1`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    /// Always [`DETECTION_SCHEMA`].
+    pub schema: String,
+    /// The node that heard it.
+    pub node_id: String,
+    /// Per-node, monotonic, survives restarts.
+    pub seq: u64,
+    /// UTC of the onset.
+    pub onset_utc: UtcNs,
+    /// 1-sigma onset timing uncertainty (pick only; clock in `clock`), seconds.
+    pub onset_uncertainty_s: f64,
+    /// Which sensor.
+    pub stream: StreamKind,
+    /// Classifier decision.
+    pub kind: SourceKind,
+    /// Calibrated probability that `kind` is right, 0..1.
+    pub confidence: f64,
+    /// Peak |value|: Pa (acoustic) or m/s (seismic), physical when calibrated.
+    pub peak: f64,
+    /// Peak over noise floor, dB.
+    pub snr_db: f64,
+    /// Duration of the pulse, seconds.
+    pub duration_s: f64,
+    /// Node latitude, degrees.
+    pub lat: f64,
+    /// Node longitude, degrees.
+    pub lon: f64,
+    /// Node altitude, metres.
+    pub alt_m: f64,
+    /// Clock quality at the onset.
+    pub clock: ClockInfo,
+    /// Extension: per-class probabilities, by class name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub class_probs: BTreeMap<String, f64>,
+    /// Extension: site name the node belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+}
+
+/// Node state in a status message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Capturing and publishing normally.
+    Online,
+    /// Gone (the last will).
+    Offline,
+    /// Running but impaired (lost time sync, overruns, spool full).
+    Degraded,
+}
+
+/// Node health (`blastnet.status/1`), retained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Always [`STATUS_SCHEMA`].
+    pub schema: String,
+    /// The node.
+    pub node_id: String,
+    /// Its state.
+    pub state: NodeState,
+    /// When this status was made.
+    pub time_utc: UtcNs,
+    /// Node latitude, degrees.
+    #[serde(default)]
+    pub lat: f64,
+    /// Node longitude, degrees.
+    #[serde(default)]
+    pub lon: f64,
+    /// Node altitude, metres.
+    #[serde(default)]
+    pub alt_m: f64,
+    /// Clock quality.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockInfo>,
+    /// Noise floor per stream, dB re 20 µPa (acoustic) or dB re 1 nm/s (seismic).
+    #[serde(default)]
+    pub noise_floor_db: BTreeMap<String, f64>,
+    /// Software version.
+    #[serde(default)]
+    pub software_version: String,
+    /// Detections on disk not yet acknowledged by the broker.
+    #[serde(default)]
+    pub spool_backlog: u64,
+    /// Extension: counters (overruns, spool evictions, bad inputs, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counters: BTreeMap<String, u64>,
+    /// Extension: air temperature the node measures or is configured with, °C.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_c: Option<f64>,
+}
+
+/// 1-sigma location uncertainty of an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Uncertainty {
+    /// Horizontal 1-sigma (root of the trace of the EN block), metres.
+    pub horizontal_m: f64,
+    /// Vertical 1-sigma, metres.
+    pub vertical_m: f64,
+    /// Origin-time 1-sigma, seconds.
+    pub origin_s: f64,
+    /// ENU position covariance, m², row-major 3x3.
+    pub covariance_enu: [[f64; 3]; 3],
+}
+
+/// One arrival used by (or rejected from) an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArrivalRef {
+    /// Node.
+    pub node_id: String,
+    /// That node's detection seq.
+    pub seq: u64,
+    /// Stream.
+    pub stream: StreamKind,
+    /// Onset.
+    pub onset_utc: UtcNs,
+    /// Observed minus predicted arrival time, seconds.
+    pub residual_s: f64,
+    /// Extension: why it was rejected (outliers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Lifecycle of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    /// A minimal consistent set fits; more arrivals may come.
+    Preliminary,
+    /// No further arrival is physically possible.
+    Final,
+}
+
+/// Extension: yield estimate in kg TNT equivalent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct YieldEstimate {
+    /// Best estimate, kg TNT.
+    pub kg_tnt: f64,
+    /// Lower bound (about 1-sigma), kg TNT.
+    pub low_kg_tnt: f64,
+    /// Upper bound (about 1-sigma), kg TNT.
+    pub high_kg_tnt: f64,
+}
+
+/// Extension: Cramér–Rao bound of the event's location, 1-sigma.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Crlb {
+    /// Horizontal, metres.
+    pub horizontal_m: f64,
+    /// Vertical, metres (0 for a 2D solution).
+    pub vertical_m: f64,
+    /// Origin time, seconds.
+    pub origin_s: f64,
+}
+
+/// A located source (`blastnet.event/1`); each update re-published with the same id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Always [`EVENT_SCHEMA`].
+    pub schema: String,
+    /// Stable id across revisions.
+    pub event_id: String,
+    /// 1, 2, ... per update.
+    pub revision: u32,
+    /// Source time.
+    pub origin_utc: UtcNs,
+    /// Source latitude.
+    pub lat: f64,
+    /// Source longitude.
+    pub lon: f64,
+    /// Source altitude, metres.
+    pub alt_m: f64,
+    /// 1-sigma uncertainty.
+    pub uncertainty: Uncertainty,
+    /// Source class.
+    pub kind: SourceKind,
+    /// Calibrated confidence in `kind`.
+    pub confidence: f64,
+    /// Arrivals used, with residuals.
+    pub detections: Vec<ArrivalRef>,
+    /// Arrivals rejected.
+    #[serde(default)]
+    pub outliers: Vec<ArrivalRef>,
+    /// Effective sound speed used, m/s.
+    pub sound_speed_mps: f64,
+    /// Extension: preliminary or final.
+    #[serde(default = "default_status")]
+    pub status: EventStatus,
+    /// Extension: 2 (on the ground plane) or 3 (altitude solved).
+    #[serde(default = "default_dims")]
+    pub dims: u8,
+    /// Extension: Cramér–Rao bound for this geometry and these pick uncertainties.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crlb: Option<Crlb>,
+    /// Extension: yield estimate (explosions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yield_estimate: Option<YieldEstimate>,
+    /// Extension: site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+}
+
+fn default_status() -> EventStatus {
+    EventStatus::Final
+}
+fn default_dims() -> u8 {
+    3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detection_round_trips_through_json_with_spec_field_names() {
+        let d = Detection {
+            schema: DETECTION_SCHEMA.into(),
+            node_id: "n01".into(),
+            seq: 42,
+            onset_utc: UtcNs::parse("2022-02-08T22:05:13.123456789Z").expect("valid"),
+            onset_uncertainty_s: 2e-5,
+            stream: StreamKind::Acoustic,
+            kind: SourceKind::Explosion,
+            confidence: 0.9,
+            peak: 120.5,
+            snr_db: 31.0,
+            duration_s: 0.012,
+            lat: 33.5,
+            lon: 36.2,
+            alt_m: 690.0,
+            clock: ClockInfo {
+                source: ClockSource::GpsPps,
+                uncertainty_s: 1e-6,
+            },
+            class_probs: BTreeMap::new(),
+            site: None,
+        };
+        let v = serde_json::to_value(&d).expect("serialise");
+        assert_eq!(v["schema"], "blastnet.detection/1");
+        assert_eq!(v["onset_utc"], "2022-02-08T22:05:13.123456789Z");
+        assert_eq!(v["stream"], "acoustic");
+        assert_eq!(v["clock"]["source"], "gps-pps");
+        let back: Detection = serde_json::from_value(v).expect("parse");
+        assert_eq!(back, d);
+    }
+
+    #[test]
+    fn other_impulsive_is_snake_case_on_the_wire() {
+        let v = serde_json::to_value(SourceKind::OtherImpulsive).expect("serialise");
+        assert_eq!(v, "other_impulsive");
+    }
+}

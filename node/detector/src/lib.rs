@@ -1,0 +1,1 @@
+//! Pure streaming DSP core: acoustic and seismic onset detection, picking and classification

@@ -1,0 +1,1 @@
+//! Field node runtime: sources, clock, spool, MQTT publisher

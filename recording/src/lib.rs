@@ -1,0 +1,1 @@
+//! Scenario and WAV recording reader: streams every node stream in blocks with constant memory

@@ -1,0 +1,1 @@
+//! Physically grounded blast scenario simulator

@@ -1,0 +1,59 @@
+//! `blastnet`: one binary for the field node, the aggregator, replay,
+//! simulation and the demo. Each subcommand lives in `src/cmd/<name>.rs`.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// Acoustic and seismic blast-detection sensor network.
+#[derive(Parser)]
+#[command(name = "blastnet", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a field node: capture (or replay), detect, publish over MQTT.
+    Node(cmd::node::Args),
+    /// Run the aggregator: subscribe, associate, locate, publish, store, serve.
+    Aggregator(cmd::aggregator::Args),
+    /// Replay a scenario folder or a bare WAV through the node and aggregator pipeline.
+    Replay(cmd::replay::Args),
+    /// Write a synthetic scenario folder (manifest with truth, WAV files).
+    Simulate(cmd::simulate::Args),
+    /// Run the demo: embedded broker, city-salvo replayed, events printed and mapped.
+    Demo(cmd::demo::Args),
+    /// Convert a third-party recording release into scenario folders.
+    Import(cmd::import::Args),
+    /// Evaluate detection and location quality on scenarios with truth.
+    Eval(cmd::eval::Args),
+    /// Measure processing speed.
+    Bench(cmd::bench::Args),
+    /// Plan a deployment: CRLB accuracy map and coverage for a node layout.
+    Plan(cmd::plan::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    cmd::init_tracing();
+    let result = match cli.command {
+        Command::Node(a) => cmd::node::run(a),
+        Command::Aggregator(a) => cmd::aggregator::run(a),
+        Command::Replay(a) => cmd::replay::run(a),
+        Command::Simulate(a) => cmd::simulate::run(a),
+        Command::Demo(a) => cmd::demo::run(a),
+        Command::Import(a) => cmd::import::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
+        Command::Plan(a) => cmd::plan::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("blastnet: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
