@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod blast;
 pub mod geo;
 pub mod manifest;
 pub mod physics;

@@ -1,0 +1,1 @@
+//! Embedded MQTT broker (rumqttd) and a Mosquitto process for tests and replay.
