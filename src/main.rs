@@ -29,6 +29,8 @@ enum Command {
     Import(cmd::import::Args),
     /// Evaluate detection and location quality on scenarios with truth.
     Eval(cmd::eval::Args),
+    /// Run the embedded MQTT broker (rumqttd) on 127.0.0.1.
+    Broker(cmd::broker::Args),
     /// Measure processing speed.
     Bench(cmd::bench::Args),
     /// Plan a deployment: CRLB accuracy map and coverage for a node layout.
@@ -47,6 +49,7 @@ fn main() -> std::process::ExitCode {
         Command::Import(a) => cmd::import::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Broker(a) => cmd::broker::run(a),
         Command::Plan(a) => cmd::plan::run(a),
     };
     match result {

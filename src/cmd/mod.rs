@@ -2,6 +2,7 @@
 
 pub mod aggregator;
 pub mod bench;
+pub mod broker;
 pub mod demo;
 pub mod eval;
 pub mod import;
