@@ -15,8 +15,8 @@ pub use geo::{Ecef, Enu, EnuFrame, Geodetic};
 pub use manifest::{Environment, Manifest, ManifestError, NodeSpec, StreamSpec, TruthSource};
 pub use time::{TimeError, UtcNs, NS_PER_S};
 pub use wire::{
-    ArrivalRef, ClockInfo, ClockSource, Crlb, Detection, Event, EventStatus, NodeState,
-    SourceKind, Status, StreamKind, Uncertainty, YieldEstimate,
+    ArrivalRef, ClockInfo, ClockSource, Crlb, Detection, Event, EventStatus, NodeState, SourceKind,
+    Status, StreamKind, Uncertainty, YieldEstimate, DETECTION_SCHEMA, EVENT_SCHEMA, STATUS_SCHEMA,
 };
 
 /// The software version reported in status messages.

@@ -146,7 +146,10 @@ impl Manifest {
             let path = e.path().to_string();
             let inner = e.into_inner();
             let msg = if inner.is_eof() {
-                format!("file ends early at line {}: expected more JSON", inner.line())
+                format!(
+                    "file ends early at line {}: expected more JSON",
+                    inner.line()
+                )
             } else if inner.is_syntax() {
                 format!(
                     "not valid JSON at line {} column {}: {inner}",
@@ -156,7 +159,15 @@ impl Manifest {
             } else {
                 inner.to_string()
             };
-            ManifestError::field(source_name, if path == "." { "(top level)".into() } else { path }, msg)
+            ManifestError::field(
+                source_name,
+                if path == "." {
+                    "(top level)".into()
+                } else {
+                    path
+                },
+                msg,
+            )
         })?;
         manifest.validate(source_name)?;
         Ok(manifest)
@@ -177,17 +188,28 @@ impl Manifest {
             ));
         }
         if self.nodes.is_empty() {
-            return Err(ManifestError::field(src, "nodes", "expected at least one node"));
+            return Err(ManifestError::field(
+                src,
+                "nodes",
+                "expected at least one node",
+            ));
         }
         if let Some(env) = &self.environment {
             if !(-80.0..=70.0).contains(&env.temperature_c) {
                 return Err(ManifestError::field(
                     src,
                     "environment.temperature_c",
-                    format!("expected an air temperature in -80..70 °C, got {}", env.temperature_c),
+                    format!(
+                        "expected an air temperature in -80..70 °C, got {}",
+                        env.temperature_c
+                    ),
                 ));
             }
-            if env.wind_mps.iter().any(|w| !w.is_finite() || w.abs() > 100.0) {
+            if env
+                .wind_mps
+                .iter()
+                .any(|w| !w.is_finite() || w.abs() > 100.0)
+            {
                 return Err(ManifestError::field(
                     src,
                     "environment.wind_mps",
@@ -202,25 +224,43 @@ impl Manifest {
                 return Err(ManifestError::field(
                     src,
                     at("id"),
-                    format!("expected a non-empty id without '/', '+' or '#', got {:?}", node.id),
+                    format!(
+                        "expected a non-empty id without '/', '+' or '#', got {:?}",
+                        node.id
+                    ),
                 ));
             }
             if !seen.insert(node.id.as_str()) {
-                return Err(ManifestError::field(src, at("id"), format!("duplicate node id {:?}", node.id)));
+                return Err(ManifestError::field(
+                    src,
+                    at("id"),
+                    format!("duplicate node id {:?}", node.id),
+                ));
             }
             check_position(src, &at(""), node.lat, node.lon, node.alt_m)?;
             if node.streams.is_empty() {
-                return Err(ManifestError::field(src, at("streams"), "expected at least one stream"));
+                return Err(ManifestError::field(
+                    src,
+                    at("streams"),
+                    "expected at least one stream",
+                ));
             }
             for (j, s) in node.streams.iter().enumerate() {
                 if s.file.is_empty() {
-                    return Err(ManifestError::field(src, at(&format!("streams[{j}].file")), "expected a WAV file name"));
+                    return Err(ManifestError::field(
+                        src,
+                        at(&format!("streams[{j}].file")),
+                        "expected a WAV file name",
+                    ));
                 }
                 if !(s.sensitivity.is_finite() && s.sensitivity > 0.0) {
                     return Err(ManifestError::field(
                         src,
                         at(&format!("streams[{j}].sensitivity")),
-                        format!("expected a positive number (units per full scale), got {}", s.sensitivity),
+                        format!(
+                            "expected a positive number (units per full scale), got {}",
+                            s.sensitivity
+                        ),
                     ));
                 }
             }
@@ -232,15 +272,33 @@ impl Manifest {
     }
 }
 
-fn check_position(src: &str, prefix: &str, lat: f64, lon: f64, alt: f64) -> Result<(), ManifestError> {
+fn check_position(
+    src: &str,
+    prefix: &str,
+    lat: f64,
+    lon: f64,
+    alt: f64,
+) -> Result<(), ManifestError> {
     if !(-90.0..=90.0).contains(&lat) {
-        return Err(ManifestError::field(src, format!("{prefix}lat"), format!("expected degrees in -90..90, got {lat}")));
+        return Err(ManifestError::field(
+            src,
+            format!("{prefix}lat"),
+            format!("expected degrees in -90..90, got {lat}"),
+        ));
     }
     if !(-180.0..=180.0).contains(&lon) {
-        return Err(ManifestError::field(src, format!("{prefix}lon"), format!("expected degrees in -180..180, got {lon}")));
+        return Err(ManifestError::field(
+            src,
+            format!("{prefix}lon"),
+            format!("expected degrees in -180..180, got {lon}"),
+        ));
     }
     if !(-500.0..=50_000.0).contains(&alt) {
-        return Err(ManifestError::field(src, format!("{prefix}alt_m"), format!("expected metres in -500..50000, got {alt}")));
+        return Err(ManifestError::field(
+            src,
+            format!("{prefix}alt_m"),
+            format!("expected metres in -500..50000, got {alt}"),
+        ));
     }
     Ok(())
 }
@@ -309,7 +367,10 @@ mod tests {
 
     #[test]
     fn non_utc_timestamp_is_refused_naming_the_field() {
-        let text = SPEC_EXAMPLE.replace("2022-02-08T22:05:00Z\",\n          \"sensitivity\": 1.0 },\n        { \"file\"", "2022-02-08T22:05:00+03:00\",\n          \"sensitivity\": 1.0 },\n        { \"file\"");
+        let text = SPEC_EXAMPLE.replace(
+            "2022-02-08T22:05:00Z\",\n          \"sensitivity\": 1.0 },\n        { \"file\"",
+            "2022-02-08T22:05:00+03:00\",\n          \"sensitivity\": 1.0 },\n        { \"file\"",
+        );
         let e = err_of(&text);
         assert!(e.contains("nodes[0].streams[0].start_utc"), "{e}");
         assert!(e.contains("UTC"), "{e}");
@@ -318,8 +379,14 @@ mod tests {
     #[test]
     fn wrong_format_and_bad_ranges_are_named() {
         let e = err_of(&SPEC_EXAMPLE.replace("blastnet-recording/1", "blastnet-recording/9"));
-        assert!(e.contains("`format`") && e.contains("blastnet-recording/1"), "{e}");
-        let e = err_of(&SPEC_EXAMPLE.replace("\"sensitivity\": 1.0 },\n        { \"file\"", "\"sensitivity\": -2 },\n        { \"file\""));
+        assert!(
+            e.contains("`format`") && e.contains("blastnet-recording/1"),
+            "{e}"
+        );
+        let e = err_of(&SPEC_EXAMPLE.replace(
+            "\"sensitivity\": 1.0 },\n        { \"file\"",
+            "\"sensitivity\": -2 },\n        { \"file\"",
+        ));
         assert!(e.contains("nodes[0].streams[0].sensitivity"), "{e}");
         let e = err_of(&SPEC_EXAMPLE.replace("\"lon\": 36.2765", "\"lon\": 236.2765"));
         assert!(e.contains("nodes[0].lon"), "{e}");

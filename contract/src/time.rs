@@ -26,7 +26,9 @@ pub struct UtcNs(pub i64);
 #[non_exhaustive]
 pub enum TimeError {
     /// Not RFC 3339 at all. The caller should report the field and skip the input.
-    #[error("expected an RFC 3339 UTC timestamp such as 2022-02-08T22:05:13.123456789Z, got {0:?}")]
+    #[error(
+        "expected an RFC 3339 UTC timestamp such as 2022-02-08T22:05:13.123456789Z, got {0:?}"
+    )]
     Syntax(String),
     /// RFC 3339 but with a non-zero UTC offset. blastnet only accepts UTC
     /// (`Z` or `+00:00`), so that no node can silently shift its clock by a time zone.

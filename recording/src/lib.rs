@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use blastnet_contract::{Manifest, NodeSpec, StreamKind, StreamSpec, UtcNs};
 
+pub mod import;
 mod riff;
 
 pub use riff::WavLayout;
@@ -40,6 +41,14 @@ pub enum RecordingError {
         /// The WAV file.
         path: PathBuf,
         /// What was wrong, with the byte offset or field when known.
+        detail: String,
+    },
+    /// A metadata file of an import (JSON beside the audio) is malformed or missing a field.
+    #[error("{path}: {detail}")]
+    Metadata {
+        /// The file or folder.
+        path: PathBuf,
+        /// What was wrong and what was expected.
         detail: String,
     },
     /// A stream in the manifest does not fit its WAV (missing file, channel out of range).

@@ -1,0 +1,3 @@
+//! Importers: third-party recording releases converted into SPEC scenario folders.
+
+pub mod shotspotter;
