@@ -1,0 +1,372 @@
+//! Replay orchestration shared by `blastnet replay` and `blastnet demo`: every
+//! node of a scenario through the node runtime, over a real MQTT broker, into
+//! the aggregator; detections and events collected from MQTT as a subscriber
+//! would see them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use blastnet_aggregator::{AggregatorConfig, TimeBase};
+use blastnet_contract::{Detection, Event, Manifest, Status, UtcNs};
+use blastnet_node::{CancellationToken, NodeRuntimeConfig, NodeSummary, Pace, ReplaySource};
+use blastnet_recording::{BareWavOptions, Scenario};
+use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
+
+/// What to replay and how.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// Scenario folder, manifest, or bare WAV.
+    pub path: PathBuf,
+    /// Broker URL; `None` starts an embedded broker.
+    pub broker: Option<String>,
+    /// Replay pace.
+    pub pace: Pace,
+    /// Aggregator HTTP address (port 0: any free port).
+    pub http_listen: SocketAddr,
+    /// Bare WAV: UTC of its first sample.
+    pub start_utc: Option<UtcNs>,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+    /// Keep the aggregator (HTTP API, live map) up this long after the replay ends.
+    pub linger: Duration,
+}
+
+/// What a replay produced.
+pub struct ReplayOutcome {
+    /// The scenario (with its manifest; truth is read only by evaluation).
+    pub scenario: Scenario,
+    /// Every detection seen on MQTT, deduplicated by (node_id, seq), by node then seq.
+    pub detections: Vec<Detection>,
+    /// The final revision of every event, by origin time.
+    pub events: Vec<Event>,
+    /// Per node: what its runtime reported.
+    pub nodes: Vec<(String, NodeSummary)>,
+    /// The broker used.
+    pub broker_url: String,
+    /// Wall time of the replay.
+    pub elapsed: Duration,
+    /// Seconds of recording replayed (longest node stream).
+    pub data_seconds: f64,
+}
+
+/// MQTT topic segment for a scenario name.
+fn site_of(m: &Manifest) -> String {
+    let s: String = m
+        .name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    if s.is_empty() {
+        "replay".into()
+    } else {
+        s
+    }
+}
+
+fn parse_url(url: &str) -> anyhow::Result<(String, u16)> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .with_context(|| format!("--broker {url:?}: expected mqtt://host:port"))?;
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h.to_string(),
+            p.trim_end_matches('/')
+                .parse()
+                .with_context(|| format!("--broker {url:?}: port {p:?} is not a number"))?,
+        ),
+        None => (rest.trim_end_matches('/').to_string(), 1883),
+    };
+    Ok((host, port))
+}
+
+/// Open the scenario named by `opts.path`, with a clear message if it is missing.
+pub fn open_scenario(opts: &ReplayOptions) -> anyhow::Result<Scenario> {
+    let is_wav = opts
+        .path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("wav"));
+    let sc = if is_wav {
+        Scenario::from_bare_wav(
+            &opts.path,
+            &BareWavOptions {
+                start_utc: opts.start_utc,
+                ..Default::default()
+            },
+        )
+    } else {
+        Scenario::open(&opts.path)
+    };
+    sc.map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The data span of each node (seconds), from the WAV headers.
+fn data_seconds(sc: &Scenario) -> f64 {
+    let mut longest: f64 = 0.0;
+    for n in &sc.manifest.nodes {
+        for k in sc.stream_kinds(n) {
+            if let Ok(Some(r)) = sc.open_stream(&n.id, k) {
+                if let Ok(total) = r.total_samples() {
+                    longest = longest.max(total as f64 / r.sample_rate() as f64);
+                }
+            }
+        }
+    }
+    longest
+}
+
+struct Collector {
+    detections: BTreeMap<(String, u64), Detection>,
+    progress: BTreeMap<String, UtcNs>,
+}
+
+/// Run the replay. `on_event` sees every event revision as it is published.
+pub async fn run(
+    opts: &ReplayOptions,
+    mut on_event: impl FnMut(&Event) + Send + 'static,
+) -> anyhow::Result<ReplayOutcome> {
+    let started = Instant::now();
+    let scenario = open_scenario(opts)?;
+    let site = site_of(&scenario.manifest);
+    let span = data_seconds(&scenario);
+
+    // 1. The broker.
+    let broker_url = match &opts.broker {
+        Some(u) => u.clone(),
+        None => blastnet_broker::EmbeddedBroker::start_on_free_port()
+            .context("starting the embedded MQTT broker")?
+            .url(),
+    };
+    let (host, port) = parse_url(&broker_url)?;
+    let tag = format!("{}-{}", std::process::id(), started.elapsed().as_nanos() % 1_000_000);
+
+    // 2. A subscriber that sees what any outside subscriber would.
+    let collected = Arc::new(Mutex::new(Collector {
+        detections: BTreeMap::new(),
+        progress: BTreeMap::new(),
+    }));
+    let mut mo = MqttOptions::new(format!("blastnet-replay-collect-{tag}"), host.clone(), port);
+    mo.set_keep_alive(Duration::from_secs(30));
+    mo.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = AsyncClient::new(mo, 1024);
+    let det_filter = format!("blastnet/{site}/node/+/detection");
+    let status_filter = format!("blastnet/{site}/node/+/status");
+    client
+        .subscribe(&det_filter, QoS::AtLeastOnce)
+        .await
+        .context("subscribing")?;
+    client
+        .subscribe(&status_filter, QoS::AtLeastOnce)
+        .await
+        .context("subscribing")?;
+    let (suback_tx, suback_rx) = tokio::sync::oneshot::channel();
+    let coll = collected.clone();
+    let collect_task = tokio::spawn(async move {
+        let mut suback_tx = Some(suback_tx);
+        let mut subacks = 0;
+        loop {
+            match eventloop.poll().await {
+                Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
+                    subacks += 1;
+                    if subacks == 2 {
+                        if let Some(tx) = suback_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                }
+                Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                    let mut c = coll.lock().unwrap_or_else(|e| e.into_inner());
+                    if p.topic.ends_with("/detection") {
+                        match serde_json::from_slice::<Detection>(&p.payload) {
+                            Ok(d) => {
+                                let at = c.progress.entry(d.node_id.clone()).or_default();
+                                *at = (*at).max(d.onset_utc);
+                                c.detections.insert((d.node_id.clone(), d.seq), d);
+                            }
+                            Err(e) => tracing::warn!("{}: not a SPEC detection: {e}", p.topic),
+                        }
+                    } else if let Ok(s) = serde_json::from_slice::<Status>(&p.payload) {
+                        let at = c.progress.entry(s.node_id.clone()).or_default();
+                        *at = (*at).max(s.time_utc);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("replay collector: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), suback_rx)
+        .await
+        .with_context(|| format!("the broker at {broker_url} did not acknowledge subscriptions within 10 s"))?
+        .ok();
+
+    // 3. The aggregator, driven by the nodes' data time.
+    let mut acfg = AggregatorConfig::for_broker(&format!("mqtt://{host}:{port}"))?;
+    acfg.time.base = TimeBase::Nodes;
+    acfg.http_listen = opts.http_listen;
+    acfg.store.path = blastnet_aggregator::config::StorePath::Memory;
+    acfg.mqtt.sites = vec![site.clone()];
+    acfg.mqtt.client_id = format!("blastnet-replay-aggregator-{tag}");
+    acfg.mqtt.clean_session = true;
+    if let Some(env) = &scenario.manifest.environment {
+        // Measured weather (not truth): the sound speed every node experienced.
+        acfg.engine.temperature_c = env.temperature_c;
+        acfg.engine.wind_mps = env.wind_mps;
+    }
+    let agg_stop = CancellationToken::new();
+    let mut agg = blastnet_aggregator::start(acfg, agg_stop.clone())
+        .await
+        .context("starting the aggregator")?;
+    let http = agg.http_addr();
+    eprintln!("live map: http://{http}/");
+    let mut events_rx = agg.subscribe();
+    let printer = tokio::spawn(async move {
+        loop {
+            match events_rx.recv().await {
+                Ok(e) => on_event(&e),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!("event printer lagged by {n} revisions")
+                }
+                Err(_) => break,
+            }
+        }
+    });
+
+    // 4. Every node through the node runtime.
+    let state = tempfile::tempdir().context("creating a state dir for replay nodes")?;
+    let node_stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    for node in &scenario.manifest.nodes {
+        let mut cfg = NodeRuntimeConfig::for_replay(
+            &node.id,
+            &site,
+            &format!("mqtt://{host}:{port}"),
+            &state.path().join(&node.id),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        cfg.mqtt.client_id = format!("blastnet-replay-{}-{tag}", node.id);
+        // A replay needs no fsync per detection: its state dir is thrown away.
+        cfg.fsync = false;
+        let source = ReplaySource::new(&scenario, &node.id, opts.pace, 1e-6)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let id = node.id.clone();
+        let stop = node_stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = blastnet_node::run_node(cfg, source, stop).await;
+            (id, r)
+        }));
+    }
+
+    let bar = if opts.progress && span > 0.0 {
+        let b = indicatif::ProgressBar::new((span * 1000.0) as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} replay [{bar:40}] {msg} {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let start_utc = scenario
+        .manifest
+        .nodes
+        .iter()
+        .flat_map(|n| n.streams.iter().map(|s| s.start_utc))
+        .min()
+        .unwrap_or_default();
+    let mut nodes = Vec::new();
+    let mut pending = tasks;
+    while !pending.is_empty() {
+        if let Some(b) = &bar {
+            let c = collected.lock().unwrap_or_else(|e| e.into_inner());
+            let slowest = c.progress.values().min().copied().unwrap_or(start_utc);
+            let done = slowest.secs_since(start_utc).clamp(0.0, span);
+            b.set_position((done * 1000.0) as u64);
+            b.set_message(format!("{done:.0}/{span:.0} s of recording, {} detections", c.detections.len()));
+        }
+        let (finished, _, rest) = futures_select(pending).await;
+        pending = rest;
+        let (id, r) = finished.context("a replay node task panicked")?;
+        let summary = r.map_err(|e| anyhow::anyhow!("node {id}: {e}"))?;
+        nodes.push((id, summary));
+    }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+
+    // 5. Every spooled detection reaches the subscriber; the aggregator finishes.
+    let expected: u64 = nodes.iter().map(|(_, s)| s.detections + s.recovered).sum();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let n = collected.lock().unwrap_or_else(|e| e.into_inner()).detections.len() as u64;
+        if n >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if tokio::time::timeout(Duration::from_secs(30), agg.completed())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the aggregator did not see every node go offline within 30 s; flushing");
+    }
+    if !opts.linger.is_zero() {
+        eprintln!(
+            "replay done; the live map stays up for {} s at http://{http}/",
+            opts.linger.as_secs()
+        );
+        tokio::time::sleep(opts.linger).await;
+    }
+    agg.shutdown();
+    let summary = agg.join().await.context("aggregator")?;
+    printer.abort();
+    collect_task.abort();
+    let _ = client.disconnect().await;
+
+    let detections: Vec<Detection> = {
+        let c = collected.lock().unwrap_or_else(|e| e.into_inner());
+        c.detections.values().cloned().collect()
+    };
+    if (detections.len() as u64) < expected {
+        bail!(
+            "only {} of {} published detections reached the subscriber on {broker_url}",
+            detections.len(),
+            expected
+        );
+    }
+    let mut events = summary.events;
+    events.sort_by_key(|e| e.origin_utc);
+    nodes.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(ReplayOutcome {
+        scenario,
+        detections,
+        events,
+        nodes,
+        broker_url,
+        elapsed: started.elapsed(),
+        data_seconds: span,
+    })
+}
+
+/// Wait for the first of `tasks` to finish; return it and the rest.
+async fn futures_select<T>(
+    mut tasks: Vec<tokio::task::JoinHandle<T>>,
+) -> (Result<T, tokio::task::JoinError>, usize, Vec<tokio::task::JoinHandle<T>>) {
+    loop {
+        if let Some(i) = tasks.iter().position(|t| t.is_finished()) {
+            let t = tasks.swap_remove(i);
+            let r = t.await;
+            return (r, i, tasks);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

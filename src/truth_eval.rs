@@ -1,0 +1,124 @@
+//! Evaluation against a manifest's `truth`: which events match which true
+//! sources, their location errors, recall and ghosts. Read only by the replay
+//! summary, `blastnet eval` and tests — never by the node or the aggregator.
+
+use blastnet_contract::{Enu, EnuFrame, Event, Manifest, SourceKind, TruthSource};
+
+/// One true source and the event matched to it, if any.
+#[derive(Debug, Clone)]
+pub struct Match {
+    /// Index into the truth list.
+    pub truth: usize,
+    /// Index into the event list.
+    pub event: Option<usize>,
+    /// Horizontal error, m.
+    pub horizontal_m: f64,
+    /// 3-D error, m.
+    pub error_3d_m: f64,
+    /// Origin-time error, s.
+    pub origin_s: f64,
+}
+
+/// The comparison of a run's events with the truth.
+#[derive(Debug, Clone, Default)]
+pub struct Evaluation {
+    /// One per true blast (explosion, gunshot, launch).
+    pub matches: Vec<Match>,
+    /// Events matched to no true blast.
+    pub ghosts: Vec<usize>,
+    /// Events explained by a true non-blast source (a distractor that was located).
+    pub distractor_events: Vec<usize>,
+}
+
+impl Evaluation {
+    /// True blasts with an event.
+    pub fn located(&self) -> usize {
+        self.matches.iter().filter(|m| m.event.is_some()).count()
+    }
+
+    /// Median of `f` over located blasts.
+    pub fn median(&self, f: impl Fn(&Match) -> f64) -> Option<f64> {
+        let mut v: Vec<f64> = self
+            .matches
+            .iter()
+            .filter(|m| m.event.is_some())
+            .map(f)
+            .collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        Some(v[v.len() / 2])
+    }
+
+    /// Share of located blasts with horizontal error within `m` metres, over all true blasts.
+    pub fn share_within(&self, m: f64) -> f64 {
+        if self.matches.is_empty() {
+            return 0.0;
+        }
+        self.matches
+            .iter()
+            .filter(|x| x.event.is_some() && x.horizontal_m <= m)
+            .count() as f64
+            / self.matches.len() as f64
+    }
+}
+
+/// Match events to true sources: greedily by 3-D distance, among pairs whose
+/// origin times differ by at most `window_s`.
+pub fn evaluate(manifest: &Manifest, events: &[Event], window_s: f64) -> Evaluation {
+    let truth: &[TruthSource] = manifest.truth.as_deref().unwrap_or(&[]);
+    let Some(first) = manifest.nodes.first() else {
+        return Evaluation::default();
+    };
+    let frame = EnuFrame::new(first.position());
+    let ev_pos: Vec<Enu> = events
+        .iter()
+        .map(|e| frame.to_enu(blastnet_contract::Geodetic::new(e.lat, e.lon, e.alt_m)))
+        .collect();
+    let tr_pos: Vec<Enu> = truth.iter().map(|t| frame.to_enu(blastnet_contract::Geodetic::new(t.lat, t.lon, t.alt_m))).collect();
+    let mut pairs = Vec::new();
+    for (ti, t) in truth.iter().enumerate() {
+        for (ei, e) in events.iter().enumerate() {
+            let dt = e.origin_utc.secs_since(t.time_utc);
+            if dt.abs() <= window_s {
+                pairs.push((tr_pos[ti].distance(ev_pos[ei]), ti, ei));
+            }
+        }
+    }
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut t_used = vec![None; truth.len()];
+    let mut e_used = vec![false; events.len()];
+    for (_, ti, ei) in pairs {
+        if t_used[ti].is_none() && !e_used[ei] {
+            t_used[ti] = Some(ei);
+            e_used[ei] = true;
+        }
+    }
+    let mut out = Evaluation::default();
+    for (ti, t) in truth.iter().enumerate() {
+        let is_blast = t.kind.is_blast() || t.kind == SourceKind::Unknown;
+        match (is_blast, t_used[ti]) {
+            (true, Some(ei)) => out.matches.push(Match {
+                truth: ti,
+                event: Some(ei),
+                horizontal_m: tr_pos[ti].horizontal_distance(ev_pos[ei]),
+                error_3d_m: tr_pos[ti].distance(ev_pos[ei]),
+                origin_s: events[ei].origin_utc.secs_since(t.time_utc),
+            }),
+            (true, None) => out.matches.push(Match {
+                truth: ti,
+                event: None,
+                horizontal_m: f64::NAN,
+                error_3d_m: f64::NAN,
+                origin_s: f64::NAN,
+            }),
+            (false, Some(ei)) => out.distractor_events.push(ei),
+            (false, None) => {}
+        }
+    }
+    out.ghosts = (0..events.len())
+        .filter(|&ei| !t_used.contains(&Some(ei)))
+        .collect();
+    out
+}
