@@ -1,0 +1,1361 @@
+//! The association engine: a pure state machine. Detections and watermarks
+//! go in; event revisions and node flags come out as [`Action`]s.
+//!
+//! Life of a detection:
+//! 1. **Absorb**: if an open event predicts an arrival at this node (and
+//!    stream) within `gate_sigmas` of (pick ⊕ prediction) sigma, it joins the
+//!    best such event (seismic picks are tried as the ground wave and as the
+//!    air-coupled wave).
+//! 2. **Seed**: otherwise it waits in the pending pool, and with it as the
+//!    pivot the engine looks for a source that explains it and other pending
+//!    detections: hypotheses from every consistent triple (ground-plane
+//!    spherical intersection) and quadruple (linearised TDOA, free height),
+//!    scored by how many nodes they explain (a RANSAC-like consensus), the
+//!    best refined by [`locate`] with outlier rejection, then accepted only if
+//!    χ² is consistent with the sigmas and the live nodes whose arrival is
+//!    already due mostly reported it (negative evidence, the guard against
+//!    ghosts made of unrelated picks).
+//! 3. **Finalise**: once the watermark passes origin + travel time to the
+//!    farthest live node + margin, the event is published as final, with the
+//!    nearby unassociated picks (echoes, clock errors) listed as outliers and
+//!    the per-node residual history updated (a node whose residuals agree in
+//!    sign and size across events is flagged).
+
+use std::collections::{HashMap, VecDeque};
+
+use blastnet_contract::blast::Burst;
+use blastnet_contract::wire::EVENT_SCHEMA;
+use blastnet_contract::{
+    ArrivalRef, Detection, EnuFrame, Event, EventStatus, Geodetic, SourceKind, StreamKind, UtcNs,
+};
+
+use crate::config::EngineConfig;
+use crate::locate::{closed_form, locate, Arrival, Dims, DimsChoice, LocateOptions, Solution};
+use crate::propagation::{Phase, Propagation};
+use crate::yield_est::estimate_yield_multi;
+
+/// What the engine knows about a node (from its status messages).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeInfo {
+    /// Node id.
+    pub id: String,
+    /// Surveyed or GPS position.
+    pub position: Geodetic,
+    /// 1-sigma clock uncertainty, seconds.
+    pub clock_uncertainty_s: f64,
+    /// Whether the node is alive (status `online` or `degraded`).
+    pub online: bool,
+    /// Air temperature it reports, °C.
+    pub temperature_c: Option<f64>,
+}
+
+/// An output of the engine.
+// `Publish(Event)` is the agreed API and actions are few (one per revision):
+// boxing would buy nothing measurable.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Publish this event revision (preliminary or final; see `event.status`).
+    /// Same event_id across revisions, revision increments.
+    Publish(Event),
+    /// A node whose arrivals are consistently inconsistent (e.g. clock error): flag it.
+    FlagNode {
+        /// The node.
+        node_id: String,
+        /// Why, with the numbers.
+        reason: String,
+    },
+}
+
+/// Candidates (nearest in time to the pivot) from which quadruples are drawn.
+const QUAD_CANDIDATES: usize = 12;
+
+/// History of a node's residuals kept for clock flagging.
+const HISTORY: usize = 8;
+
+#[derive(Debug, Clone)]
+struct Node {
+    info: NodeInfo,
+    enu: [f64; 3],
+    /// Latest onset delivered by this node (per-node delivery is in order).
+    hw: Option<UtcNs>,
+    history: VecDeque<Option<f64>>,
+    flagged: bool,
+    /// Finalised events in a row this node contributed nothing to while
+    /// delivering no pick at all: at 3 it is presumed dead (silently) and no
+    /// longer counted as a node that should have heard a source.
+    silent_misses: usize,
+}
+
+/// Consecutive silent misses after which a node is presumed dead.
+const PRESUMED_DEAD_AFTER: usize = 3;
+
+impl Node {
+    fn expected(&self) -> bool {
+        self.info.online && !self.flagged && self.silent_misses < PRESUMED_DEAD_AFTER
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Det {
+    uid: u64,
+    node: usize,
+    seq: u64,
+    stream: StreamKind,
+    onset: UtcNs,
+    /// pick ⊕ clock ⊕ model, seconds.
+    sigma: f64,
+    probs: [f64; 5],
+    peak: f64,
+    site: Option<String>,
+    /// A seed with this pivot waits for other nodes' arrivals to fall due: retry then.
+    retry: Option<UtcNs>,
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    det: Det,
+    phase: Phase,
+    /// Part of the fit (false: a located outlier, or an air-coupled seismic
+    /// pick duplicating the node's acoustic one).
+    used: bool,
+    residual: f64,
+    reason: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct OpenEvent {
+    id: String,
+    revision: u32,
+    tref: UtcNs,
+    members: Vec<Member>,
+    /// Unassociated picks near this event's predictions (possible outliers).
+    cands: Vec<Det>,
+    sol: Solution,
+    /// Used-member count at the last location.
+    located_with: usize,
+    deadline: UtcNs,
+}
+
+/// The association engine. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    cfg: EngineConfig,
+    prop: Propagation,
+    frame: Option<EnuFrame>,
+    nodes: Vec<Node>,
+    node_ix: HashMap<String, usize>,
+    pending: Vec<Det>,
+    events: Vec<OpenEvent>,
+    watermark: Option<UtcNs>,
+    max_onset: Option<UtcNs>,
+    next_uid: u64,
+    next_event: u64,
+    window_s: f64,
+}
+
+fn kind_index(k: SourceKind) -> usize {
+    SourceKind::ALL.iter().position(|&x| x == k).unwrap_or(4)
+}
+
+fn probs_of(det: &Detection) -> [f64; 5] {
+    let mut p = [0.0; 5];
+    if !det.class_probs.is_empty() {
+        for (name, &v) in &det.class_probs {
+            if let Some(i) = SourceKind::ALL.iter().position(|k| k.as_str() == name) {
+                if v.is_finite() && v > 0.0 {
+                    p[i] += v;
+                }
+            }
+        }
+        let s: f64 = p.iter().sum();
+        if s > 0.0 {
+            p.iter_mut().for_each(|v| *v /= s);
+            return p;
+        }
+    }
+    let c = if det.confidence.is_finite() {
+        det.confidence.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let k = kind_index(det.kind);
+    for (i, v) in p.iter_mut().enumerate() {
+        *v = if i == k { c } else { (1.0 - c) / 4.0 };
+    }
+    p
+}
+
+fn finite_or(v: f64, d: f64) -> f64 {
+    if v.is_finite() && v >= 0.0 {
+        v
+    } else {
+        d
+    }
+}
+
+impl Engine {
+    /// A new engine. `cfg` should have passed [`EngineConfig::validate`];
+    /// out-of-range values are used as given.
+    pub fn new(cfg: EngineConfig) -> Engine {
+        let mut prop = Propagation::still_air(cfg.temperature_c);
+        prop.wind_mps = cfg.wind_mps;
+        prop.seismic_speed_mps = cfg.seismic_speed_mps;
+        prop.seismic_speed_rel_sigma = cfg.seismic_speed_rel_sigma;
+        let frame = cfg.origin.map(EnuFrame::new);
+        let window_s = cfg
+            .max_event_window_s
+            .unwrap_or(1.0 + cfg.association_tolerance_s);
+        Engine {
+            cfg,
+            prop,
+            frame,
+            nodes: Vec::new(),
+            node_ix: HashMap::new(),
+            pending: Vec::new(),
+            events: Vec::new(),
+            watermark: None,
+            max_onset: None,
+            next_uid: 0,
+            next_event: 0,
+            window_s,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// The propagation model in use (sound speed from the nodes' or the configured temperature).
+    pub fn propagation(&self) -> Propagation {
+        self.prop
+    }
+
+    /// The ENU frame's origin, once known.
+    pub fn origin(&self) -> Option<Geodetic> {
+        self.frame.map(|f| f.origin())
+    }
+
+    /// Events not yet final.
+    pub fn open_events(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Detections waiting for an event.
+    pub fn pending_detections(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn frame(&mut self, at: Geodetic) -> EnuFrame {
+        *self.frame.get_or_insert_with(|| EnuFrame::new(at))
+    }
+
+    /// Add or update a node (position, clock, liveness, temperature).
+    pub fn upsert_node(&mut self, node: NodeInfo) {
+        let frame = self.frame(node.position);
+        let enu = frame.to_enu(node.position).to_array();
+        match self.node_ix.get(&node.id) {
+            Some(&i) => {
+                self.nodes[i].info = node;
+                self.nodes[i].enu = enu;
+            }
+            None => {
+                self.node_ix.insert(node.id.clone(), self.nodes.len());
+                self.nodes.push(Node {
+                    info: node,
+                    enu,
+                    hw: None,
+                    history: VecDeque::new(),
+                    flagged: false,
+                    silent_misses: 0,
+                });
+            }
+        }
+        self.refresh_derived();
+    }
+
+    /// Sound speed from the online nodes' temperatures (mean) or the config;
+    /// event window from the array aperture.
+    fn refresh_derived(&mut self) {
+        let temps: Vec<f64> = self
+            .nodes
+            .iter()
+            .filter(|n| n.info.online)
+            .filter_map(|n| n.info.temperature_c)
+            .filter(|t| t.is_finite() && (-80.0..=70.0).contains(t))
+            .collect();
+        let t = if temps.is_empty() {
+            self.cfg.temperature_c
+        } else {
+            temps.iter().sum::<f64>() / temps.len() as f64
+        };
+        self.prop.sound_speed_mps = blastnet_contract::physics::sound_speed(t);
+        if self.cfg.max_event_window_s.is_none() {
+            let mut ap: f64 = 0.0;
+            for (i, a) in self.nodes.iter().enumerate() {
+                for b in &self.nodes[i + 1..] {
+                    ap = ap.max(dist(a.enu, b.enu));
+                }
+            }
+            self.window_s =
+                ap / self.prop.min_acoustic_speed() + self.cfg.association_tolerance_s + 1.0;
+        }
+    }
+
+    fn node_for(&mut self, det: &Detection) -> usize {
+        if let Some(&i) = self.node_ix.get(&det.node_id) {
+            return i;
+        }
+        self.upsert_node(NodeInfo {
+            id: det.node_id.clone(),
+            position: Geodetic::new(det.lat, det.lon, det.alt_m),
+            clock_uncertainty_s: finite_or(det.clock.uncertainty_s, 0.0),
+            online: true,
+            temperature_c: None,
+        });
+        self.nodes.len() - 1
+    }
+
+    /// A validated, deduplicated detection.
+    pub fn on_detection(&mut self, det: &Detection, out: &mut Vec<Action>) {
+        let node = self.node_for(det);
+        let n = &mut self.nodes[node];
+        n.silent_misses = 0;
+        n.hw = Some(n.hw.map_or(det.onset_utc, |h| h.max(det.onset_utc)));
+        self.max_onset = Some(
+            self.max_onset
+                .map_or(det.onset_utc, |h| h.max(det.onset_utc)),
+        );
+        let pick = finite_or(det.onset_uncertainty_s, 1e-3);
+        let clock = finite_or(det.clock.uncertainty_s, n.info.clock_uncertainty_s)
+            .max(finite_or(n.info.clock_uncertainty_s, 0.0));
+        let m = self.cfg.model_sigma_s;
+        let sigma = (pick * pick + clock * clock + m * m).sqrt().max(1e-6);
+        let d = Det {
+            uid: self.next_uid,
+            node,
+            seq: det.seq,
+            stream: det.stream,
+            onset: det.onset_utc,
+            sigma,
+            probs: probs_of(det),
+            peak: det.peak,
+            site: det.site.clone(),
+            retry: None,
+        };
+        self.next_uid += 1;
+        if self.try_absorb(&d, out) {
+            return;
+        }
+        self.note_candidate(&d);
+        self.pending.push(d);
+        // Bound the pool even if `advance` is never called.
+        if let Some(mo) = self.max_onset {
+            let limit = mo.add_secs_f64(-(2.0 * self.window_s + self.cfg.lateness_s));
+            if self.pending.first().is_some_and(|p| p.onset < limit) {
+                self.pending.retain(|p| p.onset >= limit);
+            }
+        }
+        if det.stream == StreamKind::Acoustic {
+            let last = self.pending.len() - 1;
+            self.try_seed(last, out);
+        }
+    }
+
+    /// Advance the watermark: every detection with onset < `watermark` −
+    /// `lateness_s` has been delivered. Events that can receive no further
+    /// physically possible arrival are finalised.
+    pub fn advance(&mut self, watermark: UtcNs, out: &mut Vec<Action>) {
+        self.watermark = Some(self.watermark.map_or(watermark, |w| w.max(watermark)));
+        let horizon = self.horizon();
+        // Seeds that waited for other nodes' arrivals to fall due.
+        let mut i = 0;
+        while i < self.pending.len() {
+            if self.pending[i].retry.is_some_and(|t| t <= horizon) {
+                self.pending[i].retry = None;
+                let before = self.pending.len();
+                self.try_seed(i, out);
+                if self.pending.len() != before {
+                    i = 0;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        let mut k = 0;
+        while k < self.events.len() {
+            if self.events[k].deadline <= horizon {
+                let ev = self.events.remove(k);
+                self.finalise(ev, out);
+            } else {
+                k += 1;
+            }
+        }
+        let limit = horizon.add_secs_f64(-self.window_s);
+        self.pending.retain(|p| p.onset >= limit);
+    }
+
+    /// Finalise everything (end of a replay): every arrival is treated as delivered.
+    pub fn flush(&mut self, out: &mut Vec<Action>) {
+        self.watermark = Some(UtcNs(i64::MAX / 2));
+        let mut i = 0;
+        while i < self.pending.len() {
+            let before = self.pending.len();
+            if self.pending[i].stream == StreamKind::Acoustic {
+                self.try_seed(i, out);
+            }
+            if self.pending.len() != before {
+                i = 0;
+            } else {
+                i += 1;
+            }
+        }
+        let events = std::mem::take(&mut self.events);
+        for ev in events {
+            self.finalise(ev, out);
+        }
+        self.pending.clear();
+    }
+
+    fn horizon(&self) -> UtcNs {
+        self.watermark
+            .map(|w| w.add_secs_f64(-self.cfg.lateness_s))
+            .unwrap_or(UtcNs(i64::MIN / 2))
+    }
+
+    /// The instant up to which node `n`'s arrivals are known to be delivered.
+    fn due_time(&self, n: usize) -> UtcNs {
+        let h = self.horizon();
+        self.nodes[n].hw.map_or(h, |hw| hw.max(h))
+    }
+
+    fn rel(t: UtcNs, tref: UtcNs) -> f64 {
+        t.secs_since(tref)
+    }
+
+    /// Predicted arrival (s on the event axis) and its 1-sigma at node `n` for `phase`.
+    fn predict(&self, sol: &Solution, n: usize, phase: Phase) -> (f64, f64) {
+        let src = sol.position.to_array();
+        let (t, g) = self.prop.travel_and_gradient(phase, src, self.nodes[n].enu);
+        let gv = [g[0], g[1], g[2], 1.0];
+        let c = &sol.uncertainty.covariance;
+        let mut var = 0.0;
+        for i in 0..4 {
+            for j in 0..4 {
+                var += gv[i] * c[i][j] * gv[j];
+            }
+        }
+        let m = self.prop.model_sigma(phase, t);
+        (sol.origin_s + t, (var.max(0.0) + m * m).sqrt())
+    }
+
+    fn try_absorb(&mut self, d: &Det, out: &mut Vec<Action>) -> bool {
+        let mut best: Option<(usize, Phase, f64, bool)> = None; // event, phase, score, used
+        for (k, ev) in self.events.iter().enumerate() {
+            if ev
+                .members
+                .iter()
+                .any(|m| m.det.node == d.node && m.det.stream == d.stream)
+            {
+                continue;
+            }
+            let phases: &[Phase] = match d.stream {
+                StreamKind::Acoustic => &[Phase::Acoustic],
+                StreamKind::Seismic => &[Phase::Seismic, Phase::Acoustic],
+            };
+            for &ph in phases {
+                let (pred, sp) = self.predict(&ev.sol, d.node, ph);
+                let r = Self::rel(d.onset, ev.tref) - pred;
+                let gate = self.cfg.gate_sigmas * (d.sigma * d.sigma + sp * sp).sqrt();
+                if r.abs() <= gate {
+                    let score = r.abs() / gate;
+                    if best.is_none_or(|b| score < b.2) {
+                        // An air-coupled seismic pick duplicates the node's acoustic one.
+                        let dup = d.stream == StreamKind::Seismic
+                            && ph == Phase::Acoustic
+                            && ev.members.iter().any(|m| {
+                                m.det.node == d.node && m.phase == Phase::Acoustic && m.used
+                            });
+                        best = Some((k, ph, score, !dup));
+                    }
+                }
+            }
+        }
+        let Some((k, phase, _, used)) = best else {
+            return false;
+        };
+        self.events[k].members.push(Member {
+            det: d.clone(),
+            phase,
+            used,
+            residual: 0.0,
+            reason: if used {
+                None
+            } else {
+                Some("air-coupled seismic pick; the node's acoustic pick is used".into())
+            },
+        });
+        let n_used = self.events[k].members.iter().filter(|m| m.used).count();
+        // Relocate on a geometric schedule (every arrival up to 8, then each
+        // +25 %): revisions stay informative and the cost per arrival stays
+        // bounded. Every arrival is gated against the latest solution.
+        let located = self.events[k].located_with;
+        if n_used <= 8 || n_used as f64 >= 1.25 * located as f64 {
+            if self.relocate(k) {
+                self.events[k].revision += 1;
+                let e = self.to_event(&self.events[k], EventStatus::Preliminary);
+                out.push(Action::Publish(e));
+            }
+        } else {
+            let ev = &self.events[k];
+            let (pred, _) = self.predict(&ev.sol, d.node, phase);
+            let r = Self::rel(d.onset, ev.tref) - pred;
+            if let Some(m) = self.events[k].members.last_mut() {
+                m.residual = r;
+            }
+        }
+        true
+    }
+
+    /// Remember `d` as a possible outlier of every open event it nearly fits.
+    fn note_candidate(&mut self, d: &Det) {
+        let w = self.cfg.outlier_window_s;
+        let mut hits = Vec::new();
+        for (k, ev) in self.events.iter().enumerate() {
+            let (pred, _) = self.predict(&ev.sol, d.node, Phase::Acoustic);
+            if (Self::rel(d.onset, ev.tref) - pred).abs() <= w && d.stream == StreamKind::Acoustic {
+                hits.push(k);
+            }
+        }
+        for k in hits {
+            self.events[k].cands.push(d.clone());
+        }
+    }
+
+    fn arrivals_of(&self, members: &[Member], tref: UtcNs) -> Vec<Arrival> {
+        members
+            .iter()
+            .map(|m| Arrival {
+                position: blastnet_contract::Enu::new(
+                    self.nodes[m.det.node].enu[0],
+                    self.nodes[m.det.node].enu[1],
+                    self.nodes[m.det.node].enu[2],
+                ),
+                time_s: Self::rel(m.det.onset, tref),
+                sigma_s: m.det.sigma,
+                phase: m.phase,
+            })
+            .collect()
+    }
+
+    fn locate_opts(&self, start: Option<[f64; 4]>) -> LocateOptions {
+        LocateOptions {
+            dims: DimsChoice::Auto,
+            ground_u_m: None,
+            outlier_sigmas: self.cfg.outlier_sigmas,
+            max_outliers: usize::MAX,
+            min_arrivals_3d: self.cfg.min_nodes_3d,
+            altitude_lr_threshold: self.cfg.altitude_lr_threshold,
+            start,
+        }
+    }
+
+    /// Ground plane: the median height of all known nodes (stable across revisions).
+    fn ground_u(&self, members: &[Member]) -> f64 {
+        let mut h: Vec<f64> = members
+            .iter()
+            .map(|m| self.nodes[m.det.node].enu[2])
+            .collect();
+        h.sort_by(f64::total_cmp);
+        if h.is_empty() {
+            0.0
+        } else {
+            h[h.len() / 2]
+        }
+    }
+
+    /// Locate `members` (all but air-coupled duplicates), returning the
+    /// solution and the per-member used/residual/reason.
+    fn solve_members(
+        &self,
+        members: &mut [Member],
+        tref: UtcNs,
+        start: Option<[f64; 4]>,
+    ) -> Option<Solution> {
+        let idx: Vec<usize> = (0..members.len())
+            .filter(|&i| {
+                members[i].used
+                    || members[i]
+                        .reason
+                        .as_deref()
+                        .is_none_or(|r| !r.starts_with("air-coupled"))
+            })
+            .collect();
+        let sub: Vec<Member> = idx.iter().map(|&i| members[i].clone()).collect();
+        let arr = self.arrivals_of(&sub, tref);
+        let mut opts = self.locate_opts(start);
+        opts.ground_u_m = Some(self.ground_u(&sub));
+        let sol = locate(&arr, &self.prop, &opts).ok()?;
+        for (j, &i) in idx.iter().enumerate() {
+            let m = &mut members[i];
+            m.residual = sol.residuals_s[j];
+            if sol.outliers.contains(&j) {
+                m.used = false;
+                m.reason = Some(format!(
+                    "residual {:+.1} ms is {:.1} sigma from the fit of the other arrivals",
+                    m.residual * 1e3,
+                    (m.residual / m.det.sigma).abs()
+                ));
+            } else {
+                m.used = true;
+                m.reason = None;
+            }
+        }
+        // Air-coupled duplicates: residual against the final fit.
+        for m in members.iter_mut().filter(|m| {
+            !m.used
+                && m.reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("air-coupled"))
+        }) {
+            let a = self.arrivals_of(std::slice::from_ref(m), tref)[0];
+            m.residual = a.time_s
+                - sol.origin_s
+                - self
+                    .prop
+                    .travel_time(m.phase, sol.position.to_array(), a.position.to_array());
+        }
+        Some(sol)
+    }
+
+    fn relocate(&mut self, k: usize) -> bool {
+        let ev = &self.events[k];
+        let s = &ev.sol;
+        let start = Some([s.position.e, s.position.n, s.position.u, s.origin_s]);
+        let mut members = ev.members.clone();
+        let tref = ev.tref;
+        let Some(sol) = self.solve_members(&mut members, tref, start) else {
+            return false;
+        };
+        let deadline = self.deadline(&sol, tref);
+        let ev = &mut self.events[k];
+        ev.members = members;
+        ev.located_with = ev.members.iter().filter(|m| m.used).count();
+        ev.sol = sol;
+        ev.deadline = deadline;
+        true
+    }
+
+    /// When no further arrival is physically possible at any live node.
+    fn deadline(&self, sol: &Solution, tref: UtcNs) -> UtcNs {
+        let mut latest = 0.0f64;
+        for n in 0..self.nodes.len() {
+            if !self.nodes[n].info.online {
+                continue;
+            }
+            for ph in [Phase::Acoustic, Phase::Seismic] {
+                let (t, s) = self.predict(sol, n, ph);
+                latest = latest.max(t + self.cfg.gate_sigmas * s);
+            }
+        }
+        tref.add_secs_f64(latest.max(sol.origin_s) + self.cfg.association_tolerance_s)
+    }
+
+    fn consistent(&self, a: &Det, b: &Det) -> bool {
+        let d = dist(self.nodes[a.node].enu, self.nodes[b.node].enu);
+        let dt = a.onset.secs_since(b.onset).abs();
+        let s = (a.sigma * a.sigma + b.sigma * b.sigma).sqrt();
+        dt <= d / self.prop.min_acoustic_speed()
+            + self.cfg.association_tolerance_s
+            + self.cfg.gate_sigmas * s
+    }
+
+    /// Try to start an event with pending[p] as the pivot.
+    // The loops index a consistency matrix by pairs/triples of candidates.
+    #[allow(clippy::needless_range_loop)]
+    fn try_seed(&mut self, p: usize, out: &mut Vec<Action>) {
+        let pivot = self.pending[p].clone();
+        if pivot.stream != StreamKind::Acoustic || self.nodes[pivot.node].flagged {
+            return;
+        }
+        let tref = pivot.onset;
+        // Candidates: consistent acoustic picks from other nodes, nearest in time first.
+        let mut cand: Vec<usize> = (0..self.pending.len())
+            .filter(|&i| {
+                let q = &self.pending[i];
+                i != p
+                    && q.stream == StreamKind::Acoustic
+                    && q.node != pivot.node
+                    && !self.nodes[q.node].flagged
+                    && self.consistent(q, &pivot)
+            })
+            .collect();
+        cand.sort_by(|&a, &b| {
+            let da = self.pending[a].onset.secs_since(tref).abs();
+            let db = self.pending[b].onset.secs_since(tref).abs();
+            da.total_cmp(&db)
+        });
+        cand.truncate(self.cfg.max_seed_candidates.saturating_sub(1));
+        let mut set: Vec<usize> = vec![p];
+        set.extend(cand);
+        let mut nodes_in: Vec<usize> = set.iter().map(|&i| self.pending[i].node).collect();
+        nodes_in.sort_unstable();
+        nodes_in.dedup();
+        if nodes_in.len() < self.cfg.min_nodes_ground {
+            return;
+        }
+        let m = set.len();
+        let dets: Vec<Det> = set.iter().map(|&i| self.pending[i].clone()).collect();
+        let arr: Vec<Arrival> = dets
+            .iter()
+            .map(|d| Arrival {
+                position: enu(self.nodes[d.node].enu),
+                time_s: d.onset.secs_since(tref),
+                sigma_s: d.sigma,
+                phase: Phase::Acoustic,
+            })
+            .collect();
+        let cons: Vec<Vec<bool>> = (0..m)
+            .map(|i| {
+                (0..m)
+                    .map(|j| dets[i].node != dets[j].node && self.consistent(&dets[i], &dets[j]))
+                    .collect()
+            })
+            .collect();
+        let ground_u = {
+            let mut h: Vec<f64> = self.nodes.iter().map(|n| n.enu[2]).collect();
+            h.sort_by(f64::total_cmp);
+            h[h.len() / 2]
+        };
+        let c = self.prop.sound_speed_mps;
+        // Hypotheses with their consensus (support count, χ²): ground-plane
+        // triples first; quadruples (free height) only when no ground
+        // hypothesis can be confirmed, from the candidates nearest in time
+        // (an airburst's arrivals are the most compact in time).
+        let mut hyps: Vec<([f64; 4], usize, f64)> = Vec::new();
+        let full = nodes_in.len();
+        let confirm_2d = self
+            .cfg
+            .min_nodes_preliminary
+            .max(3 + self.cfg.confirm_extra_arrivals);
+        let mut used = vec![false; m];
+        'pairs: for i in 1..m {
+            if !cons[0][i] {
+                continue;
+            }
+            for j in i + 1..m {
+                if !cons[0][j] || !cons[i][j] {
+                    continue;
+                }
+                used.iter_mut().for_each(|u| *u = false);
+                used[0] = true;
+                used[i] = true;
+                used[j] = true;
+                for h in closed_form(&arr, &used, c, ground_u) {
+                    let (s, x2) = self.support(&arr, &dets, h);
+                    hyps.push((h, s, x2));
+                    if s == full {
+                        break 'pairs;
+                    }
+                }
+            }
+        }
+        let best2 = hyps.iter().map(|h| h.1).max().unwrap_or(0);
+        if best2 < confirm_2d {
+            let mq = m.min(QUAD_CANDIDATES);
+            'quads: for i in 1..mq {
+                if !cons[0][i] {
+                    continue;
+                }
+                for j in i + 1..mq {
+                    if !cons[0][j] || !cons[i][j] {
+                        continue;
+                    }
+                    for l in j + 1..mq {
+                        if !cons[0][l] || !cons[i][l] || !cons[j][l] {
+                            continue;
+                        }
+                        used.iter_mut().for_each(|u| *u = false);
+                        for x in [0, i, j, l] {
+                            used[x] = true;
+                        }
+                        for h in closed_form(&arr, &used, c, ground_u) {
+                            let (s, x2) = self.support(&arr, &dets, h);
+                            hyps.push((h, s, x2));
+                            if s == full {
+                                break 'quads;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        hyps.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.total_cmp(&b.2)));
+        let mut tried: Vec<[f64; 4]> = Vec::new();
+        for (h, s, _) in hyps.into_iter() {
+            if s < self.cfg.min_nodes_ground || tried.len() >= 4 {
+                break;
+            }
+            if tried
+                .iter()
+                .any(|t| (t[0] - h[0]).hypot(t[1] - h[1]) < 50.0 && (t[3] - h[3]).abs() < 0.05)
+            {
+                continue;
+            }
+            tried.push(h);
+            if s < confirm_2d {
+                // Cannot be confirmed yet: come back when every live node's
+                // arrival for this hypothesis is due (then judged on all of them).
+                let at = self.all_due_at(h, tref);
+                if at > self.horizon() {
+                    if let Some(q) = self.pending.iter_mut().find(|q| q.uid == pivot.uid) {
+                        q.retry = Some(q.retry.map_or(at, |t| t.min(at)));
+                    }
+                    continue;
+                }
+            }
+            match self.evaluate_seed(&dets, h, tref) {
+                SeedVerdict::Accept(members, sol, tref_ev) => {
+                    self.create_event(members, sol, tref_ev, out);
+                    return;
+                }
+                SeedVerdict::Wait(at) => {
+                    if let Some(q) = self.pending.iter_mut().find(|q| q.uid == pivot.uid) {
+                        q.retry = Some(q.retry.map_or(at, |t| t.min(at)));
+                    }
+                }
+                SeedVerdict::Reject => {}
+            }
+        }
+    }
+
+    /// When every expected node's arrival from hypothesis `h` is due.
+    fn all_due_at(&self, h: [f64; 4], tref: UtcNs) -> UtcNs {
+        let mut latest = h[3];
+        for n in self.nodes.iter().filter(|n| n.expected()) {
+            let t = self
+                .prop
+                .travel_time(Phase::Acoustic, [h[0], h[1], h[2]], n.enu);
+            latest = latest.max(h[3] + t);
+        }
+        tref.add_secs_f64(latest + self.cfg.association_tolerance_s + self.cfg.lateness_s)
+    }
+
+    /// Nodes explained by hypothesis `h` (best pick per node within the seed
+    /// gate) and their χ².
+    fn support(&self, arr: &[Arrival], dets: &[Det], h: [f64; 4]) -> (usize, f64) {
+        let mut best: Vec<(usize, f64)> = Vec::with_capacity(dets.len());
+        let src = [h[0], h[1], h[2]];
+        for (a, d) in arr.iter().zip(dets) {
+            let t = self
+                .prop
+                .travel_time(Phase::Acoustic, src, a.position.to_array());
+            let r = a.time_s - h[3] - t;
+            if r.abs() <= self.cfg.gate_sigmas * a.sigma_s + self.cfg.association_tolerance_s {
+                let z = (r / a.sigma_s).powi(2);
+                match best.iter_mut().find(|b| b.0 == d.node) {
+                    Some(b) => b.1 = b.1.min(z),
+                    None => best.push((d.node, z)),
+                }
+            }
+        }
+        (best.len(), best.iter().map(|b| b.1).sum())
+    }
+
+    /// Refine hypothesis `h` on the picks it explains and decide.
+    fn evaluate_seed(&self, dets: &[Det], h: [f64; 4], tref: UtcNs) -> SeedVerdict {
+        let mut hyp = h;
+        let mut htref = tref;
+        let mut sol_opt: Option<(Vec<Member>, Solution, UtcNs)> = None;
+        // Two rounds: gate on the hypothesis, then on the refined solution.
+        for round in 0..2 {
+            let mut pick: Vec<(usize, f64)> = Vec::new(); // det index, |z|
+            for (i, d) in dets.iter().enumerate() {
+                let (t, g) = self.prop.travel_and_gradient(
+                    Phase::Acoustic,
+                    [hyp[0], hyp[1], hyp[2]],
+                    self.nodes[d.node].enu,
+                );
+                let r = d.onset.secs_since(htref) - hyp[3] - t;
+                let gate = match &sol_opt {
+                    None => self.cfg.gate_sigmas * d.sigma + self.cfg.association_tolerance_s,
+                    Some((_, s, _)) => {
+                        let gv = [g[0], g[1], g[2], 1.0];
+                        let c = &s.uncertainty.covariance;
+                        let mut var = 0.0;
+                        for a in 0..4 {
+                            for b in 0..4 {
+                                var += gv[a] * c[a][b] * gv[b];
+                            }
+                        }
+                        self.cfg.gate_sigmas * (d.sigma * d.sigma + var.max(0.0)).sqrt()
+                    }
+                };
+                if r.abs() <= gate {
+                    let z = (r / d.sigma).abs();
+                    match pick.iter_mut().find(|p| dets[p.0].node == d.node) {
+                        Some(p) => {
+                            if z < p.1 {
+                                *p = (i, z);
+                            }
+                        }
+                        None => pick.push((i, z)),
+                    }
+                }
+            }
+            if pick.len() < self.cfg.min_nodes_ground {
+                return SeedVerdict::Reject;
+            }
+            let mut members: Vec<Member> = pick
+                .iter()
+                .map(|&(i, _)| Member {
+                    det: dets[i].clone(),
+                    phase: Phase::Acoustic,
+                    used: true,
+                    residual: 0.0,
+                    reason: None,
+                })
+                .collect();
+            let t_ev = members.iter().map(|m| m.det.onset).min().unwrap_or(tref);
+            let start = [hyp[0], hyp[1], hyp[2], hyp[3] + htref.secs_since(t_ev)];
+            let Some(sol) = self.solve_members(&mut members, t_ev, Some(start)) else {
+                return SeedVerdict::Reject;
+            };
+            hyp = [sol.position.e, sol.position.n, sol.position.u, sol.origin_s];
+            htref = t_ev;
+            let same = sol_opt.as_ref().is_some_and(|(m0, _, _)| {
+                m0.len() == members.len()
+                    && m0.iter().zip(&members).all(|(a, b)| a.det.uid == b.det.uid)
+            });
+            sol_opt = Some((members, sol, t_ev));
+            if round == 1 || same {
+                break;
+            }
+        }
+        let Some((members, sol, t_ev)) = sol_opt else {
+            return SeedVerdict::Reject;
+        };
+        let n_used = members.iter().filter(|m| m.used).count();
+        if !sol.chi2_ok(0.999) || n_used < self.cfg.min_nodes_ground {
+            return SeedVerdict::Reject;
+        }
+        let used_nodes: Vec<usize> = members
+            .iter()
+            .filter(|m| m.used)
+            .map(|m| m.det.node)
+            .collect();
+        let (missing, not_due, all_due_at) = self.negative_evidence(&sol, t_ev, &used_nodes);
+        let frac = n_used as f64 / (n_used + missing) as f64;
+        if frac < self.cfg.min_detect_fraction {
+            return SeedVerdict::Reject;
+        }
+        let k = sol.dims.unknowns();
+        let floor = match sol.dims {
+            Dims::Ground => self.cfg.min_nodes_ground,
+            Dims::Free => self.cfg.min_nodes_3d,
+        };
+        let confirmed = n_used
+            >= self
+                .cfg
+                .min_nodes_preliminary
+                .max(floor)
+                .max(k + self.cfg.confirm_extra_arrivals);
+        if confirmed {
+            return SeedVerdict::Accept(members, sol, t_ev);
+        }
+        if not_due > 0 {
+            return SeedVerdict::Wait(all_due_at);
+        }
+        // Every live node's arrival is due: judged on the full negative evidence.
+        // An exactly determined fit (three on the ground plane) has nothing to
+        // check it, so it needs every live node accounted for. A 3D fit (one
+        // more unknown, and ten times more hypotheses from quadruples) must
+        // still be confirmed unless too few nodes could ever confirm it.
+        let could_confirm = n_used + missing >= k + self.cfg.confirm_extra_arrivals;
+        if n_used >= floor
+            && (sol.dof >= 1 || missing == 0)
+            && (sol.dims == Dims::Ground || !could_confirm)
+        {
+            return SeedVerdict::Accept(members, sol, t_ev);
+        }
+        SeedVerdict::Reject
+    }
+
+    /// Live nodes outside `used_nodes` whose predicted arrival is already due
+    /// (and that have no pending pick near it), those not yet due, and when
+    /// the last of those falls due.
+    fn negative_evidence(
+        &self,
+        sol: &Solution,
+        tref: UtcNs,
+        used_nodes: &[usize],
+    ) -> (usize, usize, UtcNs) {
+        let (mut missing, mut not_due) = (0, 0);
+        let mut all_due_at = self.horizon();
+        for n in 0..self.nodes.len() {
+            let node = &self.nodes[n];
+            if !node.expected() || used_nodes.contains(&n) {
+                continue;
+            }
+            let (t, s) = self.predict(sol, n, Phase::Acoustic);
+            let gate = self.cfg.gate_sigmas * s + self.cfg.association_tolerance_s;
+            let due_at = tref.add_secs_f64(t + gate);
+            let has_pick = self.pending.iter().any(|q| {
+                q.node == n
+                    && q.stream == StreamKind::Acoustic
+                    && (q.onset.secs_since(tref) - t).abs() <= gate + self.cfg.gate_sigmas * q.sigma
+            });
+            if has_pick {
+                continue;
+            }
+            if due_at < self.due_time(n) {
+                missing += 1;
+            } else {
+                not_due += 1;
+                all_due_at = all_due_at.max(due_at.add_secs_f64(self.cfg.lateness_s));
+            }
+        }
+        (missing, not_due, all_due_at)
+    }
+
+    fn create_event(
+        &mut self,
+        members: Vec<Member>,
+        sol: Solution,
+        tref: UtcNs,
+        out: &mut Vec<Action>,
+    ) {
+        let uids: Vec<u64> = members.iter().map(|m| m.det.uid).collect();
+        self.pending.retain(|q| !uids.contains(&q.uid));
+        let deadline = self.deadline(&sol, tref);
+        let id = format!("ev-{}-{}", tref.0.div_euclid(1_000_000), self.next_event);
+        self.next_event += 1;
+        let located_with = members.iter().filter(|m| m.used).count();
+        self.events.push(OpenEvent {
+            id,
+            revision: 0,
+            tref,
+            members,
+            cands: Vec::new(),
+            sol,
+            located_with,
+            deadline,
+        });
+        let k = self.events.len() - 1;
+        // Pending picks that this event explains join it now.
+        let pend = std::mem::take(&mut self.pending);
+        let mut keep = Vec::with_capacity(pend.len());
+        let mut joined = false;
+        for q in pend {
+            if self.fits_event(k, &q) {
+                let phase = if q.stream == StreamKind::Seismic {
+                    self.seismic_phase(k, &q)
+                } else {
+                    Phase::Acoustic
+                };
+                let dup = q.stream == StreamKind::Seismic
+                    && phase == Phase::Acoustic
+                    && self.events[k]
+                        .members
+                        .iter()
+                        .any(|m| m.det.node == q.node && m.phase == Phase::Acoustic);
+                self.events[k].members.push(Member {
+                    det: q,
+                    phase,
+                    used: !dup,
+                    residual: 0.0,
+                    reason: dup.then(|| {
+                        "air-coupled seismic pick; the node's acoustic pick is used".to_string()
+                    }),
+                });
+                joined = true;
+            } else {
+                keep.push(q);
+            }
+        }
+        self.pending = keep;
+        if joined {
+            self.relocate(k);
+        }
+        for q in self.pending.clone() {
+            let (pred, _) = self.predict(&self.events[k].sol, q.node, Phase::Acoustic);
+            if q.stream == StreamKind::Acoustic
+                && (Self::rel(q.onset, tref) - pred).abs() <= self.cfg.outlier_window_s
+            {
+                self.events[k].cands.push(q);
+            }
+        }
+        self.events[k].revision = 1;
+        let e = self.to_event(&self.events[k], EventStatus::Preliminary);
+        out.push(Action::Publish(e));
+    }
+
+    fn seismic_phase(&self, k: usize, q: &Det) -> Phase {
+        let ev = &self.events[k];
+        let t = Self::rel(q.onset, ev.tref);
+        let (ps, _) = self.predict(&ev.sol, q.node, Phase::Seismic);
+        let (pa, _) = self.predict(&ev.sol, q.node, Phase::Acoustic);
+        if (t - ps).abs() <= (t - pa).abs() {
+            Phase::Seismic
+        } else {
+            Phase::Acoustic
+        }
+    }
+
+    fn fits_event(&self, k: usize, q: &Det) -> bool {
+        let ev = &self.events[k];
+        if ev
+            .members
+            .iter()
+            .any(|m| m.det.node == q.node && m.det.stream == q.stream)
+        {
+            return false;
+        }
+        let phases: &[Phase] = match q.stream {
+            StreamKind::Acoustic => &[Phase::Acoustic],
+            StreamKind::Seismic => &[Phase::Seismic, Phase::Acoustic],
+        };
+        phases.iter().any(|&ph| {
+            let (pred, sp) = self.predict(&ev.sol, q.node, ph);
+            let r = Self::rel(q.onset, ev.tref) - pred;
+            r.abs() <= self.cfg.gate_sigmas * (q.sigma * q.sigma + sp * sp).sqrt()
+        })
+    }
+
+    fn finalise(&mut self, mut ev: OpenEvent, out: &mut Vec<Action>) {
+        // Always locate the final set of arrivals.
+        if ev.members.iter().filter(|m| m.used).count() != ev.located_with {
+            let s = &ev.sol;
+            let start = Some([s.position.e, s.position.n, s.position.u, s.origin_s]);
+            let mut members = ev.members.clone();
+            if let Some(sol) = self.solve_members(&mut members, ev.tref, start) {
+                ev.members = members;
+                ev.sol = sol;
+            }
+        }
+        // Unassociated picks near the prediction: echoes and inconsistent nodes.
+        let claimed = |uid: u64, evs: &[OpenEvent]| {
+            evs.iter()
+                .any(|e| e.members.iter().any(|m| m.det.uid == uid))
+        };
+        let mut extra: Vec<(Det, f64, String, bool)> = Vec::new(); // det, residual, reason, echo
+        for q in &ev.cands {
+            if claimed(q.uid, &self.events) || ev.members.iter().any(|m| m.det.uid == q.uid) {
+                continue;
+            }
+            let (pred, _) = self.predict(&ev.sol, q.node, Phase::Acoustic);
+            let r = Self::rel(q.onset, ev.tref) - pred;
+            if r.abs() > self.cfg.outlier_window_s {
+                continue;
+            }
+            let direct = ev
+                .members
+                .iter()
+                .find(|m| m.det.node == q.node && m.det.stream == StreamKind::Acoustic && m.used);
+            let (reason, echo) = match direct {
+                Some(m) if q.onset > m.det.onset => (
+                    format!(
+                        "later arrival at a node already associated (+{:.1} ms after it): echo or re-trigger",
+                        q.onset.secs_since(m.det.onset) * 1e3
+                    ),
+                    true,
+                ),
+                _ => (
+                    format!(
+                        "residual {:+.1} ms is {:.0} sigma: inconsistent with the location (clock error or false pick)",
+                        r * 1e3,
+                        (r / q.sigma).abs()
+                    ),
+                    false,
+                ),
+            };
+            match extra
+                .iter_mut()
+                .find(|e| e.0.node == q.node && !e.3 && !echo)
+            {
+                Some(e) => {
+                    if r.abs() < e.1.abs() {
+                        *e = (q.clone(), r, reason, echo);
+                    }
+                }
+                None => extra.push((q.clone(), r, reason, echo)),
+            }
+        }
+        // Residual history per live node, for clock flags.
+        for n in 0..self.nodes.len() {
+            if !self.nodes[n].info.online {
+                continue;
+            }
+            let used = ev.members.iter().find(|m| {
+                m.det.node == n
+                    && m.phase == Phase::Acoustic
+                    && m.det.stream == StreamKind::Acoustic
+            });
+            let r = match used {
+                Some(m) => Some(m.residual),
+                None => extra.iter().find(|e| e.0.node == n && !e.3).map(|e| e.1),
+            };
+            let node = &mut self.nodes[n];
+            if r.is_none() && ev.members.iter().all(|m| m.det.node != n) {
+                node.silent_misses += 1;
+            }
+            node.history.push_back(r);
+            while node.history.len() > HISTORY {
+                node.history.pop_front();
+            }
+            if let Some(reason) = clock_verdict(
+                &node.history,
+                self.cfg.clock_flag_threshold_s,
+                self.cfg.clock_flag_min_events,
+            ) {
+                if !node.flagged {
+                    node.flagged = true;
+                    out.push(Action::FlagNode {
+                        node_id: node.info.id.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
+        let mut e = self.to_event(&ev, EventStatus::Final);
+        e.revision = ev.revision + 1;
+        for (q, r, reason, _) in extra {
+            e.outliers.push(ArrivalRef {
+                node_id: self.nodes[q.node].info.id.clone(),
+                seq: q.seq,
+                stream: q.stream,
+                onset_utc: q.onset,
+                residual_s: r,
+                reason: Some(reason),
+            });
+        }
+        out.push(Action::Publish(e));
+    }
+
+    fn to_event(&self, ev: &OpenEvent, status: EventStatus) -> Event {
+        let frame = self
+            .frame
+            .unwrap_or_else(|| EnuFrame::new(Geodetic::default()));
+        let g = frame.to_geodetic(ev.sol.position);
+        let used: Vec<&Member> = ev.members.iter().filter(|m| m.used).collect();
+        let mut probs = [0.0; 5];
+        for m in &used {
+            for (p, q) in probs.iter_mut().zip(m.det.probs) {
+                *p += q / used.len().max(1) as f64;
+            }
+        }
+        let (ki, conf) =
+            probs.iter().enumerate().fold(
+                (4, f64::MIN),
+                |acc, (i, &p)| if p > acc.1 { (i, p) } else { acc },
+            );
+        let kind = SourceKind::ALL[ki];
+        let aref = |m: &Member| ArrivalRef {
+            node_id: self.nodes[m.det.node].info.id.clone(),
+            seq: m.det.seq,
+            stream: m.det.stream,
+            onset_utc: m.det.onset,
+            residual_s: m.residual,
+            reason: m.reason.clone(),
+        };
+        let detections: Vec<ArrivalRef> = ev.members.iter().filter(|m| m.used).map(aref).collect();
+        let outliers: Vec<ArrivalRef> = ev.members.iter().filter(|m| !m.used).map(aref).collect();
+        // Yield once, for the final revision (the inversion is a bisection per station).
+        let yield_estimate = if kind == SourceKind::Explosion && status == EventStatus::Final {
+            let burst = if ev.sol.dims == Dims::Ground {
+                Burst::Surface
+            } else {
+                Burst::FreeAir
+            };
+            let obs: Vec<(f64, f64)> = used
+                .iter()
+                .filter(|m| m.det.stream == StreamKind::Acoustic && m.det.peak > 0.0)
+                .map(|m| {
+                    (
+                        m.det.peak,
+                        dist(ev.sol.position.to_array(), self.nodes[m.det.node].enu),
+                    )
+                })
+                .collect();
+            estimate_yield_multi(&obs, burst, self.cfg.yield_pressure_rel_sigma)
+        } else {
+            None
+        };
+        Event {
+            schema: EVENT_SCHEMA.to_string(),
+            event_id: ev.id.clone(),
+            revision: ev.revision,
+            origin_utc: ev.tref.add_secs_f64(ev.sol.origin_s),
+            lat: g.lat,
+            lon: g.lon,
+            alt_m: g.alt_m,
+            uncertainty: ev.sol.uncertainty.to_uncertainty(),
+            kind,
+            confidence: conf.clamp(0.0, 1.0),
+            detections,
+            outliers,
+            sound_speed_mps: self.prop.sound_speed_mps,
+            status,
+            dims: ev.sol.dims.as_u8(),
+            crlb: Some(ev.sol.crlb.to_crlb()),
+            yield_estimate,
+            site: ev.members.iter().find_map(|m| m.det.site.clone()),
+        }
+    }
+}
+
+// Transient, returned once per evaluated hypothesis.
+#[allow(clippy::large_enum_variant)]
+enum SeedVerdict {
+    Accept(Vec<Member>, Solution, UtcNs),
+    /// Not confirmed yet, and other live nodes' arrivals are not yet due
+    /// (all are by this watermark).
+    Wait(UtcNs),
+    Reject,
+}
+
+/// A node is flagged when its last `min_events` residuals (events where it
+/// had one) all exceed `threshold` with one sign and scatter (max − min) by
+/// less than a quarter of their median: a constant offset, i.e. a clock error,
+/// not random mis-picks or echoes.
+fn clock_verdict(
+    history: &VecDeque<Option<f64>>,
+    threshold: f64,
+    min_events: usize,
+) -> Option<String> {
+    let recent: Vec<f64> = history
+        .iter()
+        .rev()
+        .flatten()
+        .take(min_events)
+        .copied()
+        .collect();
+    if recent.len() < min_events {
+        return None;
+    }
+    let mut s = recent.clone();
+    s.sort_by(f64::total_cmp);
+    let med = s[s.len() / 2];
+    let spread = s[s.len() - 1] - s[0];
+    let same_sign = recent.iter().all(|r| r.signum() == med.signum());
+    if same_sign && med.abs() >= threshold && spread <= 0.25 * med.abs() {
+        Some(format!(
+            "arrivals {} by {:.1} ms in each of the last {} events (spread {:.1} ms): clock error?",
+            if med > 0.0 { "late" } else { "early" },
+            med.abs() * 1e3,
+            recent.len(),
+            spread * 1e3
+        ))
+    } else {
+        None
+    }
+}
+
+fn dist(a: [f64; 3], b: [f64; 3]) -> f64 {
+    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
+}
+
+fn enu(a: [f64; 3]) -> blastnet_contract::Enu {
+    blastnet_contract::Enu::new(a[0], a[1], a[2])
+}

@@ -1,0 +1,469 @@
+//! Association under salvo, echoes, false triggers, dead nodes, missing
+//! arrivals and a node with a wrong clock. Detections are synthesised from
+//! fixed seeds (0..N, not picked).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use blastnet_aggregator_core::{
+    locate, Action, Arrival, Engine, EngineConfig, LocateOptions, Phase,
+};
+use blastnet_contract::{Detection, Enu, EventStatus, SourceKind, StreamKind};
+use common::*;
+use rand::Rng;
+
+const SIGMA: f64 = 0.5e-3;
+
+/// An event matches a source when it is within 5 sigma (its own reported 3D
+/// uncertainty, floored at 1 m) and its origin time within 5 sigma + 1 ms.
+fn matches(e: &blastnet_contract::Event, s: &Source) -> bool {
+    let d = event_enu(e).distance(s.enu);
+    let dt = (e.origin_utc.secs_since(blastnet_contract::UtcNs(T0)) - s.t).abs();
+    d <= 5.0 * sigma3(e).max(1.0) && dt <= 5.0 * e.uncertainty.origin_s + 1e-3
+}
+
+/// Every source matched by exactly one final event, and every final event by a source.
+fn check_all_located_no_ghosts(
+    finals: &[blastnet_contract::Event],
+    sources: &[Source],
+    what: &str,
+) {
+    for (i, s) in sources.iter().enumerate() {
+        let n = finals.iter().filter(|e| matches(e, s)).count();
+        assert_eq!(
+            n,
+            1,
+            "{what}: source {i} {s:?} matched by {n} events; events: {:#?}",
+            summary(finals)
+        );
+    }
+    for e in finals {
+        assert!(
+            sources.iter().any(|s| matches(e, s)),
+            "{what}: ghost event {} at {:?} (σ3 {:.1} m, {} arrivals)",
+            e.event_id,
+            event_enu(e),
+            sigma3(e),
+            e.detections.len()
+        );
+    }
+}
+
+fn summary(f: &[blastnet_contract::Event]) -> Vec<String> {
+    f.iter()
+        .map(|e| {
+            format!(
+                "{} {:?} t={:.3} σ3={:.1} n={} out={}",
+                e.event_id,
+                event_enu(e),
+                e.origin_utc.secs_since(blastnet_contract::UtcNs(T0)),
+                sigma3(e),
+                e.detections.len(),
+                e.outliers.len()
+            )
+        })
+        .collect()
+}
+
+/// A salvo over a 12-node array of 4 km: 8 ground strikes and 2 airbursts
+/// (1–4 km up) within 30 s, echoes (30 % of arrivals, 50 ms–1.5 s later) and
+/// 3 false triggers per node.
+fn salvo(seed: u64) -> (Vec<Node>, Vec<Source>, Vec<Detection>) {
+    let mut r = rng(seed);
+    let nodes = square_array(&mut r, 12, 4000.0);
+    let p = prop(15.0);
+    let mut sources = Vec::new();
+    for i in 0..10 {
+        let air = i >= 8;
+        sources.push(Source {
+            enu: Enu::new(
+                r.random_range(-2000.0..2000.0),
+                r.random_range(-2000.0..2000.0),
+                if air {
+                    r.random_range(1000.0..4000.0)
+                } else {
+                    0.0
+                },
+            ),
+            t: 2.0 + r.random_range(0.0..30.0),
+        });
+    }
+    let mut dets = Vec::new();
+    for s in &sources {
+        for n in &nodes {
+            let t = arrival(&p, s, n, SIGMA, &mut r);
+            dets.push(detection(
+                n,
+                0,
+                t,
+                SIGMA,
+                StreamKind::Acoustic,
+                SourceKind::Explosion,
+                0.9,
+            ));
+            if r.random_bool(0.3) {
+                let echo = t + r.random_range(0.05..1.5);
+                dets.push(detection(
+                    n,
+                    0,
+                    echo,
+                    2.0 * SIGMA,
+                    StreamKind::Acoustic,
+                    SourceKind::Explosion,
+                    0.6,
+                ));
+            }
+        }
+    }
+    for n in &nodes {
+        for _ in 0..3 {
+            let t = r.random_range(0.0..45.0);
+            dets.push(detection(
+                n,
+                0,
+                t,
+                1e-3,
+                StreamKind::Acoustic,
+                SourceKind::OtherImpulsive,
+                0.6,
+            ));
+        }
+    }
+    (nodes, sources, dets)
+}
+
+#[test]
+fn salvo_with_echoes_and_false_triggers_locates_every_source_without_ghosts() {
+    for seed in 0..5 {
+        let (nodes, sources, dets) = salvo(seed);
+        if std::env::var("DEBUG_GHOST").is_ok() {
+            let p = prop(15.0);
+            let mut eng = Engine::new(EngineConfig::default());
+            for n in &nodes {
+                eng.upsert_node(node_info(n, true));
+            }
+            let f = finals(&run(&mut eng, dets.clone()));
+            for e in f.iter().filter(|e| !sources.iter().any(|s| matches(e, s))) {
+                println!("ghost {}", e.event_id);
+                for d in &e.detections {
+                    let n = nodes.iter().find(|n| n.id == d.node_id).unwrap();
+                    let t = d.onset_utc.secs_since(blastnet_contract::UtcNs(T0));
+                    let best = sources
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| {
+                            (
+                                i,
+                                t - s.t
+                                    - p.travel_time(
+                                        Phase::Acoustic,
+                                        s.enu.to_array(),
+                                        n.enu.to_array(),
+                                    ),
+                            )
+                        })
+                        .min_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+                        .unwrap();
+                    println!(
+                        "  {} t={t:.4} nearest source {} residual {:+.4}",
+                        d.node_id, best.0, best.1
+                    );
+                }
+            }
+        }
+        let mut eng = Engine::new(EngineConfig::default());
+        for n in &nodes {
+            eng.upsert_node(node_info(n, true));
+        }
+        let out = run(&mut eng, dets);
+        let f = finals(&out);
+        check_all_located_no_ghosts(&f, &sources, &format!("seed {seed}"));
+        // Both airbursts solved in 3D.
+        for s in sources.iter().filter(|s| s.enu.u > 0.0) {
+            let e = f.iter().find(|e| matches(e, s)).unwrap();
+            assert_eq!(
+                e.dims,
+                3,
+                "seed {seed}: airburst {s:?} -> {:?}",
+                event_enu(e)
+            );
+        }
+        println!(
+            "seed {seed}: {} sources, {} final events: {:#?}",
+            sources.len(),
+            f.len(),
+            summary(&f)
+        );
+    }
+}
+
+#[test]
+fn node_with_an_80_ms_clock_error_is_flagged_and_does_not_move_the_location() {
+    for seed in 0..3 {
+        let mut r = rng(50 + seed);
+        let nodes = square_array(&mut r, 10, 3000.0);
+        let p = prop(15.0);
+        let bad = &nodes[3].id;
+        let sources: Vec<Source> = (0..5)
+            .map(|i| Source {
+                enu: Enu::new(
+                    r.random_range(-1000.0..1000.0),
+                    r.random_range(-1000.0..1000.0),
+                    0.0,
+                ),
+                t: 5.0 + 20.0 * i as f64,
+            })
+            .collect();
+        let mut dets = Vec::new();
+        let mut clean: Vec<Vec<Arrival>> = vec![Vec::new(); sources.len()];
+        for (k, s) in sources.iter().enumerate() {
+            for n in &nodes {
+                let t = arrival(&p, s, n, SIGMA, &mut r);
+                let offset = if &n.id == bad { 0.080 } else { 0.0 };
+                dets.push(detection(
+                    n,
+                    0,
+                    t + offset,
+                    SIGMA,
+                    StreamKind::Acoustic,
+                    SourceKind::Explosion,
+                    0.9,
+                ));
+                if &n.id != bad {
+                    clean[k].push(Arrival {
+                        position: n.enu,
+                        time_s: t,
+                        sigma_s: (SIGMA * SIGMA
+                            + 1e-12
+                            + EngineConfig::default().model_sigma_s.powi(2))
+                        .sqrt(),
+                        phase: Phase::Acoustic,
+                    });
+                }
+            }
+        }
+        let mut eng = Engine::new(EngineConfig::default());
+        for n in &nodes {
+            eng.upsert_node(node_info(n, true));
+        }
+        let out = run(&mut eng, dets);
+        let flags: Vec<(&String, &String)> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::FlagNode { node_id, reason } => Some((node_id, reason)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(flags.len(), 1, "seed {seed}: {flags:?}");
+        assert_eq!(flags[0].0, bad, "seed {seed}: {flags:?}");
+        println!("seed {seed}: flagged {} — {}", flags[0].0, flags[0].1);
+        let f = finals(&out);
+        check_all_located_no_ghosts(&f, &sources, &format!("clock seed {seed}"));
+        for (k, s) in sources.iter().enumerate() {
+            let e = f.iter().find(|e| matches(e, s)).unwrap();
+            assert!(
+                e.detections.iter().all(|d| &d.node_id != bad),
+                "seed {seed}: bad node used"
+            );
+            let o = e
+                .outliers
+                .iter()
+                .find(|o| &o.node_id == bad)
+                .expect("bad node listed as outlier");
+            assert!((o.residual_s - 0.080).abs() < 0.01, "{o:?}");
+            let sol = locate(
+                &clean[k],
+                &p,
+                &LocateOptions {
+                    ground_u_m: Some(0.0),
+                    ..LocateOptions::default()
+                },
+            )
+            .unwrap();
+            let d = event_enu(e).horizontal_distance(sol.position);
+            let bound = e.crlb.as_ref().unwrap().horizontal_m;
+            assert!(
+                d <= 0.1 * bound,
+                "seed {seed} source {k}: {d:.3} m from the clean solution (CRLB {bound:.3} m)"
+            );
+        }
+    }
+}
+
+#[test]
+fn dead_nodes_and_missing_arrivals_do_not_break_association() {
+    for seed in 0..5 {
+        let mut r = rng(200 + seed);
+        let nodes = square_array(&mut r, 12, 4000.0);
+        let p = prop(15.0);
+        let sources: Vec<Source> = (0..8)
+            .map(|_| Source {
+                enu: Enu::new(
+                    r.random_range(-1500.0..1500.0),
+                    r.random_range(-1500.0..1500.0),
+                    0.0,
+                ),
+                t: 2.0 + r.random_range(0.0..60.0),
+            })
+            .collect();
+        // Nodes 0 and 1 die at 20 s and say so (last will); 2 and 3 die at 30 s silently.
+        let death = |i: usize| match i {
+            0 | 1 => 20.0,
+            2 | 3 => 30.0,
+            _ => f64::INFINITY,
+        };
+        let mut dets = Vec::new();
+        for s in &sources {
+            for (i, n) in nodes.iter().enumerate() {
+                let t = arrival(&p, s, n, SIGMA, &mut r);
+                // 15 % of arrivals are missed.
+                if t < death(i) && r.random_bool(0.85) {
+                    dets.push(detection(
+                        n,
+                        0,
+                        t,
+                        SIGMA,
+                        StreamKind::Acoustic,
+                        SourceKind::Explosion,
+                        0.9,
+                    ));
+                }
+            }
+        }
+        dets.sort_by_key(|d| d.onset_utc);
+        let mut eng = Engine::new(EngineConfig::default());
+        for n in &nodes {
+            eng.upsert_node(node_info(n, true));
+        }
+        let mut out = Vec::new();
+        let mut told = false;
+        for d in &dets {
+            if !told && d.onset_utc.secs_since(blastnet_contract::UtcNs(T0)) > 20.5 {
+                eng.upsert_node(node_info(&nodes[0], false));
+                eng.upsert_node(node_info(&nodes[1], false));
+                told = true;
+            }
+            eng.on_detection(d, &mut out);
+            eng.advance(d.onset_utc, &mut out);
+        }
+        eng.flush(&mut out);
+        check_all_located_no_ghosts(&finals(&out), &sources, &format!("dead seed {seed}"));
+    }
+}
+
+#[test]
+fn three_surviving_nodes_still_locate_on_the_ground_plane() {
+    let mut r = rng(7);
+    let nodes = square_array(&mut r, 6, 3000.0);
+    let p = prop(15.0);
+    let s = Source {
+        enu: Enu::new(100.0, -50.0, 0.0),
+        t: 10.0,
+    };
+    let mut eng = Engine::new(EngineConfig::default());
+    for (i, n) in nodes.iter().enumerate() {
+        eng.upsert_node(node_info(n, i < 3));
+    }
+    let dets = nodes[..3]
+        .iter()
+        .map(|n| {
+            detection(
+                n,
+                0,
+                arrival(&p, &s, n, SIGMA, &mut r),
+                SIGMA,
+                StreamKind::Acoustic,
+                SourceKind::Explosion,
+                0.9,
+            )
+        })
+        .collect();
+    let f = finals(&run(&mut eng, dets));
+    assert_eq!(f.len(), 1, "{f:#?}");
+    assert_eq!(f[0].dims, 2);
+    assert_eq!(f[0].detections.len(), 3);
+    assert!(matches(&f[0], &s), "{:?}", summary(&f));
+}
+
+#[test]
+fn revisions_keep_the_id_and_the_final_waits_for_the_farthest_live_node() {
+    let mut r = rng(11);
+    let nodes = square_array(&mut r, 10, 3000.0);
+    let p = prop(15.0);
+    let s = Source {
+        enu: Enu::new(-300.0, 200.0, 0.0),
+        t: 10.0,
+    };
+    let mut dets: Vec<Detection> = nodes
+        .iter()
+        .map(|n| {
+            detection(
+                n,
+                0,
+                arrival(&p, &s, n, SIGMA, &mut r),
+                SIGMA,
+                StreamKind::Acoustic,
+                SourceKind::Explosion,
+                0.9,
+            )
+        })
+        .collect();
+    // Seismic picks of the same source at two nodes (ground wave) join the event.
+    for n in &nodes[..2] {
+        let t = s.t + p.travel_time(Phase::Seismic, s.enu.to_array(), n.enu.to_array());
+        dets.push(detection(
+            n,
+            0,
+            t,
+            2e-3,
+            StreamKind::Seismic,
+            SourceKind::Explosion,
+            0.8,
+        ));
+    }
+    dets.sort_by_key(|d| d.onset_utc);
+    let last = dets.last().unwrap().onset_utc;
+    let mut eng = Engine::new(EngineConfig::default());
+    for n in &nodes {
+        eng.upsert_node(node_info(n, true));
+    }
+    let mut out = Vec::new();
+    for d in &dets {
+        eng.on_detection(d, &mut out);
+    }
+    let pubs: Vec<_> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Publish(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(pubs.len() >= 2, "{}", pubs.len());
+    assert!(pubs
+        .iter()
+        .all(|e| e.event_id == pubs[0].event_id && e.status == EventStatus::Preliminary));
+    assert!(pubs.windows(2).all(|w| w[1].revision == w[0].revision + 1));
+    assert_eq!(pubs[0].revision, 1);
+    // Not final while the last arrival could still be in flight.
+    let mut o2 = Vec::new();
+    eng.advance(last, &mut o2);
+    assert!(finals(&o2).is_empty());
+    eng.advance(
+        last.add_secs_f64(EngineConfig::default().lateness_s + 1.0),
+        &mut o2,
+    );
+    let f = finals(&o2);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].event_id, pubs[0].event_id);
+    assert_eq!(f[0].revision, pubs.last().unwrap().revision + 1);
+    assert_eq!(f[0].kind, SourceKind::Explosion);
+    let seismic = f[0]
+        .detections
+        .iter()
+        .filter(|d| d.stream == StreamKind::Seismic)
+        .count();
+    assert_eq!(seismic, 2, "{:#?}", f[0].detections);
+    assert!(f[0].yield_estimate.is_some());
+    assert!(f[0].crlb.is_some());
+    assert!(matches(&f[0], &s));
+}

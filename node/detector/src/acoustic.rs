@@ -1,0 +1,511 @@
+//! Acoustic path.
+//!
+//! Front end (every sample, cheap): first difference (kills DC and wind
+//! leakage), non-overlapping rectangular realfft frames of ~5 ms, power in
+//! log-spaced bands, each band whitened by its own adaptive noise floor.
+//! A frame triggers when the whitened band energy exceeds `on_db`, or, while
+//! already on, when the positive whitened spectral flux alone does.
+//!
+//! Back end (only around candidates): the raw window from the history ring is
+//! high-passed, an AIC pick finds the onset sample, the onset is refined to a
+//! sub-sample time on the rising edge (50 % crossing of the first peak, or the
+//! steepest-tangent intercept for slow rises), features are measured and the
+//! classifier runs. All buffers are allocated in `new`.
+
+use std::sync::Arc;
+
+use realfft::num_complex::Complex;
+use realfft::{RealFftPlanner, RealToComplex};
+
+use crate::aic::aic_pick;
+use crate::classify::{Classifier, N_CLASSES};
+use crate::features::{measure, PulseGeometry, SpectralScratch};
+use crate::filter::HighPass;
+use crate::ring::Ring;
+use crate::{DetectorConfig, Pick};
+use blastnet_contract::SourceKind;
+
+const MAX_PENDING: usize = 64;
+/// Trigger history kept for the context features.
+const TRIG_HIST: usize = 256;
+/// Context window before a candidate, s.
+const CONTEXT_S: f64 = 2.0;
+const N_BANDS_MAX: usize = 24;
+/// 20 µPa squared.
+const P_REF2: f64 = 20e-6 * 20e-6;
+
+pub(crate) struct Acoustic {
+    fs: f64,
+    n: usize,
+    fft: Arc<dyn RealToComplex<f32>>,
+    frame: Vec<f32>,
+    spec: Vec<Complex<f32>>,
+    scratch: Vec<Complex<f32>>,
+    fill: usize,
+    prev: f32,
+    bands: Vec<(usize, usize)>,
+    weight: Vec<f64>,
+    gain: Vec<f64>,
+    floor: Vec<f64>,
+    last_white: Vec<f64>,
+    frames_done: u64,
+    warm_frames: u64,
+    alpha: f64,
+    alpha_slow: f64,
+    on_ratio: f64,
+    off_ratio: f64,
+    triggered: bool,
+    last_trigger_frame: Option<u64>,
+    refractory_frames: u64,
+    pending: [u64; MAX_PENDING],
+    trig_hist: [u64; TRIG_HIST],
+    trig_count: usize,
+    pending_head: usize,
+    pending_len: usize,
+    dropped: u64,
+    pub(crate) stats: crate::DetectorStats,
+    ring: Ring,
+    work: Vec<f32>,
+    pick_buf: Vec<f32>,
+    pick_hp: HighPass,
+    pre_n: usize,
+    post_n: usize,
+    rise_win: usize,
+    hp: HighPass,
+    spectral: SpectralScratch,
+    classifier: Classifier,
+    min_snr_db: f64,
+    min_sep: f64,
+    last_onset: f64,
+    samples: u64,
+}
+
+impl std::fmt::Debug for Acoustic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acoustic")
+            .field("fs", &self.fs)
+            .field("frame", &self.n)
+            .field("bands", &self.bands)
+            .field("samples", &self.samples)
+            .finish_non_exhaustive()
+    }
+}
+
+fn db_to_pow(db: f64) -> f64 {
+    10f64.powf(db / 10.0)
+}
+
+impl Acoustic {
+    pub(crate) fn new(fs_hz: u32, cfg: &DetectorConfig, classifier: Classifier) -> Self {
+        let fs = f64::from(fs_hz);
+        let n = ((cfg.frame_s * fs).round() as usize).clamp(32, 1 << 14).next_power_of_two();
+        let mut planner = RealFftPlanner::<f32>::new();
+        let fft = planner.plan_fft_forward(n);
+        let df = fs / n as f64;
+        let lo_bin = ((cfg.band_low_hz / df).ceil() as usize).max(1);
+        let hi_bin = ((cfg.band_high_hz.min(0.45 * fs) / df).floor() as usize)
+            .min(n / 2 - 1)
+            .max(lo_bin);
+        let nb = cfg.n_bands.clamp(1, N_BANDS_MAX);
+        // Log-spaced bands of at least two bins each (a one-bin band's power
+        // is exponentially distributed: too noisy to whiten alone).
+        let mut bands: Vec<(usize, usize)> = Vec::with_capacity(nb);
+        let ratio = (hi_bin as f64 + 1.0) / lo_bin as f64;
+        let mut start = lo_bin;
+        for j in 1..=nb {
+            let edge = (lo_bin as f64 * ratio.powf(j as f64 / nb as f64)).round() as usize;
+            let end = edge.max(start + 2).min(hi_bin + 1);
+            if end >= start + 2 {
+                bands.push((start, end));
+                start = end;
+            }
+        }
+        if start <= hi_bin {
+            match bands.last_mut() {
+                Some(last) => last.1 = hi_bin + 1,
+                None => bands.push((start, hi_bin + 1)),
+            }
+        }
+        // Each band counts equally: a pulse's energy sits in a few bands,
+        // usually low ones, while most bins are high ones.
+        let weight: Vec<f64> = vec![1.0 / bands.len() as f64; bands.len()];
+        // Undo the first difference for the physical noise floor: |1 - e^{-iw}|^2 = 4 sin^2(w/2).
+        let gain: Vec<f64> = bands
+            .iter()
+            .map(|&(a, b)| {
+                (a..b)
+                    .map(|k| {
+                        let s = (std::f64::consts::PI * k as f64 / n as f64).sin();
+                        1.0 / (4.0 * s * s)
+                    })
+                    .sum::<f64>()
+                    / (b - a) as f64
+            })
+            .collect();
+        let frame_dur = n as f64 / fs;
+        let pre_n = ((cfg.pre_s * fs).round() as usize).max(4 * n);
+        let post_n = ((cfg.window_s * fs).round() as usize).max(2 * n);
+        let rise_win = ((0.002 * fs).round() as usize).max(4);
+        let nf = ((0.04 * fs).round() as usize).next_power_of_two().max(64);
+        let spectral = SpectralScratch::new(&mut planner, nf);
+        let nbands = bands.len();
+        Acoustic {
+            fs,
+            n,
+            frame: fft.make_input_vec(),
+            spec: fft.make_output_vec(),
+            scratch: fft.make_scratch_vec(),
+            fft,
+            fill: 0,
+            prev: 0.0,
+            bands,
+            weight,
+            gain,
+            floor: vec![0.0; nbands],
+            last_white: vec![0.0; nbands],
+            frames_done: 0,
+            warm_frames: ((cfg.warmup_s / frame_dur).ceil() as u64).max(4),
+            alpha: (frame_dur / cfg.floor_tau_s).min(1.0),
+            alpha_slow: (frame_dur / cfg.floor_tau_slow_s).min(1.0),
+            on_ratio: db_to_pow(cfg.on_db),
+            off_ratio: db_to_pow(cfg.off_db),
+            triggered: false,
+            last_trigger_frame: None,
+            refractory_frames: ((cfg.min_separation_s / frame_dur).ceil() as u64).max(1),
+            pending: [0; MAX_PENDING],
+            trig_hist: [0; TRIG_HIST],
+            trig_count: 0,
+            pending_head: 0,
+            pending_len: 0,
+            dropped: 0,
+            stats: crate::DetectorStats::default(),
+            ring: Ring::new(pre_n + post_n + 4 * n + 64),
+            work: vec![0.0; pre_n + post_n + 2 * n],
+            pick_buf: vec![0.0; pre_n + post_n + 2 * n],
+            pick_hp: HighPass::butterworth(cfg.pick_highpass_hz, fs),
+            pre_n,
+            post_n,
+            rise_win,
+            hp: HighPass::butterworth(cfg.highpass_hz, fs),
+            spectral,
+            classifier,
+            min_snr_db: cfg.min_snr_db,
+            min_sep: cfg.min_separation_s * fs,
+            last_onset: f64::NEG_INFINITY,
+            samples: 0,
+        }
+    }
+
+    pub(crate) fn max_latency_samples(&self) -> u64 {
+        (self.pre_n + self.post_n + 2 * self.n) as u64
+    }
+
+    pub(crate) fn frame_len(&self) -> usize {
+        self.n
+    }
+
+    pub(crate) fn dropped_candidates(&self) -> u64 {
+        self.dropped
+    }
+
+    pub(crate) fn noise_floor_db(&self) -> f64 {
+        let n2 = (self.n * self.n) as f64;
+        let ms: f64 = self
+            .floor
+            .iter()
+            .zip(&self.gain)
+            .map(|(f, g)| 2.0 * f * g / n2)
+            .sum();
+        10.0 * (ms / P_REF2).max(1e-30).log10()
+    }
+
+    pub(crate) fn process(&mut self, block: &[f32], out: &mut Vec<Pick>) {
+        let mut x = block;
+        while !x.is_empty() {
+            let take = x.len().min(self.n - self.fill);
+            let (head, rest) = x.split_at(take);
+            self.ring.push_slice(head);
+            let mut prev = self.prev;
+            for (slot, &v) in self.frame[self.fill..self.fill + take].iter_mut().zip(head) {
+                *slot = v - prev;
+                prev = v;
+            }
+            self.prev = prev;
+            self.fill += take;
+            self.samples += take as u64;
+            x = rest;
+            if self.fill == self.n {
+                self.fill = 0;
+                self.on_frame();
+                self.emit_ready(out, false);
+            }
+        }
+    }
+
+    pub(crate) fn flush(&mut self, out: &mut Vec<Pick>) {
+        self.emit_ready(out, true);
+    }
+
+    fn on_frame(&mut self) {
+        let f = self.frames_done;
+        self.frames_done += 1;
+        if self
+            .fft
+            .process_with_scratch(&mut self.frame, &mut self.spec, &mut self.scratch)
+            .is_err()
+        {
+            return; // lengths are fixed at construction; cannot happen
+        }
+        let warm = f < self.warm_frames;
+        let (mut stat, mut flux) = (0.0f64, 0.0f64);
+        for b in 0..self.bands.len() {
+            let (lo, hi) = self.bands[b];
+            let p: f32 = self.spec[lo..hi].iter().map(|c| c.norm_sqr()).sum();
+            let p = f64::from(p);
+            if warm {
+                self.floor[b] = if f == 0 { p } else { self.floor[b] + 0.3 * (p - self.floor[b]) };
+                continue;
+            }
+            let fl = self.floor[b].max(1e-30);
+            let white = p / fl;
+            stat += self.weight[b] * white;
+            flux += self.weight[b] * (white - self.last_white[b]).max(0.0);
+            self.last_white[b] = white;
+        }
+        if warm {
+            return;
+        }
+        let refractory_ok = self
+            .last_trigger_frame
+            .is_none_or(|t| f >= t + self.refractory_frames);
+        let fire = refractory_ok
+            && ((!self.triggered && stat > self.on_ratio) || (self.triggered && flux > self.on_ratio));
+        if fire {
+            self.last_trigger_frame = Some(f);
+            self.triggered = true;
+            self.stats.triggers += 1;
+            self.trig_hist[self.trig_count % TRIG_HIST] = f;
+            self.trig_count += 1;
+            if self.pending_len < MAX_PENDING {
+                let slot = (self.pending_head + self.pending_len) % MAX_PENDING;
+                self.pending[slot] = f;
+                self.pending_len += 1;
+            } else {
+                self.dropped += 1;
+            }
+        } else if self.triggered && stat < self.off_ratio {
+            self.triggered = false;
+        }
+        // Noise floor: normal rate for frames that look like noise, a slow
+        // rate otherwise (so a long loud sound is eventually absorbed).
+        for b in 0..self.bands.len() {
+            let p = self.last_white[b] * self.floor[b].max(1e-30);
+            let a = if !self.triggered && self.last_white[b] < 4.0 {
+                self.alpha
+            } else {
+                self.alpha_slow
+            };
+            self.floor[b] += a * (p - self.floor[b]);
+        }
+    }
+
+    fn emit_ready(&mut self, out: &mut Vec<Pick>, flush: bool) {
+        while self.pending_len > 0 {
+            let f = self.pending[self.pending_head];
+            let ready_at = (f + 1) * self.n as u64 + self.post_n as u64;
+            if !flush && self.samples < ready_at {
+                break;
+            }
+            self.pending_head = (self.pending_head + 1) % MAX_PENDING;
+            self.pending_len -= 1;
+            if let Some(p) = self.finish(f) {
+                out.push(p);
+            }
+        }
+    }
+
+    /// Pick, measure and classify the candidate triggered at frame `f`.
+    fn finish(&mut self, f: u64) -> Option<Pick> {
+        let n = self.n as u64;
+        let frame_start = f * n;
+        let w0 = frame_start.saturating_sub(self.pre_n as u64).max(self.ring.oldest());
+        let w1 = self.samples.min(frame_start + n + self.post_n as u64);
+        if w1 <= w0 + 16 {
+            self.stats.rejected_other += 1;
+            return None;
+        }
+        let len = ((w1 - w0) as usize).min(self.work.len());
+        let y = &mut self.work[..len];
+        self.ring.copy_to(w0, y);
+        // Saturation, on the raw samples around the trigger: three or more
+        // samples at the window's largest |x| is a flat top.
+        let fe_raw = ((frame_start + n - w0) as usize).min(len);
+        let around = &y[fe_raw.saturating_sub(5 * self.n)..(fe_raw + self.n).min(len)];
+        let top = around.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let clipped = top > 0.0 && around.iter().filter(|v| v.abs() >= top * (1.0 - 1e-6)).count() >= 3;
+        // Remove the pre-window mean so the high-pass starts near rest.
+        let m0 = (self.pre_n / 2).clamp(1, len);
+        let mean = y[..m0].iter().map(|&v| f64::from(v)).sum::<f64>() / m0 as f64;
+        for v in y.iter_mut() {
+            *v -= mean as f32;
+        }
+        self.hp.run(y);
+        // The picking copy: high-passed at `pick_highpass_hz` so that
+        // low-frequency noise (wind, traffic) does not dominate the AIC.
+        let q = &mut self.pick_buf[..len];
+        q.copy_from_slice(y);
+        self.pick_hp.run(q);
+
+        // AIC from the window start to one frame past the trigger frame,
+        // the change searched within the few frames before the trigger.
+        let fe = (frame_start + n - w0) as usize;
+        let aic_end = (fe + self.n).min(len);
+        let lo = fe.saturating_sub(4 * self.n).max(8);
+        let Some(k) = aic_pick(&q[..aic_end], lo, fe.min(aic_end)) else {
+            self.stats.rejected_other += 1;
+            return None;
+        };
+
+        // Polarity of the first excursion, then its first peak.
+        let a = k.saturating_sub(2);
+        let b = (k + 1 + self.rise_win).min(len);
+        let (mut imax, mut vmax) = (a, 0.0f32);
+        for (i, &v) in q.iter().enumerate().take(b).skip(a) {
+            if v.abs() > vmax {
+                vmax = v.abs();
+                imax = i;
+            }
+        }
+        if vmax <= 0.0 {
+            self.stats.rejected_other += 1;
+            return None;
+        }
+        if q[imax] < 0.0 {
+            for v in q.iter_mut() {
+                *v = -*v;
+            }
+            for v in self.work[..len].iter_mut() {
+                *v = -*v;
+            }
+        }
+        let z = &self.pick_buf[..len];
+        let p = imax;
+        let pv = f64::from(z[p]);
+
+        // Pre-onset noise.
+        let noise_end = k.saturating_sub(self.rise_win / 2).max(16).min(len);
+        let noise_rms =
+            (z[..noise_end].iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / noise_end as f64).sqrt();
+        // The gate looks at the whole trigger frame after the pick, so that a
+        // slowly rising sound (a launch) is judged by its level, not its first ms.
+        let gate_end = (fe + self.n).min(len).max(b);
+        let gate_peak = z[k.min(len - 1)..gate_end].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let gate_db = 20.0 * (f64::from(gate_peak) / noise_rms.max(1e-30)).max(1e-12).log10();
+        if gate_db < self.min_snr_db {
+            self.stats.rejected_snr += 1;
+            return None;
+        }
+
+        // Level crossings walking back from the peak.
+        let crossing = |frac: f64| -> Option<f64> {
+            let lvl = frac * pv;
+            let mut j = p;
+            while j > a {
+                j -= 1;
+                if f64::from(z[j]) < lvl {
+                    let (z0, z1) = (f64::from(z[j]), f64::from(z[j + 1]));
+                    return Some(j as f64 + (lvl - z0) / (z1 - z0).max(1e-30));
+                }
+            }
+            None
+        };
+        let t50 = crossing(0.5);
+        let t10 = crossing(0.1);
+        let t90 = crossing(0.9);
+        let rise = match (t10, t90) {
+            (Some(u), Some(v)) => (v - u).max(0.0),
+            _ => 0.0,
+        };
+        let (onset, slope, model_var) = match t50 {
+            Some(t) if rise <= 2.0 => {
+                let j = t.floor() as usize;
+                let s = f64::from(z[(j + 1).min(len - 1)]) - f64::from(z[j]);
+                (t, s, 1.0 / 12.0)
+            }
+            Some(t) => {
+                // Slow rise: the steepest tangent's intercept with zero.
+                let from = t10.map_or(a, |u| u.floor() as usize);
+                let (mut best_i, mut best_d) = (from, 0.0f64);
+                for i in from..p {
+                    let d = f64::from(z[i + 1]) - f64::from(z[i]);
+                    if d > best_d {
+                        best_d = d;
+                        best_i = i;
+                    }
+                }
+                let inter = best_i as f64 - f64::from(z[best_i]) / best_d.max(1e-30);
+                let inter = inter.clamp(t10.unwrap_or(t) - rise, t);
+                (inter, best_d, 1.0 / 12.0 + (0.15 * rise).powi(2))
+            }
+            None => (k as f64 + 0.5, pv, 0.25),
+        };
+        let noise_var = 2.0 * (noise_rms / slope.max(1e-30)).powi(2);
+        let sigma_samples = (model_var + noise_var).sqrt();
+        let onset_abs = w0 as f64 + onset;
+        if onset_abs - self.last_onset < self.min_sep {
+            self.stats.rejected_duplicate += 1;
+            return None;
+        }
+        self.last_onset = onset_abs;
+
+        let geom = PulseGeometry {
+            onset: (onset.ceil() as usize).min(len - 1),
+            peak: p,
+            rise_samples: rise,
+            noise_rms,
+            clipped,
+        };
+        let mut features = measure(&self.work[..len], self.fs, &geom, &mut self.spectral);
+        // Context from the trigger history (frame-exact, so block-size free).
+        let frame_dur = self.n as f64 / self.fs;
+        let ctx = (CONTEXT_S / frame_dur).round() as u64;
+        let after = (self.post_n as u64).div_ceil(n);
+        let held = self.trig_count.min(TRIG_HIST);
+        let (mut before, mut later) = (0usize, 0usize);
+        for j in 0..held {
+            let t = self.trig_hist[(self.trig_count - 1 - j) % TRIG_HIST];
+            if t < f && t + ctx >= f {
+                before += 1;
+            } else if t > f && t <= f + after {
+                later += 1;
+            }
+        }
+        features.impulse_rate_before_hz = before as f64 / CONTEXT_S;
+        features.impulse_rate_after_hz = later as f64 / (after as f64 * frame_dur);
+        let probs = self.classifier.probs(&features.vector());
+        let (mut best, mut conf) = (0usize, probs[0]);
+        for (c, &q) in probs.iter().enumerate().take(N_CLASSES) {
+            if q > conf {
+                conf = q;
+                best = c;
+            }
+        }
+        let kind = [
+            SourceKind::Explosion,
+            SourceKind::Gunshot,
+            SourceKind::Launch,
+            SourceKind::OtherImpulsive,
+        ][best];
+        Some(Pick {
+            onset_index: onset_abs,
+            onset_uncertainty_s: sigma_samples / self.fs,
+            kind,
+            confidence: conf,
+            class_probs: probs,
+            peak: features.peak,
+            snr_db: features.snr_db,
+            duration_s: features.duration_s,
+            features,
+        })
+    }
+}

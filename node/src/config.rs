@@ -1,0 +1,872 @@
+//! Node configuration in two steps: [`NodeConfigFile`] (serde, what the TOML
+//! says) is checked into [`NodeConfig`] (runtime types, every value in
+//! range). The defaults live in one place, the commented
+//! [`DEFAULT_CONFIG_TOML`]; a user file is merged over it before checking,
+//! so any field left out takes the default shown by `--print-config`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use blastnet_contract::{ClockSource, Geodetic, StreamKind};
+use blastnet_detector::DetectorConfig;
+use serde::Deserialize;
+
+use crate::error::NodeError;
+use crate::source::Pace;
+
+/// The commented default configuration.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("default_node.toml");
+
+/// What a node.toml says, before validation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfigFile {
+    /// `node_id`.
+    pub node_id: String,
+    /// `site`.
+    pub site: String,
+    /// `[position]`.
+    pub position: Option<PositionFile>,
+    /// `[mqtt]`.
+    pub mqtt: MqttFile,
+    /// `[status]`.
+    pub status: StatusFile,
+    /// `[state]`.
+    pub state: StateFile,
+    /// `[clock]`.
+    pub clock: ClockFile,
+    /// `[source]`.
+    pub source: SourceFile,
+    /// `[detector]`.
+    #[serde(default)]
+    pub detector: DetectorConfig,
+    /// `[audio]`.
+    pub audio: AudioFile,
+}
+
+/// `[position]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PositionFile {
+    /// Degrees north.
+    pub lat: f64,
+    /// Degrees east.
+    pub lon: f64,
+    /// Metres.
+    pub alt_m: f64,
+}
+
+/// `[mqtt]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttFile {
+    /// `mqtt://host:port` or `mqtts://host:port`.
+    pub url: String,
+    /// Topic prefix.
+    pub prefix: String,
+    /// Client id.
+    pub client_id: Option<String>,
+    /// User name.
+    pub username: Option<String>,
+    /// Password (prefer `password_file`).
+    pub password: Option<String>,
+    /// File holding the password.
+    pub password_file: Option<PathBuf>,
+    /// CA certificate for TLS.
+    pub ca_file: Option<PathBuf>,
+    /// MQTT keep-alive, s.
+    pub keep_alive_s: f64,
+    /// First reconnect delay, s.
+    pub backoff_initial_s: f64,
+    /// Largest reconnect delay, s.
+    pub backoff_max_s: f64,
+    /// QoS 1 publishes in flight.
+    pub inflight: u16,
+}
+
+/// `[status]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusFile {
+    /// Heartbeat period, s.
+    pub heartbeat_s: f64,
+}
+
+/// `[state]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateFile {
+    /// State directory.
+    pub dir: PathBuf,
+    /// Spool bound, bytes.
+    pub spool_max_bytes: u64,
+    /// fsync each spooled detection.
+    pub fsync: bool,
+    /// Drain timeout at the end of a replay, s (0 = none).
+    pub drain_timeout_s: f64,
+}
+
+/// `[clock]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockFile {
+    /// `auto`, `gps-pps`, `ntp`, `system`.
+    pub source: String,
+    /// Uncertainty when the source is fixed, s.
+    pub nominal_uncertainty_s: f64,
+    /// chrony poll period, s.
+    pub poll_s: f64,
+    /// Sync-lost threshold, s.
+    pub max_uncertainty_s: f64,
+    /// Step threshold, s.
+    pub step_threshold_s: f64,
+    /// Replay clock uncertainty, s.
+    pub replay_uncertainty_s: f64,
+}
+
+/// `[source]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceFile {
+    /// `replay` or `capture`.
+    pub kind: String,
+    /// Replay: scenario folder, manifest or WAV.
+    pub path: PathBuf,
+    /// Replay: node of the scenario.
+    pub scenario_node: Option<String>,
+    /// Replay: `fast` or `realtime`.
+    pub pace: String,
+    /// Replay: realtime speed factor.
+    pub speed: f64,
+    /// Capture: device description substring.
+    pub device: String,
+    /// Capture: sample rate, Hz.
+    pub sample_rate: u32,
+    /// Capture: channel map.
+    pub channels: Vec<String>,
+    /// Capture: Pa per full scale.
+    pub acoustic_sensitivity: f64,
+    /// Capture: (m/s) per full scale.
+    pub seismic_sensitivity: f64,
+    /// Capture: ring length, s.
+    pub ring_s: f64,
+}
+
+/// `[audio]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioFile {
+    /// Keep snippets around detections.
+    pub snippets: bool,
+    /// Seconds before the onset.
+    pub snippet_before_s: f64,
+    /// Seconds after the onset.
+    pub snippet_after_s: f64,
+    /// Continuous recording.
+    pub continuous: bool,
+    /// Length of one continuous file, s.
+    pub segment_s: f64,
+    /// Disk budget, bytes.
+    pub budget_bytes: u64,
+    /// Folder; default `{state.dir}/audio`.
+    pub dir: Option<PathBuf>,
+}
+
+/// Broker connection settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttSettings {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// TLS (`mqtts://`).
+    pub tls: bool,
+    /// Topic prefix.
+    pub prefix: String,
+    /// Client id.
+    pub client_id: String,
+    /// User name.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+    /// CA certificate (PEM) for TLS.
+    pub ca_file: Option<PathBuf>,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+    /// First reconnect delay.
+    pub backoff_initial: Duration,
+    /// Largest reconnect delay.
+    pub backoff_max: Duration,
+    /// QoS 1 publishes in flight.
+    pub inflight: u16,
+}
+
+/// How the live clock's source is decided.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ClockMode {
+    /// Ask chrony.
+    Auto,
+    /// A fixed source with the nominal uncertainty.
+    Fixed(ClockSource),
+}
+
+/// Clock settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClockSettings {
+    /// Source mode (live capture).
+    pub mode: ClockMode,
+    /// Uncertainty of a fixed source, s.
+    pub nominal_uncertainty_s: f64,
+    /// chrony poll period.
+    pub poll: Duration,
+    /// Sync counts as lost above this uncertainty, s.
+    pub max_uncertainty_s: f64,
+    /// Step threshold, s.
+    pub step_threshold_s: f64,
+    /// Replay clock uncertainty, s.
+    pub replay_uncertainty_s: f64,
+}
+
+/// Audio keeping (off by default).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioSettings {
+    /// Snippets around detections.
+    pub snippets: bool,
+    /// Seconds before the onset.
+    pub snippet_before_s: f64,
+    /// Seconds after the onset.
+    pub snippet_after_s: f64,
+    /// Continuous rotating recording.
+    pub continuous: bool,
+    /// Length of one continuous file, s.
+    pub segment_s: f64,
+    /// Disk budget for kept audio, bytes.
+    pub budget_bytes: u64,
+    /// Folder.
+    pub dir: PathBuf,
+}
+
+/// Everything [`crate::run_node`] needs besides the source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRuntimeConfig {
+    /// Node id.
+    pub node_id: String,
+    /// Site.
+    pub site: String,
+    /// Position; `None` = take it from the source (replay manifest).
+    pub position: Option<Geodetic>,
+    /// Broker.
+    pub mqtt: MqttSettings,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+    /// State directory (spool, seq, checkpoint).
+    pub state_dir: PathBuf,
+    /// Spool bound, bytes.
+    pub spool_max_bytes: u64,
+    /// fsync each spooled detection.
+    pub fsync: bool,
+    /// At a graceful end, how long to wait for the broker to acknowledge everything.
+    pub drain_timeout: Option<Duration>,
+    /// Clock.
+    pub clock: ClockSettings,
+    /// Detector tuning.
+    pub detector: DetectorConfig,
+    /// Audio keeping.
+    pub audio: AudioSettings,
+}
+
+/// Live capture settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptureSettings {
+    /// Device description substring, or `default`.
+    pub device: String,
+    /// Sample rate, Hz.
+    pub sample_rate: u32,
+    /// Per device channel: the stream it feeds, or `None` (unused).
+    pub channels: Vec<Option<StreamKind>>,
+    /// Pa per full scale.
+    pub acoustic_sensitivity: f64,
+    /// (m/s) per full scale.
+    pub seismic_sensitivity: f64,
+    /// Ring length, s.
+    pub ring_s: f64,
+}
+
+/// Where samples come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceConfig {
+    /// Replay a recording.
+    Replay {
+        /// Scenario folder, manifest or WAV.
+        path: PathBuf,
+        /// Node of the scenario.
+        scenario_node: String,
+        /// Pace.
+        pace: Pace,
+    },
+    /// Live capture.
+    Capture(CaptureSettings),
+}
+
+/// A checked node configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    /// For the runtime.
+    pub runtime: NodeRuntimeConfig,
+    /// For building the source.
+    pub source: SourceConfig,
+}
+
+struct Checker<'a> {
+    file: &'a str,
+}
+
+impl Checker<'_> {
+    fn err(&self, field: &str, msg: impl Into<String>) -> NodeError {
+        NodeError::Config {
+            file: self.file.to_string(),
+            field: field.to_string(),
+            msg: msg.into(),
+        }
+    }
+    fn secs(&self, field: &str, v: f64, min: f64, max: f64) -> Result<Duration, NodeError> {
+        if !(v.is_finite() && v >= min && v <= max) {
+            return Err(self.err(field, format!("expected seconds in {min}..={max}, got {v}")));
+        }
+        Ok(Duration::from_secs_f64(v))
+    }
+    fn range(&self, field: &str, v: f64, min: f64, max: f64) -> Result<f64, NodeError> {
+        if !(v.is_finite() && v >= min && v <= max) {
+            return Err(self.err(field, format!("expected a value in {min}..={max}, got {v}")));
+        }
+        Ok(v)
+    }
+    fn name(&self, field: &str, v: &str) -> Result<String, NodeError> {
+        let ok = !v.is_empty()
+            && v.len() <= 64
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !ok {
+            return Err(self.err(
+                field,
+                format!("expected 1..64 characters of [A-Za-z0-9_.-], got {v:?}"),
+            ));
+        }
+        Ok(v.to_string())
+    }
+}
+
+/// Parse `mqtt://host:port` / `mqtts://host:port` (also `tcp://`, `ssl://`, bare `host:port`).
+pub fn parse_broker_url(url: &str) -> Result<(String, u16, bool), String> {
+    let (tls, rest) = if let Some(r) = url
+        .strip_prefix("mqtts://")
+        .or_else(|| url.strip_prefix("ssl://"))
+    {
+        (true, r)
+    } else if let Some(r) = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+    {
+        (false, r)
+    } else if url.contains("://") {
+        return Err(format!("expected a mqtt:// or mqtts:// URL, got {url:?}"));
+    } else {
+        (false, url)
+    };
+    let rest = rest.trim_end_matches('/');
+    let default_port = if tls { 8883 } else { 1883 };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            let port = p
+                .parse::<u16>()
+                .map_err(|_| format!("expected a port number after ':' in {url:?}, got {p:?}"))?;
+            (
+                h.trim_start_matches('[').trim_end_matches(']').to_string(),
+                port,
+            )
+        }
+        _ => (rest.to_string(), default_port),
+    };
+    if host.is_empty() || host.contains('/') {
+        return Err(format!("expected mqtt://HOST:PORT, got {url:?}"));
+    }
+    Ok((host, port, tls))
+}
+
+/// Deep-merge `over` into `base` (tables merge key by key, other values replace).
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn parse_table(text: &str, file: &str) -> Result<toml::Table, NodeError> {
+    text.parse::<toml::Table>().map_err(|e| NodeError::Config {
+        file: file.to_string(),
+        field: "(syntax)".into(),
+        msg: e.to_string().trim().to_string(),
+    })
+}
+
+impl NodeConfigFile {
+    /// Parse TOML text merged over the defaults. `file` names it in errors.
+    pub fn from_toml(text: &str, file: &str) -> Result<NodeConfigFile, NodeError> {
+        let mut base = parse_table(DEFAULT_CONFIG_TOML, "<built-in default>")?;
+        merge(&mut base, parse_table(text, file)?);
+        serde_path_to_error::deserialize(toml::Value::Table(base)).map_err(|e| {
+            let field = e.path().to_string();
+            NodeError::Config {
+                file: file.to_string(),
+                field,
+                msg: e.into_inner().message().to_string(),
+            }
+        })
+    }
+}
+
+impl NodeConfig {
+    /// Read and check a config file; relative paths in it are relative to its folder.
+    pub fn load(path: &Path) -> Result<NodeConfig, NodeError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| NodeError::io(path, "cannot read config", e))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        NodeConfig::from_toml(&text, &path.display().to_string(), base)
+    }
+
+    /// Parse and check TOML text; `base_dir` anchors relative paths.
+    pub fn from_toml(text: &str, file: &str, base_dir: &Path) -> Result<NodeConfig, NodeError> {
+        let raw = NodeConfigFile::from_toml(text, file)?;
+        NodeConfig::check(raw, file, base_dir)
+    }
+
+    /// Step two: check every field and build the runtime types.
+    pub fn check(
+        raw: NodeConfigFile,
+        file: &str,
+        base_dir: &Path,
+    ) -> Result<NodeConfig, NodeError> {
+        let c = Checker { file };
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base_dir.join(p)
+            }
+        };
+        let node_id = c.name("node_id", &raw.node_id)?;
+        let site = c.name("site", &raw.site)?;
+        let position = match &raw.position {
+            Some(p) => Some(Geodetic {
+                lat: c.range("position.lat", p.lat, -90.0, 90.0)?,
+                lon: c.range("position.lon", p.lon, -180.0, 180.0)?,
+                alt_m: c.range("position.alt_m", p.alt_m, -500.0, 10_000.0)?,
+            }),
+            None => None,
+        };
+        let m = &raw.mqtt;
+        let (host, port, tls) = parse_broker_url(&m.url).map_err(|e| c.err("mqtt.url", e))?;
+        if tls && !cfg!(feature = "tls") {
+            return Err(c.err(
+                "mqtt.url",
+                "mqtts:// needs a build with the `tls` cargo feature",
+            ));
+        }
+        let prefix = m.prefix.trim_matches('/').to_string();
+        if prefix.is_empty() || prefix.contains(['+', '#']) {
+            return Err(c.err(
+                "mqtt.prefix",
+                format!("expected a topic prefix without + or #, got {:?}", m.prefix),
+            ));
+        }
+        let password = match (&m.password, &m.password_file) {
+            (Some(_), Some(_)) => {
+                return Err(c.err(
+                    "mqtt.password_file",
+                    "set password or password_file, not both",
+                ))
+            }
+            (Some(p), None) => Some(p.clone()),
+            (None, Some(f)) => {
+                let f = abs(f);
+                let text = std::fs::read_to_string(&f).map_err(|e| {
+                    c.err(
+                        "mqtt.password_file",
+                        format!("cannot read {}: {e}", f.display()),
+                    )
+                })?;
+                Some(text.trim_end_matches(['\r', '\n']).to_string())
+            }
+            (None, None) => None,
+        };
+        if password.is_some() && m.username.is_none() {
+            return Err(c.err("mqtt.username", "a password is set but no username"));
+        }
+        let backoff_initial =
+            c.secs("mqtt.backoff_initial_s", m.backoff_initial_s, 0.01, 3600.0)?;
+        let backoff_max = c.secs("mqtt.backoff_max_s", m.backoff_max_s, 0.01, 86_400.0)?;
+        if backoff_max < backoff_initial {
+            return Err(c.err(
+                "mqtt.backoff_max_s",
+                "expected backoff_max_s >= backoff_initial_s",
+            ));
+        }
+        if m.inflight == 0 {
+            return Err(c.err("mqtt.inflight", "expected at least 1"));
+        }
+        let mqtt = MqttSettings {
+            host,
+            port,
+            tls,
+            prefix,
+            client_id: match &m.client_id {
+                Some(id) => c.name("mqtt.client_id", id)?,
+                None => format!("blastnet-node-{site}-{node_id}"),
+            },
+            username: m.username.clone(),
+            password,
+            ca_file: m.ca_file.as_deref().map(abs),
+            keep_alive: c.secs("mqtt.keep_alive_s", m.keep_alive_s, 1.0, 3600.0)?,
+            backoff_initial,
+            backoff_max,
+            inflight: m.inflight,
+        };
+        let heartbeat = c.secs("status.heartbeat_s", raw.status.heartbeat_s, 0.1, 3600.0)?;
+        if raw.state.spool_max_bytes < 4096 {
+            return Err(c.err("state.spool_max_bytes", "expected at least 4096 bytes"));
+        }
+        let drain = c.secs(
+            "state.drain_timeout_s",
+            raw.state.drain_timeout_s,
+            0.0,
+            86_400.0,
+        )?;
+        let k = &raw.clock;
+        let mode = match k.source.as_str() {
+            "auto" => ClockMode::Auto,
+            "gps-pps" => ClockMode::Fixed(ClockSource::GpsPps),
+            "ntp" => ClockMode::Fixed(ClockSource::Ntp),
+            "system" => ClockMode::Fixed(ClockSource::System),
+            other => {
+                return Err(c.err(
+                    "clock.source",
+                    format!("expected auto, gps-pps, ntp or system, got {other:?}"),
+                ))
+            }
+        };
+        let clock = ClockSettings {
+            mode,
+            nominal_uncertainty_s: c.range(
+                "clock.nominal_uncertainty_s",
+                k.nominal_uncertainty_s,
+                0.0,
+                3600.0,
+            )?,
+            poll: c.secs("clock.poll_s", k.poll_s, 1.0, 86_400.0)?,
+            max_uncertainty_s: c.range(
+                "clock.max_uncertainty_s",
+                k.max_uncertainty_s,
+                1e-9,
+                3600.0,
+            )?,
+            step_threshold_s: c.range(
+                "clock.step_threshold_s",
+                k.step_threshold_s,
+                1e-6,
+                3600.0,
+            )?,
+            replay_uncertainty_s: c.range(
+                "clock.replay_uncertainty_s",
+                k.replay_uncertainty_s,
+                0.0,
+                1.0,
+            )?,
+        };
+        let a = &raw.audio;
+        let state_dir = abs(&raw.state.dir);
+        let audio = AudioSettings {
+            snippets: a.snippets,
+            snippet_before_s: c.range("audio.snippet_before_s", a.snippet_before_s, 0.0, 60.0)?,
+            snippet_after_s: c.range("audio.snippet_after_s", a.snippet_after_s, 0.0, 60.0)?,
+            continuous: a.continuous,
+            segment_s: c.range("audio.segment_s", a.segment_s, 1.0, 86_400.0)?,
+            budget_bytes: a.budget_bytes,
+            dir: a
+                .dir
+                .as_deref()
+                .map(abs)
+                .unwrap_or_else(|| state_dir.join("audio")),
+        };
+        if (a.snippets || a.continuous) && a.budget_bytes < 1 << 20 {
+            return Err(c.err(
+                "audio.budget_bytes",
+                "expected at least 1 MiB when audio keeping is on",
+            ));
+        }
+        let runtime = NodeRuntimeConfig {
+            node_id: node_id.clone(),
+            site,
+            position,
+            mqtt,
+            heartbeat,
+            state_dir,
+            spool_max_bytes: raw.state.spool_max_bytes,
+            fsync: raw.state.fsync,
+            drain_timeout: (!drain.is_zero()).then_some(drain),
+            clock,
+            detector: raw.detector.clone(),
+            audio,
+        };
+        let s = &raw.source;
+        let source = match s.kind.as_str() {
+            "replay" => {
+                let pace = match s.pace.as_str() {
+                    "fast" => Pace::Fast,
+                    "realtime" => Pace::RealTime {
+                        speed: c.range("source.speed", s.speed, 1e-3, 1e6)?,
+                    },
+                    other => {
+                        return Err(c.err(
+                            "source.pace",
+                            format!("expected fast or realtime, got {other:?}"),
+                        ))
+                    }
+                };
+                SourceConfig::Replay {
+                    path: abs(&s.path),
+                    scenario_node: s.scenario_node.clone().unwrap_or(node_id),
+                    pace,
+                }
+            }
+            "capture" => {
+                if position.is_none() {
+                    return Err(c.err(
+                        "position",
+                        "a capturing node needs [position] lat, lon, alt_m",
+                    ));
+                }
+                let mut channels = Vec::new();
+                for (i, ch) in s.channels.iter().enumerate() {
+                    channels.push(match ch.as_str() {
+                        "acoustic" => Some(StreamKind::Acoustic),
+                        "seismic" => Some(StreamKind::Seismic),
+                        "unused" => None,
+                        other => {
+                            return Err(c.err(
+                                &format!("source.channels[{i}]"),
+                                format!("expected acoustic, seismic or unused, got {other:?}"),
+                            ))
+                        }
+                    });
+                }
+                for kind in [StreamKind::Acoustic, StreamKind::Seismic] {
+                    if channels.iter().filter(|k| **k == Some(kind)).count() > 1 {
+                        return Err(c.err(
+                            "source.channels",
+                            format!("{} is mapped to more than one channel", kind.as_str()),
+                        ));
+                    }
+                }
+                if channels.iter().all(Option::is_none) {
+                    return Err(c.err(
+                        "source.channels",
+                        "expected at least one acoustic or seismic channel",
+                    ));
+                }
+                if !(8..=192_000).contains(&s.sample_rate) {
+                    return Err(c.err(
+                        "source.sample_rate",
+                        format!("expected 8..=192000 Hz, got {}", s.sample_rate),
+                    ));
+                }
+                SourceConfig::Capture(CaptureSettings {
+                    device: s.device.clone(),
+                    sample_rate: s.sample_rate,
+                    channels,
+                    acoustic_sensitivity: c.range(
+                        "source.acoustic_sensitivity",
+                        s.acoustic_sensitivity,
+                        1e-12,
+                        1e12,
+                    )?,
+                    seismic_sensitivity: c.range(
+                        "source.seismic_sensitivity",
+                        s.seismic_sensitivity,
+                        1e-12,
+                        1e12,
+                    )?,
+                    ring_s: c.range("source.ring_s", s.ring_s, 0.1, 60.0)?,
+                })
+            }
+            other => {
+                return Err(c.err(
+                    "source.kind",
+                    format!("expected replay or capture, got {other:?}"),
+                ))
+            }
+        };
+        Ok(NodeConfig { runtime, source })
+    }
+}
+
+impl NodeRuntimeConfig {
+    /// The built-in defaults for one replayed node publishing to `broker_url`,
+    /// keeping its spool and seq under `state_dir`. Used by `blastnet replay`.
+    pub fn for_replay(
+        node_id: &str,
+        site: &str,
+        broker_url: &str,
+        state_dir: &Path,
+    ) -> Result<Self, NodeError> {
+        let text = format!(
+            "node_id = {node_id:?}\nsite = {site:?}\n[mqtt]\nurl = {broker_url:?}\n[state]\ndir = {:?}\n",
+            state_dir.display().to_string()
+        );
+        Ok(NodeConfig::from_toml(&text, "<replay>", Path::new("."))?.runtime)
+    }
+
+    /// `{prefix}/{site}/node/{node}/detection`.
+    pub fn detection_topic(&self) -> String {
+        format!(
+            "{}/{}/node/{}/detection",
+            self.mqtt.prefix, self.site, self.node_id
+        )
+    }
+
+    /// `{prefix}/{site}/node/{node}/status`.
+    pub fn status_topic(&self) -> String {
+        format!(
+            "{}/{}/node/{}/status",
+            self.mqtt.prefix, self.site, self.node_id
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn built_in_default_parses_and_checks() {
+        let cfg = NodeConfig::from_toml("", "x.toml", Path::new("/etc/blastnet")).unwrap();
+        assert_eq!(cfg.runtime.node_id, "n01");
+        assert_eq!(cfg.runtime.heartbeat, Duration::from_secs(10));
+        assert_eq!(cfg.runtime.mqtt.port, 1883);
+        assert_eq!(cfg.runtime.mqtt.client_id, "blastnet-node-default-n01");
+        assert_eq!(cfg.runtime.detector, DetectorConfig::default());
+        assert!(
+            !cfg.runtime.audio.snippets && !cfg.runtime.audio.continuous,
+            "audio keeping must be off by default"
+        );
+        assert_eq!(
+            cfg.runtime.detection_topic(),
+            "blastnet/default/node/n01/detection"
+        );
+        match cfg.source {
+            SourceConfig::Replay {
+                path,
+                scenario_node,
+                pace,
+            } => {
+                assert_eq!(path, Path::new("/etc/blastnet/recordings/city-salvo"));
+                assert_eq!(scenario_node, "n01");
+                assert_eq!(pace, Pace::Fast);
+            }
+            other => panic!("default source should be replay, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn user_values_override_defaults_and_keep_the_rest() {
+        let text = "node_id = \"pi-7\"\n[mqtt]\nurl = \"mqtt://10.0.0.2:1884\"\n[status]\nheartbeat_s = 5\n";
+        let cfg = NodeConfig::from_toml(text, "node.toml", Path::new(".")).unwrap();
+        assert_eq!(cfg.runtime.node_id, "pi-7");
+        assert_eq!(
+            (cfg.runtime.mqtt.host.as_str(), cfg.runtime.mqtt.port),
+            ("10.0.0.2", 1884)
+        );
+        assert_eq!(cfg.runtime.heartbeat, Duration::from_secs(5));
+        assert_eq!(cfg.runtime.mqtt.prefix, "blastnet");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_field() {
+        let cases = [
+            ("[mqtt]\nurl = \"http://x\"\n", "mqtt.url"),
+            ("node_id = \"a/b\"\n", "node_id"),
+            ("[mqtt]\nbackoff_max_s = 0.1\nbackoff_initial_s = 1\n", "mqtt.backoff_max_s"),
+            ("[source]\nkind = \"capture\"\n", "position"),
+            ("[source]\nkind = \"capture\"\nchannels = [\"acoustic\", \"sesmic\"]\n[position]\nlat = 1\nlon = 2\nalt_m = 3\n", "source.channels[1]"),
+            ("[clock]\nsource = \"gps\"\n", "clock.source"),
+            ("[state]\nspool_max_bytes = \"big\"\n", "state.spool_max_bytes"),
+            ("[mqtt]\nurll = \"x\"\n", "mqtt.urll"),
+        ];
+        for (text, field) in cases {
+            let err = NodeConfig::from_toml(text, "node.toml", Path::new(".")).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.starts_with("node.toml: field `"), "{msg}");
+            match err {
+                NodeError::Config { field: f, .. } => assert_eq!(f, field, "{text:?} -> {msg}"),
+                other => panic!("{other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn broker_urls_parse() {
+        assert_eq!(
+            parse_broker_url("mqtt://h:1").unwrap(),
+            ("h".into(), 1, false)
+        );
+        assert_eq!(
+            parse_broker_url("mqtts://h").unwrap(),
+            ("h".into(), 8883, true)
+        );
+        assert_eq!(
+            parse_broker_url("127.0.0.1:1999").unwrap(),
+            ("127.0.0.1".into(), 1999, false)
+        );
+        assert!(parse_broker_url("mqtt://h:x").is_err());
+        assert!(parse_broker_url("ws://h:1").is_err());
+    }
+
+    #[test]
+    fn the_example_pi_config_in_hardware_is_valid() {
+        let text = include_str!("../../hardware/node.toml").replace(
+            "password_file = \"/etc/blastnet/mqtt-password\"",
+            "password = \"secret\"",
+        );
+        let cfg =
+            NodeConfig::from_toml(&text, "hardware/node.toml", Path::new("/etc/blastnet")).unwrap();
+        assert_eq!(cfg.runtime.mqtt.username.as_deref(), Some("pi-north-01"));
+        match cfg.source {
+            SourceConfig::Capture(c) => {
+                assert_eq!(
+                    c.channels,
+                    vec![Some(StreamKind::Acoustic), Some(StreamKind::Seismic)]
+                );
+                assert_eq!(c.sample_rate, 48_000);
+            }
+            other => panic!("the Pi example captures, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn for_replay_uses_defaults() {
+        let rt = NodeRuntimeConfig::for_replay(
+            "n02",
+            "test",
+            "mqtt://127.0.0.1:5555",
+            Path::new("/tmp/s"),
+        )
+        .unwrap();
+        assert_eq!(rt.mqtt.port, 5555);
+        assert_eq!(rt.state_dir, Path::new("/tmp/s"));
+        assert_eq!(rt.status_topic(), "blastnet/test/node/n02/status");
+    }
+}

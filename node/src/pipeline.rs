@@ -1,0 +1,436 @@
+//! The pipeline thread: source → detectors → clock → spool (fsync) →
+//! ordered messages to the publisher. Synchronous on purpose: it runs on
+//! its own OS thread, off the async runtime, and its order of work is the
+//! order of seqs on the wire.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use blastnet_contract::{
+    Detection, Geodetic, NodeState, SourceKind, Status, StreamKind, UtcNs, DETECTION_SCHEMA,
+    STATUS_SCHEMA, VERSION,
+};
+use blastnet_detector::{Detector, Pick};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use crate::audio::AudioKeeper;
+use crate::config::NodeRuntimeConfig;
+use crate::error::NodeError;
+use crate::source::{SampleSource, SourceEvent, StreamInfo};
+use crate::spool::Spool;
+use crate::state::{NodeState as PersistState, ResumePoint, StateStore};
+
+/// Pipeline → publisher, in order.
+#[derive(Debug)]
+pub(crate) enum PubMsg {
+    /// Entry `seq` is in the spool.
+    Spooled(u64),
+    /// A heartbeat to publish (retained) after every detection before it.
+    Status(Box<Status>),
+    /// The source ended (or the node is stopping): publish this last status
+    /// (state offline), drain, disconnect.
+    End {
+        status: Box<Status>,
+        /// The source was played to its end (not cancelled).
+        completed: bool,
+    },
+}
+
+/// What the pipeline did, for the summary.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct PipelineReport {
+    pub detections: u64,
+    pub skipped_on_resume: u64,
+    pub evictions: u64,
+    pub overruns: u64,
+    pub source_errors: u64,
+    pub data_end: Option<UtcNs>,
+    pub completed: bool,
+}
+
+struct StreamDet {
+    info: StreamInfo,
+    det: Detector,
+    /// Stream index of the detector's sample 0.
+    base: u64,
+}
+
+pub(crate) struct Pipeline<S: SampleSource> {
+    cfg: NodeRuntimeConfig,
+    source: S,
+    streams: Vec<StreamDet>,
+    spool: Arc<Spool>,
+    store: StateStore,
+    state: PersistState,
+    resume_active: bool,
+    position: Geodetic,
+    tx: UnboundedSender<PubMsg>,
+    cancel: CancellationToken,
+    audio: Option<AudioKeeper>,
+    report: PipelineReport,
+    picks: Vec<Pick>,
+    // heartbeat bookkeeping
+    last_hb_data: Option<UtcNs>,
+    last_hb_wall: Option<Instant>,
+    last_overruns: u64,
+    last_evictions: u64,
+    last_errors: u64,
+    /// Data time of the first sample (replay): status times never go before it.
+    data_start: Option<UtcNs>,
+}
+
+impl<S: SampleSource> Pipeline<S> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: NodeRuntimeConfig,
+        mut source: S,
+        spool: Arc<Spool>,
+        store: StateStore,
+        mut state: PersistState,
+        position: Geodetic,
+        tx: UnboundedSender<PubMsg>,
+        cancel: CancellationToken,
+    ) -> Result<Self, NodeError> {
+        let infos = source.streams();
+        let mut streams = Vec::new();
+        for info in &infos {
+            streams.push(StreamDet {
+                info: *info,
+                det: new_detector(&cfg, info)?,
+                base: 0,
+            });
+        }
+        // Resume: same source and not finished → skip what is already spooled.
+        let mut resume_active = false;
+        match source.resume_key() {
+            Some(key) => {
+                let same = state
+                    .resume
+                    .as_ref()
+                    .is_some_and(|r| r.key == key && !r.completed);
+                if same {
+                    resume_active = true;
+                    if let Some(t) = state
+                        .resume
+                        .as_ref()
+                        .and_then(|r| r.last_onset.values().max().copied())
+                    {
+                        tracing::info!("resuming replay: detections up to {t} are already spooled");
+                        source.skip_pacing_until(t);
+                    }
+                } else {
+                    state.resume = Some(ResumePoint {
+                        key,
+                        completed: false,
+                        last_onset: BTreeMap::new(),
+                    });
+                    store.save(&state)?;
+                }
+            }
+            None => {
+                if state.resume.take().is_some() {
+                    store.save(&state)?;
+                }
+            }
+        }
+        let audio = AudioKeeper::new(&cfg.audio, &cfg.node_id, position, &infos)?;
+        let data_start = source.data_time();
+        Ok(Pipeline {
+            cfg,
+            source,
+            streams,
+            spool,
+            store,
+            state,
+            resume_active,
+            position,
+            tx,
+            cancel,
+            audio,
+            report: PipelineReport::default(),
+            picks: Vec::new(),
+            last_hb_data: None,
+            last_hb_wall: None,
+            last_overruns: 0,
+            last_evictions: 0,
+            last_errors: 0,
+            data_start,
+        })
+    }
+
+    /// Run until the source ends or `cancel` fires.
+    pub fn run(mut self) -> Result<PipelineReport, NodeError> {
+        let mut buf: Vec<f32> = Vec::with_capacity(16_384);
+        self.heartbeat(false)?;
+        let completed = loop {
+            if self.cancel.is_cancelled() {
+                break false;
+            }
+            match self.source.next(&mut buf)? {
+                SourceEvent::Samples {
+                    stream,
+                    first_index,
+                    len,
+                } => {
+                    self.samples(stream, first_index, &buf[..len.min(buf.len())])?;
+                }
+                SourceEvent::Gap { stream } => self.gap(stream)?,
+                SourceEvent::Idle => {}
+                SourceEvent::End => break true,
+            }
+            self.heartbeat(false)?;
+        };
+        if completed {
+            for i in 0..self.streams.len() {
+                self.picks.clear();
+                let mut picks = std::mem::take(&mut self.picks);
+                self.streams[i].det.flush(&mut picks);
+                self.handle_picks(i, &picks)?;
+                self.picks = picks;
+            }
+            if let Some(r) = self.state.resume.as_mut() {
+                r.completed = true;
+            }
+            self.store.save(&self.state)?;
+            // The final heartbeat: everything up to the end of the data is published.
+            self.heartbeat(true)?;
+        }
+        if let Some(a) = self.audio.as_mut() {
+            a.finish();
+        }
+        self.report.completed = completed;
+        self.report.overruns = self.source.overruns();
+        self.report.source_errors = self.source.errors();
+        self.report.evictions = self.spool.evictions();
+        self.report.data_end = self.source.data_time();
+        let mut last = self.status(true);
+        last.state = NodeState::Offline;
+        let _ = self.tx.send(PubMsg::End {
+            status: Box::new(last),
+            completed,
+        });
+        Ok(self.report)
+    }
+
+    fn samples(&mut self, stream: usize, first_index: u64, block: &[f32]) -> Result<(), NodeError> {
+        let Some(sd) = self.streams.get_mut(stream) else {
+            return Err(NodeError::Internal(format!(
+                "source returned stream {stream} of {}",
+                self.streams.len()
+            )));
+        };
+        if sd.base + sd.det.samples_seen() != first_index {
+            // Samples were lost (capture overrun): the detector restarts at the new index.
+            self.gap(stream)?;
+            self.streams[stream].base = first_index;
+        }
+        let mut picks = std::mem::take(&mut self.picks);
+        picks.clear();
+        self.streams[stream].det.process(block, &mut picks);
+        if let Some(a) = self.audio.as_mut() {
+            let t0 = self.source.utc_of(stream, first_index as f64);
+            a.samples(stream, first_index, block, t0);
+        }
+        let r = self.handle_picks(stream, &picks);
+        self.picks = picks;
+        r
+    }
+
+    fn gap(&mut self, stream: usize) -> Result<(), NodeError> {
+        let Some(sd) = self.streams.get_mut(stream) else {
+            return Ok(());
+        };
+        let mut picks = std::mem::take(&mut self.picks);
+        picks.clear();
+        sd.det.flush(&mut picks);
+        let next_base = sd.base + sd.det.samples_seen();
+        let info = sd.info;
+        let r = self.handle_picks(stream, &picks);
+        self.picks = picks;
+        r?;
+        self.streams[stream] = StreamDet {
+            info,
+            det: new_detector(&self.cfg, &info)?,
+            base: next_base,
+        };
+        if let Some(a) = self.audio.as_mut() {
+            a.gap(stream);
+        }
+        Ok(())
+    }
+
+    fn handle_picks(&mut self, stream: usize, picks: &[Pick]) -> Result<(), NodeError> {
+        for p in picks {
+            let sd = &self.streams[stream];
+            let kind = sd.info.kind;
+            let index = sd.base as f64 + p.onset_index;
+            let onset_utc = self.source.utc_of(stream, index);
+            if self.resume_active {
+                let done = self
+                    .state
+                    .resume
+                    .as_ref()
+                    .and_then(|r| r.last_onset.get(kind.as_str()))
+                    .is_some_and(|last| onset_utc <= *last);
+                if done {
+                    self.report.skipped_on_resume += 1;
+                    continue;
+                }
+            }
+            let seq = self.state.seq_next;
+            let det = self.detection(seq, kind, onset_utc, p);
+            let payload =
+                serde_json::to_vec(&det).map_err(|e| NodeError::Internal(e.to_string()))?;
+            self.spool.append(seq, &payload)?;
+            self.state.seq_next = seq + 1;
+            if let Some(r) = self.state.resume.as_mut() {
+                r.last_onset.insert(kind.as_str().to_string(), onset_utc);
+            }
+            self.store.save(&self.state)?;
+            self.report.detections += 1;
+            tracing::debug!(
+                "seq {seq}: {} {} at {onset_utc}",
+                kind.as_str(),
+                det.kind.as_str()
+            );
+            if let Some(a) = self.audio.as_mut() {
+                a.detection(stream, index, seq, onset_utc);
+            }
+            // The publisher may be gone only if the node is stopping: the entry stays spooled.
+            let _ = self.tx.send(PubMsg::Spooled(seq));
+        }
+        Ok(())
+    }
+
+    fn detection(&self, seq: u64, stream: StreamKind, onset_utc: UtcNs, p: &Pick) -> Detection {
+        let names = [
+            SourceKind::Explosion,
+            SourceKind::Gunshot,
+            SourceKind::Launch,
+            SourceKind::OtherImpulsive,
+        ];
+        Detection {
+            schema: DETECTION_SCHEMA.into(),
+            node_id: self.cfg.node_id.clone(),
+            seq,
+            onset_utc,
+            onset_uncertainty_s: p.onset_uncertainty_s,
+            stream,
+            kind: p.kind,
+            confidence: p.confidence.clamp(0.0, 1.0),
+            peak: p.peak,
+            snr_db: p.snr_db,
+            duration_s: p.duration_s,
+            lat: self.position.lat,
+            lon: self.position.lon,
+            alt_m: self.position.alt_m,
+            clock: self.source.clock().info,
+            class_probs: names
+                .iter()
+                .zip(p.class_probs.iter())
+                .map(|(k, v)| (k.as_str().to_string(), *v))
+                .collect(),
+            site: Some(self.cfg.site.clone()),
+        }
+    }
+
+    /// The time up to which every pick has been emitted: the data position
+    /// minus the detector's worst-case latency (replay), or now (live).
+    fn complete_until(&self, at_end: bool) -> UtcNs {
+        match self.source.data_time() {
+            Some(t) if at_end => t,
+            Some(t) => {
+                let lag = self
+                    .streams
+                    .iter()
+                    .map(|s| s.det.max_latency_samples() as f64 / s.info.sample_rate as f64)
+                    .fold(0.0, f64::max);
+                let t = t.add_secs_f64(-lag);
+                self.data_start.map_or(t, |s| t.max(s))
+            }
+            None => UtcNs::now(),
+        }
+    }
+
+    fn status(&mut self, at_end: bool) -> Status {
+        let clock = self.source.clock();
+        let overruns = self.source.overruns();
+        let evictions = self.spool.evictions();
+        let errors = self.source.errors();
+        let impaired = !clock.synced
+            || overruns > self.last_overruns
+            || evictions > self.last_evictions
+            || errors > self.last_errors;
+        self.last_overruns = overruns;
+        self.last_evictions = evictions;
+        self.last_errors = errors;
+        let mut counters = BTreeMap::new();
+        counters.insert("overruns".into(), overruns);
+        counters.insert("spool_evictions".into(), evictions);
+        counters.insert("spool_discarded".into(), self.spool.discarded());
+        counters.insert("source_errors".into(), errors);
+        counters.insert("clock_steps".into(), clock.steps);
+        counters.insert("detections".into(), self.report.detections);
+        counters.insert("skipped_on_resume".into(), self.report.skipped_on_resume);
+        if let Some(a) = &self.audio {
+            counters.insert("audio_errors".into(), a.errors());
+            counters.insert("audio_files_deleted".into(), a.deleted());
+        }
+        Status {
+            schema: STATUS_SCHEMA.into(),
+            node_id: self.cfg.node_id.clone(),
+            state: if impaired {
+                NodeState::Degraded
+            } else {
+                NodeState::Online
+            },
+            time_utc: self.complete_until(at_end),
+            lat: self.position.lat,
+            lon: self.position.lon,
+            alt_m: self.position.alt_m,
+            clock: Some(clock.info),
+            noise_floor_db: self
+                .streams
+                .iter()
+                .filter(|s| s.det.samples_seen() > 0)
+                .map(|s| (s.info.kind.as_str().to_string(), s.det.noise_floor_db()))
+                .collect(),
+            software_version: VERSION.into(),
+            spool_backlog: self.spool.backlog(),
+            counters,
+            temperature_c: None,
+        }
+    }
+
+    /// Publish a heartbeat when one is due (every `heartbeat` of data time in
+    /// replay, of wall time live), or now if `force`.
+    fn heartbeat(&mut self, force: bool) -> Result<(), NodeError> {
+        let due = match self.source.data_time() {
+            Some(t) => self
+                .last_hb_data
+                .is_none_or(|l| t.secs_since(l) >= self.cfg.heartbeat.as_secs_f64()),
+            None => self
+                .last_hb_wall
+                .is_none_or(|l| l.elapsed() >= self.cfg.heartbeat),
+        };
+        if !(due || force) {
+            return Ok(());
+        }
+        self.last_hb_data = self.source.data_time();
+        self.last_hb_wall = Some(Instant::now());
+        let st = self.status(force);
+        let _ = self.tx.send(PubMsg::Status(Box::new(st)));
+        Ok(())
+    }
+}
+
+fn new_detector(cfg: &NodeRuntimeConfig, info: &StreamInfo) -> Result<Detector, NodeError> {
+    Detector::new(info.kind, info.sample_rate, &cfg.detector).map_err(|source| {
+        NodeError::Detector {
+            stream: info.kind.as_str().to_string(),
+            source,
+        }
+    })
+}

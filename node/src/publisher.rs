@@ -1,0 +1,417 @@
+//! The MQTT publisher: spool entries out in seq order, PUBACKs in, spool
+//! entries removed; heartbeats retained; a last will that says `offline`.
+//!
+//! Each connection gets a fresh rumqttc `EventLoop` (clean session). rumqttc
+//! keeps unacknowledged publishes only in memory and drops them when a new
+//! session starts, so the spool, not rumqttc, is the outbox: after every
+//! (re)connect the publisher starts again from the oldest spooled seq.
+//! A detection whose PUBACK was lost with a connection is therefore sent
+//! again with the same seq (at-least-once; subscribers de-duplicate by
+//! `(node_id, seq)`), but never under a new seq.
+//!
+//! Order on the wire: spooled detections in seq order, then the latest
+//! heartbeat, then (at the end) the `offline` status. A heartbeat is never
+//! sent ahead of a detection spooled before it, so a subscriber that sees a
+//! status time has already seen every detection up to it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use blastnet_contract::{NodeState, Status, UtcNs, STATUS_SCHEMA, VERSION};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use tokio::sync::mpsc::{self, UnboundedReceiver};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::config::NodeRuntimeConfig;
+use crate::error::NodeError;
+use crate::pipeline::PubMsg;
+use crate::spool::Spool;
+
+/// How long a stopping node (cancelled) keeps trying to deliver before it exits.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// What the publisher did.
+#[derive(Debug, Clone, Default)]
+pub struct PublisherReport {
+    /// Detections acknowledged by the broker.
+    pub acked: u64,
+    /// Connections accepted by the broker.
+    pub connections: u64,
+    /// Detections still in the spool at exit.
+    pub backlog_at_exit: u64,
+    /// Everything spooled was acknowledged and the final status delivered.
+    pub drained: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Sent {
+    Detection(u64),
+    Status,
+    Final,
+}
+
+struct Conn {
+    client: AsyncClient,
+    events: mpsc::UnboundedReceiver<Result<Event, rumqttc::ConnectionError>>,
+    task: tokio::task::JoinHandle<()>,
+    connected: bool,
+    /// Publishes handed to rumqttc, waiting for their packet id.
+    fifo: VecDeque<Sent>,
+    /// Packet id → what it carries.
+    inflight: HashMap<u16, Sent>,
+    /// Next seq to send (entries below were sent on this connection).
+    cursor: u64,
+    status_sent: bool,
+    final_sent: bool,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub(crate) struct Publisher {
+    cfg: NodeRuntimeConfig,
+    spool: Arc<Spool>,
+    rx: UnboundedReceiver<PubMsg>,
+    cancel: CancellationToken,
+    latest: Option<Status>,
+    ending: Option<Status>,
+    final_acked: bool,
+    report: PublisherReport,
+    backoff: Backoff,
+}
+
+async fn recv_event(conn: &mut Option<Conn>) -> Option<Result<Event, rumqttc::ConnectionError>> {
+    match conn {
+        Some(c) => c.events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Publisher {
+    pub fn new(
+        cfg: NodeRuntimeConfig,
+        spool: Arc<Spool>,
+        rx: UnboundedReceiver<PubMsg>,
+        cancel: CancellationToken,
+    ) -> Publisher {
+        let backoff = Backoff::new(cfg.mqtt.backoff_initial, cfg.mqtt.backoff_max);
+        Publisher {
+            cfg,
+            spool,
+            rx,
+            cancel,
+            latest: None,
+            ending: None,
+            final_acked: false,
+            report: PublisherReport::default(),
+            backoff,
+        }
+    }
+
+    fn options(&self) -> Result<MqttOptions, NodeError> {
+        let m = &self.cfg.mqtt;
+        let mut o = MqttOptions::new(m.client_id.clone(), m.host.clone(), m.port);
+        o.set_keep_alive(m.keep_alive);
+        o.set_clean_session(true);
+        o.set_inflight(m.inflight);
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        if let Some(u) = &m.username {
+            o.set_credentials(u.clone(), m.password.clone().unwrap_or_default());
+        }
+        if m.tls {
+            self.set_tls(&mut o)?;
+        }
+        // The will: the broker publishes it (retained) if this connection dies.
+        let mut will = self.latest.clone().unwrap_or_else(|| self.bare_status());
+        will.state = NodeState::Offline;
+        let payload = serde_json::to_vec(&will).map_err(|e| NodeError::Internal(e.to_string()))?;
+        o.set_last_will(LastWill::new(
+            self.cfg.status_topic(),
+            payload,
+            QoS::AtLeastOnce,
+            true,
+        ));
+        Ok(o)
+    }
+
+    #[cfg(feature = "tls")]
+    fn set_tls(&self, o: &mut MqttOptions) -> Result<(), NodeError> {
+        use rumqttc::{TlsConfiguration, Transport};
+        let tls = match &self.cfg.mqtt.ca_file {
+            Some(f) => TlsConfiguration::Simple {
+                ca: std::fs::read(f)
+                    .map_err(|e| NodeError::io(f, "cannot read mqtt.ca_file", e))?,
+                alpn: None,
+                client_auth: None,
+            },
+            None => TlsConfiguration::default(),
+        };
+        o.set_transport(Transport::Tls(tls));
+        Ok(())
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn set_tls(&self, _o: &mut MqttOptions) -> Result<(), NodeError> {
+        Err(NodeError::Config {
+            file: "<runtime>".into(),
+            field: "mqtt.url".into(),
+            msg: "mqtts:// needs a build with the `tls` cargo feature".into(),
+        })
+    }
+
+    fn bare_status(&self) -> Status {
+        let pos = Default::default();
+        Status {
+            schema: STATUS_SCHEMA.into(),
+            node_id: self.cfg.node_id.clone(),
+            state: NodeState::Online,
+            time_utc: UtcNs::now(),
+            lat: self.cfg.position.map_or(pos, |p| p.lat),
+            lon: self.cfg.position.map_or(pos, |p| p.lon),
+            alt_m: self.cfg.position.map_or(pos, |p| p.alt_m),
+            clock: None,
+            noise_floor_db: Default::default(),
+            software_version: VERSION.into(),
+            spool_backlog: self.spool.backlog(),
+            counters: Default::default(),
+            temperature_c: None,
+        }
+    }
+
+    fn connect(&mut self) -> Result<Conn, NodeError> {
+        let opts = self.options()?;
+        let cap = usize::from(self.cfg.mqtt.inflight) + 16;
+        let (client, mut el) = AsyncClient::new(opts, cap);
+        let (tx, events) = mpsc::unbounded_channel();
+        // The event loop runs in its own task so that nothing else cancels a
+        // connection attempt half-way; it ends at the first error.
+        let task = tokio::spawn(async move {
+            loop {
+                let ev = el.poll().await;
+                let stop = ev.is_err();
+                if tx.send(ev).is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Ok(Conn {
+            client,
+            events,
+            task,
+            connected: false,
+            fifo: VecDeque::new(),
+            inflight: HashMap::new(),
+            cursor: 0,
+            status_sent: true,
+            final_sent: false,
+        })
+    }
+
+    fn stamped(&self, st: &Status) -> Vec<u8> {
+        let mut st = st.clone();
+        st.spool_backlog = self.spool.backlog();
+        st.counters.insert("published".into(), self.report.acked);
+        st.counters
+            .insert("connections".into(), self.report.connections);
+        serde_json::to_vec(&st).unwrap_or_default()
+    }
+
+    /// Hand rumqttc as much as the in-flight window allows, in order.
+    fn pump(&mut self, c: &mut Conn) -> Result<(), NodeError> {
+        let window = usize::from(self.cfg.mqtt.inflight);
+        let det_topic = self.cfg.detection_topic();
+        let status_topic = self.cfg.status_topic();
+        while c.fifo.len() + c.inflight.len() < window {
+            if let Some(seq) = self.spool.next_at_or_after(c.cursor) {
+                match self.spool.read(seq) {
+                    Ok(Some(payload)) => {
+                        if c.client
+                            .try_publish(&det_topic, QoS::AtLeastOnce, false, payload)
+                            .is_err()
+                        {
+                            return Ok(()); // request channel full: try again after the next event
+                        }
+                        c.fifo.push_back(Sent::Detection(seq));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!("{e}; dropping spool entry {seq}");
+                        self.spool.discard(seq)?;
+                    }
+                }
+                c.cursor = seq + 1;
+                continue;
+            }
+            if !c.status_sent {
+                let Some(st) = self.latest.as_ref() else {
+                    c.status_sent = true;
+                    continue;
+                };
+                let payload = self.stamped(st);
+                if c.client
+                    .try_publish(&status_topic, QoS::AtLeastOnce, true, payload)
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                c.fifo.push_back(Sent::Status);
+                c.status_sent = true;
+                continue;
+            }
+            if let (Some(st), false) = (self.ending.as_ref(), c.final_sent) {
+                let payload = self.stamped(st);
+                if c.client
+                    .try_publish(&status_topic, QoS::AtLeastOnce, true, payload)
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                c.fifo.push_back(Sent::Final);
+                c.final_sent = true;
+                continue;
+            }
+            break;
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, c: &mut Conn, ev: Event) -> Result<(), NodeError> {
+        match ev {
+            Event::Incoming(Packet::ConnAck(_)) => {
+                c.connected = true;
+                self.report.connections += 1;
+                self.backoff.reset();
+                c.cursor = 0;
+                c.status_sent = self.latest.is_none();
+                c.final_sent = false;
+                tracing::info!(
+                    "connected to mqtt://{}:{} ({} spooled detection(s) to send)",
+                    self.cfg.mqtt.host,
+                    self.cfg.mqtt.port,
+                    self.spool.backlog()
+                );
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                if let Some(s) = c.fifo.pop_front() {
+                    c.inflight.insert(pkid, s);
+                }
+            }
+            Event::Incoming(Packet::PubAck(ack)) => match c.inflight.remove(&ack.pkid) {
+                Some(Sent::Detection(seq)) => {
+                    if self.spool.remove(seq)? {
+                        self.report.acked += 1;
+                    }
+                }
+                Some(Sent::Final) => self.final_acked = true,
+                Some(Sent::Status) | None => {}
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn done(&self) -> bool {
+        self.ending.is_some() && self.final_acked && self.spool.backlog() == 0
+    }
+
+    /// Run until the pipeline ended and everything is delivered, or the
+    /// drain/shutdown deadline passes.
+    pub async fn run(mut self) -> Result<PublisherReport, NodeError> {
+        let mut conn: Option<Conn> = None;
+        let mut next_attempt = Some(Instant::now());
+        let mut deadline: Option<Instant> = None;
+        let mut cancel_seen = false;
+        let mut rx_open = true;
+        loop {
+            if conn.is_none() && next_attempt.is_some_and(|t| t <= Instant::now()) {
+                next_attempt = None;
+                conn = Some(self.connect()?);
+            }
+            if let Some(c) = conn.as_mut().filter(|c| c.connected) {
+                self.pump(c)?;
+            }
+            if self.done() {
+                self.report.drained = true;
+                break;
+            }
+            if !rx_open && self.ending.is_none() {
+                // The pipeline vanished without an end message (it failed).
+                break;
+            }
+            tokio::select! {
+                _ = self.cancel.cancelled(), if !cancel_seen => {
+                    cancel_seen = true;
+                    let grace = Instant::now() + SHUTDOWN_GRACE;
+                    deadline = Some(deadline.map_or(grace, |d| d.min(grace)));
+                }
+                ev = recv_event(&mut conn) => match ev {
+                    Some(Ok(ev)) => {
+                        if let Some(c) = conn.as_mut() {
+                            self.on_event(c, ev)?;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let delay = self.backoff.next_delay(&mut rand::rng());
+                        let was = conn.take().is_some_and(|c| c.connected);
+                        if was {
+                            tracing::warn!("mqtt connection lost: {e}; reconnecting in {:.1} s", delay.as_secs_f64());
+                        } else {
+                            tracing::warn!("mqtt connect to {}:{} failed: {e}; retrying in {:.1} s", self.cfg.mqtt.host, self.cfg.mqtt.port, delay.as_secs_f64());
+                        }
+                        next_attempt = Some(Instant::now() + delay);
+                    }
+                    None => {
+                        conn = None;
+                        next_attempt = Some(Instant::now() + self.backoff.next_delay(&mut rand::rng()));
+                    }
+                },
+                m = self.rx.recv(), if rx_open => match m {
+                    Some(PubMsg::Spooled(seq)) => tracing::trace!("seq {seq} spooled"),
+                    Some(PubMsg::Status(st)) => {
+                        self.latest = Some(*st);
+                        if let Some(c) = conn.as_mut() { c.status_sent = false; }
+                    }
+                    Some(PubMsg::End { status, completed }) => {
+                        self.ending = Some(*status);
+                        let limit = if completed { self.cfg.drain_timeout } else { Some(SHUTDOWN_GRACE) };
+                        if let Some(l) = limit {
+                            let t = Instant::now() + l;
+                            deadline = Some(deadline.map_or(t, |d| d.min(t)));
+                        }
+                    }
+                    None => rx_open = false,
+                },
+                _ = sleep_until_opt(next_attempt), if conn.is_none() => {}
+                _ = sleep_until_opt(deadline) => {
+                    tracing::warn!("stopping with {} detection(s) still spooled (sent on the next start)", self.spool.backlog());
+                    break;
+                }
+            }
+        }
+        if let Some(c) = conn.take() {
+            if c.connected {
+                let _ = c.client.try_disconnect();
+                let mut c = c;
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    while let Some(Ok(_)) = c.events.recv().await {}
+                })
+                .await;
+            }
+        }
+        self.report.backlog_at_exit = self.spool.backlog();
+        Ok(self.report)
+    }
+}
