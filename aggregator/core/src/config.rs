@@ -59,6 +59,11 @@ pub struct EngineConfig {
     /// Unassociated arrivals within this of an event's prediction at a node
     /// are reported as that event's outliers, s.
     pub outlier_window_s: f64,
+    /// A node's acoustic pick that follows its direct arrival (a pick used by
+    /// an event) by at most this is a probable echo (reflections off
+    /// buildings and terrain arrive later than the direct path): it may still
+    /// join a source but does not seed one, s. 0 disables.
+    pub echo_window_s: f64,
     /// A node is flagged when its residuals in at least `clock_flag_min_events`
     /// recent events agree in sign, exceed this in magnitude and scatter by
     /// less than a quarter of it, s.
@@ -92,6 +97,7 @@ impl Default for EngineConfig {
             outlier_sigmas: 4.0,
             altitude_lr_threshold: 10.83,
             outlier_window_s: 0.5,
+            echo_window_s: 0.5,
             clock_flag_threshold_s: 0.02,
             clock_flag_min_events: 3,
             max_seed_candidates: 32,
@@ -163,6 +169,7 @@ impl EngineConfig {
             ("seismic_speed_rel_sigma", self.seismic_speed_rel_sigma),
             ("model_sigma_s", self.model_sigma_s),
             ("lateness_s", self.lateness_s),
+            ("echo_window_s", self.echo_window_s),
             ("yield_pressure_rel_sigma", self.yield_pressure_rel_sigma),
         ] {
             if !nonneg(v) {

@@ -70,6 +70,13 @@ pub enum Action {
 /// Candidates (nearest in time to the pivot) from which quadruples are drawn.
 const QUAD_CANDIDATES: usize = 12;
 
+/// Hypotheses closer than this (horizontal, m) and `PROTO_MERGE_S` in origin are one.
+const PROTO_MERGE_M: f64 = 50.0;
+/// See `PROTO_MERGE_M`, s.
+const PROTO_MERGE_S: f64 = 0.05;
+/// At most this many open hypotheses (the weakest is forgotten).
+const MAX_PROTOS: usize = 256;
+
 /// History of a node's residuals kept for clock flagging.
 const HISTORY: usize = 8;
 
@@ -85,6 +92,9 @@ struct Node {
     /// delivering no pick at all: at 3 it is presumed dead (silently) and no
     /// longer counted as a node that should have heard a source.
     silent_misses: usize,
+    /// Latest onset of an acoustic pick of this node used by an event (the
+    /// direct arrival): later picks within `echo_window_s` are probable echoes.
+    last_direct: Option<UtcNs>,
 }
 
 /// Consecutive silent misses after which a node is presumed dead.
@@ -108,8 +118,25 @@ struct Det {
     probs: [f64; 5],
     peak: f64,
     site: Option<String>,
-    /// A seed with this pivot waits for other nodes' arrivals to fall due: retry then.
-    retry: Option<UtcNs>,
+    /// Probably an echo: it follows a direct arrival associated at the same
+    /// node by less than `echo_window_s`. It may join a source but does not
+    /// seed one.
+    echo: bool,
+}
+
+/// An unconfirmed source hypothesis (unpublished proto-event): later picks
+/// that it predicts join it in O(1) instead of re-running the combinatorial
+/// seeding, and it is judged once it has enough support or every live node's
+/// arrival from it is due.
+#[derive(Debug, Clone)]
+struct Proto {
+    /// e, n, u (m) and origin (s after `tref`).
+    h: [f64; 4],
+    tref: UtcNs,
+    /// Supporting picks: (node, detection uid), one per node.
+    members: Vec<(usize, u64)>,
+    /// When every live node's arrival is due (then judged on all of them).
+    due_at: UtcNs,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +179,7 @@ pub struct Engine {
     next_uid: u64,
     next_event: u64,
     window_s: f64,
+    protos: Vec<Proto>,
 }
 
 fn kind_index(k: SourceKind) -> usize {
@@ -219,6 +247,7 @@ impl Engine {
             next_uid: 0,
             next_event: 0,
             window_s,
+            protos: Vec::new(),
         }
     }
 
@@ -269,6 +298,7 @@ impl Engine {
                     history: VecDeque::new(),
                     flagged: false,
                     silent_misses: 0,
+                    last_direct: None,
                 });
             }
         }
@@ -332,6 +362,11 @@ impl Engine {
             .max(finite_or(n.info.clock_uncertainty_s, 0.0));
         let m = self.cfg.model_sigma_s;
         let sigma = (pick * pick + clock * clock + m * m).sqrt().max(1e-6);
+        let echo = det.stream == StreamKind::Acoustic
+            && n.last_direct.is_some_and(|t| {
+                let dt = det.onset_utc.secs_since(t);
+                dt > 0.0 && dt <= self.cfg.echo_window_s
+            });
         let d = Det {
             uid: self.next_uid,
             node,
@@ -342,9 +377,10 @@ impl Engine {
             probs: probs_of(det),
             peak: det.peak,
             site: det.site.clone(),
-            retry: None,
+            echo,
         };
         self.next_uid += 1;
+        let d_uid = d.uid;
         if self.try_absorb(&d, out) {
             return;
         }
@@ -359,7 +395,14 @@ impl Engine {
         }
         if det.stream == StreamKind::Acoustic {
             let last = self.pending.len() - 1;
-            self.try_seed(last, out);
+            // A pick an open hypothesis predicts joins it (cheap); only picks
+            // no hypothesis explains start the combinatorial search.
+            if !self.join_protos(last, out) && !self.pending.is_empty() {
+                let last = self.pending.len() - 1;
+                if self.pending[last].uid == d_uid && !self.pending[last].echo {
+                    self.try_seed(last, out);
+                }
+            }
         }
     }
 
@@ -369,20 +412,8 @@ impl Engine {
     pub fn advance(&mut self, watermark: UtcNs, out: &mut Vec<Action>) {
         self.watermark = Some(self.watermark.map_or(watermark, |w| w.max(watermark)));
         let horizon = self.horizon();
-        // Seeds that waited for other nodes' arrivals to fall due.
-        let mut i = 0;
-        while i < self.pending.len() {
-            if self.pending[i].retry.is_some_and(|t| t <= horizon) {
-                self.pending[i].retry = None;
-                let before = self.pending.len();
-                self.try_seed(i, out);
-                if self.pending.len() != before {
-                    i = 0;
-                    continue;
-                }
-            }
-            i += 1;
-        }
+        // Hypotheses every live node's arrival of which is now due.
+        self.judge_due_protos(horizon, out);
         let mut k = 0;
         while k < self.events.len() {
             if self.events[k].deadline <= horizon {
@@ -399,10 +430,11 @@ impl Engine {
     /// Finalise everything (end of a replay): every arrival is treated as delivered.
     pub fn flush(&mut self, out: &mut Vec<Action>) {
         self.watermark = Some(UtcNs(i64::MAX / 2));
+        self.judge_due_protos(self.horizon(), out);
         let mut i = 0;
         while i < self.pending.len() {
             let before = self.pending.len();
-            if self.pending[i].stream == StreamKind::Acoustic {
+            if self.pending[i].stream == StreamKind::Acoustic && !self.pending[i].echo {
                 self.try_seed(i, out);
             }
             if self.pending.len() != before {
@@ -416,6 +448,7 @@ impl Engine {
             self.finalise(ev, out);
         }
         self.pending.clear();
+        self.protos.clear();
     }
 
     fn horizon(&self) -> UtcNs {
@@ -496,6 +529,10 @@ impl Engine {
                 Some("air-coupled seismic pick; the node's acoustic pick is used".into())
             },
         });
+        if used && d.stream == StreamKind::Acoustic && phase == Phase::Acoustic {
+            let node = &mut self.nodes[d.node];
+            node.last_direct = Some(node.last_direct.map_or(d.onset, |x| x.max(d.onset)));
+        }
         let n_used = self.events[k].members.iter().filter(|m| m.used).count();
         // Relocate on a geometric schedule (every arrival up to 8, then each
         // +25 %): revisions stay informative and the cost per arrival stays
@@ -809,9 +846,7 @@ impl Engine {
                 // arrival for this hypothesis is due (then judged on all of them).
                 let at = self.all_due_at(h, tref);
                 if at > self.horizon() {
-                    if let Some(q) = self.pending.iter_mut().find(|q| q.uid == pivot.uid) {
-                        q.retry = Some(q.retry.map_or(at, |t| t.min(at)));
-                    }
+                    self.add_proto(h, tref, &arr, &dets, at);
                     continue;
                 }
             }
@@ -821,11 +856,158 @@ impl Engine {
                     return;
                 }
                 SeedVerdict::Wait(at) => {
-                    if let Some(q) = self.pending.iter_mut().find(|q| q.uid == pivot.uid) {
-                        q.retry = Some(q.retry.map_or(at, |t| t.min(at)));
-                    }
+                    self.add_proto(h, tref, &arr, &dets, at);
                 }
                 SeedVerdict::Reject => {}
+            }
+        }
+    }
+
+    /// Keep hypothesis `h` (on `tref`'s axis) with the picks among `dets` it
+    /// explains, merged into an existing hypothesis of (nearly) the same
+    /// source and time.
+    fn add_proto(&mut self, h: [f64; 4], tref: UtcNs, arr: &[Arrival], dets: &[Det], due_at: UtcNs) {
+        let src = [h[0], h[1], h[2]];
+        let mut members: Vec<(usize, u64, UtcNs)> = Vec::new();
+        for (a, d) in arr.iter().zip(dets) {
+            let t = self
+                .prop
+                .travel_time(Phase::Acoustic, src, a.position.to_array());
+            let r = a.time_s - h[3] - t;
+            if r.abs() <= self.cfg.gate_sigmas * a.sigma_s + self.cfg.association_tolerance_s {
+                match members.iter_mut().find(|m| m.0 == d.node) {
+                    // The earliest consistent pick: echoes come later.
+                    Some(m) => {
+                        if d.onset < m.2 {
+                            *m = (d.node, d.uid, d.onset);
+                        }
+                    }
+                    None => members.push((d.node, d.uid, d.onset)),
+                }
+            }
+        }
+        let origin = tref.add_secs_f64(h[3]);
+        for p in &mut self.protos {
+            let o = p.tref.add_secs_f64(p.h[3]);
+            if (p.h[0] - h[0]).hypot(p.h[1] - h[1]) < PROTO_MERGE_M
+                && o.secs_since(origin).abs() < PROTO_MERGE_S
+            {
+                for m in &members {
+                    if !p.members.iter().any(|x| x.0 == m.0) {
+                        p.members.push((m.0, m.1));
+                    }
+                }
+                p.due_at = p.due_at.max(due_at);
+                return;
+            }
+        }
+        if self.protos.len() >= MAX_PROTOS {
+            // Forget the weakest (then oldest) hypothesis.
+            if let Some(i) = (0..self.protos.len()).min_by_key(|&i| self.protos[i].members.len()) {
+                self.protos.remove(i);
+            }
+        }
+        self.protos.push(Proto {
+            h,
+            tref,
+            members: members.iter().map(|m| (m.0, m.1)).collect(),
+            due_at,
+        });
+    }
+
+    /// Offer pending[p] to the open hypotheses (one travel time each). Returns
+    /// whether any explains it; a hypothesis it brings to the confirmation
+    /// count is judged at once.
+    fn join_protos(&mut self, p: usize, out: &mut Vec<Action>) -> bool {
+        let d = self.pending[p].clone();
+        if self.nodes[d.node].flagged {
+            return false;
+        }
+        let confirm = self
+            .cfg
+            .min_nodes_preliminary
+            .max(3 + self.cfg.confirm_extra_arrivals);
+        let gate = self.cfg.gate_sigmas * d.sigma + self.cfg.association_tolerance_s;
+        let mut explained = false;
+        let mut ready: Vec<usize> = Vec::new();
+        let pos = self.nodes[d.node].enu;
+        for (k, pr) in self.protos.iter_mut().enumerate() {
+            let t = self
+                .prop
+                .travel_time(Phase::Acoustic, [pr.h[0], pr.h[1], pr.h[2]], pos);
+            let r = d.onset.secs_since(pr.tref) - pr.h[3] - t;
+            if r.abs() <= gate {
+                explained = true;
+                if !pr.members.iter().any(|m| m.0 == d.node) {
+                    pr.members.push((d.node, d.uid));
+                    if pr.members.len() >= confirm {
+                        ready.push(k);
+                    }
+                }
+            }
+        }
+        // Strongest first; a created event removes the hypotheses sharing its picks.
+        ready.sort_by_key(|&k| std::cmp::Reverse(self.protos[k].members.len()));
+        let ids: Vec<(UtcNs, [f64; 4])> = ready
+            .iter()
+            .map(|&k| (self.protos[k].tref, self.protos[k].h))
+            .collect();
+        for (tref, h) in ids {
+            let Some(k) = self.protos.iter().position(|q| q.tref == tref && q.h == h) else {
+                continue;
+            };
+            let _ = self.judge_proto(k, out);
+        }
+        explained
+    }
+
+    /// Evaluate hypothesis `k` on the pending picks near its predictions;
+    /// accepted: the event is created; rejected: the hypothesis is dropped.
+    fn judge_proto(&mut self, k: usize, out: &mut Vec<Action>) -> SeedVerdict {
+        let pr = self.protos[k].clone();
+        let src = [pr.h[0], pr.h[1], pr.h[2]];
+        let w = self.cfg.outlier_window_s;
+        let dets: Vec<Det> = self
+            .pending
+            .iter()
+            .filter(|q| q.stream == StreamKind::Acoustic && !self.nodes[q.node].flagged)
+            .filter(|q| {
+                let t = self.prop.travel_time(Phase::Acoustic, src, self.nodes[q.node].enu);
+                (q.onset.secs_since(pr.tref) - pr.h[3] - t).abs() <= w
+            })
+            .cloned()
+            .collect();
+        let v = self.evaluate_seed(&dets, pr.h, pr.tref);
+        match &v {
+            SeedVerdict::Accept(members, sol, tref_ev) => {
+                self.protos.remove(k);
+                self.create_event(members.clone(), sol.clone(), *tref_ev, out);
+            }
+            SeedVerdict::Reject => {
+                self.protos.remove(k);
+            }
+            SeedVerdict::Wait(at) => {
+                self.protos[k].due_at = self.protos[k].due_at.max(*at);
+            }
+        }
+        v
+    }
+
+    /// Judge every hypothesis due by `horizon`, best supported first.
+    fn judge_due_protos(&mut self, horizon: UtcNs, out: &mut Vec<Action>) {
+        loop {
+            let Some(k) = (0..self.protos.len())
+                .filter(|&k| self.protos[k].due_at <= horizon)
+                .max_by_key(|&k| self.protos[k].members.len())
+            else {
+                return;
+            };
+            if let SeedVerdict::Wait(_) = self.judge_proto(k, out) {
+                // The refined source may make a node due later: keep it till
+                // then, but never judge it twice at one horizon.
+                if self.protos[k].due_at <= horizon {
+                    self.protos.remove(k);
+                }
             }
         }
     }
@@ -894,9 +1076,11 @@ impl Engine {
                 };
                 if r.abs() <= gate {
                     let z = (r / d.sigma).abs();
+                    // Several consistent picks at one node: the earliest is
+                    // the direct path (echoes only come later).
                     match pick.iter_mut().find(|p| dets[p.0].node == d.node) {
                         Some(p) => {
-                            if z < p.1 {
+                            if d.onset < dets[p.0].onset {
                                 *p = (i, z);
                             }
                         }
@@ -1028,6 +1212,9 @@ impl Engine {
     ) {
         let uids: Vec<u64> = members.iter().map(|m| m.det.uid).collect();
         self.pending.retain(|q| !uids.contains(&q.uid));
+        // Hypotheses built on these picks are explained by this event.
+        self.protos
+            .retain(|p| !p.members.iter().any(|m| uids.contains(&m.1)));
         let deadline = self.deadline(&sol, tref);
         let id = format!("ev-{}-{}", tref.0.div_euclid(1_000_000), self.next_event);
         self.next_event += 1;
@@ -1078,6 +1265,7 @@ impl Engine {
         if joined {
             self.relocate(k);
         }
+        self.note_direct_arrivals(k);
         for q in self.pending.clone() {
             let (pred, _) = self.predict(&self.events[k].sol, q.node, Phase::Acoustic);
             if q.stream == StreamKind::Acoustic
@@ -1089,6 +1277,34 @@ impl Engine {
         self.events[k].revision = 1;
         let e = self.to_event(&self.events[k], EventStatus::Preliminary);
         out.push(Action::Publish(e));
+    }
+
+    /// Record event `k`'s used acoustic arrivals as their nodes' direct
+    /// arrivals and mark the pending picks that follow them within
+    /// `echo_window_s` as probable echoes (they no longer seed sources).
+    fn note_direct_arrivals(&mut self, k: usize) {
+        let w = self.cfg.echo_window_s;
+        let direct: Vec<(usize, UtcNs)> = self.events[k]
+            .members
+            .iter()
+            .filter(|m| m.used && m.det.stream == StreamKind::Acoustic)
+            .map(|m| (m.det.node, m.det.onset))
+            .collect();
+        for &(n, t) in &direct {
+            let node = &mut self.nodes[n];
+            node.last_direct = Some(node.last_direct.map_or(t, |x| x.max(t)));
+        }
+        for q in &mut self.pending {
+            if q.stream != StreamKind::Acoustic {
+                continue;
+            }
+            if direct.iter().any(|&(n, t)| {
+                let dt = q.onset.secs_since(t);
+                n == q.node && dt > 0.0 && dt <= w
+            }) {
+                q.echo = true;
+            }
+        }
     }
 
     fn seismic_phase(&self, k: usize, q: &Det) -> Phase {

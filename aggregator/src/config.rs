@@ -1,0 +1,660 @@
+//! Configuration in two steps: [`RawConfig`] is what the TOML file says (serde,
+//! every key optional, unknown keys refused), [`AggregatorConfig`] is the
+//! validated runtime type. Every error names the file and the field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use blastnet_aggregator_core::EngineConfig;
+use serde::Deserialize;
+
+/// The commented default configuration (`blastnet aggregator --print-config`).
+pub const DEFAULT_CONFIG: &str = include_str!("default_config.toml");
+
+/// Why a configuration was refused. The CLI prints it and exits non-zero.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read. Fix the path or permissions.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or a key has the wrong type or is unknown.
+    #[error("{origin}: {message}")]
+    Syntax {
+        /// File name (or "<default>").
+        origin: String,
+        /// toml's message, which names the key and the line.
+        message: String,
+    },
+    /// A value parses but is not acceptable.
+    #[error("{origin}: field `{field}`: {message}")]
+    Field {
+        /// File name (or "<built-in>").
+        origin: String,
+        /// Dotted key, e.g. `mqtt.broker`.
+        field: String,
+        /// What was expected.
+        message: String,
+    },
+}
+
+/// `[mqtt]` as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMqtt {
+    /// `mqtt://host[:port]`.
+    pub broker: Option<String>,
+    /// User name.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+    /// File holding the password.
+    pub password_file: Option<PathBuf>,
+    /// Client id.
+    pub client_id: Option<String>,
+    /// Persistent session unless true.
+    pub clean_session: Option<bool>,
+    /// Topic prefix.
+    pub prefix: Option<String>,
+    /// Sites, or `["+"]`.
+    pub sites: Option<Vec<String>>,
+    /// MQTT keep-alive, seconds.
+    pub keep_alive_s: Option<u64>,
+    /// Start-up wait for the broker, seconds.
+    pub connect_timeout_s: Option<f64>,
+}
+
+/// `[store]` as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    /// SQLite file or `:memory:`.
+    pub path: Option<PathBuf>,
+    /// `revisions` or `latest`.
+    pub keep: Option<String>,
+}
+
+/// `[http]` as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    /// `ip:port`.
+    pub listen: Option<String>,
+}
+
+/// `[time]` as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTime {
+    /// `wall` or `nodes`.
+    pub base: Option<String>,
+    /// Wall-clock lateness, seconds.
+    pub lateness_s: Option<f64>,
+    /// Tick period, milliseconds.
+    pub tick_ms: Option<u64>,
+}
+
+/// `[ingest]` as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIngest {
+    /// Seconds of data time detections are remembered behind the watermark.
+    pub retention_s: Option<f64>,
+    /// Largest accepted payload.
+    pub max_payload_bytes: Option<usize>,
+}
+
+/// The whole file as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// `[mqtt]`.
+    pub mqtt: RawMqtt,
+    /// `[store]`.
+    pub store: RawStore,
+    /// `[http]`.
+    pub http: RawHttp,
+    /// `[time]`.
+    pub time: RawTime,
+    /// `[ingest]`.
+    pub ingest: RawIngest,
+    /// `[engine]`: overlaid on [`EngineConfig::default`].
+    pub engine: toml::Table,
+}
+
+/// Broker connection and subscriptions.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// User name and password, if the broker wants them.
+    pub credentials: Option<(String, String)>,
+    /// Fixed client id (persistent sessions are per client id).
+    pub client_id: String,
+    /// False (the default) keeps a persistent session at the broker.
+    pub clean_session: bool,
+    /// Topic prefix, default `blastnet`.
+    pub prefix: String,
+    /// Sites subscribed; `+` for all.
+    pub sites: Vec<String>,
+    /// MQTT keep-alive.
+    pub keep_alive: Duration,
+    /// How long [`crate::start`] waits for the subscriptions to be acknowledged.
+    pub connect_timeout: Duration,
+}
+
+/// Where events are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorePath {
+    /// An in-memory database (gone at exit).
+    Memory,
+    /// A SQLite file (created if missing).
+    File(PathBuf),
+}
+
+/// Which revisions are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepRevisions {
+    /// Every revision of every event (and the latest, for queries).
+    All,
+    /// Only the latest revision of each event.
+    Latest,
+}
+
+/// Event store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// File or memory.
+    pub path: StorePath,
+    /// Revisions kept.
+    pub keep: KeepRevisions,
+}
+
+/// What drives the watermark that finalises events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeBase {
+    /// Live: now minus a lateness.
+    Wall,
+    /// Replay: the nodes' status times.
+    Nodes,
+}
+
+/// Watermark settings.
+#[derive(Debug, Clone)]
+pub struct TimeConfig {
+    /// Wall or nodes.
+    pub base: TimeBase,
+    /// Wall mode: watermark = now - lateness.
+    pub lateness: Duration,
+    /// How often the watermark is advanced.
+    pub tick: Duration,
+}
+
+/// Ingest limits.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Seconds of data time accepted detections are remembered behind the watermark.
+    pub retention_s: f64,
+    /// Largest accepted payload, bytes.
+    pub max_payload_bytes: usize,
+}
+
+/// The validated aggregator configuration.
+#[derive(Debug, Clone)]
+pub struct AggregatorConfig {
+    /// Broker and topics.
+    pub mqtt: MqttConfig,
+    /// Event store.
+    pub store: StoreConfig,
+    /// HTTP listen address; port 0 picks a free port.
+    pub http_listen: SocketAddr,
+    /// Watermark.
+    pub time: TimeConfig,
+    /// Ingest limits.
+    pub ingest: IngestConfig,
+    /// The engine's configuration.
+    pub engine: EngineConfig,
+}
+
+impl AggregatorConfig {
+    /// The built-in defaults with `broker` (`mqtt://host:port`) as the broker:
+    /// the starting point for `blastnet replay` and `demo`, which then set
+    /// `time.base`, `http_listen`, `store.path`, ... directly.
+    pub fn for_broker(broker: &str) -> Result<AggregatorConfig, ConfigError> {
+        let mut raw = RawConfig::default();
+        raw.mqtt.broker = Some(broker.to_string());
+        raw.validate("<built-in>", None)
+    }
+
+    /// Parse and validate TOML text; `origin` names it in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<AggregatorConfig, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        raw.validate(origin, None)
+    }
+
+    /// Read, parse and validate a file; relative paths in it (`store.path`,
+    /// `mqtt.password_file`) are taken relative to the file's folder.
+    pub fn from_file(path: &Path) -> Result<AggregatorConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let origin = path.display().to_string();
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            origin: origin.clone(),
+            message: e.to_string(),
+        })?;
+        raw.validate(&origin, path.parent())
+    }
+}
+
+fn field_err(origin: &str, field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        origin: origin.to_string(),
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Parse `mqtt://host[:port]` (also `tcp://`). TLS schemes are refused: this
+/// build speaks plain TCP only (rumqttc without its rustls feature).
+pub fn parse_broker_url(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| {
+            format!("expected mqtt://host[:port] (plain TCP; TLS is not built in), got {url:?}")
+        })?;
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') || rest.contains('?') || rest.contains('@') {
+        return Err(format!(
+            "expected mqtt://host[:port] with no path, query or user info (credentials go in username/password), got {url:?}"
+        ));
+    }
+    // IPv6 literal: [::1]:1883
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("unclosed '[' in {url:?}"))?;
+        (h.to_string(), after.strip_prefix(':'))
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (rest.to_string(), None),
+        }
+    };
+    let port = match port {
+        None => 1883,
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| format!("port {p:?} in {url:?} is not a number 1..65535"))?,
+    };
+    if host.is_empty() || port == 0 {
+        return Err(format!("expected a host and a non-zero port in {url:?}"));
+    }
+    Ok((host, port))
+}
+
+/// A topic level given by the user: non-empty, no `/`, `#`, or `+` unless it is exactly `+`.
+fn check_level(origin: &str, field: &str, v: &str, allow_plus: bool) -> Result<(), ConfigError> {
+    if v.is_empty() {
+        return Err(field_err(origin, field, "must not be empty"));
+    }
+    if allow_plus && v == "+" {
+        return Ok(());
+    }
+    if v.contains(['/', '#', '+']) || v.chars().any(char::is_control) {
+        return Err(field_err(
+            origin,
+            field,
+            format!("{v:?} must be one MQTT topic level (no '/', '+', '#')"),
+        ));
+    }
+    Ok(())
+}
+
+fn engine_config(origin: &str, table: toml::Table) -> Result<EngineConfig, ConfigError> {
+    // EngineConfig is `#[serde(default)]`: the section may give any subset.
+    let engine: EngineConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." || path.is_empty() {
+                "engine".to_string()
+            } else {
+                format!("engine.{path}")
+            };
+            field_err(origin, &field, e.into_inner().to_string())
+        })?;
+    engine
+        .validate()
+        .map_err(|e| field_err(origin, "engine", e.to_string()))?;
+    Ok(engine)
+}
+
+impl RawConfig {
+    /// Validate into the runtime type. `base_dir` resolves relative paths.
+    pub fn validate(
+        self,
+        origin: &str,
+        base_dir: Option<&Path>,
+    ) -> Result<AggregatorConfig, ConfigError> {
+        let resolve = |p: PathBuf| match base_dir {
+            Some(d) if p.is_relative() => d.join(p),
+            _ => p,
+        };
+        let m = self.mqtt;
+        let broker = m
+            .broker
+            .unwrap_or_else(|| "mqtt://127.0.0.1:1883".to_string());
+        let (host, port) =
+            parse_broker_url(&broker).map_err(|msg| field_err(origin, "mqtt.broker", msg))?;
+        let password = match (m.password, m.password_file) {
+            (Some(_), Some(_)) => {
+                return Err(field_err(
+                    origin,
+                    "mqtt.password_file",
+                    "give either mqtt.password or mqtt.password_file, not both",
+                ))
+            }
+            (Some(p), None) => Some(p),
+            (None, Some(f)) => {
+                let f = resolve(f);
+                let text = std::fs::read_to_string(&f).map_err(|e| {
+                    field_err(
+                        origin,
+                        "mqtt.password_file",
+                        format!("cannot read {}: {e}", f.display()),
+                    )
+                })?;
+                Some(text.trim_end_matches(['\r', '\n']).to_string())
+            }
+            (None, None) => None,
+        };
+        let credentials = match (m.username, password) {
+            (Some(u), Some(p)) => Some((u, p)),
+            (Some(u), None) => Some((u, String::new())),
+            (None, Some(_)) => {
+                return Err(field_err(
+                    origin,
+                    "mqtt.username",
+                    "a password is given but no username",
+                ))
+            }
+            (None, None) => None,
+        };
+        let client_id = m
+            .client_id
+            .unwrap_or_else(|| "blastnet-aggregator".to_string());
+        if client_id.is_empty() || client_id.len() > 256 {
+            return Err(field_err(
+                origin,
+                "mqtt.client_id",
+                "must be 1..256 characters (a fixed id keeps the persistent session)",
+            ));
+        }
+        let prefix = m.prefix.unwrap_or_else(|| "blastnet".to_string());
+        if prefix.is_empty()
+            || prefix.starts_with('/')
+            || prefix.ends_with('/')
+            || prefix.contains(['#', '+'])
+        {
+            return Err(field_err(
+                origin,
+                "mqtt.prefix",
+                format!("{prefix:?} must be a topic prefix like \"blastnet\" (no leading/trailing '/', no wildcards)"),
+            ));
+        }
+        let sites = m.sites.unwrap_or_else(|| vec!["+".to_string()]);
+        if sites.is_empty() {
+            return Err(field_err(
+                origin,
+                "mqtt.sites",
+                "list at least one site, or [\"+\"] for all",
+            ));
+        }
+        for (i, s) in sites.iter().enumerate() {
+            check_level(origin, &format!("mqtt.sites[{i}]"), s, true)?;
+        }
+        let keep_alive_s = m.keep_alive_s.unwrap_or(30);
+        if !(5..=3600).contains(&keep_alive_s) {
+            return Err(field_err(
+                origin,
+                "mqtt.keep_alive_s",
+                "expected 5..3600 seconds",
+            ));
+        }
+        let connect_timeout_s = m.connect_timeout_s.unwrap_or(10.0);
+        if !(connect_timeout_s.is_finite()
+            && connect_timeout_s > 0.0
+            && connect_timeout_s <= 3600.0)
+        {
+            return Err(field_err(
+                origin,
+                "mqtt.connect_timeout_s",
+                "expected a number of seconds in (0, 3600]",
+            ));
+        }
+
+        let store_path = match self.store.path {
+            None => StorePath::File(resolve(PathBuf::from("blastnet-events.db"))),
+            Some(p) if p.as_os_str() == ":memory:" => StorePath::Memory,
+            Some(p) if p.as_os_str().is_empty() => {
+                return Err(field_err(
+                    origin,
+                    "store.path",
+                    "must not be empty (use \":memory:\" to keep nothing)",
+                ))
+            }
+            Some(p) => StorePath::File(resolve(p)),
+        };
+        let keep = match self.store.keep.as_deref() {
+            None | Some("revisions") => KeepRevisions::All,
+            Some("latest") => KeepRevisions::Latest,
+            Some(other) => {
+                return Err(field_err(
+                    origin,
+                    "store.keep",
+                    format!("expected \"revisions\" or \"latest\", got {other:?}"),
+                ))
+            }
+        };
+
+        let listen = self
+            .http
+            .listen
+            .unwrap_or_else(|| "127.0.0.1:8080".to_string());
+        let http_listen: SocketAddr = listen.parse().map_err(|_| {
+            field_err(
+                origin,
+                "http.listen",
+                format!("expected ip:port such as 127.0.0.1:8080, got {listen:?}"),
+            )
+        })?;
+
+        let base = match self.time.base.as_deref() {
+            None | Some("wall") => TimeBase::Wall,
+            Some("nodes") => TimeBase::Nodes,
+            Some(other) => {
+                return Err(field_err(
+                    origin,
+                    "time.base",
+                    format!("expected \"wall\" or \"nodes\", got {other:?}"),
+                ))
+            }
+        };
+        let lateness_s = self.time.lateness_s.unwrap_or(2.0);
+        if !(lateness_s.is_finite() && (0.0..=3600.0).contains(&lateness_s)) {
+            return Err(field_err(
+                origin,
+                "time.lateness_s",
+                "expected seconds in [0, 3600]",
+            ));
+        }
+        let tick_ms = self.time.tick_ms.unwrap_or(100);
+        if !(1..=60_000).contains(&tick_ms) {
+            return Err(field_err(
+                origin,
+                "time.tick_ms",
+                "expected 1..60000 milliseconds",
+            ));
+        }
+        let retention_s = self.ingest.retention_s.unwrap_or(600.0);
+        if !(retention_s.is_finite() && retention_s >= 1.0) {
+            return Err(field_err(
+                origin,
+                "ingest.retention_s",
+                "expected at least 1 second",
+            ));
+        }
+        let max_payload_bytes = self.ingest.max_payload_bytes.unwrap_or(65536);
+        if !(256..=16 << 20).contains(&max_payload_bytes) {
+            return Err(field_err(
+                origin,
+                "ingest.max_payload_bytes",
+                "expected 256..16777216 bytes",
+            ));
+        }
+        let engine = engine_config(origin, self.engine)?;
+
+        Ok(AggregatorConfig {
+            mqtt: MqttConfig {
+                host,
+                port,
+                credentials,
+                client_id,
+                clean_session: m.clean_session.unwrap_or(false),
+                prefix,
+                sites,
+                keep_alive: Duration::from_secs(keep_alive_s),
+                connect_timeout: Duration::from_secs_f64(connect_timeout_s),
+            },
+            store: StoreConfig {
+                path: store_path,
+                keep,
+            },
+            http_listen,
+            time: TimeConfig {
+                base,
+                lateness: Duration::from_secs_f64(lateness_s),
+                tick: Duration::from_millis(tick_ms),
+            },
+            ingest: IngestConfig {
+                retention_s,
+                max_payload_bytes,
+            },
+            engine,
+        })
+    }
+}
+
+/// The default configuration followed by the engine's defaults, as printed by
+/// `blastnet aggregator --print-config`.
+pub fn print_config() -> String {
+    let mut out = DEFAULT_CONFIG.to_string();
+    match toml::to_string(&EngineConfig::default()) {
+        Ok(engine) => {
+            for line in engine.lines() {
+                if line.trim().is_empty() {
+                    out.push('\n');
+                } else if let Some(rest) = line.strip_prefix('[') {
+                    // Nested engine tables: `[x]` becomes `[engine.x]`.
+                    out.push_str(&format!("# [engine.{rest}\n"));
+                } else {
+                    out.push_str(&format!("# {line}\n"));
+                }
+            }
+        }
+        Err(e) => out.push_str(&format!("# (engine defaults could not be printed: {e})\n")),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_config_parses_to_the_documented_defaults() {
+        let c = AggregatorConfig::from_toml_str(DEFAULT_CONFIG, "<default>").expect("default");
+        assert_eq!(c.mqtt.host, "127.0.0.1");
+        assert_eq!(c.mqtt.port, 1883);
+        assert_eq!(c.mqtt.prefix, "blastnet");
+        assert_eq!(c.mqtt.sites, vec!["+".to_string()]);
+        assert!(!c.mqtt.clean_session);
+        assert_eq!(c.http_listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.time.base, TimeBase::Wall);
+        assert_eq!(c.time.lateness, Duration::from_secs(2));
+        assert_eq!(c.time.tick, Duration::from_millis(100));
+        assert_eq!(c.store.keep, KeepRevisions::All);
+    }
+
+    #[test]
+    fn the_printed_config_parses_too() {
+        AggregatorConfig::from_toml_str(&print_config(), "<printed>").expect("printed parses");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("[mqtt]\nbroker = \"mqtts://x\"", "mqtt.broker"),
+            ("[mqtt]\nsites = [\"a/b\"]", "mqtt.sites[0]"),
+            ("[mqtt]\nprefix = \"/x\"", "mqtt.prefix"),
+            ("[http]\nlisten = \"localhost\"", "http.listen"),
+            ("[time]\nbase = \"sundial\"", "time.base"),
+            ("[time]\nlateness_s = -1.0", "time.lateness_s"),
+            ("[store]\nkeep = \"some\"", "store.keep"),
+            ("[mqtt]\npassword = \"p\"", "mqtt.username"),
+        ];
+        for (text, field) in cases {
+            let e = AggregatorConfig::from_toml_str(text, "a.toml").expect_err(text);
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("`{field}`")) && msg.starts_with("a.toml"),
+                "{text}: {msg}"
+            );
+        }
+        let e = AggregatorConfig::from_toml_str("[mqtt]\nbrokr = \"x\"", "a.toml")
+            .expect_err("unknown key");
+        assert!(e.to_string().contains("brokr"), "{e}");
+    }
+
+    #[test]
+    fn broker_urls_parse() {
+        assert_eq!(
+            parse_broker_url("mqtt://10.0.0.2:1884").expect("ok"),
+            ("10.0.0.2".to_string(), 1884)
+        );
+        assert_eq!(
+            parse_broker_url("mqtt://broker").expect("ok"),
+            ("broker".to_string(), 1883)
+        );
+        assert_eq!(
+            parse_broker_url("mqtt://[::1]:1999").expect("ok"),
+            ("::1".to_string(), 1999)
+        );
+        assert!(parse_broker_url("http://x").is_err());
+        assert!(parse_broker_url("mqtt://x:0").is_err());
+    }
+
+    #[test]
+    fn memory_store_and_port_zero_are_allowed() {
+        let c = AggregatorConfig::from_toml_str(
+            "[store]\npath = \":memory:\"\n[http]\nlisten = \"127.0.0.1:0\"",
+            "t",
+        )
+        .expect("ok");
+        assert_eq!(c.store.path, StorePath::Memory);
+        assert_eq!(c.http_listen.port(), 0);
+    }
+}

@@ -1,0 +1,253 @@
+//! HTTP API (axum 0.8), the live map page and its websocket.
+//!
+//! - `GET /` — the live map (static/index.html, compiled in; no external assets)
+//! - `GET /api/events?from=&to=&limit=` — latest revisions, JSON array
+//! - `GET /api/events.geojson?from=&to=&limit=` — GeoJSON FeatureCollection
+//! - `GET /api/events/{id}` — `{event, revisions, detections}`
+//! - `GET /api/nodes` — node registry
+//! - `GET /healthz` — liveness and broker connection
+//! - `GET /metrics` — Prometheus text
+//! - `GET /ws` — websocket: a snapshot, then node and event updates as JSON
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use blastnet_contract::{Event, UtcNs};
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use crate::geometry::events_geojson;
+use crate::metrics::Metrics;
+use crate::pipeline::NodeView;
+use crate::store::{Store, StoreError};
+
+/// The live map page.
+pub const INDEX_HTML: &str = include_str!("../static/index.html");
+
+/// Events returned by a list query when no `limit` is given, and the cap.
+const DEFAULT_LIMIT: usize = 1000;
+const MAX_LIMIT: usize = 100_000;
+/// Events in the websocket's opening snapshot.
+const SNAPSHOT_EVENTS: usize = 500;
+
+/// What the HTTP handlers share with the service.
+#[derive(Clone)]
+pub struct AppState {
+    /// Event store.
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Node registry as last published by the pipeline.
+    pub nodes: Arc<RwLock<BTreeMap<String, NodeView>>>,
+    /// Live updates for websockets: JSON texts.
+    pub live: broadcast::Sender<Arc<str>>,
+    /// Whether the MQTT connection is up.
+    pub mqtt_connected: Arc<AtomicBool>,
+}
+
+/// A live update as the websocket sends it.
+pub fn live_event(ev: &Event) -> Arc<str> {
+    json!({ "type": "event", "event": ev }).to_string().into()
+}
+
+/// A live node update.
+pub fn live_node(n: &NodeView) -> Arc<str> {
+    json!({ "type": "node", "node": n }).to_string().into()
+}
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/api/events", get(events))
+        .route("/api/events.geojson", get(events_geo))
+        .route("/api/events/{id}", get(event_by_id))
+        .route("/api/nodes", get(nodes))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/ws", get(ws))
+        .with_state(state)
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!("store query failed: {e}");
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+async fn index() -> Html<&'static str> {
+    Html(INDEX_HTML)
+}
+
+struct Range {
+    from: Option<UtcNs>,
+    to: Option<UtcNs>,
+    limit: usize,
+}
+
+fn parse_range(q: &HashMap<String, String>) -> Result<Range, ApiError> {
+    let time = |name: &str| -> Result<Option<UtcNs>, ApiError> {
+        match q.get(name) {
+            None => Ok(None),
+            Some(v) if v.is_empty() => Ok(None),
+            Some(v) => UtcNs::parse(v).map(Some).map_err(|e| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("query parameter `{name}`: {e}"),
+                )
+            }),
+        }
+    };
+    let limit = match q.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=MAX_LIMIT).contains(l))
+            .ok_or_else(|| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("query parameter `limit`: expected 1..{MAX_LIMIT}, got {v:?}"),
+                )
+            })?,
+    };
+    Ok(Range {
+        from: time("from")?,
+        to: time("to")?,
+        limit,
+    })
+}
+
+async fn query_events(store: Store, r: Range) -> Result<Vec<Event>, ApiError> {
+    tokio::task::spawn_blocking(move || store.events_between(r.from, r.to, r.limit))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+async fn events(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<Event>>, ApiError> {
+    let r = parse_range(&q)?;
+    Ok(Json(query_events(s.store, r).await?))
+}
+
+async fn events_geo(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let r = parse_range(&q)?;
+    let evs = query_events(s.store, r).await?;
+    let body = events_geojson(&evs).to_string();
+    Ok(([(header::CONTENT_TYPE, "application/geo+json")], body).into_response())
+}
+
+async fn event_by_id(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = s.store;
+    let idc = id.clone();
+    let rec = tokio::task::spawn_blocking(move || store.event(&idc))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    match rec {
+        Some(r) => Ok(Json(r).into_response()),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no event {id:?}"))),
+    }
+}
+
+fn node_list(s: &AppState) -> Vec<NodeView> {
+    s.nodes
+        .read()
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_else(|p| p.into_inner().values().cloned().collect())
+}
+
+async fn nodes(State(s): State<AppState>) -> Json<Vec<NodeView>> {
+    Json(node_list(&s))
+}
+
+async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let wm = s.metrics.watermark_ns.load(Relaxed);
+    Json(json!({
+        "status": "ok",
+        "mqtt_connected": s.mqtt_connected.load(Relaxed),
+        "watermark_utc": if wm == 0 { None } else { Some(UtcNs(wm).to_string()) },
+        "version": blastnet_contract::VERSION,
+    }))
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn ws(State(s): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(move |socket| ws_session(s, socket))
+}
+
+async fn snapshot(s: &AppState) -> Option<String> {
+    let store = s.store.clone();
+    let events = tokio::task::spawn_blocking(move || store.recent_events(SNAPSHOT_EVENTS))
+        .await
+        .ok()?
+        .ok()?;
+    Some(json!({ "type": "snapshot", "nodes": node_list(s), "events": events }).to_string())
+}
+
+async fn ws_session(s: AppState, mut socket: WebSocket) {
+    // Subscribe before the snapshot so nothing falls between the two.
+    let mut rx = s.live.subscribe();
+    let Some(first) = snapshot(&s).await else {
+        return;
+    };
+    if socket.send(Message::Text(first.into())).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            msg = rx.recv() => {
+                let text = match msg {
+                    Ok(t) => t.to_string(),
+                    // Too slow to follow: start over from a snapshot.
+                    Err(broadcast::error::RecvError::Lagged(_)) => match snapshot(&s).await {
+                        Some(t) => t,
+                        None => return,
+                    },
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,523 @@
+//! The synchronous heart of the service: one MQTT message or one tick in,
+//! [`Output`]s out. No sockets, no files, no clock reads: the async shell in
+//! `service.rs` feeds it and carries out what it returns, so it is tested and
+//! benchmarked without a broker (benches/ingest.rs).
+//!
+//! Per message: topic parse, payload validation ([`crate::ingest`]), dedupe
+//! by (node_id, seq), the node registry (status -> [`NodeInfo`] for the
+//! engine), the watermark (wall or nodes), and the engine's actions.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use blastnet_aggregator_core::{Action, Engine, EngineConfig, NodeInfo};
+use blastnet_contract::{
+    ClockSource, Detection, Event, Geodetic, NodeState, Status, UtcNs, NS_PER_S,
+};
+use serde::Serialize;
+
+use crate::config::TimeBase;
+use crate::ingest::{self, Invalid, MessageKind, NodeTopic, Reason};
+use crate::metrics::{Kind, Metrics};
+
+/// At most this many accepted detections are remembered (dedupe + store),
+/// whatever the retention: a bound on memory (~300 B each) under floods.
+pub const MAX_REMEMBERED: usize = 200_000;
+
+/// Clock uncertainty registered for a node whose status reports none: 0, so
+/// that the engine uses each detection's own `clock.uncertainty_s`.
+const DEFAULT_CLOCK_UNCERTAINTY_S: f64 = 0.0;
+
+/// What the shell must do after a call.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Publish (MQTT), store and broadcast this event revision.
+    Event(Box<EventOut>),
+    /// The engine flagged a node.
+    Flag {
+        /// Node.
+        node_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A node's registry entry changed (for the live map).
+    Node(Box<NodeView>),
+    /// Nodes mode: every node that came online is offline and the engine is flushed.
+    Completed,
+}
+
+/// An event revision with the detections it refers to (those still remembered).
+#[derive(Debug, Clone)]
+pub struct EventOut {
+    /// The revision; `site` filled in from the detections' topics if the engine left it empty.
+    pub event: Event,
+    /// Detections referenced by `event.detections` and `event.outliers`.
+    pub detections: Vec<Detection>,
+}
+
+/// A node as the API and the map show it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NodeView {
+    /// Node id.
+    pub node_id: String,
+    /// Site (topic segment).
+    pub site: String,
+    /// Latitude.
+    pub lat: f64,
+    /// Longitude.
+    pub lon: f64,
+    /// Altitude.
+    pub alt_m: f64,
+    /// `online`, `offline`, `degraded`, or `unknown` (detections but no status yet).
+    pub state: String,
+    /// Clock source, if reported.
+    pub clock_source: Option<ClockSource>,
+    /// Clock 1-sigma, s.
+    pub clock_uncertainty_s: f64,
+    /// Air temperature, °C, if reported.
+    pub temperature_c: Option<f64>,
+    /// `time_utc` of the latest status.
+    pub last_status_utc: Option<UtcNs>,
+    /// Onset of the latest accepted detection.
+    pub last_detection_utc: Option<UtcNs>,
+    /// Accepted detections.
+    pub detections: u64,
+    /// Software version from status.
+    pub software_version: String,
+    /// Spool backlog from status.
+    pub spool_backlog: u64,
+    /// Why the engine flagged it, if it did.
+    pub flagged: Option<String>,
+}
+
+impl NodeView {
+    fn online(&self) -> bool {
+        matches!(self.state.as_str(), "online" | "degraded" | "unknown")
+    }
+    fn info(&self) -> NodeInfo {
+        NodeInfo {
+            id: self.node_id.clone(),
+            position: Geodetic::new(self.lat, self.lon, self.alt_m),
+            clock_uncertainty_s: self.clock_uncertainty_s,
+            online: self.online(),
+            temperature_c: self.temperature_c,
+        }
+    }
+}
+
+/// Pipeline settings (from [`crate::AggregatorConfig`]).
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Topic prefix.
+    pub prefix: String,
+    /// Watermark source.
+    pub time_base: TimeBase,
+    /// Wall mode: watermark = now - this, ns.
+    pub lateness_ns: i64,
+    /// Detections this far behind the watermark are forgotten / refused as late, ns.
+    pub retention_ns: i64,
+    /// Largest payload, bytes.
+    pub max_payload_bytes: usize,
+    /// Engine configuration.
+    pub engine: EngineConfig,
+}
+
+/// Accepted detections remembered for dedupe and for storing with events.
+#[derive(Default)]
+struct Recent {
+    node_index: HashMap<String, u32>,
+    by_node: Vec<HashMap<u64, (Detection, u32)>>,
+    sites: Vec<String>,
+    site_index: HashMap<String, u32>,
+    /// Arrival order: (onset ns, node index, seq).
+    order: VecDeque<(i64, u32, u64)>,
+}
+
+impl Recent {
+    fn node(&mut self, id: &str) -> u32 {
+        if let Some(i) = self.node_index.get(id) {
+            return *i;
+        }
+        let i = self.by_node.len() as u32;
+        self.node_index.insert(id.to_string(), i);
+        self.by_node.push(HashMap::new());
+        i
+    }
+    fn site(&mut self, site: &str) -> u32 {
+        if let Some(i) = self.site_index.get(site) {
+            return *i;
+        }
+        let i = self.sites.len() as u32;
+        self.site_index.insert(site.to_string(), i);
+        self.sites.push(site.to_string());
+        i
+    }
+    fn contains(&self, node: u32, seq: u64) -> bool {
+        self.by_node[node as usize].contains_key(&seq)
+    }
+    fn insert(&mut self, node: u32, site: u32, det: Detection) {
+        self.order.push_back((det.onset_utc.0, node, det.seq));
+        self.by_node[node as usize].insert(det.seq, (det, site));
+        while self.order.len() > MAX_REMEMBERED {
+            self.pop_front();
+        }
+    }
+    fn pop_front(&mut self) {
+        if let Some((_, n, s)) = self.order.pop_front() {
+            self.by_node[n as usize].remove(&s);
+        }
+    }
+    /// Forget detections whose onset is before `horizon` (arrival order is
+    /// nearly onset order; a straggler stays until those before it go).
+    fn evict_before(&mut self, horizon: i64) {
+        while self.order.front().is_some_and(|(t, _, _)| *t < horizon) {
+            self.pop_front();
+        }
+    }
+    fn get(&self, node_id: &str, seq: u64) -> Option<&(Detection, u32)> {
+        let i = *self.node_index.get(node_id)?;
+        self.by_node[i as usize].get(&seq)
+    }
+}
+
+struct NodeEntry {
+    view: NodeView,
+    /// Latest status time (nodes-mode watermark).
+    status_time: Option<UtcNs>,
+}
+
+/// The pipeline state machine.
+pub struct Pipeline {
+    cfg: PipelineConfig,
+    engine: Engine,
+    actions: Vec<Action>,
+    recent: Recent,
+    nodes: BTreeMap<String, NodeEntry>,
+    watermark: Option<UtcNs>,
+    seen_online: bool,
+    completed: bool,
+    metrics: Arc<Metrics>,
+    logged: HashSet<(String, Reason, Option<String>)>,
+}
+
+/// Distinct (topic, reason, field) refusals logged before going quiet.
+const MAX_LOGGED: usize = 10_000;
+
+impl Pipeline {
+    /// A new pipeline counting into `metrics`.
+    pub fn new(cfg: PipelineConfig, metrics: Arc<Metrics>) -> Pipeline {
+        let engine = Engine::new(cfg.engine.clone());
+        Pipeline {
+            cfg,
+            engine,
+            actions: Vec::new(),
+            recent: Recent::default(),
+            nodes: BTreeMap::new(),
+            watermark: None,
+            seen_online: false,
+            completed: false,
+            metrics,
+            logged: HashSet::new(),
+        }
+    }
+
+    /// The node registry, by id.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeView> {
+        self.nodes.values().map(|n| &n.view)
+    }
+
+    /// The latest watermark passed to the engine.
+    pub fn watermark(&self) -> Option<UtcNs> {
+        self.watermark
+    }
+
+    /// Whether nodes mode has completed (all nodes offline, flushed).
+    pub fn completed(&self) -> bool {
+        self.completed
+    }
+
+    fn refuse(&mut self, kind: Kind, topic: &str, e: Invalid) {
+        self.metrics.count_invalid(kind, e.reason);
+        if self.logged.len() < MAX_LOGGED
+            && self
+                .logged
+                .insert((topic.to_string(), e.reason, e.field.clone()))
+        {
+            tracing::warn!(topic, "refused message: {e} (further refusals of this kind on this topic are only counted)");
+        }
+    }
+
+    /// Handle one MQTT message.
+    pub fn on_message(&mut self, topic: &str, payload: &[u8], out: &mut Vec<Output>) {
+        let t = match ingest::parse_topic(&self.cfg.prefix, topic) {
+            Ok(t) => t,
+            Err(e) => {
+                let kind = if topic.ends_with("/status") {
+                    Kind::Status
+                } else {
+                    Kind::Detection
+                };
+                self.refuse(kind, topic, e);
+                return;
+            }
+        };
+        let kind = match t.kind {
+            MessageKind::Detection => Kind::Detection,
+            MessageKind::Status => Kind::Status,
+        };
+        match kind {
+            Kind::Detection => self.metrics.detections_received.fetch_add(1, Relaxed),
+            Kind::Status => self.metrics.statuses_received.fetch_add(1, Relaxed),
+        };
+        if payload.len() > self.cfg.max_payload_bytes {
+            let e = Invalid {
+                reason: Reason::TooLarge,
+                field: None,
+                detail: format!(
+                    "{} bytes, limit {}",
+                    payload.len(),
+                    self.cfg.max_payload_bytes
+                ),
+            };
+            self.refuse(kind, topic, e);
+            return;
+        }
+        match t.kind {
+            MessageKind::Detection => match ingest::validate_detection(&t, payload) {
+                Ok(d) => self.on_detection(&t, d, out),
+                Err(e) => self.refuse(kind, topic, e),
+            },
+            MessageKind::Status => match ingest::validate_status(&t, payload) {
+                Ok(s) => self.on_status(&t, s, out),
+                Err(e) => self.refuse(kind, topic, e),
+            },
+        }
+    }
+
+    fn on_detection(&mut self, t: &NodeTopic<'_>, mut d: Detection, out: &mut Vec<Output>) {
+        let node = self.recent.node(&d.node_id);
+        if self.recent.contains(node, d.seq) {
+            self.metrics.detections_duplicate.fetch_add(1, Relaxed);
+            return;
+        }
+        if let Some(wm) = self.watermark {
+            if d.onset_utc.0 < wm.0.saturating_sub(self.cfg.retention_ns) {
+                self.metrics.detections_late.fetch_add(1, Relaxed);
+                return;
+            }
+        }
+        self.metrics.detections_accepted.fetch_add(1, Relaxed);
+        if d.site.is_none() {
+            d.site = Some(t.site.to_string());
+        }
+        // Register a node heard before its first status, from the detection itself.
+        let entry = self.nodes.entry(d.node_id.clone()).or_insert_with(|| {
+            self.metrics.nodes_known.fetch_add(1, Relaxed);
+            self.metrics.nodes_online.fetch_add(1, Relaxed);
+            NodeEntry {
+                view: NodeView {
+                    node_id: d.node_id.clone(),
+                    site: t.site.to_string(),
+                    lat: d.lat,
+                    lon: d.lon,
+                    alt_m: d.alt_m,
+                    state: "unknown".into(),
+                    clock_source: Some(d.clock.source),
+                    clock_uncertainty_s: d.clock.uncertainty_s,
+                    temperature_c: None,
+                    last_status_utc: None,
+                    last_detection_utc: None,
+                    detections: 0,
+                    software_version: String::new(),
+                    spool_backlog: 0,
+                    flagged: None,
+                },
+                status_time: None,
+            }
+        });
+        let fresh = entry.view.detections == 0 && entry.status_time.is_none();
+        entry.view.detections += 1;
+        entry.view.last_detection_utc = Some(
+            entry
+                .view
+                .last_detection_utc
+                .map_or(d.onset_utc, |l| l.max(d.onset_utc)),
+        );
+        if fresh {
+            // The engine registers a node it has not heard of from the detection itself.
+            out.push(Output::Node(Box::new(entry.view.clone())));
+        }
+        self.engine.on_detection(&d, &mut self.actions);
+        let site = self.recent.site(t.site);
+        self.recent.insert(node, site, d);
+        self.drain_actions(out);
+    }
+
+    fn on_status(&mut self, t: &NodeTopic<'_>, s: Status, out: &mut Vec<Output>) {
+        let state = match s.state {
+            NodeState::Online => "online",
+            NodeState::Offline => "offline",
+            NodeState::Degraded => "degraded",
+        };
+        let has_position = !(s.lat == 0.0 && s.lon == 0.0);
+        let metrics = &self.metrics;
+        let entry = self.nodes.entry(s.node_id.clone()).or_insert_with(|| {
+            metrics.nodes_known.fetch_add(1, Relaxed);
+            NodeEntry {
+                view: NodeView {
+                    node_id: s.node_id.clone(),
+                    site: t.site.to_string(),
+                    lat: s.lat,
+                    lon: s.lon,
+                    alt_m: s.alt_m,
+                    state: "offline".into(),
+                    clock_source: None,
+                    clock_uncertainty_s: DEFAULT_CLOCK_UNCERTAINTY_S,
+                    temperature_c: None,
+                    last_status_utc: None,
+                    last_detection_utc: None,
+                    detections: 0,
+                    software_version: String::new(),
+                    spool_backlog: 0,
+                    flagged: None,
+                },
+                status_time: None,
+            }
+        });
+        let was_online = entry.view.online();
+        let before = entry.view.info();
+        let v = &mut entry.view;
+        v.site = t.site.to_string();
+        v.state = state.to_string();
+        if has_position {
+            (v.lat, v.lon, v.alt_m) = (s.lat, s.lon, s.alt_m);
+        }
+        if let Some(c) = s.clock {
+            v.clock_source = Some(c.source);
+            v.clock_uncertainty_s = c.uncertainty_s;
+        }
+        if s.temperature_c.is_some() {
+            v.temperature_c = s.temperature_c;
+        }
+        v.last_status_utc = Some(s.time_utc);
+        v.software_version = s.software_version;
+        v.spool_backlog = s.spool_backlog;
+        entry.status_time = Some(entry.status_time.map_or(s.time_utc, |p| p.max(s.time_utc)));
+        let now_online = entry.view.online();
+        match (was_online, now_online) {
+            (false, true) => {
+                self.metrics.nodes_online.fetch_add(1, Relaxed);
+            }
+            (true, false) => {
+                self.metrics.nodes_online.fetch_sub(1, Relaxed);
+            }
+            _ => {}
+        }
+        if now_online {
+            self.seen_online = true;
+            self.completed = false;
+        }
+        let info = entry.view.info();
+        if info != before {
+            self.engine.upsert_node(info);
+        }
+        out.push(Output::Node(Box::new(entry.view.clone())));
+        if self.cfg.time_base == TimeBase::Nodes {
+            self.advance_nodes(out);
+        }
+    }
+
+    /// Advance the watermark: wall mode from `now`, nodes mode from the
+    /// nodes' status times (and flush once every node has gone offline).
+    pub fn on_tick(&mut self, now: UtcNs, out: &mut Vec<Output>) {
+        match self.cfg.time_base {
+            TimeBase::Wall => {
+                let wm = UtcNs(now.0.saturating_sub(self.cfg.lateness_ns));
+                self.advance_to(wm, out);
+            }
+            TimeBase::Nodes => self.advance_nodes(out),
+        }
+    }
+
+    fn advance_nodes(&mut self, out: &mut Vec<Output>) {
+        let wm = self
+            .nodes
+            .values()
+            .filter(|n| n.view.online())
+            .filter_map(|n| n.status_time)
+            .min();
+        if let Some(wm) = wm {
+            self.advance_to(wm, out);
+        }
+        let any_online = self.nodes.values().any(|n| n.view.online());
+        if self.seen_online && !any_online && !self.completed {
+            self.engine.flush(&mut self.actions);
+            self.drain_actions(out);
+            self.completed = true;
+            out.push(Output::Completed);
+        }
+    }
+
+    fn advance_to(&mut self, wm: UtcNs, out: &mut Vec<Output>) {
+        if self.watermark.is_some_and(|w| wm <= w) {
+            return;
+        }
+        self.watermark = Some(wm);
+        self.metrics.watermark_ns.store(wm.0, Relaxed);
+        self.engine.advance(wm, &mut self.actions);
+        self.drain_actions(out);
+        // Keep what events finalised at this watermark still refer to.
+        self.recent
+            .evict_before(wm.0.saturating_sub(self.cfg.retention_ns));
+    }
+
+    /// Finalise everything now (shutdown).
+    pub fn flush(&mut self, out: &mut Vec<Output>) {
+        self.engine.flush(&mut self.actions);
+        self.drain_actions(out);
+    }
+
+    fn drain_actions(&mut self, out: &mut Vec<Output>) {
+        for a in std::mem::take(&mut self.actions) {
+            match a {
+                Action::Publish(mut event) => {
+                    let mut detections = Vec::new();
+                    for r in event.detections.iter().chain(event.outliers.iter()) {
+                        if let Some((d, site)) = self.recent.get(&r.node_id, r.seq) {
+                            if event.site.is_none() {
+                                event.site = self.recent.sites.get(*site as usize).cloned();
+                            }
+                            detections.push(d.clone());
+                        }
+                    }
+                    if event.site.is_none() {
+                        event.site = event
+                            .detections
+                            .first()
+                            .and_then(|r| self.nodes.get(&r.node_id))
+                            .map(|n| n.view.site.clone());
+                    }
+                    self.metrics.events_published.fetch_add(1, Relaxed);
+                    out.push(Output::Event(Box::new(EventOut { event, detections })));
+                }
+                Action::FlagNode { node_id, reason } => {
+                    self.metrics.nodes_flagged.fetch_add(1, Relaxed);
+                    tracing::warn!(node = %node_id, "engine flagged node: {reason}");
+                    if let Some(n) = self.nodes.get_mut(&node_id) {
+                        n.view.flagged = Some(reason.clone());
+                        out.push(Output::Node(Box::new(n.view.clone())));
+                    }
+                    out.push(Output::Flag { node_id, reason });
+                }
+                #[allow(unreachable_patterns)]
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Seconds as integer nanoseconds.
+pub fn secs_to_ns(s: f64) -> i64 {
+    (s * NS_PER_S as f64).round() as i64
+}

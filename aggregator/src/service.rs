@@ -1,0 +1,586 @@
+//! The async shell: MQTT in, [`Pipeline`] in the middle, MQTT/SQLite/HTTP out.
+//!
+//! Tasks (all on the caller's tokio runtime, plus one store thread):
+//! - **mqtt**: polls the rumqttc event loop, forwards publishes to the
+//!   processor (bounded channel), re-subscribes after a reconnect without a
+//!   session.
+//! - **processor**: owns the [`Pipeline`]; messages and watermark ticks in,
+//!   outputs out. It never waits on the network: events go to
+//! - **publisher**: an unbounded queue to `AsyncClient::publish` (so the
+//!   processor cannot deadlock against the event loop it shares a client with),
+//! - **store thread**: SQLite writes, off the async runtime,
+//! - **http**: axum.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use blastnet_contract::{Detection, Event, UtcNs};
+use rumqttc::{AsyncClient, MqttOptions, Packet, QoS, SubscribeFilter};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AggregatorConfig, ConfigError};
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::pipeline::{secs_to_ns, NodeView, Output, Pipeline, PipelineConfig};
+use crate::store::{Store, StoreError};
+
+/// Why the aggregator could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AggregatorError {
+    /// The configuration is invalid: fix it and restart.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The event store could not be opened: fix `store.path`.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The HTTP address could not be bound: change `http.listen` or stop the other server.
+    #[error("http.listen {addr}: {source}")]
+    Http {
+        /// The address.
+        addr: SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+    },
+    /// The broker did not accept the subscriptions within `mqtt.connect_timeout_s`:
+    /// check `mqtt.broker`, the credentials, and that the broker is running; retry.
+    #[error(
+        "broker mqtt://{host}:{port} did not accept the subscriptions within {secs} s: {detail}"
+    )]
+    Broker {
+        /// Broker host.
+        host: String,
+        /// Broker port.
+        port: u16,
+        /// Timeout, seconds.
+        secs: f64,
+        /// Last connection error seen.
+        detail: String,
+    },
+    /// An internal task panicked (a bug): report it.
+    #[error("aggregator task failed: {0}")]
+    Task(String),
+}
+
+/// What a finished run leaves behind.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Latest revision of every event published during the run, by origin time.
+    pub events: Vec<Event>,
+    /// Final counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// A running aggregator.
+pub struct AggregatorHandle {
+    /// Every event revision published since start (subscribed before any
+    /// message was processed). Lags (and says so) if not read for 4096 revisions.
+    pub events: broadcast::Receiver<Event>,
+    events_tx: broadcast::Sender<Event>,
+    http_addr: SocketAddr,
+    completed: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<Summary, AggregatorError>>,
+}
+
+impl AggregatorHandle {
+    /// The bound HTTP address (useful with port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// A further receiver of event revisions, from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events_tx.subscribe()
+    }
+
+    /// Live counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Nodes mode: whether every node that came online has gone offline and the engine was flushed.
+    pub fn is_completed(&self) -> bool {
+        *self.completed.borrow()
+    }
+
+    /// Nodes mode: wait until [`Self::is_completed`]. Returns at once if the aggregator stopped.
+    pub async fn completed(&mut self) {
+        let _ = self.completed.wait_for(|c| *c).await;
+    }
+
+    /// Ask the aggregator to stop (flush the engine, publish and store what it
+    /// returns, disconnect). [`Self::join`] waits for it.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Wait for the aggregator to stop.
+    pub async fn join(self) -> Result<Summary, AggregatorError> {
+        self.task
+            .await
+            .map_err(|e| AggregatorError::Task(e.to_string()))?
+    }
+}
+
+/// Start, serve until `shutdown` is cancelled, then return the summary.
+pub async fn run(
+    cfg: AggregatorConfig,
+    shutdown: CancellationToken,
+) -> Result<Summary, AggregatorError> {
+    start(cfg, shutdown).await?.join().await
+}
+
+fn topic_filters(cfg: &AggregatorConfig) -> Vec<SubscribeFilter> {
+    let mut v = Vec::new();
+    // One filter per site for both detections and statuses: brokers keep
+    // order per subscription filter (rumqttd keeps one log per filter and
+    // reads several filters round-robin), so with a single filter a node's
+    // status can never overtake the detections it published before it, which
+    // the `nodes` watermark relies on.
+    for site in &cfg.mqtt.sites {
+        v.push(SubscribeFilter::new(
+            format!("{}/{}/node/+/+", cfg.mqtt.prefix, site),
+            QoS::AtLeastOnce,
+        ));
+    }
+    v
+}
+
+type Incoming = (rumqttc::Publish, Instant);
+
+/// Start the aggregator: open the store, bind HTTP, connect to the broker
+/// and wait until the subscriptions are acknowledged, then return. Stops when
+/// `shutdown` is cancelled (or [`AggregatorHandle::shutdown`] is called).
+pub async fn start(
+    cfg: AggregatorConfig,
+    shutdown: CancellationToken,
+) -> Result<AggregatorHandle, AggregatorError> {
+    let metrics = Arc::new(Metrics::default());
+    let store = Store::open(&cfg.store.path, cfg.store.keep)?;
+
+    let (events_tx, events_rx) = broadcast::channel::<Event>(4096);
+    let (live_tx, _) = broadcast::channel::<Arc<str>>(1024);
+    let nodes: Arc<RwLock<BTreeMap<String, NodeView>>> = Arc::default();
+    let mqtt_connected = Arc::new(AtomicBool::new(false));
+
+    // HTTP first, so the bound address is known and reported even if the broker is slow.
+    let listener = tokio::net::TcpListener::bind(cfg.http_listen)
+        .await
+        .map_err(|source| AggregatorError::Http {
+            addr: cfg.http_listen,
+            source,
+        })?;
+    let http_addr = listener
+        .local_addr()
+        .map_err(|source| AggregatorError::Http {
+            addr: cfg.http_listen,
+            source,
+        })?;
+    let app = http::router(AppState {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        nodes: nodes.clone(),
+        live: live_tx.clone(),
+        mqtt_connected: mqtt_connected.clone(),
+    });
+    let http_stop = CancellationToken::new();
+    let http_stop2 = http_stop.clone();
+    let http_task = tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_stop2.cancelled().await })
+            .await;
+        if let Err(e) = r {
+            tracing::error!("http server stopped: {e}");
+        }
+    });
+    tracing::info!("aggregator http listening on http://{http_addr}/");
+
+    // MQTT.
+    let m = &cfg.mqtt;
+    let mut opts = MqttOptions::new(m.client_id.clone(), m.host.clone(), m.port);
+    opts.set_keep_alive(m.keep_alive);
+    opts.set_clean_session(m.clean_session);
+    let incoming_max = (cfg.ingest.max_payload_bytes * 2).max(1 << 20);
+    opts.set_max_packet_size(incoming_max, 4 << 20);
+    opts.set_inflight(256);
+    if let Some((u, p)) = &m.credentials {
+        opts.set_credentials(u.clone(), p.clone());
+    }
+    let (client, eventloop) = AsyncClient::new(opts, 1024);
+    let filters = topic_filters(&cfg);
+    client
+        .subscribe_many(filters.clone())
+        .await
+        .map_err(|e| AggregatorError::Task(format!("queueing the subscriptions: {e}")))?;
+
+    let (in_tx, in_rx) = mpsc::channel::<Incoming>(65_536);
+    let (ready_tx, ready_rx) = oneshot::channel::<()>();
+    let last_error = Arc::new(std::sync::Mutex::new(String::from("no answer yet")));
+    let mqtt_stop = CancellationToken::new();
+    let mqtt_task = tokio::spawn(mqtt_loop(MqttLoop {
+        eventloop,
+        client: client.clone(),
+        filters,
+        in_tx,
+        ready: Some(ready_tx),
+        stop: mqtt_stop.clone(),
+        metrics: metrics.clone(),
+        connected: mqtt_connected.clone(),
+        last_error: last_error.clone(),
+    }));
+
+    let timeout = cfg.mqtt.connect_timeout;
+    let ok = tokio::select! {
+        r = tokio::time::timeout(timeout, ready_rx) => matches!(r, Ok(Ok(()))),
+        _ = shutdown.cancelled() => false,
+    };
+    if !ok {
+        mqtt_stop.cancel();
+        http_stop.cancel();
+        let _ = mqtt_task.await;
+        let _ = http_task.await;
+        let detail = last_error
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        return Err(AggregatorError::Broker {
+            host: cfg.mqtt.host.clone(),
+            port: cfg.mqtt.port,
+            secs: timeout.as_secs_f64(),
+            detail,
+        });
+    }
+    tracing::info!(
+        "aggregator subscribed at mqtt://{}:{} as {:?} to {}/{:?}/node/+/{{detection,status}}",
+        cfg.mqtt.host,
+        cfg.mqtt.port,
+        cfg.mqtt.client_id,
+        cfg.mqtt.prefix,
+        cfg.mqtt.sites
+    );
+
+    let (completed_tx, completed_rx) = watch::channel(false);
+    let proc = Processor {
+        pipeline: Pipeline::new(
+            PipelineConfig {
+                prefix: cfg.mqtt.prefix.clone(),
+                time_base: cfg.time.base,
+                lateness_ns: secs_to_ns(cfg.time.lateness.as_secs_f64()),
+                retention_ns: secs_to_ns(cfg.ingest.retention_s),
+                max_payload_bytes: cfg.ingest.max_payload_bytes,
+                engine: cfg.engine.clone(),
+            },
+            metrics.clone(),
+        ),
+        prefix: cfg.mqtt.prefix.clone(),
+        metrics: metrics.clone(),
+        events_tx: events_tx.clone(),
+        live_tx,
+        nodes,
+        completed_tx,
+        latest: HashMap::new(),
+    };
+    let task = tokio::spawn(supervise(Supervisor {
+        proc,
+        cfg,
+        store,
+        client,
+        in_rx,
+        shutdown: shutdown.clone(),
+        mqtt_stop,
+        mqtt_task,
+        http_stop,
+        http_task,
+    }));
+    Ok(AggregatorHandle {
+        events: events_rx,
+        events_tx,
+        http_addr,
+        completed: completed_rx,
+        metrics,
+        shutdown,
+        task,
+    })
+}
+
+struct MqttLoop {
+    eventloop: rumqttc::EventLoop,
+    client: AsyncClient,
+    filters: Vec<SubscribeFilter>,
+    in_tx: mpsc::Sender<Incoming>,
+    ready: Option<oneshot::Sender<()>>,
+    stop: CancellationToken,
+    metrics: Arc<Metrics>,
+    connected: Arc<AtomicBool>,
+    last_error: Arc<std::sync::Mutex<String>>,
+}
+
+async fn mqtt_loop(mut s: MqttLoop) {
+    let mut first_connack = true;
+    let mut logged_down = false;
+    loop {
+        let ev = tokio::select! {
+            _ = s.stop.cancelled() => break,
+            ev = s.eventloop.poll() => ev,
+        };
+        match ev {
+            Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => {
+                if s.in_tx.send((p, Instant::now())).await.is_err() {
+                    // The processor has stopped: nothing more to deliver.
+                    break;
+                }
+            }
+            Ok(rumqttc::Event::Incoming(Packet::ConnAck(ack))) => {
+                s.connected.store(true, Relaxed);
+                s.metrics.mqtt_connects.fetch_add(1, Relaxed);
+                if logged_down {
+                    tracing::info!(
+                        "broker connection restored (session present: {})",
+                        ack.session_present
+                    );
+                    logged_down = false;
+                }
+                // The first subscription was queued before connecting; after a
+                // reconnect without a session, subscribe again.
+                if !first_connack && !ack.session_present {
+                    if let Err(e) = s.client.try_subscribe_many(s.filters.clone()) {
+                        tracing::error!("re-subscribing after reconnect: {e}");
+                    }
+                }
+                first_connack = false;
+            }
+            Ok(rumqttc::Event::Incoming(Packet::SubAck(_))) => {
+                if let Some(tx) = s.ready.take() {
+                    let _ = tx.send(());
+                }
+            }
+            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+            Ok(_) => {}
+            Err(e) => {
+                s.connected.store(false, Relaxed);
+                s.metrics.mqtt_errors.fetch_add(1, Relaxed);
+                let msg = e.to_string();
+                if !logged_down {
+                    tracing::warn!("broker connection: {msg}; retrying");
+                    logged_down = true;
+                }
+                if let Ok(mut l) = s.last_error.lock() {
+                    *l = msg;
+                }
+                tokio::select! {
+                    _ = s.stop.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+            }
+        }
+    }
+    s.connected.store(false, Relaxed);
+}
+
+struct Processor {
+    pipeline: Pipeline,
+    prefix: String,
+    metrics: Arc<Metrics>,
+    events_tx: broadcast::Sender<Event>,
+    live_tx: broadcast::Sender<Arc<str>>,
+    nodes: Arc<RwLock<BTreeMap<String, NodeView>>>,
+    completed_tx: watch::Sender<bool>,
+    latest: HashMap<String, Event>,
+}
+
+/// One event revision to publish.
+struct PublishReq {
+    topic: String,
+    payload: Vec<u8>,
+}
+
+impl Processor {
+    fn handle(
+        &mut self,
+        outs: &mut Vec<Output>,
+        since: Option<Instant>,
+        pub_tx: &mpsc::UnboundedSender<PublishReq>,
+        store_tx: &std::sync::mpsc::Sender<(Event, Vec<Detection>)>,
+    ) {
+        for o in outs.drain(..) {
+            match o {
+                Output::Event(e) => {
+                    let ev = e.event;
+                    let site = ev.site.clone().unwrap_or_else(|| "default".to_string());
+                    match serde_json::to_vec(&ev) {
+                        Ok(payload) => {
+                            let _ = pub_tx.send(PublishReq {
+                                topic: format!("{}/{}/event", self.prefix, site),
+                                payload,
+                            });
+                        }
+                        Err(err) => {
+                            self.metrics.publish_errors.fetch_add(1, Relaxed);
+                            tracing::error!(event = %ev.event_id, "event does not serialise: {err}");
+                        }
+                    }
+                    if let Some(t) = since {
+                        self.metrics.observe_latency(t.elapsed().as_secs_f64());
+                    }
+                    tracing::info!(
+                        event = %ev.event_id, revision = ev.revision, status = ?ev.status,
+                        "event {} at {:.6},{:.6} ±{:.1} m, {} arrivals, {}",
+                        ev.origin_utc, ev.lat, ev.lon, ev.uncertainty.horizontal_m,
+                        ev.detections.len(), ev.kind.as_str()
+                    );
+                    let _ = self.live_tx.send(http::live_event(&ev));
+                    let _ = self.events_tx.send(ev.clone());
+                    let newer = self
+                        .latest
+                        .get(&ev.event_id)
+                        .is_none_or(|p| p.revision <= ev.revision);
+                    if newer {
+                        self.latest.insert(ev.event_id.clone(), ev.clone());
+                    }
+                    let _ = store_tx.send((ev, e.detections));
+                }
+                Output::Node(n) => {
+                    let _ = self.live_tx.send(http::live_node(&n));
+                    let mut map = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+                    map.insert(n.node_id.clone(), *n);
+                }
+                Output::Flag { .. } => {}
+                Output::Completed => {
+                    tracing::info!("every node is offline: engine flushed");
+                    let _ = self.completed_tx.send(true);
+                }
+            }
+        }
+        if !self.pipeline.completed() && *self.completed_tx.borrow() {
+            let _ = self.completed_tx.send(false);
+        }
+    }
+}
+
+struct Supervisor {
+    proc: Processor,
+    cfg: AggregatorConfig,
+    store: Store,
+    client: AsyncClient,
+    in_rx: mpsc::Receiver<Incoming>,
+    shutdown: CancellationToken,
+    mqtt_stop: CancellationToken,
+    mqtt_task: JoinHandle<()>,
+    http_stop: CancellationToken,
+    http_task: JoinHandle<()>,
+}
+
+async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
+    let Supervisor {
+        mut proc,
+        cfg,
+        store,
+        client,
+        mut in_rx,
+        shutdown,
+        mqtt_stop,
+        mqtt_task,
+        http_stop,
+        http_task,
+    } = s;
+
+    // Store thread.
+    let (store_tx, store_rx) = std::sync::mpsc::channel::<(Event, Vec<Detection>)>();
+    let store_metrics = proc.metrics.clone();
+    let store_thread = std::thread::Builder::new()
+        .name("aggregator-store".into())
+        .spawn(move || {
+            for (ev, dets) in store_rx {
+                if let Err(e) = store.put_event(&ev, &dets) {
+                    store_metrics.store_errors.fetch_add(1, Relaxed);
+                    tracing::error!(event = %ev.event_id, "storing event: {e}");
+                }
+            }
+        })
+        .map_err(|e| AggregatorError::Task(format!("spawning the store thread: {e}")))?;
+
+    // Publisher.
+    let (pub_tx, mut pub_rx) = mpsc::unbounded_channel::<PublishReq>();
+    let pub_client = client.clone();
+    let pub_metrics = proc.metrics.clone();
+    let publisher = tokio::spawn(async move {
+        while let Some(r) = pub_rx.recv().await {
+            if let Err(e) = pub_client
+                .publish(r.topic.clone(), QoS::AtLeastOnce, false, r.payload)
+                .await
+            {
+                pub_metrics.publish_errors.fetch_add(1, Relaxed);
+                tracing::error!(topic = %r.topic, "publishing event: {e}");
+            }
+        }
+    });
+
+    let mut tick = tokio::time::interval(cfg.time.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut outs = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            msg = in_rx.recv() => match msg {
+                Some((p, at)) => {
+                    proc.pipeline.on_message(&p.topic, &p.payload, &mut outs);
+                    if !outs.is_empty() {
+                        proc.handle(&mut outs, Some(at), &pub_tx, &store_tx);
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick() => {
+                proc.pipeline.on_tick(UtcNs::now(), &mut outs);
+                if !outs.is_empty() {
+                    proc.handle(&mut outs, None, &pub_tx, &store_tx);
+                }
+            }
+        }
+    }
+
+    // Shutdown: take what already arrived, flush the engine, publish and store the rest.
+    while let Ok((p, at)) = in_rx.try_recv() {
+        proc.pipeline.on_message(&p.topic, &p.payload, &mut outs);
+        proc.handle(&mut outs, Some(at), &pub_tx, &store_tx);
+    }
+    in_rx.close();
+    proc.pipeline.flush(&mut outs);
+    proc.handle(&mut outs, None, &pub_tx, &store_tx);
+    drop(pub_tx);
+    drop(store_tx);
+    let _ = publisher.await;
+    // The disconnect is queued behind the publishes, so they reach the broker first.
+    let _ = client.disconnect().await;
+    if tokio::time::timeout(Duration::from_secs(3), mqtt_task)
+        .await
+        .is_err()
+    {
+        mqtt_stop.cancel();
+    }
+    mqtt_stop.cancel();
+    http_stop.cancel();
+    let _ = http_task.await;
+    let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+    let _ = proc.completed_tx.send(true);
+
+    let mut events: Vec<Event> = proc.latest.into_values().collect();
+    events.sort_by(|a, b| {
+        a.origin_utc
+            .cmp(&b.origin_utc)
+            .then(a.event_id.cmp(&b.event_id))
+    });
+    tracing::info!("aggregator stopped: {} events", events.len());
+    Ok(Summary {
+        events,
+        metrics: proc.metrics,
+    })
+}

@@ -1,0 +1,391 @@
+//! The event store: embedded SQLite (WAL), a schema version table with
+//! migrations, every revision of every event (or only the latest), and the
+//! detections events use.
+//!
+//! Writes come from one writer (the service's store thread), reads from the
+//! HTTP handlers; both go through [`Store`], which holds one connection
+//! behind a mutex. SQLite serialises writers anyway, event writes are a few
+//! per second at most, and one connection keeps `:memory:` stores working.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use blastnet_contract::{Detection, Event, UtcNs};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::config::{KeepRevisions, StorePath};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite refused (disk full, corrupt file, locked by another process).
+    /// At open: fix the path or stop the other process. At write: the event
+    /// was still published; the error is counted and logged.
+    #[error("event store {path}: {source}")]
+    Sqlite {
+        /// The database file (or `:memory:`).
+        path: String,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The file was written by a newer blastnet. Use that version or another file.
+    #[error("event store {path}: schema version {found} is newer than this build's {supported}")]
+    TooNew {
+        /// The database file.
+        path: String,
+        /// Version in the file.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// A stored row does not parse (written by a buggy or foreign writer).
+    #[error("event store {path}: stored JSON of {what} does not parse: {source}")]
+    Corrupt {
+        /// The database file.
+        path: String,
+        /// Which row.
+        what: String,
+        /// Parse error.
+        source: serde_json::Error,
+    },
+}
+
+/// Migrations, in order; entry `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: events (latest revision), revisions, detections and their links.
+    "CREATE TABLE events (
+        event_id   TEXT PRIMARY KEY,
+        revision   INTEGER NOT NULL,
+        origin_ns  INTEGER NOT NULL,
+        status     TEXT NOT NULL,
+        json       TEXT NOT NULL,
+        updated_ns INTEGER NOT NULL
+     );
+     CREATE INDEX events_origin ON events(origin_ns);
+     CREATE TABLE event_revisions (
+        event_id   TEXT NOT NULL,
+        revision   INTEGER NOT NULL,
+        origin_ns  INTEGER NOT NULL,
+        json       TEXT NOT NULL,
+        stored_ns  INTEGER NOT NULL,
+        PRIMARY KEY (event_id, revision)
+     );
+     CREATE TABLE detections (
+        node_id   TEXT NOT NULL,
+        seq       INTEGER NOT NULL,
+        onset_ns  INTEGER NOT NULL,
+        json      TEXT NOT NULL,
+        PRIMARY KEY (node_id, seq)
+     );
+     CREATE TABLE event_detections (
+        event_id  TEXT NOT NULL,
+        node_id   TEXT NOT NULL,
+        seq       INTEGER NOT NULL,
+        PRIMARY KEY (event_id, node_id, seq)
+     );",
+];
+
+/// The newest schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// An event with its revisions and detections (`GET /api/events/{id}`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventRecord {
+    /// Latest revision.
+    pub event: Event,
+    /// Every stored revision, oldest first (only the latest when keep = latest).
+    pub revisions: Vec<Event>,
+    /// Detections this event used or rejected, as received.
+    pub detections: Vec<Detection>,
+}
+
+/// The event store. Cheap to clone (shared connection).
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    name: Arc<str>,
+    keep: KeepRevisions,
+}
+
+impl Store {
+    /// Open (creating if needed) and migrate.
+    pub fn open(path: &StorePath, keep: KeepRevisions) -> Result<Store, StoreError> {
+        let (conn, name) = match path {
+            StorePath::Memory => (Connection::open_in_memory(), ":memory:".to_string()),
+            StorePath::File(p) => (Connection::open(p), p.display().to_string()),
+        };
+        let err = |source| StoreError::Sqlite {
+            path: name.clone(),
+            source,
+        };
+        let conn = conn.map_err(err)?;
+        if matches!(path, StorePath::File(_)) {
+            // WAL: readers (HTTP) never block the writer; NORMAL sync is
+            // durable across process crashes, may lose the last commit on power loss.
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(err)?;
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(err)?;
+        }
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        let store = Store {
+            conn: Arc::new(Mutex::new(conn)),
+            name: name.clone().into(),
+            keep,
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Open a file store (convenience for tools).
+    pub fn open_file(path: &Path) -> Result<Store, StoreError> {
+        Store::open(&StorePath::File(path.to_path_buf()), KeepRevisions::All)
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.name.to_string(),
+            source,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (statements
+        // are atomic), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            .map_err(|e| self.err(e))?;
+        let found: Option<i64> = conn
+            .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        let found = found.unwrap_or(0);
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: self.name.to_string(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let tx = conn.transaction().map_err(|e| self.err(e))?;
+            tx.execute_batch(sql).map_err(|e| self.err(e))?;
+            tx.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                params![i as i64 + 1],
+            )
+            .map_err(|e| self.err(e))?;
+            tx.commit().map_err(|e| self.err(e))?;
+            tracing::info!(store = %self.name, "event store migrated to schema version {}", i + 1);
+        }
+        Ok(())
+    }
+
+    /// The schema version in the file.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.lock()
+            .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Store one revision and the detections it refers to, in one transaction.
+    /// An older revision than the stored latest is kept in the history but
+    /// does not replace the latest.
+    pub fn put_event(&self, event: &Event, detections: &[Detection]) -> Result<(), StoreError> {
+        let json = serde_json::to_string(event).map_err(|source| StoreError::Corrupt {
+            path: self.name.to_string(),
+            what: format!("event {}", event.event_id),
+            source,
+        })?;
+        let status = serde_json::to_value(event.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let now = UtcNs::now().0;
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute(
+            "INSERT INTO events (event_id, revision, origin_ns, status, json, updated_ns)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(event_id) DO UPDATE SET
+               revision = excluded.revision, origin_ns = excluded.origin_ns,
+               status = excluded.status, json = excluded.json, updated_ns = excluded.updated_ns
+             WHERE excluded.revision >= events.revision",
+            params![
+                event.event_id,
+                event.revision,
+                event.origin_utc.0,
+                status,
+                json,
+                now
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        if self.keep == KeepRevisions::All {
+            tx.execute(
+                "INSERT OR REPLACE INTO event_revisions (event_id, revision, origin_ns, json, stored_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![event.event_id, event.revision, event.origin_utc.0, json, now],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        for d in detections {
+            let dj = serde_json::to_string(d).map_err(|source| StoreError::Corrupt {
+                path: self.name.to_string(),
+                what: format!("detection {}/{}", d.node_id, d.seq),
+                source,
+            })?;
+            tx.execute(
+                "INSERT OR IGNORE INTO detections (node_id, seq, onset_ns, json) VALUES (?1, ?2, ?3, ?4)",
+                params![d.node_id, d.seq as i64, d.onset_utc.0, dj],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        for r in event.detections.iter().chain(event.outliers.iter()) {
+            tx.execute(
+                "INSERT OR IGNORE INTO event_detections (event_id, node_id, seq) VALUES (?1, ?2, ?3)",
+                params![event.event_id, r.node_id, r.seq as i64],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn parse_event(&self, what: &str, json: &str) -> Result<Event, StoreError> {
+        serde_json::from_str(json).map_err(|source| StoreError::Corrupt {
+            path: self.name.to_string(),
+            what: what.to_string(),
+            source,
+        })
+    }
+
+    /// Latest revisions of events whose origin is in `[from, to)`, oldest
+    /// first, at most `limit`.
+    pub fn events_between(
+        &self,
+        from: Option<UtcNs>,
+        to: Option<UtcNs>,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT event_id, json FROM events WHERE origin_ns >= ?1 AND origin_ns < ?2
+                 ORDER BY origin_ns, event_id LIMIT ?3",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(
+                params![
+                    from.map_or(i64::MIN, |t| t.0),
+                    to.map_or(i64::MAX, |t| t.0),
+                    limit.min(i64::MAX as usize) as i64
+                ],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, json) = row.map_err(|e| self.err(e))?;
+            out.push(self.parse_event(&format!("event {id}"), &json)?);
+        }
+        Ok(out)
+    }
+
+    /// The most recent `limit` events by origin time, oldest first.
+    pub fn recent_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT event_id, json FROM events ORDER BY origin_ns DESC LIMIT ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![limit.min(i64::MAX as usize) as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, json) = row.map_err(|e| self.err(e))?;
+            out.push(self.parse_event(&format!("event {id}"), &json)?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// One event with its revisions and detections; `None` if unknown.
+    pub fn event(&self, event_id: &str) -> Result<Option<EventRecord>, StoreError> {
+        let conn = self.lock();
+        let latest: Option<String> = conn
+            .query_row(
+                "SELECT json FROM events WHERE event_id = ?1",
+                params![event_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some(latest) = latest else {
+            return Ok(None);
+        };
+        let event = self.parse_event(&format!("event {event_id}"), &latest)?;
+        let mut revisions = Vec::new();
+        {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT revision, json FROM event_revisions WHERE event_id = ?1 ORDER BY revision",
+                )
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map(params![event_id], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                let (rev, json) = row.map_err(|e| self.err(e))?;
+                revisions
+                    .push(self.parse_event(&format!("event {event_id} revision {rev}"), &json)?);
+            }
+        }
+        if revisions.is_empty() {
+            revisions.push(event.clone());
+        }
+        let mut detections = Vec::new();
+        {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT d.node_id, d.seq, d.json FROM event_detections l
+                     JOIN detections d ON d.node_id = l.node_id AND d.seq = l.seq
+                     WHERE l.event_id = ?1 ORDER BY d.onset_ns",
+                )
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map(params![event_id], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                let (node, seq, json) = row.map_err(|e| self.err(e))?;
+                detections.push(serde_json::from_str(&json).map_err(|source| {
+                    StoreError::Corrupt {
+                        path: self.name.to_string(),
+                        what: format!("detection {node}/{seq}"),
+                        source,
+                    }
+                })?);
+            }
+        }
+        Ok(Some(EventRecord {
+            event,
+            revisions,
+            detections,
+        }))
+    }
+}

@@ -1,0 +1,232 @@
+//! Synthetic node traffic for tests, benches and demos: a ring of nodes,
+//! SPEC status and detection payloads for a source at a known place and time
+//! (arrival times from `blastnet_contract::physics`), and a small MQTT
+//! publisher that waits for every PUBACK.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use blastnet_contract::wire::{DETECTION_SCHEMA, STATUS_SCHEMA};
+use blastnet_contract::{
+    physics, ClockInfo, ClockSource, Detection, EnuFrame, Geodetic, NodeState, SourceKind, Status,
+    StreamKind, UtcNs,
+};
+use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Outgoing, Packet, QoS};
+
+/// A set of nodes around a centre.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Topic prefix.
+    pub prefix: String,
+    /// Site.
+    pub site: String,
+    /// (node id, position).
+    pub nodes: Vec<(String, Geodetic)>,
+    /// Air temperature for arrival times, °C.
+    pub temperature_c: f64,
+}
+
+impl Layout {
+    /// `n` nodes on a circle of `radius_m` around `centre` (ids n01, n02, ...).
+    pub fn ring(site: &str, centre: Geodetic, n: usize, radius_m: f64) -> Layout {
+        let frame = EnuFrame::new(centre);
+        let nodes = (0..n)
+            .map(|i| {
+                let a = std::f64::consts::TAU * i as f64 / n as f64 + 0.3;
+                // Alternate heights a little so the geometry is not degenerate.
+                let up = if i % 2 == 0 { 0.0 } else { 8.0 };
+                let p = frame.to_geodetic(blastnet_contract::Enu::new(
+                    radius_m * a.cos(),
+                    radius_m * a.sin(),
+                    up,
+                ));
+                (format!("n{:02}", i + 1), p)
+            })
+            .collect();
+        Layout {
+            prefix: "blastnet".into(),
+            site: site.into(),
+            nodes,
+            temperature_c: 15.0,
+        }
+    }
+
+    /// `{prefix}/{site}/node/{node}/{last}`.
+    pub fn topic(&self, node: &str, last: &str) -> String {
+        format!("{}/{}/node/{}/{}", self.prefix, self.site, node, last)
+    }
+
+    /// A status of every node.
+    pub fn statuses(&self, state: NodeState, time: UtcNs) -> Vec<(String, Vec<u8>)> {
+        self.nodes
+            .iter()
+            .map(|(id, p)| {
+                let s = Status {
+                    schema: STATUS_SCHEMA.into(),
+                    node_id: id.clone(),
+                    state,
+                    time_utc: time,
+                    lat: p.lat,
+                    lon: p.lon,
+                    alt_m: p.alt_m,
+                    clock: Some(ClockInfo {
+                        source: ClockSource::GpsPps,
+                        uncertainty_s: 1e-6,
+                    }),
+                    noise_floor_db: BTreeMap::new(),
+                    software_version: blastnet_contract::VERSION.into(),
+                    spool_backlog: 0,
+                    counters: BTreeMap::new(),
+                    temperature_c: Some(self.temperature_c),
+                };
+                (
+                    self.topic(id, "status"),
+                    serde_json::to_vec(&s).unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// The detection every node makes of a source at `source` at `origin`,
+    /// in arrival order, with `seq` as the seq of each.
+    pub fn detections(&self, source: Geodetic, origin: UtcNs, seq: u64) -> Vec<Detection> {
+        let frame = EnuFrame::new(self.nodes.first().map_or(source, |n| n.1));
+        let src = frame.to_enu(source);
+        let c = physics::sound_speed(self.temperature_c);
+        let mut v: Vec<Detection> = self
+            .nodes
+            .iter()
+            .map(|(id, p)| {
+                let t = physics::travel_time(c, [0.0, 0.0], src, frame.to_enu(*p));
+                Detection {
+                    schema: DETECTION_SCHEMA.into(),
+                    node_id: id.clone(),
+                    seq,
+                    onset_utc: origin.add_secs_f64(t),
+                    onset_uncertainty_s: 1e-4,
+                    stream: StreamKind::Acoustic,
+                    kind: SourceKind::Explosion,
+                    confidence: 0.9,
+                    peak: 50.0,
+                    snr_db: 30.0,
+                    duration_s: 0.01,
+                    lat: p.lat,
+                    lon: p.lon,
+                    alt_m: p.alt_m,
+                    clock: ClockInfo {
+                        source: ClockSource::GpsPps,
+                        uncertainty_s: 1e-6,
+                    },
+                    class_probs: BTreeMap::new(),
+                    site: None,
+                }
+            })
+            .collect();
+        v.sort_by_key(|d| d.onset_utc);
+        v
+    }
+
+    /// Detections as (topic, JSON payload).
+    pub fn detection_messages(&self, dets: &[Detection]) -> Vec<(String, Vec<u8>)> {
+        dets.iter()
+            .map(|d| {
+                (
+                    self.topic(&d.node_id, "detection"),
+                    serde_json::to_vec(d).unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Publish `msgs` in order with QoS 1 (`retain` as given) from client
+/// `client_id` to `host:port`, and return once the broker acknowledged them all.
+pub async fn publish_all(
+    host: &str,
+    port: u16,
+    client_id: &str,
+    msgs: &[(String, Vec<u8>)],
+    retain: bool,
+) -> Result<(), String> {
+    let mut opts = MqttOptions::new(client_id, host, port);
+    opts.set_keep_alive(Duration::from_secs(10));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut el) = AsyncClient::new(opts, msgs.len().max(1) + 8);
+    for (t, p) in msgs {
+        client
+            .publish(t.clone(), QoS::AtLeastOnce, retain, p.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let mut acked = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while acked < msgs.len() {
+        let ev = tokio::time::timeout_at(deadline, el.poll())
+            .await
+            .map_err(|_| format!("only {acked} of {} publishes acknowledged", msgs.len()))?;
+        match ev {
+            Ok(MqttEvent::Incoming(Packet::PubAck(_))) => acked += 1,
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    client.disconnect().await.map_err(|e| e.to_string())?;
+    // Let the DISCONNECT go out.
+    while let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_millis(500), el.poll()).await {
+        if matches!(ev, MqttEvent::Outgoing(Outgoing::Disconnect)) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// `GET path` from `addr` over HTTP/1.1 (Connection: close): (status, body).
+/// A few lines instead of an HTTP client crate, for tests and tools.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .map_err(|_| format!("GET {path}: timed out"))?
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("GET {path}: no header end in {text:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| format!("GET {path}: bad status line in {head:?}"))?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    if !chunked {
+        return Ok((status, body.to_string()));
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let (size, after) = rest
+            .split_once("\r\n")
+            .ok_or_else(|| format!("GET {path}: bad chunk"))?;
+        let n = usize::from_str_radix(size.trim(), 16).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        let chunk = after
+            .get(..n)
+            .ok_or_else(|| format!("GET {path}: short chunk"))?;
+        out.push_str(chunk);
+        rest = after.get(n + 2..).unwrap_or("");
+    }
+    Ok((status, out))
+}

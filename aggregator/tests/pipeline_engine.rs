@@ -1,0 +1,71 @@
+//! The pipeline with the real engine, no broker: what the service would do
+//! with traffic in a given order.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use blastnet_aggregator::config::TimeBase;
+use blastnet_aggregator::metrics::Metrics;
+use blastnet_aggregator::pipeline::{Output, Pipeline, PipelineConfig};
+use blastnet_aggregator::testkit::Layout;
+use blastnet_contract::{Enu, EnuFrame, EventStatus, Geodetic, NodeState, UtcNs};
+
+fn pipeline() -> Pipeline {
+    Pipeline::new(
+        PipelineConfig {
+            prefix: "blastnet".into(),
+            time_base: TimeBase::Nodes,
+            lateness_ns: 0,
+            retention_ns: 600_000_000_000,
+            max_payload_bytes: 65536,
+            engine: Default::default(),
+        },
+        Arc::new(Metrics::default()),
+    )
+}
+
+/// Two sources 15 s apart, all picks delivered in onset order, then a status
+/// that moves the watermark past both: both must come out final.
+///
+/// Ignored: with the engine as of this writing only the second source is
+/// published (grouping the same detections by node instead gives both).
+/// Reported to the engine's author; un-ignore when fixed.
+#[test]
+#[ignore = "engine: first of two sources lost when picks arrive in onset order"]
+fn two_sources_fifteen_seconds_apart_are_both_located() {
+    let centre = Geodetic::new(40.4406, -79.9959, 250.0);
+    let layout = Layout::ring("city", centre, 5, 600.0);
+    let frame = EnuFrame::new(centre);
+    let t0 = UtcNs::parse("2024-05-01T12:00:00Z").unwrap();
+    let mut p = pipeline();
+    let mut out = Vec::new();
+    for (t, pl) in layout.statuses(NodeState::Online, t0) {
+        p.on_message(&t, &pl, &mut out);
+    }
+    let mut all = Vec::new();
+    for (i, (e, n, dt)) in [(150.0, -100.0, 5.0), (-900.0, 300.0, 20.0)]
+        .into_iter()
+        .enumerate()
+    {
+        let src = frame.to_geodetic(Enu::new(e, n, 0.0));
+        let mut dets = layout.detections(src, t0.add_secs_f64(dt), i as u64 + 1);
+        for d in &mut dets {
+            d.onset_uncertainty_s = 0.02;
+        }
+        all.extend(dets);
+    }
+    for (t, pl) in layout.detection_messages(&all) {
+        p.on_message(&t, &pl, &mut out);
+    }
+    for (t, pl) in layout.statuses(NodeState::Online, t0.add_secs_f64(90.0)) {
+        p.on_message(&t, &pl, &mut out);
+    }
+    let finals: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(e) if e.event.status == EventStatus::Final => Some(e.event.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finals.len(), 2, "{finals:#?}");
+}
