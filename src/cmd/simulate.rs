@@ -52,12 +52,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let out = args.out.context("--out DIR is required")?;
-    let opts = WriteOptions { ideal: args.ideal, distractor_dir: args.distractors.clone() };
+    let opts = WriteOptions {
+        ideal: args.ideal,
+        distractor_dir: args.distractors.clone(),
+    };
     let m = write_scenario(&spec, args.seed, &opts, &out)?;
     let truth = m.truth.as_deref().unwrap_or_default();
     let count = |k: blastnet_contract::SourceKind| truth.iter().filter(|t| t.kind == k).count();
     let bytes: u64 = std::fs::read_dir(&out)
-        .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
         .unwrap_or(0);
     println!("{}", out.display());
     println!(
