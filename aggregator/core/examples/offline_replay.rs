@@ -9,7 +9,8 @@
 //! Nodes come from the manifest (as the node runtime announces them);
 //! temperature and wind from its `environment` (as `blastnet replay` sets
 //! them). Detections are fed in onset order with the watermark at each onset,
-//! then flushed. Truth is not read.
+//! then flushed. Truth is not read. `BLASTNET_ENGINE_JSON` may override
+//! engine settings, e.g. `{"model_sigma_s": 0.005}`.
 use std::io::Write;
 
 use blastnet_aggregator_core::{Action, Engine, EngineConfig, NodeInfo};
@@ -26,7 +27,11 @@ fn main() -> Res<()> {
     }
     let text = std::fs::read_to_string(&a[1]).map_err(|e| format!("{}: {e}", a[1]))?;
     let m = Manifest::from_json(&text, &a[1])?;
-    let mut cfg = EngineConfig::default();
+    // Optional overrides (any subset of EngineConfig as JSON) for comparisons.
+    let mut cfg: EngineConfig = match std::env::var("BLASTNET_ENGINE_JSON") {
+        Ok(j) => serde_json::from_str(&j).map_err(|e| format!("BLASTNET_ENGINE_JSON: {e}"))?,
+        Err(_) => EngineConfig::default(),
+    };
     if let Some(env) = &m.environment {
         cfg.temperature_c = env.temperature_c;
         cfg.wind_mps = env.wind_mps;

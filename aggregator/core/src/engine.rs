@@ -534,11 +534,13 @@ impl Engine {
             node.last_direct = Some(node.last_direct.map_or(d.onset, |x| x.max(d.onset)));
         }
         let n_used = self.events[k].members.iter().filter(|m| m.used).count();
-        // Relocate on a geometric schedule (every arrival up to 8, then each
-        // +25 %): revisions stay informative and the cost per arrival stays
-        // bounded. Every arrival is gated against the latest solution.
+        // Relocate on a geometric schedule (each +50 % of arrivals, at least
+        // +2): revisions stay informative and the cost per arrival stays
+        // bounded (a relocation is most of an event's cost). Every arrival is
+        // gated against the latest solution; the final revision is always
+        // located on every arrival.
         let located = self.events[k].located_with;
-        if n_used <= 8 || n_used as f64 >= 1.25 * located as f64 {
+        if n_used >= (located + 2).max(located * 3 / 2) {
             if self.relocate(k) {
                 self.events[k].revision += 1;
                 let e = self.to_event(&self.events[k], EventStatus::Preliminary);
@@ -866,7 +868,14 @@ impl Engine {
     /// Keep hypothesis `h` (on `tref`'s axis) with the picks among `dets` it
     /// explains, merged into an existing hypothesis of (nearly) the same
     /// source and time.
-    fn add_proto(&mut self, h: [f64; 4], tref: UtcNs, arr: &[Arrival], dets: &[Det], due_at: UtcNs) {
+    fn add_proto(
+        &mut self,
+        h: [f64; 4],
+        tref: UtcNs,
+        arr: &[Arrival],
+        dets: &[Det],
+        due_at: UtcNs,
+    ) {
         let src = [h[0], h[1], h[2]];
         let mut members: Vec<(usize, u64, UtcNs)> = Vec::new();
         for (a, d) in arr.iter().zip(dets) {
@@ -972,7 +981,9 @@ impl Engine {
             .iter()
             .filter(|q| q.stream == StreamKind::Acoustic && !self.nodes[q.node].flagged)
             .filter(|q| {
-                let t = self.prop.travel_time(Phase::Acoustic, src, self.nodes[q.node].enu);
+                let t = self
+                    .prop
+                    .travel_time(Phase::Acoustic, src, self.nodes[q.node].enu);
                 (q.onset.secs_since(pr.tref) - pr.h[3] - t).abs() <= w
             })
             .cloned()
@@ -996,9 +1007,18 @@ impl Engine {
     /// Judge every hypothesis due by `horizon`, best supported first.
     fn judge_due_protos(&mut self, horizon: UtcNs, out: &mut Vec<Action>) {
         loop {
+            // Most support first; among equals the earliest origin (a direct
+            // arrival precedes its echoes, which the event then marks).
+            let origin = |p: &Proto| p.tref.add_secs_f64(p.h[3]);
             let Some(k) = (0..self.protos.len())
                 .filter(|&k| self.protos[k].due_at <= horizon)
-                .max_by_key(|&k| self.protos[k].members.len())
+                .min_by(|&a, &b| {
+                    let (pa, pb) = (&self.protos[a], &self.protos[b]);
+                    pb.members
+                        .len()
+                        .cmp(&pa.members.len())
+                        .then(origin(pa).cmp(&origin(pb)))
+                })
             else {
                 return;
             };
@@ -1124,6 +1144,13 @@ impl Engine {
         if !sol.chi2_ok(0.999) || n_used < self.cfg.min_nodes_ground {
             return SeedVerdict::Reject;
         }
+        // Mostly probable echoes (picks that follow an associated direct
+        // arrival at their node by < echo_window_s): reverberation of a
+        // located source, not a new one.
+        let echoes = members.iter().filter(|m| m.used && m.det.echo).count();
+        if 2 * echoes > n_used {
+            return SeedVerdict::Reject;
+        }
         let used_nodes: Vec<usize> = members
             .iter()
             .filter(|m| m.used)
@@ -1157,8 +1184,17 @@ impl Engine {
         // more unknown, and ten times more hypotheses from quadruples) must
         // still be confirmed unless too few nodes could ever confirm it.
         let could_confirm = n_used + missing >= k + self.cfg.confirm_extra_arrivals;
+        // Zero degrees of freedom: nothing checks the fit, so it is kept only
+        // when no open hypothesis with more support claims any of its picks.
+        let better = sol.dof == 0
+            && self.protos.iter().any(|p| {
+                p.members.len() > n_used
+                    && p.members
+                        .iter()
+                        .any(|x| members.iter().any(|m| m.used && m.det.uid == x.1))
+            });
         if n_used >= floor
-            && (sol.dof >= 1 || missing == 0)
+            && (sol.dof >= 1 || (missing == 0 && !better))
             && (sol.dims == Dims::Ground || !could_confirm)
         {
             return SeedVerdict::Accept(members, sol, t_ev);
@@ -1467,6 +1503,9 @@ impl Engine {
                 |acc, (i, &p)| if p > acc.1 { (i, p) } else { acc },
             );
         let kind = SourceKind::ALL[ki];
+        // An exactly determined fit (zero residual degrees of freedom) has
+        // nothing to check it: it is published with half the confidence.
+        let conf = if ev.sol.dof == 0 { 0.5 * conf } else { conf };
         let aref = |m: &Member| ArrivalRef {
             node_id: self.nodes[m.det.node].info.id.clone(),
             seq: m.det.seq,

@@ -583,6 +583,11 @@ fn fit_model(
     if !want_free {
         return f2;
     }
+    // The likelihood ratio χ²(2D) − χ²(3D) cannot exceed χ²(2D) (χ² ≥ 0): when
+    // the ground fit is already that good, 3D cannot be chosen, so is not fitted.
+    if opts.dims == DimsChoice::Auto && f2.is_some_and(|f| f.chi2 <= opts.altitude_lr_threshold) {
+        return f2;
+    }
     let mut s3: Vec<[f64; 4]> = Vec::with_capacity(8);
     if let Some(s) = opts.start {
         if s[2] > ground_u + 1.0 {
