@@ -58,7 +58,13 @@ fn site_of(m: &Manifest) -> String {
     let s: String = m
         .name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if s.is_empty() {
         "replay".into()
@@ -142,7 +148,11 @@ pub async fn run(
             .url(),
     };
     let (host, port) = parse_url(&broker_url)?;
-    let tag = format!("{}-{}", std::process::id(), started.elapsed().as_nanos() % 1_000_000);
+    let tag = format!(
+        "{}-{}",
+        std::process::id(),
+        started.elapsed().as_nanos() % 1_000_000
+    );
 
     // 2. A subscriber that sees what any outside subscriber would.
     let collected = Arc::new(Mutex::new(Collector {
@@ -204,7 +214,9 @@ pub async fn run(
     });
     tokio::time::timeout(Duration::from_secs(10), suback_rx)
         .await
-        .with_context(|| format!("the broker at {broker_url} did not acknowledge subscriptions within 10 s"))?
+        .with_context(|| {
+            format!("the broker at {broker_url} did not acknowledge subscriptions within 10 s")
+        })?
         .ok();
 
     // 3. The aggregator, driven by the nodes' data time.
@@ -267,10 +279,8 @@ pub async fn run(
     let bar = if opts.progress && span > 0.0 {
         let b = indicatif::ProgressBar::new((span * 1000.0) as u64);
         b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} replay [{bar:40}] {msg} {elapsed}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template("{spinner} replay [{bar:40}] {msg} {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         Some(b)
     } else {
@@ -291,7 +301,10 @@ pub async fn run(
             let slowest = c.progress.values().min().copied().unwrap_or(start_utc);
             let done = slowest.secs_since(start_utc).clamp(0.0, span);
             b.set_position((done * 1000.0) as u64);
-            b.set_message(format!("{done:.0}/{span:.0} s of recording, {} detections", c.detections.len()));
+            b.set_message(format!(
+                "{done:.0}/{span:.0} s of recording, {} detections",
+                c.detections.len()
+            ));
         }
         let (finished, _, rest) = futures_select(pending).await;
         pending = rest;
@@ -307,7 +320,11 @@ pub async fn run(
     let expected: u64 = nodes.iter().map(|(_, s)| s.detections + s.recovered).sum();
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        let n = collected.lock().unwrap_or_else(|e| e.into_inner()).detections.len() as u64;
+        let n = collected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .detections
+            .len() as u64;
         if n >= expected {
             break;
         }
@@ -360,7 +377,11 @@ pub async fn run(
 /// Wait for the first of `tasks` to finish; return it and the rest.
 async fn futures_select<T>(
     mut tasks: Vec<tokio::task::JoinHandle<T>>,
-) -> (Result<T, tokio::task::JoinError>, usize, Vec<tokio::task::JoinHandle<T>>) {
+) -> (
+    Result<T, tokio::task::JoinError>,
+    usize,
+    Vec<tokio::task::JoinHandle<T>>,
+) {
     loop {
         if let Some(i) = tasks.iter().position(|t| t.is_finished()) {
             let t = tasks.swap_remove(i);

@@ -76,7 +76,10 @@ pub fn evaluate(manifest: &Manifest, events: &[Event], window_s: f64) -> Evaluat
         .iter()
         .map(|e| frame.to_enu(blastnet_contract::Geodetic::new(e.lat, e.lon, e.alt_m)))
         .collect();
-    let tr_pos: Vec<Enu> = truth.iter().map(|t| frame.to_enu(blastnet_contract::Geodetic::new(t.lat, t.lon, t.alt_m))).collect();
+    let tr_pos: Vec<Enu> = truth
+        .iter()
+        .map(|t| frame.to_enu(blastnet_contract::Geodetic::new(t.lat, t.lon, t.alt_m)))
+        .collect();
     let mut pairs = Vec::new();
     for (ti, t) in truth.iter().enumerate() {
         for (ei, e) in events.iter().enumerate() {

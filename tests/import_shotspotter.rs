@@ -27,7 +27,11 @@ fn import_writes_one_loadable_scenario_per_test_with_truth_per_shot() {
         .arg(out.path())
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let dirs: Vec<_> = std::fs::read_dir(out.path()).unwrap().flatten().collect();
     assert_eq!(dirs.len(), 54, "FP1-FP3 hold 54 tests");
     let mut shots = 0;
@@ -58,10 +62,7 @@ fn local_xyz_maps_to_wgs84_and_back_exactly_and_weather_wind_points_downwind() {
     // From test_053.audio.SCP-00-BNG-5545.json.
     let want = Enu::new(-8757.39749451994, -1749.54077848047, -23.2622085037500);
     assert!(back.distance(want) < 1e-3, "{back:?}");
-    assert_eq!(
-        n.streams[0].start_utc.to_string(),
-        "2018-12-19T02:26:57Z"
-    );
+    assert_eq!(n.streams[0].start_utc.to_string(), "2018-12-19T02:26:57Z");
     let env = imp.manifest.environment.unwrap();
     assert!((env.temperature_c - 1.0).abs() < 1e-12);
 }
@@ -77,5 +78,8 @@ fn import_of_a_folder_that_is_not_a_release_names_it() {
         .unwrap();
     assert!(!st.status.success());
     let err = String::from_utf8_lossy(&st.stderr);
-    assert!(err.contains(&dir.path().display().to_string()) && err.contains("test_xxx"), "{err}");
+    assert!(
+        err.contains(&dir.path().display().to_string()) && err.contains("test_xxx"),
+        "{err}"
+    );
 }

@@ -34,7 +34,9 @@ pub enum BrokerError {
         secs: u64,
     },
     /// The mosquitto binary is missing: install it (`apt-get install -y mosquitto`).
-    #[error("mosquitto not found (looked for {0}); install it with `apt-get install -y mosquitto`")]
+    #[error(
+        "mosquitto not found (looked for {0}); install it with `apt-get install -y mosquitto`"
+    )]
     MosquittoMissing(String),
     /// A file or process operation failed.
     #[error("{what}: {source}")]
@@ -237,7 +239,10 @@ impl Mosquitto {
         self.child = Some(child);
         if !wait_for_port(self.port, Duration::from_secs(10)) {
             return Err(BrokerError::NotListening {
-                what: format!("mosquitto (log: {})", self.dir.path().join("mosquitto.log").display()),
+                what: format!(
+                    "mosquitto (log: {})",
+                    self.dir.path().join("mosquitto.log").display()
+                ),
                 port: self.port,
                 secs: 10,
             });
@@ -304,7 +309,11 @@ pub fn mosquitto_binary() -> Result<PathBuf, BrokerError> {
         return Ok(PathBuf::from(p));
     }
     let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("mosquitto")).collect())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("mosquitto"))
+                .collect()
+        })
         .unwrap_or_default();
     candidates.push(PathBuf::from("/usr/sbin/mosquitto"));
     candidates

@@ -118,10 +118,11 @@ impl Scenario {
 
     /// Open and validate a manifest file, and check every stream against its WAV.
     pub fn from_manifest(manifest_path: &Path) -> Result<Scenario> {
-        let text = std::fs::read_to_string(manifest_path).map_err(|source| RecordingError::Open {
-            path: manifest_path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(manifest_path).map_err(|source| RecordingError::Open {
+                path: manifest_path.to_path_buf(),
+                source,
+            })?;
         let manifest = Manifest::from_json(&text, &manifest_path.display().to_string())?;
         let dir = manifest_path
             .parent()
@@ -142,17 +143,19 @@ impl Scenario {
         let start_utc = match opts.start_utc {
             Some(t) => t,
             None => {
-                let modified = std::fs::metadata(path)
-                    .and_then(|m| m.modified())
-                    .map_err(|source| RecordingError::Open {
-                        path: path.to_path_buf(),
-                        source,
-                    })?;
+                let modified =
+                    std::fs::metadata(path)
+                        .and_then(|m| m.modified())
+                        .map_err(|source| RecordingError::Open {
+                            path: path.to_path_buf(),
+                            source,
+                        })?;
                 let end = modified
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| UtcNs(d.as_nanos() as i64))
                     .unwrap_or_default();
-                let dur_ns = (layout.frames as i128 * 1_000_000_000 / layout.sample_rate.max(1) as i128) as i64;
+                let dur_ns = (layout.frames as i128 * 1_000_000_000
+                    / layout.sample_rate.max(1) as i128) as i64;
                 UtcNs(end.0 - dur_ns)
             }
         };
@@ -199,7 +202,9 @@ impl Scenario {
     }
 
     fn manifest_name(&self) -> PathBuf {
-        self.manifest_path.clone().unwrap_or_else(|| self.dir.clone())
+        self.manifest_path
+            .clone()
+            .unwrap_or_else(|| self.dir.clone())
     }
 
     /// Every stream's file exists, is a readable WAV, and has the channel named.
@@ -250,7 +255,12 @@ impl Scenario {
         let Some(node) = self.manifest.nodes.iter().find(|n| n.id == node_id) else {
             return Ok(None);
         };
-        let mut specs: Vec<StreamSpec> = node.streams.iter().filter(|s| s.kind == kind).cloned().collect();
+        let mut specs: Vec<StreamSpec> = node
+            .streams
+            .iter()
+            .filter(|s| s.kind == kind)
+            .cloned()
+            .collect();
         if specs.is_empty() {
             return Ok(None);
         }
@@ -373,7 +383,9 @@ impl StreamReader {
                 });
             }
             // This file is done: move to the next one.
-            let end = self.segment_start.at_sample(self.index_in_segment, self.rate);
+            let end = self
+                .segment_start
+                .at_sample(self.index_in_segment, self.rate);
             self.file_index += 1;
             if self.file_index >= self.specs.len() {
                 self.current = None;
@@ -453,7 +465,8 @@ impl OpenWav {
             let mut it = self.reader.samples::<f32>();
             for _ in 0..want {
                 for c in 0..chans {
-                    let v = next_sample(&mut it, &self.path, start + got as u64, self.frames_total)?;
+                    let v =
+                        next_sample(&mut it, &self.path, start + got as u64, self.frames_total)?;
                     if c == ch {
                         buf.push(v * scale);
                     }
@@ -464,7 +477,8 @@ impl OpenWav {
             let mut it = self.reader.samples::<i32>();
             for _ in 0..want {
                 for c in 0..chans {
-                    let v = next_sample(&mut it, &self.path, start + got as u64, self.frames_total)?;
+                    let v =
+                        next_sample(&mut it, &self.path, start + got as u64, self.frames_total)?;
                     if c == ch {
                         buf.push(v as f32 * scale);
                     }

@@ -88,16 +88,25 @@ impl WavLayout {
                             "\"fmt \" chunk at byte {pos} is {size} bytes, expected at least 16"
                         ));
                     }
-                    let (Some(ch), Some(rate), Some(align), Some(bits)) =
-                        (u16_at(body + 2), u32_at(body + 4), u16_at(body + 12), u16_at(body + 14))
-                    else {
+                    let (Some(ch), Some(rate), Some(align), Some(bits)) = (
+                        u16_at(body + 2),
+                        u32_at(body + 4),
+                        u16_at(body + 12),
+                        u16_at(body + 14),
+                    ) else {
                         return Err(format!("\"fmt \" chunk at byte {pos} is cut short"));
                     };
                     if ch == 0 {
-                        return Err(format!("field channels at byte {} is 0, expected >= 1", body + 2));
+                        return Err(format!(
+                            "field channels at byte {} is 0, expected >= 1",
+                            body + 2
+                        ));
                     }
                     if rate == 0 {
-                        return Err(format!("field sample_rate at byte {} is 0, expected > 0", body + 4));
+                        return Err(format!(
+                            "field sample_rate at byte {} is 0, expected > 0",
+                            body + 4
+                        ));
                     }
                     if !matches!(bits, 8 | 16 | 24 | 32) {
                         return Err(format!(

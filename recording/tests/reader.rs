@@ -76,7 +76,10 @@ fn every_integer_depth_is_scaled_to_full_scale_times_sensitivity() {
         ));
         std::fs::write(dir.path().join("manifest.json"), m).unwrap();
         let sc = Scenario::open(dir.path()).unwrap();
-        let r = sc.open_stream("n01", StreamKind::Acoustic).unwrap().unwrap();
+        let r = sc
+            .open_stream("n01", StreamKind::Acoustic)
+            .unwrap()
+            .unwrap();
         let (v, _) = read_all(r, 2);
         assert_eq!(v.len(), 3, "{bits}-bit");
         assert!((v[0] - 100.0).abs() < 1e-3, "{bits}-bit: {v:?}");
@@ -97,9 +100,17 @@ fn float_wav_and_channel_selection_of_a_multichannel_file() {
     );
     std::fs::write(dir.path().join("manifest.json"), m).unwrap();
     let sc = Scenario::open(dir.path()).unwrap();
-    let (a, _) = read_all(sc.open_stream("n01", StreamKind::Acoustic).unwrap().unwrap(), 64);
+    let (a, _) = read_all(
+        sc.open_stream("n01", StreamKind::Acoustic)
+            .unwrap()
+            .unwrap(),
+        64,
+    );
     assert_eq!(a, vec![0.5, -1.0]);
-    let (s, _) = read_all(sc.open_stream("n01", StreamKind::Seismic).unwrap().unwrap(), 3);
+    let (s, _) = read_all(
+        sc.open_stream("n01", StreamKind::Seismic).unwrap().unwrap(),
+        3,
+    );
     assert_eq!(s, (200..210).map(|v| v as f32).collect::<Vec<_>>());
 }
 
@@ -119,7 +130,12 @@ fn consecutive_files_continue_one_segment_and_a_gap_is_reported_not_bridged() {
     );
     std::fs::write(dir.path().join("manifest.json"), m).unwrap();
     let sc = Scenario::open(dir.path()).unwrap();
-    let (v, chunks) = read_all(sc.open_stream("n01", StreamKind::Acoustic).unwrap().unwrap(), 64);
+    let (v, chunks) = read_all(
+        sc.open_stream("n01", StreamKind::Acoustic)
+            .unwrap()
+            .unwrap(),
+        64,
+    );
     assert_eq!(v.len(), 300);
     let gaps: Vec<_> = chunks
         .iter()
@@ -133,8 +149,15 @@ fn consecutive_files_continue_one_segment_and_a_gap_is_reported_not_bridged() {
     let t0 = UtcNs::parse("2022-01-01T00:00:00Z").unwrap();
     let last = chunks.last().unwrap();
     match *last {
-        Chunk::Samples { segment_start, first_index, len } => {
-            assert_eq!(segment_start, UtcNs::parse("2022-01-01T00:00:02.5Z").unwrap());
+        Chunk::Samples {
+            segment_start,
+            first_index,
+            len,
+        } => {
+            assert_eq!(
+                segment_start,
+                UtcNs::parse("2022-01-01T00:00:02.5Z").unwrap()
+            );
             assert_eq!(first_index + len as u64, 100);
         }
         _ => panic!("expected samples"),
@@ -145,7 +168,11 @@ fn consecutive_files_continue_one_segment_and_a_gap_is_reported_not_bridged() {
         .last()
         .unwrap();
     match *before_gap {
-        Chunk::Samples { segment_start, first_index, len } => {
+        Chunk::Samples {
+            segment_start,
+            first_index,
+            len,
+        } => {
             assert_eq!(segment_start, t0);
             assert_eq!(first_index + len as u64, 200);
         }
@@ -160,8 +187,14 @@ fn block_size_does_not_change_the_samples() {
     write_int(&dir.path().join("x.wav"), 24, 1, 48_000, &frames);
     let sc = Scenario::open(&dir.path().join("x.wav")).unwrap();
     let id = sc.manifest.nodes[0].id.clone();
-    let (a, _) = read_all(sc.open_stream(&id, StreamKind::Acoustic).unwrap().unwrap(), 1);
-    let (b, _) = read_all(sc.open_stream(&id, StreamKind::Acoustic).unwrap().unwrap(), 4096);
+    let (a, _) = read_all(
+        sc.open_stream(&id, StreamKind::Acoustic).unwrap().unwrap(),
+        1,
+    );
+    let (b, _) = read_all(
+        sc.open_stream(&id, StreamKind::Acoustic).unwrap().unwrap(),
+        4096,
+    );
     assert_eq!(a, b);
     assert_eq!(a.len(), 1000);
 }
@@ -182,7 +215,10 @@ fn bare_wav_becomes_a_one_node_scenario_with_the_given_start() {
     .unwrap();
     assert_eq!(sc.manifest.nodes.len(), 1);
     assert_eq!(sc.manifest.nodes[0].id, "night");
-    let r = sc.open_stream("night", StreamKind::Acoustic).unwrap().unwrap();
+    let r = sc
+        .open_stream("night", StreamKind::Acoustic)
+        .unwrap()
+        .unwrap();
     assert_eq!(r.start_utc(), start);
     assert_eq!(r.sample_rate(), 12_000);
 }
@@ -195,12 +231,21 @@ fn err_text(e: RecordingError) -> String {
 fn truncated_wav_names_the_file_and_byte_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("cut.wav");
-    write_int(&p, 16, 1, 8000, &(0..1000).map(|i| vec![i]).collect::<Vec<_>>());
+    write_int(
+        &p,
+        16,
+        1,
+        8000,
+        &(0..1000).map(|i| vec![i]).collect::<Vec<_>>(),
+    );
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..1000]).unwrap();
     let e = err_text(Scenario::open(&p).unwrap_err());
     assert!(e.contains("cut.wav"), "{e}");
-    assert!(e.contains("truncated") && e.contains("byte 36") && e.contains("file ends at byte 1000"), "{e}");
+    assert!(
+        e.contains("truncated") && e.contains("byte 36") && e.contains("file ends at byte 1000"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -209,22 +254,37 @@ fn a_file_that_is_not_wav_says_what_was_expected_at_byte_zero() {
     let p = dir.path().join("notes.wav");
     std::fs::write(&p, b"ID3\x04 this is an mp3, honestly").unwrap();
     let e = err_text(Scenario::open(&p).unwrap_err());
-    assert!(e.contains("notes.wav") && e.contains("expected \"RIFF\" at byte 0"), "{e}");
+    assert!(
+        e.contains("notes.wav") && e.contains("expected \"RIFF\" at byte 0"),
+        "{e}"
+    );
 }
 
 #[test]
 fn missing_stream_file_and_channel_out_of_range_name_the_manifest_field() {
     let dir = tempfile::tempdir().unwrap();
     write_int(&dir.path().join("one.wav"), 16, 1, 8000, &[vec![0]]);
-    let m = manifest(r#"{ "file": "gone.wav", "kind": "acoustic", "start_utc": "2022-01-01T00:00:00Z" }"#);
+    let m = manifest(
+        r#"{ "file": "gone.wav", "kind": "acoustic", "start_utc": "2022-01-01T00:00:00Z" }"#,
+    );
     std::fs::write(dir.path().join("manifest.json"), m).unwrap();
     let e = err_text(Scenario::open(dir.path()).unwrap_err());
-    assert!(e.contains("manifest.json") && e.contains("nodes[0].streams[0].file") && e.contains("gone.wav"), "{e}");
+    assert!(
+        e.contains("manifest.json")
+            && e.contains("nodes[0].streams[0].file")
+            && e.contains("gone.wav"),
+        "{e}"
+    );
 
-    let m = manifest(r#"{ "file": "one.wav", "channel": 3, "kind": "acoustic", "start_utc": "2022-01-01T00:00:00Z" }"#);
+    let m = manifest(
+        r#"{ "file": "one.wav", "channel": 3, "kind": "acoustic", "start_utc": "2022-01-01T00:00:00Z" }"#,
+    );
     std::fs::write(dir.path().join("manifest.json"), m).unwrap();
     let e = err_text(Scenario::open(dir.path()).unwrap_err());
-    assert!(e.contains("nodes[0].streams[0].channel") && e.contains("1 channel"), "{e}");
+    assert!(
+        e.contains("nodes[0].streams[0].channel") && e.contains("1 channel"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -242,6 +302,9 @@ fn shotspotter_clip_reads_as_12khz_ten_seconds_when_data_is_present() {
     }
     let wav = dir.join("test_053.audio.SCP-00-BNG-5545.wav");
     let layout = blastnet_recording::WavLayout::read(&wav).unwrap();
-    assert_eq!((layout.sample_rate, layout.channels, layout.bits_per_sample), (12_000, 1, 16));
+    assert_eq!(
+        (layout.sample_rate, layout.channels, layout.bits_per_sample),
+        (12_000, 1, 16)
+    );
     assert_eq!(layout.frames, 120_000);
 }

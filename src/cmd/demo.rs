@@ -38,8 +38,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => p,
         None if shipped.join("manifest.json").is_file() => shipped,
         None => {
-            let dir = tempfile::tempdir().context("creating a temp folder for the demo scenario")?;
-            eprintln!("recordings/city-salvo not found: simulating it into {}", dir.path().display());
+            let dir =
+                tempfile::tempdir().context("creating a temp folder for the demo scenario")?;
+            eprintln!(
+                "recordings/city-salvo not found: simulating it into {}",
+                dir.path().display()
+            );
             let spec = blastnet_simulator::preset("city-salvo", 1)?;
             blastnet_simulator::write_scenario(&spec, 1, &Default::default(), dir.path())?;
             let p = dir.path().to_path_buf();

@@ -30,8 +30,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             release_dir,
             out_dir,
         } => {
-            let done =
-                blastnet_recording::import::shotspotter::import_all(&release_dir, &out_dir)?;
+            let done = blastnet_recording::import::shotspotter::import_all(&release_dir, &out_dir)?;
             let shots: usize = done
                 .iter()
                 .map(|s| s.manifest.truth.as_ref().map_or(0, Vec::len))

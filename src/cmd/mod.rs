@@ -31,7 +31,12 @@ pub fn event_line(e: &blastnet_contract::Event) -> String {
     let yld = e
         .yield_estimate
         .as_ref()
-        .map(|y| format!(" yield {:.2} kg TNT [{:.2}, {:.2}]", y.kg_tnt, y.low_kg_tnt, y.high_kg_tnt))
+        .map(|y| {
+            format!(
+                " yield {:.2} kg TNT [{:.2}, {:.2}]",
+                y.kg_tnt, y.low_kg_tnt, y.high_kg_tnt
+            )
+        })
         .unwrap_or_default();
     format!(
         "event {} r{} {:?} {} at {:.5},{:.5} alt {:.0} m ±{:.1} m{} {} {:.2} ({} nodes, {} outliers){}",

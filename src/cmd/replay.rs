@@ -88,14 +88,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_lines<T: serde::Serialize>(path: &Path, items: impl Iterator<Item = T>) -> anyhow::Result<()> {
+fn write_lines<T: serde::Serialize>(
+    path: &Path,
+    items: impl Iterator<Item = T>,
+) -> anyhow::Result<()> {
     let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = std::io::BufWriter::new(f);
     for it in items {
         serde_json::to_writer(&mut w, &it)?;
         w.write_all(b"\n")?;
     }
-    w.flush().with_context(|| format!("writing {}", path.display()))?;
+    w.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -111,7 +115,10 @@ pub fn print_summary(o: &ReplayOutcome) {
         o.elapsed.as_secs_f64(),
         o.broker_url
     );
-    eprintln!("{:<18} {:>10} {:>10} {:>9}", "node", "acoustic", "seismic", "spooled");
+    eprintln!(
+        "{:<18} {:>10} {:>10} {:>9}",
+        "node", "acoustic", "seismic", "spooled"
+    );
     for (id, s) in &o.nodes {
         let count = |k| {
             o.detections

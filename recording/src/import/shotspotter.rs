@@ -132,7 +132,10 @@ pub fn test_dirs(release: &Path) -> Result<Vec<PathBuf>, RecordingError> {
 }
 
 fn collect(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), RecordingError> {
-    let name = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if name.starts_with("test_") && dir.join(format!("{name}.survey.json")).is_file() {
         out.push(dir.to_path_buf());
         return Ok(());

@@ -1,0 +1,126 @@
+//! End to end: simulated scenarios (and the shipped city-salvo) through
+//! `blastnet replay` — node runtimes, a real MQTT broker (embedded rumqttd or
+//! a Mosquitto process), the aggregator — compared with the manifest's truth.
+//!
+//! Tolerance: a located blast must lie within 5 sigma of the truth, sigma
+//! being the larger of the event's own 1-sigma horizontal uncertainty and its
+//! Cramér–Rao bound (both from the pick uncertainties and the geometry), plus
+//! the manifest's GPS position error where the scenario has one (1 m, see
+//! recordings/README.md).
+
+use std::path::Path;
+use std::process::Command;
+
+use blastnet_contract::{Event, Manifest, SourceKind};
+use blastnet_simulator::{random_array, write_scenario, WriteOptions};
+
+fn replay(dir: &Path, broker: Option<&str>) -> (Manifest, Vec<Event>, String) {
+    let events = dir.join("events.jsonl");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_blastnet"));
+    cmd.arg("replay").arg(dir).arg("--events-out").arg(&events);
+    if let Some(b) = broker {
+        cmd.args(["--broker", b]);
+    }
+    let out = cmd.output().expect("run blastnet replay");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "replay failed:\n{stderr}");
+    let manifest = blastnet_recording::Scenario::open(dir)
+        .expect("scenario")
+        .manifest;
+    let events = std::fs::read_to_string(&events)
+        .expect("events file")
+        .lines()
+        .map(|l| serde_json::from_str::<Event>(l).expect("SPEC event"))
+        .collect();
+    (manifest, events, stderr)
+}
+
+/// For each true blast, the horizontal error of the nearest event within 2 s
+/// and the tolerance it must meet; `None` when no event is near.
+fn errors(m: &Manifest, events: &[Event], gps_sigma_m: f64) -> Vec<Option<(f64, f64)>> {
+    let frame = blastnet_contract::EnuFrame::new(m.nodes[0].position());
+    let truth = m.truth.as_deref().unwrap_or(&[]);
+    truth
+        .iter()
+        .filter(|t| t.kind.is_blast())
+        .map(|t| {
+            let tp = frame.to_enu(blastnet_contract::Geodetic::new(t.lat, t.lon, t.alt_m));
+            events
+                .iter()
+                .filter(|e| e.origin_utc.secs_since(t.time_utc).abs() < 2.0)
+                .map(|e| {
+                    let ep = frame.to_enu(blastnet_contract::Geodetic::new(e.lat, e.lon, e.alt_m));
+                    let crlb = e.crlb.as_ref().map_or(0.0, |c| c.horizontal_m);
+                    let sigma = e.uncertainty.horizontal_m.max(crlb);
+                    let tol = 5.0 * (sigma * sigma + gps_sigma_m * gps_sigma_m).sqrt();
+                    (tp.horizontal_distance(ep), tol)
+                })
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+        })
+        .collect()
+}
+
+fn simulated(seed: u64, dir: &Path) -> Manifest {
+    let spec = random_array(seed, 7, 1500.0, 3, SourceKind::Explosion);
+    write_scenario(
+        &spec,
+        seed,
+        &WriteOptions {
+            ideal: true,
+            distractor_dir: None,
+        },
+        dir,
+    )
+    .expect("simulate")
+}
+
+fn assert_all_located(m: &Manifest, events: &[Event], gps_sigma_m: f64, log: &str) {
+    let errs = errors(m, events, gps_sigma_m);
+    assert!(!errs.is_empty());
+    for (i, e) in errs.iter().enumerate() {
+        let (err, tol) =
+            e.unwrap_or_else(|| panic!("blast {i} not located; events: {events:#?}\n{log}"));
+        assert!(
+            err <= tol,
+            "blast {i}: error {err:.2} m > tolerance {tol:.2} m\n{log}"
+        );
+    }
+}
+
+#[test]
+fn simulated_blasts_are_located_through_the_embedded_broker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = simulated(101, dir.path());
+    let (_, events, log) = replay(dir.path(), None);
+    assert_all_located(&m, &events, 0.0, &log);
+}
+
+#[test]
+fn simulated_blasts_are_located_through_mosquitto() {
+    let mosq = match blastnet_broker::Mosquitto::start() {
+        Ok(m) => m,
+        Err(blastnet_broker::BrokerError::MosquittoMissing(p)) => {
+            println!("skipped: mosquitto not installed ({p})");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = simulated(202, dir.path());
+    let (_, events, log) = replay(dir.path(), Some(&mosq.url()));
+    assert_all_located(&m, &events, 0.0, &log);
+}
+
+#[test]
+fn shipped_city_salvo_locates_every_blast() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("recordings/city-salvo");
+    let work = tempfile::tempdir().expect("tempdir");
+    // Replay writes its outputs beside the scenario: copy it to a temp folder.
+    for f in std::fs::read_dir(&dir).expect("recordings/city-salvo") {
+        let f = f.expect("entry").path();
+        std::fs::copy(&f, work.path().join(f.file_name().expect("name"))).expect("copy");
+    }
+    let (m, events, log) = replay(work.path(), None);
+    // The shipped recording carries GPS errors of 1 m (horizontal sigma).
+    assert_all_located(&m, &events, 1.0, &log);
+}
