@@ -41,7 +41,11 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    cmd::init_tracing();
+    let service = matches!(
+        cli.command,
+        Command::Node(_) | Command::Aggregator(_) | Command::Broker(_)
+    );
+    cmd::init_tracing(service);
     let result = match cli.command {
         Command::Node(a) => cmd::node::run(a),
         Command::Aggregator(a) => cmd::aggregator::run(a),

@@ -33,6 +33,9 @@ pub struct ReplayOptions {
     pub progress: bool,
     /// Keep the aggregator (HTTP API, live map) up this long after the replay ends.
     pub linger: Duration,
+    /// Aggregator configuration whose `[engine]` and `[ingest]` sections apply
+    /// (broker, sites, time base, store and HTTP are set by the replay).
+    pub aggregator_config: Option<PathBuf>,
 }
 
 /// What a replay produced.
@@ -221,6 +224,11 @@ pub async fn run(
 
     // 3. The aggregator, driven by the nodes' data time.
     let mut acfg = AggregatorConfig::for_broker(&format!("mqtt://{host}:{port}"))?;
+    if let Some(path) = &opts.aggregator_config {
+        let file = AggregatorConfig::from_file(path)?;
+        acfg.engine = file.engine;
+        acfg.ingest = file.ingest;
+    }
     acfg.time.base = TimeBase::Nodes;
     acfg.http_listen = opts.http_listen;
     acfg.store.path = blastnet_aggregator::config::StorePath::Memory;
@@ -232,6 +240,9 @@ pub async fn run(
         acfg.engine.temperature_c = env.temperature_c;
         acfg.engine.wind_mps = env.wind_mps;
     }
+    acfg.engine
+        .validate()
+        .map_err(|e| anyhow::anyhow!("engine configuration: {e}"))?;
     let agg_stop = CancellationToken::new();
     let mut agg = blastnet_aggregator::start(acfg, agg_stop.clone())
         .await

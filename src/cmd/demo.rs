@@ -59,6 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         start_utc: None,
         progress: false,
         linger: Duration::from_secs(args.linger),
+        aggregator_config: None,
     };
     let scenario = crate::replay::open_scenario(&opts)?;
     eprintln!(

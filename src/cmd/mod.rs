@@ -11,10 +11,14 @@ pub mod plan;
 pub mod replay;
 pub mod simulate;
 
-/// Log to stderr; `RUST_LOG` overrides the default `info` level.
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn,rumqttc=warn"));
+/// Log to stderr; `RUST_LOG` overrides the default level (`info` for the
+/// services, `warn` for batch commands whose output is their summary).
+/// The embedded broker's own logs (client disconnects) are off by default.
+pub fn init_tracing(service: bool) {
+    let level = if service { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},rumqttd=off,rumqttc=warn"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -41,6 +41,10 @@ pub struct Args {
     /// Print each event revision as it is published.
     #[arg(long)]
     pub print_events: bool,
+    /// Aggregator configuration (TOML) whose [engine] and [ingest] sections
+    /// apply, e.g. a larger `model_sigma_s` for urban multipath.
+    #[arg(long, value_name = "aggregator.toml")]
+    pub config: Option<PathBuf>,
 }
 
 /// Run `blastnet replay`.
@@ -65,13 +69,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         start_utc,
         progress: true,
         linger: std::time::Duration::ZERO,
+        aggregator_config: args.config.clone(),
     };
-    // Fail early, naming the path, before any broker or runtime starts.
-    crate::replay::open_scenario(&opts)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if let Some(dirs) = scenario_folders(&args.path) {
+        return run_many(&rt, opts, dirs);
+    }
+    // Fail early, naming the path, before any broker or runtime starts.
+    crate::replay::open_scenario(&opts)?;
     let print = args.print_events;
     let outcome = rt.block_on(crate::replay::run(&opts, move |e| {
         if print {
@@ -85,6 +93,88 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         write_lines(p, outcome.events.iter())?;
     }
     print_summary(&outcome);
+    Ok(())
+}
+
+/// A folder with no manifest of its own but scenario folders inside (an
+/// imported release): those folders, sorted.
+fn scenario_folders(path: &Path) -> Option<Vec<PathBuf>> {
+    if !path.is_dir() || path.join(blastnet_recording::MANIFEST_FILE).exists() {
+        return None;
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(path)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join(blastnet_recording::MANIFEST_FILE).is_file())
+        .collect();
+    dirs.sort();
+    (!dirs.is_empty()).then_some(dirs)
+}
+
+/// Replay every scenario of a folder through one broker and print the
+/// aggregate evaluation (for an imported release such as ShotSpotter's).
+fn run_many(
+    rt: &tokio::runtime::Runtime,
+    opts: ReplayOptions,
+    dirs: Vec<PathBuf>,
+) -> anyhow::Result<()> {
+    let broker = match &opts.broker {
+        Some(b) => b.clone(),
+        None => blastnet_broker::EmbeddedBroker::start_on_free_port()?.url(),
+    };
+    let (mut blasts, mut located, mut ghosts) = (0usize, 0usize, 0usize);
+    let mut horizontal = Vec::new();
+    let mut ratio = Vec::new();
+    eprintln!(
+        "{:<28} {:>6} {:>7} {:>6} {:>10}",
+        "scenario", "blasts", "located", "ghosts", "median err"
+    );
+    for dir in dirs {
+        let one = ReplayOptions {
+            path: dir.clone(),
+            broker: Some(broker.clone()),
+            progress: false,
+            ..opts.clone()
+        };
+        let o = rt.block_on(crate::replay::run(&one, |_| {}))?;
+        let ev = truth_eval::evaluate(&o.scenario.manifest, &o.events, 2.0);
+        blasts += ev.matches.len();
+        located += ev.located();
+        ghosts += ev.ghosts.len();
+        for x in ev.matches.iter() {
+            if let Some(i) = x.event {
+                horizontal.push(x.horizontal_m);
+                if let Some(c) = o.events[i].crlb.as_ref().filter(|c| c.horizontal_m > 0.0) {
+                    ratio.push(x.horizontal_m / c.horizontal_m);
+                }
+            } else {
+                horizontal.push(f64::INFINITY);
+            }
+        }
+        eprintln!(
+            "{:<28} {:>6} {:>7} {:>6} {:>9.1}m",
+            o.scenario.manifest.name,
+            ev.matches.len(),
+            ev.located(),
+            ev.ghosts.len(),
+            ev.median(|x| x.horizontal_m).unwrap_or(f64::NAN)
+        );
+    }
+    horizontal.sort_by(f64::total_cmp);
+    ratio.sort_by(f64::total_cmp);
+    let share = |m: f64| {
+        100.0 * horizontal.iter().filter(|&&h| h <= m).count() as f64
+            / horizontal.len().max(1) as f64
+    };
+    let median = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
+    eprintln!(
+        "all: {blasts} blasts, {located} located, {ghosts} ghost events; horizontal error median {:.1} m (unlocated counted as infinite); within 15 m {:.1}%, within 25 m {:.1}%; median error/CRLB {:.2}",
+        median(&horizontal),
+        share(15.0),
+        share(25.0),
+        median(&ratio)
+    );
     Ok(())
 }
 
