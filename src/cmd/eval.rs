@@ -60,7 +60,10 @@ pub fn run(args: Args) -> Result<()> {
     let classifier = Classifier::builtin().map_err(|e| anyhow::anyhow!(e))?;
     let cfg = load_config(args.config.as_deref())?;
     let skip = |part: &str| args.skip.split(',').any(|s| s.trim() == part);
-    println!("# blastnet eval — node detector (blastnet-detector {})", env!("CARGO_PKG_VERSION"));
+    println!(
+        "# blastnet eval — node detector (blastnet-detector {})",
+        env!("CARGO_PKG_VERSION")
+    );
     println!("data: {}", data.display());
     let mut pairs: Vec<(f64, bool)> = Vec::new();
     let mut confusion = [[0usize; 4]; 4];
@@ -93,7 +96,14 @@ pub fn run(args: Args) -> Result<()> {
     println!("\n## Classification over all evaluation picks above");
     println!("confusion (rows truth, columns decision): explosion gunshot launch other");
     for (k, row) in confusion.iter().enumerate() {
-        println!("  {:<16} {:>6} {:>6} {:>6} {:>6}", CLASSES[k].as_str(), row[0], row[1], row[2], row[3]);
+        println!(
+            "  {:<16} {:>6} {:>6} {:>6} {:>6}",
+            CLASSES[k].as_str(),
+            row[0],
+            row[1],
+            row[2],
+            row[3]
+        );
     }
     print_reliability(&train::reliability(&pairs));
     Ok(())
@@ -103,9 +113,12 @@ fn load_config(path: Option<&Path>) -> Result<DetectorConfig> {
     let Some(path) = path else {
         return Ok(DetectorConfig::default());
     };
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let cfg: DetectorConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a detector config", path.display()))?;
-    cfg.validate().with_context(|| format!("{}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let cfg: DetectorConfig = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a detector config", path.display()))?;
+    cfg.validate()
+        .with_context(|| format!("{}", path.display()))?;
     Ok(cfg)
 }
 
@@ -126,7 +139,13 @@ fn argmax(p: &[f64; 4]) -> usize {
     b
 }
 
-fn detect(kind: StreamKind, fs: u32, x: &[f32], cfg: &DetectorConfig, c: &Classifier) -> Result<Vec<Pick>> {
+fn detect(
+    kind: StreamKind,
+    fs: u32,
+    x: &[f32],
+    cfg: &DetectorConfig,
+    c: &Classifier,
+) -> Result<Vec<Pick>> {
     let mut d = Detector::with_classifier(kind, fs, cfg, c.clone())?;
     let mut out = Vec::new();
     for block in x.chunks(4096) {
@@ -157,7 +176,11 @@ fn nearest(picks: &[Pick], t: f64, win: f64) -> Option<&Pick> {
     picks
         .iter()
         .filter(|p| (p.onset_index - t).abs() <= win)
-        .min_by(|a, b| (a.onset_index - t).abs().total_cmp(&(b.onset_index - t).abs()))
+        .min_by(|a, b| {
+            (a.onset_index - t)
+                .abs()
+                .total_cmp(&(b.onset_index - t).abs())
+        })
 }
 
 // ---------------------------------------------------------------- synthetic
@@ -182,7 +205,10 @@ fn synthetic_eval(
     pairs: &mut Vec<(f64, bool)>,
     confusion: &mut [[usize; 4]; 4],
 ) -> Result<()> {
-    println!("\n## Synthetic scenes (seeds 0..{}, 60 s each, peak SNR 6–45 dB over noise RMS)", args.scenes);
+    println!(
+        "\n## Synthetic scenes (seeds 0..{}, 60 s each, peak SNR 6–45 dB over noise RMS)",
+        args.scenes
+    );
     println!("audible = peak SNR >= {AUDIBLE_DB} dB; pick error for explosion+gunshot (impulsive fronts)");
     for fs in [12_000u32, 48_000, 96_000] {
         let mut audible = [0usize; 4];
@@ -202,10 +228,16 @@ fn synthetic_eval(
             // the muzzle blast behind an N-wave may be picked instead).
             let win = 0.020 * f64::from(fs);
             for e in &sc.events {
-                let Some(ci) = class_index(e.kind) else { continue };
+                let Some(ci) = class_index(e.kind) else {
+                    continue;
+                };
                 let snr = 20.0 * (e.peak / sc.noise_rms).log10();
                 // Launch onsets are slow envelopes: match within 0.2 s.
-                let w = if e.kind == SourceKind::Launch { 0.2 * f64::from(fs) } else { win };
+                let w = if e.kind == SourceKind::Launch {
+                    0.2 * f64::from(fs)
+                } else {
+                    win
+                };
                 let hit = nearest(&picks, e.onset_index, w);
                 if snr >= AUDIBLE_DB {
                     audible[ci] += 1;
@@ -219,14 +251,18 @@ fn synthetic_eval(
                     }
                 }
                 if let Some(p) = hit {
-                    if matches!(e.kind, SourceKind::Explosion | SourceKind::Gunshot) && (p.onset_index - e.onset_index).abs() > 0.005 * f64::from(fs) {
+                    if matches!(e.kind, SourceKind::Explosion | SourceKind::Gunshot)
+                        && (p.onset_index - e.onset_index).abs() > 0.005 * f64::from(fs)
+                    {
                         far += 1;
                     }
                     let probs = p.class_probs;
                     let got = argmax(&probs);
                     confusion[ci][got] += 1;
                     pairs.push((p.confidence, got == ci));
-                    if matches!(e.kind, SourceKind::Explosion | SourceKind::Gunshot) && (p.onset_index - e.onset_index).abs() <= 0.005 * f64::from(fs) {
+                    if matches!(e.kind, SourceKind::Explosion | SourceKind::Gunshot)
+                        && (p.onset_index - e.onset_index).abs() <= 0.005 * f64::from(fs)
+                    {
                         let err = (p.onset_index - e.onset_index) / f64::from(fs);
                         errs_all.push(err.abs());
                         if snr >= 20.0 {
@@ -241,7 +277,11 @@ fn synthetic_eval(
             }
             extra += picks
                 .iter()
-                .filter(|p| !sc.events.iter().any(|e| (p.onset_index - e.onset_index).abs() < 0.5 * f64::from(fs)))
+                .filter(|p| {
+                    !sc.events
+                        .iter()
+                        .any(|e| (p.onset_index - e.onset_index).abs() < 0.5 * f64::from(fs))
+                })
                 .count();
         }
         let a: usize = audible.iter().sum();
@@ -280,7 +320,8 @@ struct SsPulse {
 }
 
 fn read_wav_mono(path: &Path) -> Result<(Vec<f32>, u32)> {
-    let mut r = hound::WavReader::open(path).with_context(|| format!("{}: not a readable WAV", path.display()))?;
+    let mut r = hound::WavReader::open(path)
+        .with_context(|| format!("{}: not a readable WAV", path.display()))?;
     let spec = r.spec();
     let ch = usize::from(spec.channels.max(1));
     let all: Vec<f32> = match spec.sample_format {
@@ -300,7 +341,8 @@ fn read_wav_mono(path: &Path) -> Result<(Vec<f32>, u32)> {
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))
 }
 
@@ -312,7 +354,12 @@ fn json_str<'a>(v: &'a serde_json::Value, field: &str, path: &Path) -> Result<&'
 
 /// Run the detector on every released sensor of FP1–FP3 (or only `fps`) and
 /// match the grouped pulses.
-fn shotspotter(data: &Path, cfg: &DetectorConfig, c: &Classifier, fps: Option<&[&str]>) -> Result<Vec<SsPulse>> {
+fn shotspotter(
+    data: &Path,
+    cfg: &DetectorConfig,
+    c: &Classifier,
+    fps: Option<&[&str]>,
+) -> Result<Vec<SsPulse>> {
     let root = data.join("shotspotter-pittsburgh-dev/data");
     if !root.is_dir() {
         bail!("{} not found", root.display());
@@ -326,14 +373,24 @@ fn shotspotter(data: &Path, cfg: &DetectorConfig, c: &Classifier, fps: Option<&[
             .collect();
         tests.sort();
         for t in tests {
-            let Some(tid) = t.file_name().and_then(|s| s.to_str()).map(str::to_owned) else { continue };
+            let Some(tid) = t.file_name().and_then(|s| s.to_str()).map(str::to_owned) else {
+                continue;
+            };
             let ap_path = t.join(format!("{tid}.allpulses.json"));
             let nl_path = t.join(format!("{tid}.nlos-tuples.json"));
             let allpulses = read_json(&ap_path)?;
             let tuples = read_json(&nl_path)?;
             let mut grouped = std::collections::HashSet::new();
-            for s in tuples.as_array().with_context(|| format!("{}: expected an array", nl_path.display()))? {
-                for u in s.get("pulse_uuids").and_then(|v| v.as_array()).into_iter().flatten() {
+            for s in tuples
+                .as_array()
+                .with_context(|| format!("{}: expected an array", nl_path.display()))?
+            {
+                for u in s
+                    .get("pulse_uuids")
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(u) = u.as_str() {
                         grouped.insert(u.to_owned());
                     }
@@ -348,34 +405,53 @@ fn shotspotter(data: &Path, cfg: &DetectorConfig, c: &Classifier, fps: Option<&[
                 let meta_path = wav.with_extension("json");
                 let meta = read_json(&meta_path)?;
                 let serial = json_str(&meta, "serial_number", &meta_path)?;
-                let start = UtcNs::parse(json_str(&meta, "timestamp", &meta_path)?)
-                    .map_err(|e| anyhow::anyhow!("{}: field `timestamp`: {e}", meta_path.display()))?;
+                let start =
+                    UtcNs::parse(json_str(&meta, "timestamp", &meta_path)?).map_err(|e| {
+                        anyhow::anyhow!("{}: field `timestamp`: {e}", meta_path.display())
+                    })?;
                 let (x, fs) = read_wav_mono(&wav)?;
                 let picks = detect(StreamKind::Acoustic, fs, &x, cfg, c)?;
-                for p in allpulses.as_array().with_context(|| format!("{}: expected an array", ap_path.display()))? {
+                for p in allpulses
+                    .as_array()
+                    .with_context(|| format!("{}: expected an array", ap_path.display()))?
+                {
                     let (Some(uuid), Some(sn), Some(at)) = (
                         p.get("pulse_uuid").and_then(|v| v.as_str()),
                         p.get("serial_number").and_then(|v| v.as_str()),
                         p.get("arrival_time_utc").and_then(|v| v.as_str()),
                     ) else {
-                        bail!("{}: a pulse lacks pulse_uuid/serial_number/arrival_time_utc", ap_path.display());
+                        bail!(
+                            "{}: a pulse lacks pulse_uuid/serial_number/arrival_time_utc",
+                            ap_path.display()
+                        );
                     };
                     if sn != serial || !grouped.contains(uuid) {
                         continue;
                     }
-                    let arr = UtcNs::parse(at).map_err(|e| anyhow::anyhow!("{}: arrival_time_utc: {e}", ap_path.display()))?;
+                    let arr = UtcNs::parse(at).map_err(|e| {
+                        anyhow::anyhow!("{}: arrival_time_utc: {e}", ap_path.display())
+                    })?;
                     let idx = arr.secs_since(start) * f64::from(fs);
                     // ShotSpotter's times have 1 ms resolution and mark a zero
                     // crossing at the start of the pulse: match within 10 ms.
                     let hit = nearest(&picks, idx, 0.010 * f64::from(fs))
                         .map(|pk| ((pk.onset_index - idx) / f64::from(fs), pk.clone()));
                     if hit.is_none() && std::env::var_os("BLASTNET_EVAL_DEBUG").is_some() {
-                        let nb = nearest(&picks, idx, f64::from(fs) * 10.0).map(|pk| (pk.onset_index - idx) / f64::from(fs));
-                        eprintln!("miss {tid} {serial} t={:.4}s ss_snr={:?} nearest pick {:?}", idx / f64::from(fs), p.get("signal_to_noise_dB"), nb);
+                        let nb = nearest(&picks, idx, f64::from(fs) * 10.0)
+                            .map(|pk| (pk.onset_index - idx) / f64::from(fs));
+                        eprintln!(
+                            "miss {tid} {serial} t={:.4}s ss_snr={:?} nearest pick {:?}",
+                            idx / f64::from(fs),
+                            p.get("signal_to_noise_dB"),
+                            nb
+                        );
                     }
                     out.push(SsPulse {
                         fp: (*fp).to_owned(),
-                        ss_snr_db: p.get("signal_to_noise_dB").and_then(|v| v.as_f64()).unwrap_or(f64::NAN),
+                        ss_snr_db: p
+                            .get("signal_to_noise_dB")
+                            .and_then(|v| v.as_f64())
+                            .unwrap_or(f64::NAN),
                         found: hit,
                     });
                 }
@@ -385,16 +461,32 @@ fn shotspotter(data: &Path, cfg: &DetectorConfig, c: &Classifier, fps: Option<&[
     Ok(out)
 }
 
-fn print_shotspotter(ss: &[SsPulse], pairs: &mut Vec<(f64, bool)>, confusion: &mut [[usize; 4]; 4]) {
+fn print_shotspotter(
+    ss: &[SsPulse],
+    pairs: &mut Vec<(f64, bool)>,
+    confusion: &mut [[usize; 4]; 4],
+) {
     println!("\n## ShotSpotter Pittsburgh FP1–FP3 (grouped pulses on released sensors, match within 10 ms)");
     for fp in ["FP1", "FP2", "FP3"] {
         let v: Vec<&SsPulse> = ss.iter().filter(|p| p.fp == fp).collect();
         let f = v.iter().filter(|p| p.found.is_some()).count();
-        println!("{fp}: detected {f}/{} = {:.1}%", v.len(), 100.0 * f as f64 / v.len().max(1) as f64);
+        println!(
+            "{fp}: detected {f}/{} = {:.1}%",
+            v.len(),
+            100.0 * f as f64 / v.len().max(1) as f64
+        );
     }
     let f = ss.iter().filter(|p| p.found.is_some()).count();
-    let mut snr_hit: Vec<f64> = ss.iter().filter(|p| p.found.is_some()).map(|p| p.ss_snr_db).collect();
-    let mut snr_miss: Vec<f64> = ss.iter().filter(|p| p.found.is_none()).map(|p| p.ss_snr_db).collect();
+    let mut snr_hit: Vec<f64> = ss
+        .iter()
+        .filter(|p| p.found.is_some())
+        .map(|p| p.ss_snr_db)
+        .collect();
+    let mut snr_miss: Vec<f64> = ss
+        .iter()
+        .filter(|p| p.found.is_none())
+        .map(|p| p.ss_snr_db)
+        .collect();
     println!(
         "ShotSpotter's own signal_to_noise_dB: median {:.1} dB for detected pulses, {:.1} dB for missed ones",
         median(&mut snr_hit),
@@ -403,20 +495,39 @@ fn print_shotspotter(ss: &[SsPulse], pairs: &mut Vec<(f64, bool)>, confusion: &m
     for lim in [6.0, 10.0] {
         let v: Vec<&SsPulse> = ss.iter().filter(|p| p.ss_snr_db >= lim).collect();
         let f = v.iter().filter(|p| p.found.is_some()).count();
-        println!("  with their SNR >= {lim} dB: detected {f}/{} = {:.1}%", v.len(), 100.0 * f as f64 / v.len().max(1) as f64);
+        println!(
+            "  with their SNR >= {lim} dB: detected {f}/{} = {:.1}%",
+            v.len(),
+            100.0 * f as f64 / v.len().max(1) as f64
+        );
     }
-    let mut d: Vec<f64> = ss.iter().filter_map(|p| p.found.as_ref().map(|x| x.0)).collect();
+    let mut d: Vec<f64> = ss
+        .iter()
+        .filter_map(|p| p.found.as_ref().map(|x| x.0))
+        .collect();
     let mut a: Vec<f64> = d.iter().map(|v| v.abs()).collect();
-    println!("all: detected {f}/{} = {:.1}%", ss.len(), 100.0 * f as f64 / ss.len().max(1) as f64);
+    println!(
+        "all: detected {f}/{} = {:.1}%",
+        ss.len(),
+        100.0 * f as f64 / ss.len().max(1) as f64
+    );
     println!(
         "pick - ShotSpotter arrival: median {:+.2} ms, median |.| {:.2} ms, 90th pct |.| {:.2} ms (their times: 1 ms resolution, zero-crossing convention)",
         1e3 * median(&mut d),
         1e3 * median(&mut a),
         1e3 * pct(&mut a, 0.9)
     );
-    let fp3: Vec<&Pick> = ss.iter().filter(|p| p.fp == "FP3").filter_map(|p| p.found.as_ref().map(|x| &x.1)).collect();
+    let fp3: Vec<&Pick> = ss
+        .iter()
+        .filter(|p| p.fp == "FP3")
+        .filter_map(|p| p.found.as_ref().map(|x| &x.1))
+        .collect();
     let g = fp3.iter().filter(|p| p.kind == SourceKind::Gunshot).count();
-    println!("FP3 (not trained on): classified gunshot {g}/{} = {:.1}%", fp3.len(), 100.0 * g as f64 / fp3.len().max(1) as f64);
+    println!(
+        "FP3 (not trained on): classified gunshot {g}/{} = {:.1}%",
+        fp3.len(),
+        100.0 * g as f64 / fp3.len().max(1) as f64
+    );
     for p in fp3 {
         let got = argmax(&p.class_probs);
         confusion[1][got] += 1;
@@ -448,14 +559,21 @@ fn sfx_examples(
 ) -> Result<Vec<Example>> {
     let dir = data.join("sounds-dev");
     let csv_path = dir.join("sfx.csv");
-    let csv = std::fs::read_to_string(&csv_path).with_context(|| format!("{}: cannot read", csv_path.display()))?;
+    let csv = std::fs::read_to_string(&csv_path)
+        .with_context(|| format!("{}: cannot read", csv_path.display()))?;
     let mut out = Vec::new();
     for (i, line) in csv.lines().skip(1).enumerate() {
         let cols: Vec<&str> = line.split(',').collect();
         if cols.len() < 4 {
-            bail!("{}: line {}: expected file,source,licence,label,...", csv_path.display(), i + 2);
+            bail!(
+                "{}: line {}: expected file,source,licence,label,...",
+                csv_path.display(),
+                i + 2
+            );
         }
-        let Some(kind) = sfx_label(cols[3]) else { continue };
+        let Some(kind) = sfx_label(cols[3]) else {
+            continue;
+        };
         if !keep(i) {
             continue;
         }
@@ -479,9 +597,15 @@ fn sfx_examples(
                 x[lead + j] += v;
             }
             let picks = detect(StreamKind::Acoustic, fs, &x, cfg, c)?;
-            if let Some(p) = picks.iter().find(|p| p.onset_index >= lead as f64 - 0.01 * f64::from(fs)) {
+            if let Some(p) = picks
+                .iter()
+                .find(|p| p.onset_index >= lead as f64 - 0.01 * f64::from(fs))
+            {
                 if let Some(y) = class_index(kind) {
-                    out.push(Example { x: p.features.vector(), y });
+                    out.push(Example {
+                        x: p.features.vector(),
+                        y,
+                    });
                 }
             }
         }
@@ -496,7 +620,11 @@ fn distractors(data: &Path, fs: u32) -> Result<Vec<(String, Vec<f32>)>> {
     let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
         .with_context(|| format!("{}: cannot list", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|s| s.to_str()).is_some_and(|s| s.starts_with("freesound-") && s.ends_with(".wav")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|s| s.to_str())
+                .is_some_and(|s| s.starts_with("freesound-") && s.ends_with(".wav"))
+        })
         .collect();
     names.sort();
     for p in names {
@@ -513,7 +641,13 @@ fn distractors(data: &Path, fs: u32) -> Result<Vec<(String, Vec<f32>)>> {
                 a + f * (b - a)
             })
             .collect();
-        out.push((p.file_name().and_then(|s| s.to_str()).unwrap_or("?").to_owned(), y));
+        out.push((
+            p.file_name()
+                .and_then(|s| s.to_str())
+                .unwrap_or("?")
+                .to_owned(),
+            y,
+        ));
     }
     Ok(out)
 }
@@ -537,6 +671,7 @@ fn false_alarms(data: &Path, args: &Args, cfg: &DetectorConfig, c: &Classifier) 
     let mut out = Vec::new();
     let (mut blasts, mut others, mut inserted, mut synth_other) = (0usize, 0usize, 0usize, 0usize);
     let mut by_kind = [0usize; 4];
+    let mut confident = [0usize; 3];
     let mut level = 0.02f64;
     for _ in 0..n_chunks {
         buf.iter_mut().for_each(|v| *v = 0.0);
@@ -570,7 +705,14 @@ fn false_alarms(data: &Path, args: &Args, cfg: &DetectorConfig, c: &Classifier) 
         if rng.uniform() < 0.2 {
             let snr = rng.range(15.0, 40.0);
             let onset = rng.range(1.0, 8.0);
-            render(SourceKind::OtherImpulsive, &mut rng, f64::from(fs), onset, level * 10f64.powf(snr / 20.0), &mut buf);
+            render(
+                SourceKind::OtherImpulsive,
+                &mut rng,
+                f64::from(fs),
+                onset,
+                level * 10f64.powf(snr / 20.0),
+                &mut buf,
+            );
             synth_other += 1;
         }
         for b in buf.chunks(4800) {
@@ -581,6 +723,11 @@ fn false_alarms(data: &Path, args: &Args, cfg: &DetectorConfig, c: &Classifier) 
                 by_kind[k] += 1;
             }
             if p.kind.is_blast() {
+                for (slot, lim) in confident.iter_mut().zip([0.8, 0.9, 0.95]) {
+                    if p.confidence >= lim {
+                        *slot += 1;
+                    }
+                }
                 blasts += 1;
             } else {
                 others += 1;
@@ -603,15 +750,27 @@ fn false_alarms(data: &Path, args: &Args, cfg: &DetectorConfig, c: &Classifier) 
         by_kind[3],
         blasts as f64 / hours
     );
+    println!(
+        "false blast detections with confidence >= 0.8 / 0.9 / 0.95: {:.1} / {:.1} / {:.1} per node-hour",
+        confident[0] as f64 / hours,
+        confident[1] as f64 / hours,
+        confident[2] as f64 / hours
+    );
     Ok(())
 }
 
 fn print_reliability(bins: &[ReliabilityBin]) {
     println!("\nreliability (stated confidence vs fraction right):");
-    println!("  {:<12} {:>6} {:>10} {:>9}", "confidence", "n", "mean conf", "accuracy");
+    println!(
+        "  {:<12} {:>6} {:>10} {:>9}",
+        "confidence", "n", "mean conf", "accuracy"
+    );
     for b in bins {
         if b.count > 0 {
-            println!("  {:.2}–{:.2}    {:>6} {:>10.3} {:>9.3}", b.lo, b.hi, b.count, b.mean_confidence, b.accuracy);
+            println!(
+                "  {:.2}–{:.2}    {:>6} {:>10.3} {:>9.3}",
+                b.lo, b.hi, b.count, b.mean_confidence, b.accuracy
+            );
         }
     }
     println!("  expected calibration error: {:.3}", train::ece(bins));
@@ -619,7 +778,11 @@ fn print_reliability(bins: &[ReliabilityBin]) {
 
 // ----------------------------------------------------------------- training
 
-fn synth_examples(seeds: std::ops::Range<u64>, cfg: &DetectorConfig, c: &Classifier) -> Result<Vec<Example>> {
+fn synth_examples(
+    seeds: std::ops::Range<u64>,
+    cfg: &DetectorConfig,
+    c: &Classifier,
+) -> Result<Vec<Example>> {
     let mut out = Vec::new();
     for seed in seeds {
         let fs = [12_000u32, 16_000, 48_000][(seed % 3) as usize];
@@ -629,9 +792,16 @@ fn synth_examples(seeds: std::ops::Range<u64>, cfg: &DetectorConfig, c: &Classif
         let sc = synth::scene(seed, &spec);
         let picks = detect(StreamKind::Acoustic, fs, &sc.samples, cfg, c)?;
         for e in &sc.events {
-            let w = if e.kind == SourceKind::Launch { 0.2 } else { 0.005 } * f64::from(fs);
+            let w = if e.kind == SourceKind::Launch {
+                0.2
+            } else {
+                0.005
+            } * f64::from(fs);
             if let (Some(p), Some(y)) = (nearest(&picks, e.onset_index, w), class_index(e.kind)) {
-                out.push(Example { x: p.features.vector(), y });
+                out.push(Example {
+                    x: p.features.vector(),
+                    y,
+                });
             }
         }
     }
@@ -642,17 +812,29 @@ fn train_model(data: &Path, out_path: &Path) -> Result<()> {
     // Feature extraction does not depend on the model; any valid one will do.
     let c = Classifier::builtin().map_err(|e| anyhow::anyhow!(e))?;
     let cfg = DetectorConfig::default();
-    println!("# training the node classifier (seeds >= {TRAIN_SEED_BASE}; evaluation uses seeds < 1000)");
+    println!(
+        "# training the node classifier (seeds >= {TRAIN_SEED_BASE}; evaluation uses seeds < 1000)"
+    );
     let mut train_set = synth_examples(TRAIN_SEED_BASE..TRAIN_SEED_BASE + 120, &cfg, &c)?;
     let calib = synth_examples(TRAIN_SEED_BASE + 500..TRAIN_SEED_BASE + 540, &cfg, &c)?;
-    println!("synthetic: {} training picks, {} calibration picks", train_set.len(), calib.len());
+    println!(
+        "synthetic: {} training picks, {} calibration picks",
+        train_set.len(),
+        calib.len()
+    );
     match shotspotter(data, &cfg, &c, Some(&["FP1", "FP2"])) {
         Ok(ss) => {
             let before = train_set.len();
             for p in ss.iter().filter_map(|p| p.found.as_ref()) {
-                train_set.push(Example { x: p.1.features.vector(), y: 1 });
+                train_set.push(Example {
+                    x: p.1.features.vector(),
+                    y: 1,
+                });
             }
-            println!("ShotSpotter FP1–FP2: {} gunshot picks", train_set.len() - before);
+            println!(
+                "ShotSpotter FP1–FP2: {} gunshot picks",
+                train_set.len() - before
+            );
         }
         Err(e) => println!("ShotSpotter: skipped: {e:#}"),
     }
@@ -666,20 +848,28 @@ fn train_model(data: &Path, out_path: &Path) -> Result<()> {
     match distractors(data, 48_000) {
         Ok(dist) => {
             let before = train_set.len();
-            for (k, (_, y)) in dist.iter().enumerate() {
+            for (k, (_, y)) in dist.iter().enumerate().flat_map(|kv| {
+                std::iter::repeat_n(kv, 4)
+                    .enumerate()
+                    .map(move |(r, kv)| (kv.0 * 4 + r, kv.1))
+            }) {
                 let first = &y[..y.len() / 2];
                 let mut rng = Rng::new(TRAIN_SEED_BASE + 900 + k as u64);
                 let pk = f64::from(first.iter().fold(0.0f32, |m, v| m.max(v.abs())));
                 let mut x = vec![0f32; first.len() + 48_000];
-                add_noise(&mut rng, pk / 10f64.powf(30.0 / 20.0), 0.3, &mut x);
+                let snr = rng.range(10.0, 35.0);
+                add_noise(&mut rng, pk / 10f64.powf(snr / 20.0), 0.3, &mut x);
                 for (j, &v) in first.iter().enumerate() {
                     x[48_000 + j] += v;
                 }
                 for p in detect(StreamKind::Acoustic, 48_000, &x, &cfg, &c)? {
-                    train_set.push(Example { x: p.features.vector(), y: 3 });
+                    train_set.push(Example {
+                        x: p.features.vector(),
+                        y: 3,
+                    });
                 }
             }
-            println!("freesound distractors (first halves): {} other-impulsive picks", train_set.len() - before);
+            println!("freesound distractors (first halves, 4 draws at 10-35 dB): {} other-impulsive picks", train_set.len() - before);
         }
         Err(e) => println!("freesound distractors: skipped: {e:#}"),
     }
@@ -687,7 +877,10 @@ fn train_model(data: &Path, out_path: &Path) -> Result<()> {
     for e in &train_set {
         counts[e.y] += 1;
     }
-    println!("training set by class: explosion {}, gunshot {}, launch {}, other {}", counts[0], counts[1], counts[2], counts[3]);
+    println!(
+        "training set by class: explosion {}, gunshot {}, launch {}, other {}",
+        counts[0], counts[1], counts[2], counts[3]
+    );
     let provenance = format!(
         "blastnet eval --train: synthetic seeds {TRAIN_SEED_BASE}..+120 (calibration +500..+540), ShotSpotter FP1-FP2, sounds-dev sfx rows i%3!=0, freesound first halves; L2 1e-3, 1500 iterations"
     );
@@ -695,10 +888,16 @@ fn train_model(data: &Path, out_path: &Path) -> Result<()> {
     let fitted = Classifier::from_model(&model).map_err(|e| anyhow::anyhow!(e))?;
     let (acc, _) = train::score(&fitted, &train_set);
     let (cacc, cpairs) = train::score(&fitted, &calib);
-    println!("temperature {:.3}; training accuracy {:.1}%, calibration accuracy {:.1}%", model.temperature, 100.0 * acc, 100.0 * cacc);
+    println!(
+        "temperature {:.3}; training accuracy {:.1}%, calibration accuracy {:.1}%",
+        model.temperature,
+        100.0 * acc,
+        100.0 * cacc
+    );
     print_reliability(&train::reliability(&cpairs));
     let text = serde_json::to_string_pretty(&model)?;
-    std::fs::write(out_path, text + "\n").with_context(|| format!("{}: cannot write", out_path.display()))?;
+    std::fs::write(out_path, text + "\n")
+        .with_context(|| format!("{}: cannot write", out_path.display()))?;
     println!("wrote {}", out_path.display());
     Ok(())
 }

@@ -55,6 +55,7 @@ pub(crate) struct Acoustic {
     on_ratio: f64,
     off_ratio: f64,
     triggered: bool,
+    last_stat: f64,
     last_trigger_frame: Option<u64>,
     refractory_frames: u64,
     pending: [u64; MAX_PENDING],
@@ -98,7 +99,9 @@ fn db_to_pow(db: f64) -> f64 {
 impl Acoustic {
     pub(crate) fn new(fs_hz: u32, cfg: &DetectorConfig, classifier: Classifier) -> Self {
         let fs = f64::from(fs_hz);
-        let n = ((cfg.frame_s * fs).round() as usize).clamp(32, 1 << 14).next_power_of_two();
+        let n = ((cfg.frame_s * fs).round() as usize)
+            .clamp(32, 1 << 14)
+            .next_power_of_two();
         let mut planner = RealFftPlanner::<f32>::new();
         let fft = planner.plan_fft_forward(n);
         let df = fs / n as f64;
@@ -170,6 +173,7 @@ impl Acoustic {
             on_ratio: db_to_pow(cfg.on_db),
             off_ratio: db_to_pow(cfg.off_db),
             triggered: false,
+            last_stat: 1.0,
             last_trigger_frame: None,
             refractory_frames: ((cfg.min_separation_s / frame_dur).ceil() as u64).max(1),
             pending: [0; MAX_PENDING],
@@ -263,7 +267,11 @@ impl Acoustic {
             let p: f32 = self.spec[lo..hi].iter().map(|c| c.norm_sqr()).sum();
             let p = f64::from(p);
             if warm {
-                self.floor[b] = if f == 0 { p } else { self.floor[b] + 0.3 * (p - self.floor[b]) };
+                self.floor[b] = if f == 0 {
+                    p
+                } else {
+                    self.floor[b] + 0.3 * (p - self.floor[b])
+                };
                 continue;
             }
             let fl = self.floor[b].max(1e-30);
@@ -275,11 +283,14 @@ impl Acoustic {
         if warm {
             return;
         }
+        let last_stat = self.last_stat;
+        self.last_stat = stat;
         let refractory_ok = self
             .last_trigger_frame
             .is_none_or(|t| f >= t + self.refractory_frames);
         let fire = refractory_ok
-            && ((!self.triggered && stat > self.on_ratio) || (self.triggered && flux > self.on_ratio));
+            && ((!self.triggered && stat > self.on_ratio)
+                || (self.triggered && flux > self.on_ratio && stat > self.on_ratio * last_stat));
         if fire {
             self.last_trigger_frame = Some(f);
             self.triggered = true;
@@ -328,7 +339,9 @@ impl Acoustic {
     fn finish(&mut self, f: u64) -> Option<Pick> {
         let n = self.n as u64;
         let frame_start = f * n;
-        let w0 = frame_start.saturating_sub(self.pre_n as u64).max(self.ring.oldest());
+        let w0 = frame_start
+            .saturating_sub(self.pre_n as u64)
+            .max(self.ring.oldest());
         let w1 = self.samples.min(frame_start + n + self.post_n as u64);
         if w1 <= w0 + 16 {
             self.stats.rejected_other += 1;
@@ -342,23 +355,31 @@ impl Acoustic {
         let fe_raw = ((frame_start + n - w0) as usize).min(len);
         let around = &y[fe_raw.saturating_sub(5 * self.n)..(fe_raw + self.n).min(len)];
         let top = around.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let clipped = top > 0.0 && around.iter().filter(|v| v.abs() >= top * (1.0 - 1e-6)).count() >= 3;
+        let clipped = top > 0.0
+            && around
+                .iter()
+                .filter(|v| v.abs() >= top * (1.0 - 1e-6))
+                .count()
+                >= 3;
         // Remove the pre-window mean so the high-pass starts near rest.
         let m0 = (self.pre_n / 2).clamp(1, len);
         let mean = y[..m0].iter().map(|&v| f64::from(v)).sum::<f64>() / m0 as f64;
         for v in y.iter_mut() {
             *v -= mean as f32;
         }
-        self.hp.run(y);
-        // The picking copy: high-passed at `pick_highpass_hz` so that
-        // low-frequency noise (wind, traffic) does not dominate the AIC.
-        let q = &mut self.pick_buf[..len];
-        q.copy_from_slice(y);
+        // The picking copy, only as far as the gate needs: high-passed at
+        // `pick_highpass_hz` so that low-frequency noise (wind, traffic)
+        // does not dominate the AIC.
+        let fe = (frame_start + n - w0) as usize;
+        let q_len = (fe + 2 * self.n + self.rise_win).min(len);
+        let q = &mut self.pick_buf[..q_len];
+        q.copy_from_slice(&y[..q_len]);
         self.pick_hp.run(q);
+        let len_full = len;
+        let len = q_len;
 
         // AIC from the window start to one frame past the trigger frame,
         // the change searched within the few frames before the trigger.
-        let fe = (frame_start + n - w0) as usize;
         let aic_end = (fe + self.n).min(len);
         let lo = fe.saturating_sub(4 * self.n).max(8);
         let Some(k) = aic_pick(&q[..aic_end], lo, fe.min(aic_end)) else {
@@ -384,7 +405,7 @@ impl Acoustic {
             for v in q.iter_mut() {
                 *v = -*v;
             }
-            for v in self.work[..len].iter_mut() {
+            for v in self.work[..len_full].iter_mut() {
                 *v = -*v;
             }
         }
@@ -394,13 +415,22 @@ impl Acoustic {
 
         // Pre-onset noise.
         let noise_end = k.saturating_sub(self.rise_win / 2).max(16).min(len);
-        let noise_rms =
-            (z[..noise_end].iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / noise_end as f64).sqrt();
+        let noise_rms = (z[..noise_end]
+            .iter()
+            .map(|&v| f64::from(v).powi(2))
+            .sum::<f64>()
+            / noise_end as f64)
+            .sqrt();
         // The gate looks at the whole trigger frame after the pick, so that a
         // slowly rising sound (a launch) is judged by its level, not its first ms.
         let gate_end = (fe + self.n).min(len).max(b);
-        let gate_peak = z[k.min(len - 1)..gate_end].iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let gate_db = 20.0 * (f64::from(gate_peak) / noise_rms.max(1e-30)).max(1e-12).log10();
+        let gate_peak = z[k.min(len - 1)..gate_end]
+            .iter()
+            .fold(0.0f32, |m, v| m.max(v.abs()));
+        let gate_db = 20.0
+            * (f64::from(gate_peak) / noise_rms.max(1e-30))
+                .max(1e-12)
+                .log10();
         if gate_db < self.min_snr_db {
             self.stats.rejected_snr += 1;
             return None;
@@ -465,7 +495,9 @@ impl Acoustic {
             noise_rms,
             clipped,
         };
-        let mut features = measure(&self.work[..len], self.fs, &geom, &mut self.spectral);
+        // The feature copy: the whole window, gently high-passed.
+        self.hp.run(&mut self.work[..len_full]);
+        let mut features = measure(&self.work[..len_full], self.fs, &geom, &mut self.spectral);
         // Context from the trigger history (frame-exact, so block-size free).
         let frame_dur = self.n as f64 / self.fs;
         let ctx = (CONTEXT_S / frame_dur).round() as u64;

@@ -75,7 +75,9 @@ mod tests {
         let mut state = 12345u64;
         let mut x = vec![0f32; 400];
         for (i, v) in x.iter_mut().enumerate() {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let u = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
             *v = if i >= 237 { 8.0 * u + 3.0 } else { u };
         }

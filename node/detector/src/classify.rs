@@ -2,6 +2,9 @@
 //! temperature fitted for calibration. Weights live in `model.json`, written
 //! by `cargo run --release -p blastnet-detector --example train`.
 
+// Several fixed-size arrays are walked in step: indices read clearer here.
+#![allow(clippy::needless_range_loop)]
+
 use crate::features::{FEATURE_NAMES, N_FEATURES};
 use serde::{Deserialize, Serialize};
 
@@ -49,16 +52,23 @@ impl Classifier {
     /// Validate a model; the error says which field is wrong.
     pub fn from_model(m: &Model) -> Result<Classifier, String> {
         if m.format != "blastnet-detector-logreg/1" {
-            return Err(format!("format: expected \"blastnet-detector-logreg/1\", got {:?}", m.format));
+            return Err(format!(
+                "format: expected \"blastnet-detector-logreg/1\", got {:?}",
+                m.format
+            ));
         }
-        if m.features.len() != N_FEATURES || m.features.iter().zip(FEATURE_NAMES).any(|(a, b)| a != b) {
+        if m.features.len() != N_FEATURES
+            || m.features.iter().zip(FEATURE_NAMES).any(|(a, b)| a != b)
+        {
             return Err(format!("features: expected {FEATURE_NAMES:?}"));
         }
         if m.mean.len() != N_FEATURES || m.std.len() != N_FEATURES {
             return Err(format!("mean/std: expected {N_FEATURES} values each"));
         }
         if m.weights.len() != N_CLASSES || m.weights.iter().any(|r| r.len() != N_FEATURES) {
-            return Err(format!("weights: expected {N_CLASSES} rows of {N_FEATURES}"));
+            return Err(format!(
+                "weights: expected {N_CLASSES} rows of {N_FEATURES}"
+            ));
         }
         if m.bias.len() != N_CLASSES {
             return Err(format!("bias: expected {N_CLASSES} values"));

@@ -134,7 +134,12 @@ pub(crate) struct PulseGeometry {
 
 /// Measure the features of the pulse in `z` (polarity-corrected so that the
 /// first excursion is positive) starting at `g.onset`.
-pub(crate) fn measure(z: &[f32], fs: f64, g: &PulseGeometry, spec: &mut SpectralScratch) -> Features {
+pub(crate) fn measure(
+    z: &[f32],
+    fs: f64,
+    g: &PulseGeometry,
+    spec: &mut SpectralScratch,
+) -> Features {
     let n = z.len();
     let on = g.onset.min(n.saturating_sub(1));
     let pk = g.peak.clamp(on, n.saturating_sub(1));

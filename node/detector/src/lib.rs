@@ -128,23 +128,41 @@ impl DetectorConfig {
         ];
         for (field, v, max) in pos {
             if !(v.is_finite() && v > 0.0 && v <= max) {
-                return Err(cfg_err(field, format!("expected a number in (0, {max}], got {v}")));
+                return Err(cfg_err(
+                    field,
+                    format!("expected a number in (0, {max}], got {v}"),
+                ));
             }
         }
         if self.band_high_hz <= self.band_low_hz {
-            return Err(cfg_err("band_high_hz", format!("expected > band_low_hz ({})", self.band_low_hz)));
+            return Err(cfg_err(
+                "band_high_hz",
+                format!("expected > band_low_hz ({})", self.band_low_hz),
+            ));
         }
         if self.n_bands == 0 || self.n_bands > 24 {
-            return Err(cfg_err("n_bands", format!("expected 1..=24, got {}", self.n_bands)));
+            return Err(cfg_err(
+                "n_bands",
+                format!("expected 1..=24, got {}", self.n_bands),
+            ));
         }
         if !(self.on_db.is_finite() && self.off_db.is_finite() && self.off_db <= self.on_db) {
-            return Err(cfg_err("off_db", format!("expected finite and <= on_db ({})", self.on_db)));
+            return Err(cfg_err(
+                "off_db",
+                format!("expected finite and <= on_db ({})", self.on_db),
+            ));
         }
         if self.lta_s <= self.sta_s {
-            return Err(cfg_err("lta_s", format!("expected > sta_s ({})", self.sta_s)));
+            return Err(cfg_err(
+                "lta_s",
+                format!("expected > sta_s ({})", self.sta_s),
+            ));
         }
         if self.trigger_off > self.trigger_on {
-            return Err(cfg_err("trigger_off", format!("expected <= trigger_on ({})", self.trigger_on)));
+            return Err(cfg_err(
+                "trigger_off",
+                format!("expected <= trigger_on ({})", self.trigger_on),
+            ));
         }
         if !self.min_snr_db.is_finite() {
             return Err(cfg_err("min_snr_db", "expected a finite number".into()));

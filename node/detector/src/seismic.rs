@@ -156,7 +156,11 @@ mod tests {
         for (i, &v) in x.iter().enumerate() {
             let got = r.next(v);
             let want = cf[i];
-            let rel = if want == 0.0 { got.abs() } else { ((got - want) / want).abs() };
+            let rel = if want == 0.0 {
+                got.abs()
+            } else {
+                ((got - want) / want).abs()
+            };
             worst = worst.max(rel);
         }
         assert!(worst <= 1e-9, "worst relative error {worst}");
@@ -165,11 +169,17 @@ mod tests {
     /// A literal port of ObsPy 1.4 `trigger_onset` (deques and all), the reference.
     fn obspy_trigger_onset(cf: &[f64], thres1: f64, thres2: f64) -> Vec<(i64, i64)> {
         use std::collections::VecDeque;
-        let ind1: Vec<i64> = (0..cf.len()).filter(|&i| cf[i] > thres1).map(|i| i as i64).collect();
+        let ind1: Vec<i64> = (0..cf.len())
+            .filter(|&i| cf[i] > thres1)
+            .map(|i| i as i64)
+            .collect();
         if ind1.is_empty() {
             return vec![];
         }
-        let ind2: Vec<i64> = (0..cf.len()).filter(|&i| cf[i] > thres2).map(|i| i as i64).collect();
+        let ind2: Vec<i64> = (0..cf.len())
+            .filter(|&i| cf[i] > thres2)
+            .map(|i| i as i64)
+            .collect();
         let mut on: VecDeque<f64> = VecDeque::from([ind1[0] as f64]);
         let mut of: VecDeque<f64> = VecDeque::from([-1.0]);
         for w in 0..ind2.len() {

@@ -118,21 +118,38 @@ fn hash_noise(t: f64, salt: u64) -> f64 {
 
 /// Render one source of `kind` with first arrival at `onset_s` and nominal
 /// peak `peak` into `out` (added). Returns the truth (measured peak).
-pub fn render(kind: SourceKind, rng: &mut Rng, fs: f64, onset_s: f64, peak: f64, out: &mut [f32]) -> TruthEvent {
+pub fn render(
+    kind: SourceKind,
+    rng: &mut Rng,
+    fs: f64,
+    onset_s: f64,
+    peak: f64,
+    out: &mut [f32],
+) -> TruthEvent {
     let i0 = ((onset_s * fs) as usize).saturating_sub(2);
-    let before: Vec<f32> = out.iter().skip(i0).take((3.0 * fs) as usize).copied().collect();
+    let before: Vec<f32> = out
+        .iter()
+        .skip(i0)
+        .take((3.0 * fs) as usize)
+        .copied()
+        .collect();
     let salt = rng.next_u64();
     match kind {
         SourceKind::Explosion => {
             let td = rng.log_range(0.004, 0.08);
             let b = rng.range(0.5, 2.5);
-            let rise = if rng.uniform() < 0.5 { 0.0 } else { rng.log_range(2e-5, 5e-4) };
+            let rise = if rng.uniform() < 0.5 {
+                0.0
+            } else {
+                rng.log_range(2e-5, 5e-4)
+            };
             let refl_dt = rng.log_range(5e-4, 0.02);
             let refl_a = rng.range(0.2, 0.9);
             let tail = rng.range(0.02, 0.15);
             let tail_tau = rng.log_range(0.05, 0.5);
             let f = move |t: f64| {
-                let mut v = friedlander(t, peak, td, b, rise) + friedlander(t - refl_dt, refl_a * peak, td, b, rise * 2.0);
+                let mut v = friedlander(t, peak, td, b, rise)
+                    + friedlander(t - refl_dt, refl_a * peak, td, b, rise * 2.0);
                 if t > td {
                     v += tail * peak * hash_noise(t, salt) * (-(t - td) / tail_tau).exp() * 0.3;
                 }
@@ -143,11 +160,19 @@ pub fn render(kind: SourceKind, rng: &mut Rng, fs: f64, onset_s: f64, peak: f64,
         SourceKind::Gunshot => {
             let td = rng.log_range(3e-4, 2e-3);
             let b = rng.range(1.0, 3.0);
-            let rise = if rng.uniform() < 0.6 { 0.0 } else { rng.log_range(1e-5, 1e-4) };
+            let rise = if rng.uniform() < 0.6 {
+                0.0
+            } else {
+                rng.log_range(1e-5, 1e-4)
+            };
             let nwave = rng.uniform() < 0.3;
             let n_len = rng.range(1.5e-4, 4e-4);
             let n_amp = rng.range(0.3, 1.5);
-            let n_lead = if nwave { rng.log_range(0.002, 0.03) } else { 0.0 };
+            let n_lead = if nwave {
+                rng.log_range(0.002, 0.03)
+            } else {
+                0.0
+            };
             let n_echo = rng.below(4);
             let mut echoes = [(0.0f64, 0.0f64); 4];
             for e in echoes.iter_mut().take(n_echo) {
@@ -156,7 +181,10 @@ pub fn render(kind: SourceKind, rng: &mut Rng, fs: f64, onset_s: f64, peak: f64,
             let refl_dt = rng.log_range(2e-4, 3e-3);
             let refl_a = rng.range(0.3, 0.9);
             let f = move |t: f64| {
-                let muzzle = |u: f64| friedlander(u, peak, td, b, rise) + friedlander(u - refl_dt, refl_a * peak, td, b, rise);
+                let muzzle = |u: f64| {
+                    friedlander(u, peak, td, b, rise)
+                        + friedlander(u - refl_dt, refl_a * peak, td, b, rise)
+                };
                 let mut v = 0.0;
                 if nwave && t >= 0.0 && t < n_len {
                     v += n_amp * peak * (1.0 - 2.0 * t / n_len);
@@ -173,14 +201,23 @@ pub fn render(kind: SourceKind, rng: &mut Rng, fs: f64, onset_s: f64, peak: f64,
         SourceKind::Launch => {
             let rise_env = rng.log_range(0.01, 0.15);
             let dur = rng.range(0.4, 2.0);
-            let pop = if rng.uniform() < 0.4 { rng.range(0.3, 1.0) } else { 0.0 };
+            let pop = if rng.uniform() < 0.4 {
+                rng.range(0.3, 1.0)
+            } else {
+                0.0
+            };
             let pop_td = rng.log_range(1e-3, 8e-3);
             let lp = rng.range(0.3, 0.9);
             let f = move |t: f64| {
                 if t < 0.0 {
                     return 0.0;
                 }
-                let env = (t / rise_env).min(1.0) * if t > dur { (-(t - dur) / 0.2).exp() } else { 1.0 };
+                let env = (t / rise_env).min(1.0)
+                    * if t > dur {
+                        (-(t - dur) / 0.2).exp()
+                    } else {
+                        1.0
+                    };
                 // Low-passed roar: mix of the hashed noise at two time scales.
                 let roar = lp * hash_noise(t * 0.125, salt) + (1.0 - lp) * hash_noise(t, salt ^ 1);
                 0.35 * peak * env * roar + friedlander(t, pop * peak, pop_td, 1.0, 0.0)
@@ -214,9 +251,17 @@ pub fn render(kind: SourceKind, rng: &mut Rng, fs: f64, onset_s: f64, peak: f64,
                             + damped_sine(t, 0.5 * peak, f0, tau, phase)
                     }
                 }
-                1 => damped_sine(t, peak, f0, tau, phase) + damped_sine(t, 0.3 * peak, 4.0 * f0, tau / 4.0, 0.0),
-                2 => damped_sine(t, peak, f0, tau, phase) + damped_sine(t, 0.6 * peak, 2.76 * f0, tau / 2.0, 1.0),
-                _ => (0..clicks).map(|c| damped_sine(t - c as f64 * gap, peak, f0, tau, phase)).sum(),
+                1 => {
+                    damped_sine(t, peak, f0, tau, phase)
+                        + damped_sine(t, 0.3 * peak, 4.0 * f0, tau / 4.0, 0.0)
+                }
+                2 => {
+                    damped_sine(t, peak, f0, tau, phase)
+                        + damped_sine(t, 0.6 * peak, 2.76 * f0, tau / 2.0, 1.0)
+                }
+                _ => (0..clicks)
+                    .map(|c| damped_sine(t - c as f64 * gap, peak, f0, tau, phase))
+                    .sum(),
             };
             add_fn(out, fs, onset_s, 6.0 * tau + 0.3, &f);
         }
@@ -240,7 +285,10 @@ pub fn render(kind: SourceKind, rng: &mut Rng, fs: f64, onset_s: f64, peak: f64,
 pub fn add_noise(rng: &mut Rng, rms: f64, red: f64, out: &mut [f32]) {
     let a = 0.995f64;
     let red_gain = (1.0 - a * a).sqrt();
-    let (w, r) = ((1.0 - red).max(0.0).sqrt() * rms, red.clamp(0.0, 1.0).sqrt() * rms);
+    let (w, r) = (
+        (1.0 - red).max(0.0).sqrt() * rms,
+        red.clamp(0.0, 1.0).sqrt() * rms,
+    );
     let mut state = 0.0f64;
     for v in out.iter_mut() {
         state = a * state + red_gain * rng.normal();

@@ -3,6 +3,9 @@
 //! full-batch gradient descent from zero (deterministic), then one
 //! temperature fitted on a calibration split by minimising its log-loss.
 
+// Several fixed-size arrays are walked in step: indices read clearer here.
+#![allow(clippy::needless_range_loop)]
+
 use crate::classify::{softmax, Classifier, Model, N_CLASSES};
 use crate::features::{FEATURE_NAMES, N_FEATURES};
 
@@ -15,7 +18,11 @@ pub struct Example {
     pub y: usize,
 }
 
-fn logits(w: &[[f64; N_FEATURES]; N_CLASSES], b: &[f64; N_CLASSES], z: &[f64; N_FEATURES]) -> [f64; N_CLASSES] {
+fn logits(
+    w: &[[f64; N_FEATURES]; N_CLASSES],
+    b: &[f64; N_CLASSES],
+    z: &[f64; N_FEATURES],
+) -> [f64; N_CLASSES] {
     let mut l = *b;
     for k in 0..N_CLASSES {
         for i in 0..N_FEATURES {
@@ -59,7 +66,13 @@ pub fn fit(train: &[Example], calib: &[Example], l2: f64, iters: usize, provenan
     }
     let cw: Vec<f64> = counts
         .iter()
-        .map(|&c| if c > 0 { n / (N_CLASSES as f64 * c as f64) } else { 0.0 })
+        .map(|&c| {
+            if c > 0 {
+                n / (N_CLASSES as f64 * c as f64)
+            } else {
+                0.0
+            }
+        })
         .collect();
     let mut w = [[0.0; N_FEATURES]; N_CLASSES];
     let mut b = [0.0; N_CLASSES];
@@ -148,14 +161,23 @@ pub fn reliability(pairs: &[(f64, bool)]) -> Vec<ReliabilityBin> {
     edges
         .windows(2)
         .map(|e| {
-            let inb: Vec<&(f64, bool)> = pairs.iter().filter(|p| p.0 >= e[0] && p.0 < e[1]).collect();
+            let inb: Vec<&(f64, bool)> =
+                pairs.iter().filter(|p| p.0 >= e[0] && p.0 < e[1]).collect();
             let c = inb.len();
             ReliabilityBin {
                 lo: e[0],
                 hi: e[1].min(1.0),
                 count: c,
-                mean_confidence: if c > 0 { inb.iter().map(|p| p.0).sum::<f64>() / c as f64 } else { 0.0 },
-                accuracy: if c > 0 { inb.iter().filter(|p| p.1).count() as f64 / c as f64 } else { 0.0 },
+                mean_confidence: if c > 0 {
+                    inb.iter().map(|p| p.0).sum::<f64>() / c as f64
+                } else {
+                    0.0
+                },
+                accuracy: if c > 0 {
+                    inb.iter().filter(|p| p.1).count() as f64 / c as f64
+                } else {
+                    0.0
+                },
             }
         })
         .collect()
@@ -205,7 +227,10 @@ mod tests {
         let v = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n as f64;
         let within1 = xs.iter().filter(|x| x.abs() < 1.0).count() as f64 / n as f64;
         // Standard errors: 1/sqrt(n) = 0.0022 for the mean, sqrt(2/n) = 0.0032 for the variance.
-        assert!(m.abs() < 0.01 && (v - 1.0).abs() < 0.015, "mean {m} var {v}");
+        assert!(
+            m.abs() < 0.01 && (v - 1.0).abs() < 0.015,
+            "mean {m} var {v}"
+        );
         assert!((within1 - 0.6827).abs() < 0.005, "P(|x|<1) = {within1}");
     }
 

@@ -49,7 +49,11 @@ fn count_allocs(kind: StreamKind, fs: f64) -> (usize, usize) {
         spacing_s: 3.0,
         snr_db: (15.0, 40.0),
         classes: CLASSES.to_vec(),
-        noise_rms: if kind == StreamKind::Acoustic { 0.02 } else { 1e-7 },
+        noise_rms: if kind == StreamKind::Acoustic {
+            0.02
+        } else {
+            1e-7
+        },
     };
     let sc = scene(21, &spec);
     let mut d = Detector::new(kind, fs as u32, &DetectorConfig::default()).unwrap();
@@ -70,7 +74,10 @@ fn count_allocs(kind: StreamKind, fs: f64) -> (usize, usize) {
 #[test]
 fn steady_state_processing_allocates_nothing() {
     let (n, picks) = count_allocs(StreamKind::Acoustic, 48_000.0);
-    assert!(picks >= 5, "only {picks} acoustic picks: the back end was not exercised");
+    assert!(
+        picks >= 5,
+        "only {picks} acoustic picks: the back end was not exercised"
+    );
     assert_eq!(n, 0, "acoustic: {n} allocations while processing");
     let (n, _) = count_allocs(StreamKind::Seismic, 500.0);
     assert_eq!(n, 0, "seismic: {n} allocations while processing");

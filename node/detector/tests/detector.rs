@@ -57,16 +57,26 @@ fn friedlander_onset_is_picked_within_the_sampling_and_noise_bound() {
             // sampling interval) plus 3 sigma of the noise-induced error of a
             // level crossing, sqrt(2) sigma_n / slope, slope ~ Ps per sample.
             let bound = 1.0 + 3.0 * 2f64.sqrt() * 10f64.powf(-snr_db / 20.0);
-            assert!(err.abs() <= bound, "fs {fs} seed {seed}: err {err} samples > {bound}");
+            assert!(
+                err.abs() <= bound,
+                "fs {fs} seed {seed}: err {err} samples > {bound}"
+            );
             // The reported 1-sigma is honest: the error is within 4 of them.
             let sig = p.onset_uncertainty_s * f64::from(fs);
-            assert!(err.abs() <= 4.0 * sig, "fs {fs} seed {seed}: err {err} vs sigma {sig}");
+            assert!(
+                err.abs() <= 4.0 * sig,
+                "fs {fs} seed {seed}: err {err} vs sigma {sig}"
+            );
             assert!((p.snr_db - snr_db).abs() < 6.0, "snr {}", p.snr_db);
             errs.push(err.abs());
         }
         errs.sort_by(f64::total_cmp);
         // Median of |uniform(-1/2, 1/2)| is 1/4 sample: allow the noise term on top.
-        assert!(errs[errs.len() / 2] <= 0.35, "fs {fs}: median |err| {} samples", errs[errs.len() / 2]);
+        assert!(
+            errs[errs.len() / 2] <= 0.35,
+            "fs {fs}: median |err| {} samples",
+            errs[errs.len() / 2]
+        );
     }
 }
 
@@ -82,7 +92,11 @@ fn picks_do_not_depend_on_block_size() {
     };
     let sc = scene(3, &spec);
     let reference = run(&mut acoustic(16_000), &sc.samples, 16_000);
-    assert!(reference.len() >= sc.events.len() / 2, "{} picks", reference.len());
+    assert!(
+        reference.len() >= sc.events.len() / 2,
+        "{} picks",
+        reference.len()
+    );
     for block in [1usize, 7, 160, 4096] {
         let got = run(&mut acoustic(16_000), &sc.samples, block);
         assert_eq!(got, reference, "block size {block}");
@@ -152,12 +166,25 @@ fn every_supported_rate_detects_a_blast() {
         let mut rng = Rng::new(u64::from(fs));
         let mut x = vec![0f32; fs as usize * 3];
         add_noise(&mut rng, 0.01, 0.3, &mut x);
-        let truth = render(SourceKind::Explosion, &mut rng, f64::from(fs), 1.5, 1.0, &mut x);
+        let truth = render(
+            SourceKind::Explosion,
+            &mut rng,
+            f64::from(fs),
+            1.5,
+            1.0,
+            &mut x,
+        );
         let picks = run(&mut acoustic(fs), &x, 1024);
-        let hit = picks
-            .iter()
-            .any(|p| (p.onset_index - truth.onset_index).abs() <= 2.0 + p.onset_uncertainty_s * f64::from(fs) * 4.0);
-        assert!(hit, "fs {fs}: truth {} picks {:?}", truth.onset_index, picks.iter().map(|p| p.onset_index).collect::<Vec<_>>());
+        let hit = picks.iter().any(|p| {
+            (p.onset_index - truth.onset_index).abs()
+                <= 2.0 + p.onset_uncertainty_s * f64::from(fs) * 4.0
+        });
+        assert!(
+            hit,
+            "fs {fs}: truth {} picks {:?}",
+            truth.onset_index,
+            picks.iter().map(|p| p.onset_index).collect::<Vec<_>>()
+        );
     }
 }
 
@@ -168,7 +195,11 @@ fn gaussian_noise_alone_gives_no_pick() {
     add_noise(&mut Rng::new(11), 0.05, 0.5, &mut x);
     let mut d = acoustic(fs);
     let picks = run(&mut d, &x, 4800);
-    assert!(picks.is_empty(), "{} picks in 60 s of noise: {picks:?}", picks.len());
+    assert!(
+        picks.is_empty(),
+        "{} picks in 60 s of noise: {picks:?}",
+        picks.len()
+    );
     // Noise floor: band 100..8000 Hz of white (50 %) + red noise, 0.05 Pa RMS
     // total; the in-band share is at most the total: <= 20 log10(0.05/20e-6) = 68 dB.
     let nf = d.noise_floor_db();
@@ -199,7 +230,11 @@ fn seismic_arrival_is_picked_by_sta_lta_and_aic() {
     assert!(err.abs() <= 3.0, "err {err} samples");
     assert_eq!(p.kind, SourceKind::Unknown);
     // Noise floor: 1e-7 m/s RMS = 100 nm/s = 40 dB re 1 nm/s (LTA after the event is higher).
-    assert!((d.noise_floor_db() - 40.0).abs() < 10.0, "{}", d.noise_floor_db());
+    assert!(
+        (d.noise_floor_db() - 40.0).abs() < 10.0,
+        "{}",
+        d.noise_floor_db()
+    );
 }
 
 #[test]
@@ -209,7 +244,16 @@ fn bad_config_names_the_field() {
         ..DetectorConfig::default()
     };
     let e = Detector::new(StreamKind::Seismic, 100, &cfg).unwrap_err();
-    assert!(matches!(e, DetectorError::Config { field: "trigger_off", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            DetectorError::Config {
+                field: "trigger_off",
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = Detector::new(StreamKind::Acoustic, 100, &DetectorConfig::default()).unwrap_err();
     assert!(matches!(e, DetectorError::SampleRate(100)), "{e}");
     let parsed: Result<DetectorConfig, _> = serde_json::from_str(r#"{"on_dbb": 3}"#);
