@@ -95,6 +95,11 @@ struct Node {
     /// Latest onset of an acoustic pick of this node used by an event (the
     /// direct arrival): later picks within `echo_window_s` are probable echoes.
     last_direct: Option<UtcNs>,
+    /// Index of the first node of its site: sensors closer together than an
+    /// association gate's worth of sound travel (e.g. a high-SPL sensor beside
+    /// a MEMS microphone) hear every source, true or coincidental, together,
+    /// so they confirm a source once, not twice.
+    site: usize,
 }
 
 /// Consecutive silent misses after which a node is presumed dead.
@@ -299,6 +304,7 @@ impl Engine {
                     flagged: false,
                     silent_misses: 0,
                     last_direct: None,
+                    site: self.nodes.len(),
                 });
             }
         }
@@ -321,6 +327,14 @@ impl Engine {
             temps.iter().sum::<f64>() / temps.len() as f64
         };
         self.prop.sound_speed_mps = blastnet_contract::physics::sound_speed(t);
+        let site_m = self.prop.sound_speed_mps
+            * (self.cfg.association_tolerance_s + self.cfg.gate_sigmas * self.cfg.model_sigma_s);
+        for i in 0..self.nodes.len() {
+            let site = (0..i)
+                .find(|&j| dist(self.nodes[i].enu, self.nodes[j].enu) < site_m)
+                .map_or(i, |j| self.nodes[j].site);
+            self.nodes[i].site = site;
+        }
         if self.cfg.max_event_window_s.is_none() {
             let mut ap: f64 = 0.0;
             for (i, a) in self.nodes.iter().enumerate() {
@@ -495,7 +509,10 @@ impl Engine {
             }
             let phases: &[Phase] = match d.stream {
                 StreamKind::Acoustic => &[Phase::Acoustic],
-                StreamKind::Seismic => &[Phase::Seismic, Phase::Acoustic],
+                StreamKind::Seismic if self.p_wave_possible(&ev.sol, ev.tref, d) => {
+                    &[Phase::Seismic, Phase::Acoustic]
+                }
+                StreamKind::Seismic => &[Phase::Acoustic],
             };
             for &ph in phases {
                 let (pred, sp) = self.predict(&ev.sol, d.node, ph);
@@ -530,6 +547,18 @@ impl Engine {
             },
         });
         if used && d.stream == StreamKind::Acoustic && phase == Phase::Acoustic {
+            // An air-coupled seismic pick that stood in for this node's air
+            // wave is now a duplicate of it.
+            for m in self.events[k].members.iter_mut().filter(|m| {
+                m.det.node == d.node
+                    && m.det.stream == StreamKind::Seismic
+                    && m.phase == Phase::Acoustic
+                    && m.used
+            }) {
+                m.used = false;
+                m.reason =
+                    Some("air-coupled seismic pick; the node's acoustic pick is used".into());
+            }
             let node = &mut self.nodes[d.node];
             node.last_direct = Some(node.last_direct.map_or(d.onset, |x| x.max(d.onset)));
         }
@@ -1166,7 +1195,10 @@ impl Engine {
             Dims::Ground => self.cfg.min_nodes_ground,
             Dims::Free => self.cfg.min_nodes_3d,
         };
-        let confirmed = n_used
+        let mut sites: Vec<usize> = used_nodes.iter().map(|&n| self.nodes[n].site).collect();
+        sites.sort_unstable();
+        sites.dedup();
+        let confirmed = sites.len()
             >= self
                 .cfg
                 .min_nodes_preliminary
@@ -1348,11 +1380,42 @@ impl Engine {
         let t = Self::rel(q.onset, ev.tref);
         let (ps, _) = self.predict(&ev.sol, q.node, Phase::Seismic);
         let (pa, _) = self.predict(&ev.sol, q.node, Phase::Acoustic);
-        if (t - ps).abs() <= (t - pa).abs() {
+        if self.p_wave_possible(&ev.sol, ev.tref, q) && (t - ps).abs() <= (t - pa).abs() {
             Phase::Seismic
         } else {
             Phase::Acoustic
         }
+    }
+
+    /// Whether seismic pick `q` can be the direct ground wave (P) of a source
+    /// at `sol`: only a source on the ground launches one, and it must precede
+    /// the node's air wave by more than the acoustic gate. A seismic pick at
+    /// the acoustic time is the air-coupled ground motion (the air wave
+    /// shaking the ground under the sensor), and so is one within the gate of
+    /// an acoustic pick of the same node; with the seismic speed's wide
+    /// uncertainty (± 15 % of the travel time) such picks would otherwise fit
+    /// any nearby source as a "P wave".
+    fn p_wave_possible(&self, sol: &Solution, tref: UtcNs, q: &Det) -> bool {
+        if sol.dims != Dims::Ground {
+            return false;
+        }
+        let (pa, sa) = self.predict(sol, q.node, Phase::Acoustic);
+        let gate = self.cfg.gate_sigmas * (q.sigma * q.sigma + sa * sa).sqrt()
+            + self.cfg.association_tolerance_s;
+        if Self::rel(q.onset, tref) >= pa - gate {
+            return false;
+        }
+        let near_acoustic = |d: &Det| {
+            d.node == q.node
+                && d.stream == StreamKind::Acoustic
+                && d.onset.secs_since(q.onset).abs()
+                    <= self.cfg.gate_sigmas * (q.sigma * q.sigma + d.sigma * d.sigma).sqrt()
+        };
+        !(self.pending.iter().any(near_acoustic)
+            || self
+                .events
+                .iter()
+                .any(|e| e.members.iter().any(|m| near_acoustic(&m.det))))
     }
 
     fn fits_event(&self, k: usize, q: &Det) -> bool {
@@ -1366,7 +1429,10 @@ impl Engine {
         }
         let phases: &[Phase] = match q.stream {
             StreamKind::Acoustic => &[Phase::Acoustic],
-            StreamKind::Seismic => &[Phase::Seismic, Phase::Acoustic],
+            StreamKind::Seismic if self.p_wave_possible(&ev.sol, ev.tref, q) => {
+                &[Phase::Seismic, Phase::Acoustic]
+            }
+            StreamKind::Seismic => &[Phase::Acoustic],
         };
         phases.iter().any(|&ph| {
             let (pred, sp) = self.predict(&ev.sol, q.node, ph);
