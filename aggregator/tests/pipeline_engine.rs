@@ -27,11 +27,10 @@ fn pipeline() -> Pipeline {
 /// Two sources 15 s apart, all picks delivered in onset order, then a status
 /// that moves the watermark past both: both must come out final.
 ///
-/// Ignored: with the engine as of this writing only the second source is
-/// published (grouping the same detections by node instead gives both).
-/// Reported to the engine's author; un-ignore when fixed.
+/// Regression: the engine dropped unassociated picks 2 windows behind the
+/// newest onset, before a lagging watermark let their hypothesis be judged,
+/// and lost the first source.
 #[test]
-#[ignore = "engine: first of two sources lost when picks arrive in onset order"]
 fn two_sources_fifteen_seconds_apart_are_both_located() {
     let centre = Geodetic::new(40.4406, -79.9959, 250.0);
     let layout = Layout::ring("city", centre, 5, 600.0);

@@ -187,6 +187,10 @@ pub struct Engine {
     protos: Vec<Proto>,
 }
 
+/// Seconds of data time behind the newest onset that unassociated picks are
+/// kept for when the watermark lags (it is `advance` that normally ages them out).
+const PENDING_KEEP_S: f64 = 120.0;
+
 fn kind_index(k: SourceKind) -> usize {
     SourceKind::ALL.iter().position(|&x| x == k).unwrap_or(4)
 }
@@ -400,9 +404,13 @@ impl Engine {
         }
         self.note_candidate(&d);
         self.pending.push(d);
-        // Bound the pool even if `advance` is never called.
+        // Bound the pool even if `advance` is never called. Generously: the
+        // watermark may lag the newest onset by a status period (10 s) or
+        // more, and a pick dropped before its hypothesis is judged loses the
+        // source (regression: two sources 15 s apart, the first lost).
         if let Some(mo) = self.max_onset {
-            let limit = mo.add_secs_f64(-(2.0 * self.window_s + self.cfg.lateness_s));
+            let keep_s = (2.0 * self.window_s + self.cfg.lateness_s).max(PENDING_KEEP_S);
+            let limit = mo.add_secs_f64(-keep_s);
             if self.pending.first().is_some_and(|p| p.onset < limit) {
                 self.pending.retain(|p| p.onset >= limit);
             }
