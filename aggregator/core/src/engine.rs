@@ -76,6 +76,13 @@ const PROTO_MERGE_M: f64 = 50.0;
 const PROTO_MERGE_S: f64 = 0.05;
 /// At most this many open hypotheses (the weakest is forgotten).
 const MAX_PROTOS: usize = 256;
+/// Half-width (s) of the window around a predicted arrival over which a
+/// node's local pick rate is measured for the coincidence test.
+const DENSITY_WINDOW_S: f64 = 2.0;
+/// Largest chance probability of a fit's support (see `chance_tail`): the
+/// seeding tries up to thousands of hypotheses per second of a salvo, so one
+/// coincidence in ~10⁴ is tolerated.
+const MAX_CHANCE: f64 = 1e-4;
 
 /// History of a node's residuals kept for clock flagging.
 const HISTORY: usize = 8;
@@ -1212,6 +1219,15 @@ impl Engine {
                 .min_nodes_preliminary
                 .max(floor)
                 .max(k + self.cfg.confirm_extra_arrivals);
+        // Support no better than chance (dense picks: salvos, crowds of
+        // local triggers) is no evidence: wait for more, or reject.
+        let chance = self.chance_tail(&sol, t_ev, &members);
+        if chance > MAX_CHANCE {
+            if not_due > 0 {
+                return SeedVerdict::Wait(all_due_at);
+            }
+            return SeedVerdict::Reject;
+        }
         if confirmed {
             return SeedVerdict::Accept(members, sol, t_ev);
         }
@@ -1240,6 +1256,71 @@ impl Engine {
             return SeedVerdict::Accept(members, sol, t_ev);
         }
         SeedVerdict::Reject
+    }
+
+    /// A contrario significance of a fit's support (Desolneux, Moisan &
+    /// Morel 2000; the coincidence test of seismic associators): the
+    /// probability that picks unrelated to any source fall by chance inside
+    /// the arrival gates of at least as many sites as support `sol`, given
+    /// each node's local pick density. The `k` unknowns are fitted to `k`
+    /// sites (those least likely to be hit by chance, conservatively) that
+    /// therefore test nothing; the other supporting sites are the evidence.
+    fn chance_tail(&self, sol: &Solution, tref: UtcNs, members: &[Member]) -> f64 {
+        // Per site: hit probability (max over its sensors) and whether used.
+        let mut sites: Vec<(usize, f64, bool)> = Vec::new();
+        for n in 0..self.nodes.len() {
+            let node = &self.nodes[n];
+            let used = members.iter().any(|m| m.used && m.det.node == n);
+            if !used && !node.expected() {
+                continue;
+            }
+            let (t, s) = self.predict(sol, n, Phase::Acoustic);
+            let centre = tref.add_secs_f64(t);
+            let (mut count, mut sig) = (0usize, 0.0f64);
+            for q in &self.pending {
+                // The background rate: the fit's own picks are not part of it.
+                if q.node == n
+                    && q.stream == StreamKind::Acoustic
+                    && q.onset.secs_since(centre).abs() <= DENSITY_WINDOW_S
+                    && !members.iter().any(|m| m.det.uid == q.uid)
+                {
+                    count += 1;
+                }
+                if q.node == n && q.stream == StreamKind::Acoustic {
+                    sig = sig.max(q.sigma);
+                }
+            }
+            let rate = count as f64 / (2.0 * DENSITY_WINDOW_S);
+            let gate = self.cfg.gate_sigmas * (s * s + sig * sig).sqrt();
+            let p = 1.0 - (-rate * 2.0 * gate).exp();
+            match sites.iter_mut().find(|x| x.0 == node.site) {
+                Some(x) => {
+                    x.1 = x.1.max(p);
+                    x.2 |= used;
+                }
+                None => sites.push((node.site, p, used)),
+            }
+        }
+        let k = sol.dims.unknowns();
+        // Drop the k used sites least likely to be hit by chance.
+        let mut used_p: Vec<f64> = sites.iter().filter(|x| x.2).map(|x| x.1).collect();
+        used_p.sort_by(f64::total_cmp);
+        let n_used = used_p.len();
+        if n_used <= k {
+            // Nothing beyond the unknowns to test: the zero-dof rules apply.
+            return 0.0;
+        }
+        // A test no source could pass (few sites, dense picks: e.g. six
+        // sensors in a noisy street) cannot discriminate: not applied.
+        let mut all_p: Vec<f64> = sites.iter().map(|x| x.1).collect();
+        all_p.sort_by(f64::total_cmp);
+        let best: f64 = all_p.iter().skip(k).product();
+        if best > MAX_CHANCE * MAX_CHANCE {
+            return 0.0;
+        }
+        let mut ps: Vec<f64> = used_p[k..].to_vec();
+        ps.extend(sites.iter().filter(|x| !x.2).map(|x| x.1));
+        poisson_binomial_tail(&ps, n_used - k)
     }
 
     /// Live nodes outside `used_nodes` whose predicted arrival is already due
@@ -1679,6 +1760,26 @@ fn clock_verdict(
     } else {
         None
     }
+}
+
+/// P(at least `k` successes) among independent trials with probabilities `ps`.
+fn poisson_binomial_tail(ps: &[f64], k: usize) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    // dist[j] = P(exactly j successes so far), j < k; the mass reaching k is absorbed.
+    let mut dist = vec![0.0; k];
+    dist[0] = 1.0;
+    let mut tail = 0.0;
+    for &p in ps {
+        let p = p.clamp(0.0, 1.0);
+        tail += dist[k - 1] * p;
+        for j in (1..k).rev() {
+            dist[j] = dist[j] * (1.0 - p) + dist[j - 1] * p;
+        }
+        dist[0] *= 1.0 - p;
+    }
+    tail
 }
 
 fn dist(a: [f64; 3], b: [f64; 3]) -> f64 {
