@@ -31,6 +31,10 @@ const TRIG_HIST: usize = 256;
 /// Context window before a candidate, s.
 const CONTEXT_S: f64 = 2.0;
 const N_BANDS_MAX: usize = 24;
+/// Local prominence is reported up to this, dB (and when there is no context yet).
+const PROMINENCE_CAP_DB: f64 = 60.0;
+/// Onsets this soon after a candidate are its own echoes, not comparable onsets, s.
+const TAIL_SKIP_S: f64 = 0.15;
 /// 20 µPa squared.
 const P_REF2: f64 = 20e-6 * 20e-6;
 
@@ -79,6 +83,26 @@ pub(crate) struct Acoustic {
     min_sep: f64,
     last_onset: f64,
     samples: u64,
+    /// Band energy of the first-differenced frame (detection band, not
+    /// whitened: the adaptive floor would absorb an applause or a train) of
+    /// the last `energy.len()` frames, by frame number modulo the length:
+    /// the local background and the comparable onsets around a candidate
+    /// come from it. (The whitened statistic separated distractors from
+    /// ShotSpotter gunshots far worse in `blastnet eval`.)
+    energy: Vec<f32>,
+    /// Scratch for the median of the context energies (allocated in `new`).
+    energy_scratch: Vec<f32>,
+    ctx_frames: u64,
+    after_frames: u64,
+    gate: Gate,
+}
+
+/// The isolation gate's thresholds (from [`DetectorConfig`]).
+#[derive(Debug, Clone, Copy)]
+struct Gate {
+    min_prominence_db: f64,
+    comparable_db: f64,
+    max_comparable: f64,
 }
 
 impl std::fmt::Debug for Acoustic {
@@ -152,6 +176,9 @@ impl Acoustic {
         let nf = ((0.04 * fs).round() as usize).next_power_of_two().max(64);
         let spectral = SpectralScratch::new(&mut planner, nf);
         let nbands = bands.len();
+        let ctx_frames = (CONTEXT_S / frame_dur).round() as u64;
+        let after_frames = (post_n as u64).div_ceil(n as u64);
+        let hist = (ctx_frames + 2 * after_frames + 16) as usize;
         Acoustic {
             fs,
             n,
@@ -197,6 +224,15 @@ impl Acoustic {
             min_sep: cfg.min_separation_s * fs,
             last_onset: f64::NEG_INFINITY,
             samples: 0,
+            energy: vec![0.0; hist],
+            energy_scratch: vec![0.0; hist],
+            ctx_frames,
+            after_frames,
+            gate: Gate {
+                min_prominence_db: cfg.min_prominence_db,
+                comparable_db: cfg.comparable_db,
+                max_comparable: cfg.max_comparable_onsets,
+            },
         }
     }
 
@@ -262,10 +298,12 @@ impl Acoustic {
         }
         let warm = f < self.warm_frames;
         let (mut stat, mut flux) = (0.0f64, 0.0f64);
+        let mut e_frame = 0.0f64;
         for b in 0..self.bands.len() {
             let (lo, hi) = self.bands[b];
             let p: f32 = self.spec[lo..hi].iter().map(|c| c.norm_sqr()).sum();
             let p = f64::from(p);
+            e_frame += p;
             if warm {
                 self.floor[b] = if f == 0 {
                     p
@@ -280,6 +318,8 @@ impl Acoustic {
             flux += self.weight[b] * (white - self.last_white[b]).max(0.0);
             self.last_white[b] = white;
         }
+        let hl = self.energy.len() as u64;
+        self.energy[(f % hl) as usize] = e_frame as f32;
         if warm {
             return;
         }
@@ -333,6 +373,75 @@ impl Acoustic {
                 out.push(p);
             }
         }
+    }
+
+    /// The isolation context of a candidate triggered at frame `f`, from the
+    /// frame-energy history: (prominence of its peak frame energy over the
+    /// median frame energy of the `CONTEXT_S` before, dB; number of other
+    /// onsets within `comparable_db` of it in that context and in the tail
+    /// of the feature window). A blast is one dominant impulse over a quieter
+    /// background; applause, typing and rain are trains of comparable
+    /// impulses; rumble rises slowly out of a background almost as loud.
+    fn context(&mut self, f: u64) -> (f64, f64) {
+        let hl = self.energy.len() as u64;
+        let done = self.frames_done;
+        let first = self.warm_frames.max(done.saturating_sub(hl));
+        let e = |j: u64| f64::from(self.energy[(j % hl) as usize]);
+        let valid = |j: u64| j >= first && j < done;
+        let mut e_pk = 0.0f64;
+        for j in f..f + 3 {
+            if valid(j) {
+                e_pk = e_pk.max(e(j));
+            }
+        }
+        // Background: the median frame energy over the context before the
+        // candidate (stopping 4 frames short of the trigger: the onset may
+        // start a frame early). Median, not mean, so earlier impulses in it
+        // do not raise it.
+        let b0 = f.saturating_sub(self.ctx_frames).max(first);
+        let b1 = f.saturating_sub(4);
+        let mut m = 0usize;
+        for j in b0..b1 {
+            self.energy_scratch[m] = e(j) as f32;
+            m += 1;
+        }
+        let (prominence, med) = if m >= 8 {
+            let (_, med, _) =
+                self.energy_scratch[..m].select_nth_unstable_by(m / 2, f32::total_cmp);
+            let med = f64::from(*med).max(1e-30);
+            (
+                (10.0 * (e_pk / med).max(1e-6).log10()).min(PROMINENCE_CAP_DB),
+                med,
+            )
+        } else {
+            (PROMINENCE_CAP_DB, 1.0)
+        };
+        // Comparable onsets: upward crossings of the level `comparable_db`
+        // below the candidate's peak, before it and in the tail of the window
+        // (echoes and a muzzle blast behind an N-wave come within 0.15 s).
+        // Only onsets that would trigger on their own count (noise
+        // fluctuations under a weak candidate are not onsets).
+        let thr = (e_pk * db_to_pow(-self.gate.comparable_db)).max(self.on_ratio * med);
+        let mut count = 0usize;
+        let mut above = true; // a burst already on at the context start is not counted
+        for j in b0..b1 {
+            let a = e(j) >= thr;
+            if a && !above {
+                count += 1;
+            }
+            above = a;
+        }
+        let tail0 = f + (TAIL_SKIP_S * self.fs / self.n as f64).ceil() as u64;
+        let tail1 = (f + self.after_frames + 1).min(done);
+        let mut above = true;
+        for j in tail0..tail1 {
+            let a = e(j) >= thr;
+            if a && !above {
+                count += 1;
+            }
+            above = a;
+        }
+        (prominence, count as f64)
     }
 
     /// Pick, measure and classify the candidate triggered at frame `f`.
@@ -514,13 +623,27 @@ impl Acoustic {
         }
         features.impulse_rate_before_hz = before as f64 / CONTEXT_S;
         features.impulse_rate_after_hz = later as f64 / (after as f64 * frame_dur);
-        let probs = self.classifier.probs(&features.vector());
+        let (prominence, comparable) = self.context(f);
+        features.local_prominence_db = prominence;
+        features.comparable_onsets = comparable;
+        let isolated =
+            prominence >= self.gate.min_prominence_db && comparable <= self.gate.max_comparable;
+        let probs = if isolated {
+            self.classifier.probs(&features.vector())
+        } else {
+            self.classifier.gated_probs(&features.vector())
+        };
         let (mut best, mut conf) = (0usize, probs[0]);
         for (c, &q) in probs.iter().enumerate().take(N_CLASSES) {
             if q > conf {
                 conf = q;
                 best = c;
             }
+        }
+        if !isolated {
+            // Not a blast by rule; its confidence is the gate's measured precision.
+            best = N_CLASSES - 1;
+            conf = probs[best];
         }
         let kind = [
             SourceKind::Explosion,

@@ -33,6 +33,15 @@ pub struct Model {
     pub bias: Vec<f64>,
     /// Logits are divided by this (calibration).
     pub temperature: f64,
+    /// Fraction of the training candidates stopped by the isolation gate
+    /// that were truly other_impulsive: the probability a gated candidate
+    /// gets for that class (absent in older files: 0.95).
+    #[serde(default = "default_gated_other")]
+    pub gated_other_prob: f64,
+}
+
+fn default_gated_other() -> f64 {
+    0.95
 }
 
 /// The model compiled into the crate.
@@ -46,6 +55,7 @@ pub struct Classifier {
     w: [[f64; N_FEATURES]; N_CLASSES],
     b: [f64; N_CLASSES],
     inv_t: f64,
+    gated_other: f64,
 }
 
 impl Classifier {
@@ -73,6 +83,9 @@ impl Classifier {
         if m.bias.len() != N_CLASSES {
             return Err(format!("bias: expected {N_CLASSES} values"));
         }
+        if !(m.gated_other_prob.is_finite() && (0.0..=1.0).contains(&m.gated_other_prob)) {
+            return Err("gated_other_prob: expected a number in [0, 1]".into());
+        }
         if !(m.temperature.is_finite() && m.temperature > 0.0) {
             return Err("temperature: expected a positive number".into());
         }
@@ -82,6 +95,7 @@ impl Classifier {
             w: [[0.0; N_FEATURES]; N_CLASSES],
             b: [0.0; N_CLASSES],
             inv_t: 1.0 / m.temperature,
+            gated_other: m.gated_other_prob,
         };
         for i in 0..N_FEATURES {
             c.mean[i] = m.mean[i];
@@ -92,6 +106,19 @@ impl Classifier {
             c.b[k] = m.bias[k];
         }
         Ok(c)
+    }
+
+    /// A model with zero weights (uniform probabilities): bootstraps
+    /// training when the compiled-in model no longer matches the features.
+    pub fn uniform() -> Classifier {
+        Classifier {
+            mean: [0.0; N_FEATURES],
+            inv_std: [1.0; N_FEATURES],
+            w: [[0.0; N_FEATURES]; N_CLASSES],
+            b: [0.0; N_CLASSES],
+            inv_t: 1.0,
+            gated_other: 0.95,
+        }
     }
 
     /// The compiled-in model.
@@ -110,6 +137,27 @@ impl Classifier {
             *l *= self.inv_t;
         }
         softmax(&logits)
+    }
+}
+
+impl Classifier {
+    /// Class probabilities for a candidate stopped by the isolation gate:
+    /// other_impulsive gets the gate's measured precision, the blast classes
+    /// share the rest in the model's proportions.
+    pub fn gated_probs(&self, x: &[f64; N_FEATURES]) -> [f64; N_CLASSES] {
+        let p = self.probs(x);
+        let blast: f64 = p[..N_CLASSES - 1].iter().sum();
+        let mut out = [0.0; N_CLASSES];
+        let rest = 1.0 - self.gated_other;
+        for k in 0..N_CLASSES - 1 {
+            out[k] = if blast > 0.0 {
+                rest * p[k] / blast
+            } else {
+                rest / (N_CLASSES - 1) as f64
+            };
+        }
+        out[N_CLASSES - 1] = self.gated_other;
+        out
     }
 }
 

@@ -43,10 +43,16 @@ pub struct Features {
     pub impulse_rate_before_hz: f64,
     /// Triggers in the feature window after the candidate, per second.
     pub impulse_rate_after_hz: f64,
+    /// Peak frame energy over the median frame energy of the 2 s before,
+    /// dB (capped at 60): prominence over the local, not long-term, background.
+    pub local_prominence_db: f64,
+    /// Other onsets within `comparable_db` of this one in the 2 s before and
+    /// 0.15–0.25 s after (impulse trains have many; a blast has none).
+    pub comparable_onsets: f64,
 }
 
 /// Number of values in [`Features::vector`].
-pub const N_FEATURES: usize = 15;
+pub const N_FEATURES: usize = 17;
 
 /// Names of [`Features::vector`], in order (the model file lists them too).
 pub const FEATURE_NAMES: [&str; N_FEATURES] = [
@@ -65,6 +71,8 @@ pub const FEATURE_NAMES: [&str; N_FEATURES] = [
     "clipped",
     "log10_impulse_rate_before_hz",
     "log10_impulse_rate_after_hz",
+    "local_prominence_db",
+    "log10_1p_comparable_onsets",
 ];
 
 impl Features {
@@ -88,6 +96,8 @@ impl Features {
             self.clipped,
             lg(self.impulse_rate_before_hz + 0.25, 0.25),
             lg(self.impulse_rate_after_hz + 0.25, 0.25),
+            self.local_prominence_db.clamp(-10.0, 60.0),
+            (1.0 + self.comparable_onsets.max(0.0)).log10(),
         ]
     }
 }
@@ -270,5 +280,7 @@ pub(crate) fn measure(
         clipped: if g.clipped { 1.0 } else { 0.0 },
         impulse_rate_before_hz: 0.0,
         impulse_rate_after_hz: 0.0,
+        local_prominence_db: 0.0,
+        comparable_onsets: 0.0,
     }
 }

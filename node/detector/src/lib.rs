@@ -58,6 +58,17 @@ pub struct DetectorConfig {
     pub min_separation_s: f64,
     /// Minimum peak SNR of a pick over the pre-onset noise, dB.
     pub min_snr_db: f64,
+    /// Isolation gate: a candidate whose peak frame energy stands less than
+    /// this above the median frame energy of the 2 s before it is not a blast
+    /// (classified `other_impulsive`), dB.
+    pub min_prominence_db: f64,
+    /// Isolation gate: onsets within this many dB of the candidate's peak
+    /// frame energy count as comparable, dB.
+    pub comparable_db: f64,
+    /// Isolation gate: more comparable onsets than this around a candidate
+    /// (2 s before, 0.15–0.25 s after) make it part of an impulse train
+    /// (applause, typing, rain): `other_impulsive`.
+    pub max_comparable_onsets: f64,
     /// Seismic STA length, s.
     pub sta_s: f64,
     /// Seismic LTA length, s.
@@ -90,6 +101,9 @@ impl Default for DetectorConfig {
             window_s: 0.25,
             min_separation_s: 0.005,
             min_snr_db: 12.0,
+            min_prominence_db: 18.0,
+            comparable_db: 10.0,
+            max_comparable_onsets: 10.0,
             sta_s: 0.05,
             lta_s: 5.0,
             trigger_on: 4.0,
@@ -105,6 +119,13 @@ fn cfg_err(field: &'static str, msg: String) -> DetectorError {
 }
 
 impl DetectorConfig {
+    /// Whether a candidate with these isolation features passes the gate
+    /// (is a blast candidate at all); see `min_prominence_db`.
+    pub fn is_isolated(&self, f: &Features) -> bool {
+        f.local_prominence_db >= self.min_prominence_db
+            && f.comparable_onsets <= self.max_comparable_onsets
+    }
+
     /// Check ranges; the error names the field.
     pub fn validate(&self) -> Result<(), DetectorError> {
         let pos = [
@@ -163,6 +184,18 @@ impl DetectorConfig {
                 "trigger_off",
                 format!("expected <= trigger_on ({})", self.trigger_on),
             ));
+        }
+        for (field, v) in [
+            ("min_prominence_db", self.min_prominence_db),
+            ("comparable_db", self.comparable_db),
+            ("max_comparable_onsets", self.max_comparable_onsets),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(cfg_err(
+                    field,
+                    format!("expected a finite number >= 0, got {v}"),
+                ));
+            }
         }
         if !self.min_snr_db.is_finite() {
             return Err(cfg_err("min_snr_db", "expected a finite number".into()));

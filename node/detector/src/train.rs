@@ -137,6 +137,7 @@ pub fn fit(train: &[Example], calib: &[Example], l2: f64, iters: usize, provenan
         weights: w.iter().map(|r| r.to_vec()).collect(),
         bias: b.to_vec(),
         temperature,
+        gated_other_prob: 0.95,
     }
 }
 

@@ -259,3 +259,50 @@ fn bad_config_names_the_field() {
     let parsed: Result<DetectorConfig, _> = serde_json::from_str(r#"{"on_dbb": 3}"#);
     assert!(parsed.unwrap_err().to_string().contains("on_dbb"));
 }
+
+#[test]
+fn an_impulse_train_is_never_a_blast_but_an_isolated_blast_passes_the_gate() {
+    // 8 kHz noise of 0.02 Pa; identical 2 Pa Friedlander clicks (td 1 ms)
+    // every 0.1 s from 2 s to 8 s (applause-like train), then one alone at 11 s.
+    let fs = 48_000u32;
+    let f = f64::from(fs);
+    let mut x = vec![0f32; 13 * fs as usize];
+    add_noise(&mut Rng::new(11), 0.02, 0.3, &mut x);
+    let mut t = 2.0;
+    while t < 8.0 {
+        let start = (t * f) as usize;
+        friedlander_into(&mut x[start - 10..start + 4800], 10.3, 2.0, 48.0, 1.5);
+        t += 0.1;
+    }
+    let start = 11 * fs as usize;
+    friedlander_into(&mut x[start - 10..start + 4800], 10.3, 2.0, 48.0, 1.5);
+    let mut d = acoustic(fs);
+    let picks = run(&mut d, &x, 4096);
+    let cfg = DetectorConfig::default();
+    // Past the first 2 s of the train (when 2 s of context are all train),
+    // every pulse has ~19 comparable onsets before it: never a blast.
+    let train: Vec<&Pick> = picks
+        .iter()
+        .filter(|p| p.onset_index > 4.5 * f && p.onset_index < 8.0 * f)
+        .collect();
+    assert!(train.len() >= 30, "train picks {}", train.len());
+    for p in &train {
+        assert!(
+            p.features.comparable_onsets > cfg.max_comparable_onsets,
+            "{:?}",
+            p.features
+        );
+        assert_eq!(p.kind, SourceKind::OtherImpulsive);
+    }
+    // The isolated pulse, 3 s after the train: 40 dB peak SNR, nothing comparable.
+    let lone = picks
+        .iter()
+        .find(|p| (p.onset_index - 11.0 * f).abs() < 0.001 * f)
+        .expect("the isolated pulse is detected");
+    assert_eq!(lone.features.comparable_onsets, 0.0);
+    assert!(
+        lone.features.local_prominence_db >= cfg.min_prominence_db,
+        "{:?}",
+        lone.features
+    );
+}
