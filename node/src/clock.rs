@@ -354,8 +354,8 @@ mod tests {
         assert!((d + 37.0).abs() < 0.6, "drift {d} ppm, expected -37");
         // Mapping in the middle of the window: within jitter mean (100 µs) + a few σ/sqrt(n).
         let idx = 60.5 * 48_000.0;
-        let truth = t0 + (idx * period_ns) as i64;
-        let err = (m.utc_of(idx).unwrap().0 - truth) as f64 / 1e9;
+        let expected = t0 + (idx * period_ns) as i64;
+        let err = (m.utc_of(idx).unwrap().0 - expected) as f64 / 1e9;
         assert!((err - 100e-6).abs() < 30e-6, "mapping error {err} s");
         let u = m.fit_uncertainty_s(idx);
         assert!(u > 1e-6 && u < 20e-6, "fit uncertainty {u}");
