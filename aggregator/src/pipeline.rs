@@ -92,6 +92,34 @@ pub struct NodeView {
 }
 
 impl NodeView {
+    /// A node first heard of now, at a position, with nothing else known yet.
+    fn first_heard(
+        node_id: &str,
+        site: &str,
+        lat: f64,
+        lon: f64,
+        alt_m: f64,
+        state: &str,
+    ) -> NodeView {
+        NodeView {
+            node_id: node_id.to_string(),
+            site: site.to_string(),
+            lat,
+            lon,
+            alt_m,
+            state: state.into(),
+            clock_source: None,
+            clock_uncertainty_s: DEFAULT_CLOCK_UNCERTAINTY_S,
+            temperature_c: None,
+            last_status_utc: None,
+            last_detection_utc: None,
+            detections: 0,
+            software_version: String::new(),
+            spool_backlog: 0,
+            flagged: None,
+        }
+    }
+
     fn online(&self) -> bool {
         matches!(self.state.as_str(), "online" | "degraded" | "unknown")
     }
@@ -317,21 +345,9 @@ impl Pipeline {
             self.metrics.nodes_online.fetch_add(1, Relaxed);
             NodeEntry {
                 view: NodeView {
-                    node_id: d.node_id.clone(),
-                    site: t.site.to_string(),
-                    lat: d.lat,
-                    lon: d.lon,
-                    alt_m: d.alt_m,
-                    state: "unknown".into(),
                     clock_source: Some(d.clock.source),
                     clock_uncertainty_s: d.clock.uncertainty_s,
-                    temperature_c: None,
-                    last_status_utc: None,
-                    last_detection_utc: None,
-                    detections: 0,
-                    software_version: String::new(),
-                    spool_backlog: 0,
-                    flagged: None,
+                    ..NodeView::first_heard(&d.node_id, t.site, d.lat, d.lon, d.alt_m, "unknown")
                 },
                 status_time: None,
             }
@@ -365,23 +381,7 @@ impl Pipeline {
         let entry = self.nodes.entry(s.node_id.clone()).or_insert_with(|| {
             metrics.nodes_known.fetch_add(1, Relaxed);
             NodeEntry {
-                view: NodeView {
-                    node_id: s.node_id.clone(),
-                    site: t.site.to_string(),
-                    lat: s.lat,
-                    lon: s.lon,
-                    alt_m: s.alt_m,
-                    state: "offline".into(),
-                    clock_source: None,
-                    clock_uncertainty_s: DEFAULT_CLOCK_UNCERTAINTY_S,
-                    temperature_c: None,
-                    last_status_utc: None,
-                    last_detection_utc: None,
-                    detections: 0,
-                    software_version: String::new(),
-                    spool_backlog: 0,
-                    flagged: None,
-                },
+                view: NodeView::first_heard(&s.node_id, t.site, s.lat, s.lon, s.alt_m, "offline"),
                 status_time: None,
             }
         });

@@ -138,6 +138,19 @@ impl ManifestError {
 }
 
 impl Manifest {
+    /// A manifest for a recording blastnet writes itself (kept node audio, a
+    /// bare WAV): v1 format, no environment, no ground truth.
+    pub fn new(name: String, description: String, nodes: Vec<NodeSpec>) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT.into(),
+            name,
+            description,
+            environment: None,
+            nodes,
+            truth: None,
+        }
+    }
+
     /// Parse and validate a manifest's JSON text; `source_name` (usually the
     /// file path) is named in every error.
     pub fn from_json(text: &str, source_name: &str) -> Result<Manifest, ManifestError> {

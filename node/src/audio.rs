@@ -238,23 +238,20 @@ impl AudioKeeper {
         if self.done.is_empty() {
             return Ok(());
         }
-        let m = Manifest {
-            format: blastnet_contract::manifest::MANIFEST_FORMAT.into(),
-            name: format!("{}-kept", self.node_id),
-            description: format!(
+        let m = Manifest::new(
+            format!("{}-kept", self.node_id),
+            format!(
                 "audio kept by blastnet node {} (continuous recording)",
                 self.node_id
             ),
-            environment: None,
-            nodes: vec![NodeSpec {
+            vec![NodeSpec {
                 id: self.node_id.clone(),
                 lat: self.position.lat,
                 lon: self.position.lon,
                 alt_m: self.position.alt_m,
                 streams: self.done.clone(),
             }],
-            truth: None,
-        };
+        );
         let path = self.cfg.dir.join(blastnet_recording::MANIFEST_FILE);
         let tmp = self.cfg.dir.join("manifest.json.tmp");
         fs::write(&tmp, m.to_json_pretty()).map_err(|e| format!("{}: {e}", tmp.display()))?;

@@ -174,12 +174,10 @@ impl Scenario {
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let manifest = Manifest {
-            format: blastnet_contract::manifest::MANIFEST_FORMAT.into(),
-            name: id.clone(),
-            description: format!("bare WAV {}", path.display()),
-            environment: None,
-            nodes: vec![NodeSpec {
+        let manifest = Manifest::new(
+            id.clone(),
+            format!("bare WAV {}", path.display()),
+            vec![NodeSpec {
                 id,
                 lat: 0.0,
                 lon: 0.0,
@@ -192,8 +190,7 @@ impl Scenario {
                     sensitivity: opts.sensitivity.unwrap_or(1.0),
                 }],
             }],
-            truth: None,
-        };
+        );
         Ok(Scenario {
             dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
             manifest_path: None,
