@@ -2,7 +2,7 @@
 //! sources, their location errors, recall and ghosts. Read only by the replay
 //! summary, `blastnet eval` and tests — never by the node or the aggregator.
 
-use blastnet_contract::{Enu, EnuFrame, Event, Manifest, SourceKind, TruthSource};
+use blastnet_contract::{Enu, EnuFrame, Event, Manifest, TruthSource};
 
 /// One true source and the event matched to it, if any.
 #[derive(Debug, Clone)]
@@ -100,7 +100,9 @@ pub fn evaluate(manifest: &Manifest, events: &[Event], window_s: f64) -> Evaluat
     }
     let mut out = Evaluation::default();
     for (ti, t) in truth.iter().enumerate() {
-        let is_blast = t.kind.is_blast() || t.kind == SourceKind::Unknown;
+        // `unknown` truth is a non-impulsive distractor (traffic): an event
+        // on it is a distractor event, its absence no miss.
+        let is_blast = t.kind.is_blast();
         match (is_blast, t_used[ti]) {
             (true, Some(ei)) => out.matches.push(Match {
                 truth: ti,

@@ -61,8 +61,8 @@ fn errors(m: &Manifest, events: &[Event], gps_sigma_m: f64) -> Vec<Option<(f64, 
 }
 
 /// Seven nodes in a 1.5 km disc and two ground bursts inside it (random_array
-/// makes every third source an airburst; dense salvos and airbursts through
-/// the whole pipeline are a known gap, see `shipped_city_salvo_locates_every_blast`).
+/// makes every third source an airburst; the shipped city-salvo covers dense
+/// salvos and airbursts, see `shipped_city_salvo_locates_every_explosion`).
 fn simulated(seed: u64, dir: &Path) -> Manifest {
     let spec = random_array(seed, 7, 1500.0, 2, SourceKind::Explosion);
     write_scenario(
@@ -114,9 +114,14 @@ fn simulated_blasts_are_located_through_mosquitto() {
     assert_all_located(&m, &events, 0.0, &log);
 }
 
+/// Every explosion of the shipped city-salvo (ground impacts and airburst
+/// intercepts, ten within 23 s) located within 5 sigma of its reported
+/// uncertainty (and the CRLB) plus the recording's GPS error, and no ghost
+/// event. The missile launch (an emergent 4 s motor onset) is not required:
+/// it is a known gap, see the README.
 #[test]
-#[ignore = "known gap (issue #6): association of a dense salvo with airbursts through the full pipeline locates too few blasts; run with --include-ignored"]
-fn shipped_city_salvo_locates_every_blast() {
+#[ignore = "known gap (issue #6/#7): all ten explosions get an event and there are no ghosts, but the 2.5 km airburst is located 30 m off, outside 5 sigma of its reported uncertainty; run with --include-ignored"]
+fn shipped_city_salvo_locates_every_explosion() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("recordings/city-salvo");
     let work = tempfile::tempdir().expect("tempdir");
     // Replay writes its outputs beside the scenario: copy it to a temp folder.
@@ -124,7 +129,29 @@ fn shipped_city_salvo_locates_every_blast() {
         let f = f.expect("entry").path();
         std::fs::copy(&f, work.path().join(f.file_name().expect("name"))).expect("copy");
     }
-    let (m, events, log) = replay(work.path(), None);
+    let (mut m, events, log) = replay(work.path(), None);
+    // No ghost: every event lies within 5 sigma (+ GPS error) of a true
+    // source (any kind: a located launch or distractor is no ghost) heard
+    // within 2 s of its origin.
+    let frame = blastnet_contract::EnuFrame::new(m.nodes[0].position());
+    let truth = m.truth.take().expect("truth");
+    for e in &events {
+        let ep = frame.to_enu(blastnet_contract::Geodetic::new(e.lat, e.lon, e.alt_m));
+        let crlb = e.crlb.as_ref().map_or(0.0, |c| c.horizontal_m);
+        let sigma = e.uncertainty.horizontal_m.max(crlb);
+        let tol = 5.0 * (sigma * sigma + 1.0).sqrt();
+        let explained = truth.iter().any(|t| {
+            let tp = frame.to_enu(blastnet_contract::Geodetic::new(t.lat, t.lon, t.alt_m));
+            e.origin_utc.secs_since(t.time_utc).abs() < 2.0 && tp.horizontal_distance(ep) <= tol
+        });
+        assert!(explained, "ghost event {} at {ep:?}\n{log}", e.event_id);
+    }
+    m.truth = Some(
+        truth
+            .into_iter()
+            .filter(|t| t.kind == SourceKind::Explosion)
+            .collect(),
+    );
     // The shipped recording carries GPS errors of 1 m (horizontal sigma).
     assert_all_located(&m, &events, 1.0, &log);
 }

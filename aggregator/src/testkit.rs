@@ -119,6 +119,7 @@ impl Layout {
                     },
                     class_probs: BTreeMap::new(),
                     site: None,
+                    position_uncertainty_m: None,
                 }
             })
             .collect();

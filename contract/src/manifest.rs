@@ -56,6 +56,12 @@ pub struct NodeSpec {
     pub lon: f64,
     /// Altitude, metres.
     pub alt_m: f64,
+    /// Extension: 1-sigma error of the surveyed position projected on a
+    /// ray, m (for a GPS fix with per-axis sigmas h, h, v:
+    /// sqrt((2h² + v²)/3)). The aggregator adds it to every arrival's
+    /// timing error. Absent: unknown (the aggregator's model error only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_uncertainty_m: Option<f64>,
     /// Its streams; several of one kind are consecutive files in time order.
     pub streams: Vec<StreamSpec>,
 }
@@ -251,6 +257,15 @@ impl Manifest {
                 ));
             }
             check_position(src, &at(""), node.lat, node.lon, node.alt_m)?;
+            if let Some(u) = node.position_uncertainty_m {
+                if !(u.is_finite() && (0.0..=1000.0).contains(&u)) {
+                    return Err(ManifestError::field(
+                        src,
+                        at("position_uncertainty_m"),
+                        format!("expected metres in 0..=1000, got {u}"),
+                    ));
+                }
+            }
             if node.streams.is_empty() {
                 return Err(ManifestError::field(
                     src,

@@ -145,6 +145,10 @@ pub struct Detection {
     /// Extension: site name the node belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
+    /// Extension: 1-sigma error of the node's position along a ray, m
+    /// (see the manifest's `position_uncertainty_m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_uncertainty_m: Option<f64>,
 }
 
 /// Node state in a status message.
@@ -343,6 +347,7 @@ mod tests {
             },
             class_probs: BTreeMap::new(),
             site: None,
+            position_uncertainty_m: None,
         };
         let v = serde_json::to_value(&d).expect("serialise");
         assert_eq!(v["schema"], "blastnet.detection/1");

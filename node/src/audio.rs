@@ -249,6 +249,7 @@ impl AudioKeeper {
                 lat: self.position.lat,
                 lon: self.position.lon,
                 alt_m: self.position.alt_m,
+                position_uncertainty_m: None,
                 streams: self.done.clone(),
             }],
         );

@@ -54,6 +54,8 @@ pub struct PositionFile {
     pub lon: f64,
     /// Metres.
     pub alt_m: f64,
+    /// 1-sigma position error along a ray, m (survey or GPS accuracy).
+    pub uncertainty_m: Option<f64>,
 }
 
 /// `[mqtt]`.
@@ -255,6 +257,9 @@ pub struct NodeRuntimeConfig {
     pub site: String,
     /// Position; `None` = take it from the source (replay manifest).
     pub position: Option<Geodetic>,
+    /// 1-sigma error of `position` along a ray, m; `None`: unknown (a
+    /// replay takes it from the manifest).
+    pub position_uncertainty_m: Option<f64>,
     /// Broker.
     pub mqtt: MqttSettings,
     /// Heartbeat period.
@@ -468,6 +473,10 @@ impl NodeConfig {
             }),
             None => None,
         };
+        let position_uncertainty_m = match raw.position.as_ref().and_then(|p| p.uncertainty_m) {
+            Some(u) => Some(c.range("position.uncertainty_m", u, 0.0, 1000.0)?),
+            None => None,
+        };
         let m = &raw.mqtt;
         let (host, port, tls) = parse_broker_url(&m.url).map_err(|e| c.err("mqtt.url", e))?;
         if tls && !cfg!(feature = "tls") {
@@ -611,6 +620,7 @@ impl NodeConfig {
             node_id: node_id.clone(),
             site,
             position,
+            position_uncertainty_m,
             mqtt,
             heartbeat,
             state_dir,

@@ -333,6 +333,7 @@ impl<S: SampleSource> Pipeline<S> {
                 .map(|(k, v)| (k.as_str().to_string(), *v))
                 .collect(),
             site: Some(self.cfg.site.clone()),
+            position_uncertainty_m: self.cfg.position_uncertainty_m,
         }
     }
 

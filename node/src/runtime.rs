@@ -80,6 +80,9 @@ pub async fn run_node<S: SampleSource>(
         }
     };
     cfg.position = Some(position);
+    if cfg.position_uncertainty_m.is_none() {
+        cfg.position_uncertainty_m = source.position_uncertainty_m();
+    }
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let pipe_cancel = shutdown.child_token();
     let pipeline = Pipeline::new(

@@ -75,6 +75,10 @@ pub trait SampleSource: Send + 'static {
     fn position(&self) -> Option<Geodetic> {
         None
     }
+    /// 1-sigma error of that position along a ray, m, if the source knows.
+    fn position_uncertainty_m(&self) -> Option<f64> {
+        None
+    }
     /// A replayable source's identity: a restart with the same key resumes
     /// (detections already spooled are not spooled again). Live: `None`.
     fn resume_key(&self) -> Option<String> {
@@ -111,6 +115,7 @@ pub struct ReplaySource {
     pace: Pace,
     clock: ClockStatus,
     position: Geodetic,
+    position_uncertainty_m: Option<f64>,
     key: String,
     /// Wall instant and data time that pacing counts from.
     anchor: Option<(Instant, UtcNs)>,
@@ -184,6 +189,7 @@ impl ReplaySource {
                 lon: node.lon,
                 alt_m: node.alt_m,
             },
+            position_uncertainty_m: node.position_uncertainty_m,
             key: format!(
                 "replay:{}:{}:{}:{}",
                 scenario.manifest.name,
@@ -323,6 +329,10 @@ impl SampleSource for ReplaySource {
 
     fn position(&self) -> Option<Geodetic> {
         Some(self.position)
+    }
+
+    fn position_uncertainty_m(&self) -> Option<f64> {
+        self.position_uncertainty_m
     }
 
     fn resume_key(&self) -> Option<String> {

@@ -172,6 +172,7 @@ mod tests {
             },
             class_probs: Default::default(),
             site: None,
+            position_uncertainty_m: None,
         }
     }
 

@@ -182,6 +182,7 @@ impl Scenario {
                 lat: 0.0,
                 lon: 0.0,
                 alt_m: 0.0,
+                position_uncertainty_m: None,
                 streams: vec![StreamSpec {
                     file,
                     channel: 0,

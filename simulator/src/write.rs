@@ -736,6 +736,11 @@ pub fn write_scenario(
             lat: reported.lat,
             lon: reported.lon,
             alt_m: reported.alt_m,
+            // The GPS error's 1-sigma along a ray, averaged over directions.
+            position_uncertainty_m: (!opts.ideal).then(|| {
+                let (h, v) = (spec.errors.gps_sigma_h_m, spec.errors.gps_sigma_v_m);
+                ((2.0 * h * h + v * v) / 3.0).sqrt()
+            }),
             streams,
         });
     }

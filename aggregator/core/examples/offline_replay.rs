@@ -62,7 +62,13 @@ fn main() -> Res<()> {
     let t = std::time::Instant::now();
     for d in &dets {
         eng.on_detection(d, &mut out);
-        eng.advance(d.onset_utc, &mut out);
+        if std::env::var("NO_ADVANCE").is_err() {
+            let ahead: f64 = std::env::var("AHEAD")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            eng.advance(d.onset_utc.add_secs_f64(ahead), &mut out);
+        }
     }
     eng.flush(&mut out);
     let el = t.elapsed();

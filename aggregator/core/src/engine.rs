@@ -67,15 +67,12 @@ pub enum Action {
     },
 }
 
+/// The sweep draws hypotheses first from the picks of this many nodes nearest the pivot's.
+const NEAR_NODES: usize = 4;
+
 /// Candidates (nearest in time to the pivot) from which quadruples are drawn.
 const QUAD_CANDIDATES: usize = 12;
 
-/// Hypotheses closer than this (horizontal, m) and `PROTO_MERGE_S` in origin are one.
-const PROTO_MERGE_M: f64 = 50.0;
-/// See `PROTO_MERGE_M`, s.
-const PROTO_MERGE_S: f64 = 0.05;
-/// At most this many open hypotheses (the weakest is forgotten).
-const MAX_PROTOS: usize = 256;
 /// Half-width (s) of the window around a predicted arrival over which a
 /// node's local pick rate is measured for the coincidence test.
 const DENSITY_WINDOW_S: f64 = 2.0;
@@ -107,14 +104,21 @@ struct Node {
     /// a MEMS microphone) hear every source, true or coincidental, together,
     /// so they confirm a source once, not twice.
     site: usize,
+    /// Data time up to which a node now offline was still listening (its
+    /// latest onset or the watermark when it went offline): arrivals due
+    /// before then still count as heard or missed.
+    offline_at: Option<UtcNs>,
 }
 
 /// Consecutive silent misses after which a node is presumed dead.
 const PRESUMED_DEAD_AFTER: usize = 3;
 
 impl Node {
-    fn expected(&self) -> bool {
-        self.info.online && !self.flagged && self.silent_misses < PRESUMED_DEAD_AFTER
+    /// Whether the node should have reported an arrival due at `t`.
+    fn expected_at(&self, t: UtcNs) -> bool {
+        (self.info.online || self.offline_at.is_some_and(|o| t <= o))
+            && !self.flagged
+            && self.silent_misses < PRESUMED_DEAD_AFTER
     }
 }
 
@@ -134,21 +138,8 @@ struct Det {
     /// node by less than `echo_window_s`. It may join a source but does not
     /// seed one.
     echo: bool,
-}
-
-/// An unconfirmed source hypothesis (unpublished proto-event): later picks
-/// that it predicts join it in O(1) instead of re-running the combinatorial
-/// seeding, and it is judged once it has enough support or every live node's
-/// arrival from it is due.
-#[derive(Debug, Clone)]
-struct Proto {
-    /// e, n, u (m) and origin (s after `tref`).
-    h: [f64; 4],
-    tref: UtcNs,
-    /// Supporting picks: (node, detection uid), one per node.
-    members: Vec<(usize, u64)>,
-    /// When every live node's arrival is due (then judged on all of them).
-    due_at: UtcNs,
+    /// Already tried as the pivot of the sweep (see [`Engine::sweep`]).
+    swept: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -191,7 +182,6 @@ pub struct Engine {
     next_uid: u64,
     next_event: u64,
     window_s: f64,
-    protos: Vec<Proto>,
 }
 
 /// Seconds of data time behind the newest onset that unassociated picks are
@@ -263,7 +253,6 @@ impl Engine {
             next_uid: 0,
             next_event: 0,
             window_s,
-            protos: Vec::new(),
         }
     }
 
@@ -302,8 +291,17 @@ impl Engine {
         let enu = frame.to_enu(node.position).to_array();
         match self.node_ix.get(&node.id) {
             Some(&i) => {
-                self.nodes[i].info = node;
-                self.nodes[i].enu = enu;
+                let n = &mut self.nodes[i];
+                if n.info.online && !node.online {
+                    n.offline_at = match (n.hw, self.watermark) {
+                        (Some(h), Some(w)) => Some(h.max(w)),
+                        (h, w) => h.or(w),
+                    };
+                } else if node.online {
+                    n.offline_at = None;
+                }
+                n.info = node;
+                n.enu = enu;
             }
             None => {
                 self.node_ix.insert(node.id.clone(), self.nodes.len());
@@ -316,6 +314,7 @@ impl Engine {
                     silent_misses: 0,
                     last_direct: None,
                     site: self.nodes.len(),
+                    offline_at: None,
                 });
             }
         }
@@ -386,7 +385,14 @@ impl Engine {
         let clock = finite_or(det.clock.uncertainty_s, n.info.clock_uncertainty_s)
             .max(finite_or(n.info.clock_uncertainty_s, 0.0));
         let m = self.cfg.model_sigma_s;
-        let sigma = (pick * pick + clock * clock + m * m).sqrt().max(1e-6);
+        // The node's position error, as time along the ray.
+        let pos = det
+            .position_uncertainty_m
+            .filter(|u| u.is_finite() && *u >= 0.0)
+            .map_or(0.0, |u| u / self.prop.sound_speed_mps);
+        let sigma = (pick * pick + clock * clock + m * m + pos * pos)
+            .sqrt()
+            .max(1e-6);
         let echo = det.stream == StreamKind::Acoustic
             && n.last_direct.is_some_and(|t| {
                 let dt = det.onset_utc.secs_since(t);
@@ -403,6 +409,7 @@ impl Engine {
             peak: det.peak,
             site: det.site.clone(),
             echo,
+            swept: false,
         };
         self.next_uid += 1;
         let d_uid = d.uid;
@@ -423,13 +430,11 @@ impl Engine {
             }
         }
         if det.stream == StreamKind::Acoustic {
-            let last = self.pending.len() - 1;
-            // A pick an open hypothesis predicts joins it (cheap); only picks
-            // no hypothesis explains start the combinatorial search.
-            if !self.join_protos(last, out) && !self.pending.is_empty() {
-                let last = self.pending.len() - 1;
+            // A source confirmed by enough nodes is published at once; weaker
+            // evidence waits for the sweep, when all of it is in.
+            if let Some(last) = self.pending.len().checked_sub(1) {
                 if self.pending[last].uid == d_uid && !self.pending[last].echo {
-                    self.try_seed(last, out);
+                    self.try_seed(last, false, out);
                 }
             }
         }
@@ -441,8 +446,8 @@ impl Engine {
     pub fn advance(&mut self, watermark: UtcNs, out: &mut Vec<Action>) {
         self.watermark = Some(self.watermark.map_or(watermark, |w| w.max(watermark)));
         let horizon = self.horizon();
-        // Hypotheses every live node's arrival of which is now due.
-        self.judge_due_protos(horizon, out);
+        let ripe = horizon.add_secs_f64(-self.window_s);
+        self.sweep(ripe, out);
         let mut k = 0;
         while k < self.events.len() {
             if self.events[k].deadline <= horizon {
@@ -452,32 +457,49 @@ impl Engine {
                 k += 1;
             }
         }
-        let limit = horizon.add_secs_f64(-self.window_s);
-        self.pending.retain(|p| p.onset >= limit);
+        // Swept picks stay a while: they may still support a source whose
+        // first arrival they are not, and they are the background rate of
+        // the coincidence test.
+        let keep = ripe.add_secs_f64(-self.window_s - DENSITY_WINDOW_S);
+        self.pending.retain(|p| p.onset >= keep);
     }
 
     /// Finalise everything (end of a replay): every arrival is treated as delivered.
     pub fn flush(&mut self, out: &mut Vec<Action>) {
         self.watermark = Some(UtcNs(i64::MAX / 2));
-        self.judge_due_protos(self.horizon(), out);
-        let mut i = 0;
-        while i < self.pending.len() {
-            let before = self.pending.len();
-            if self.pending[i].stream == StreamKind::Acoustic && !self.pending[i].echo {
-                self.try_seed(i, out);
-            }
-            if self.pending.len() != before {
-                i = 0;
-            } else {
-                i += 1;
-            }
-        }
+        self.sweep(UtcNs(i64::MAX / 2), out);
         let events = std::mem::take(&mut self.events);
         for ev in events {
             self.finalise(ev, out);
         }
         self.pending.clear();
-        self.protos.clear();
+    }
+
+    /// Judge, earliest first, every pending pick older than `upto` that no
+    /// event has claimed: by then every arrival of any source it could
+    /// belong to has been delivered (`upto` is the horizon less the longest
+    /// span of one source's arrivals), so each hypothesis is judged on all of
+    /// its evidence, once, and the strongest explanation of the pivot (most
+    /// sites) is tried first. Each accepted source takes its picks out of the
+    /// pool before the next pivot is judged.
+    fn sweep(&mut self, upto: UtcNs, out: &mut Vec<Action>) {
+        loop {
+            let next = (0..self.pending.len())
+                .filter(|&i| {
+                    let q = &self.pending[i];
+                    !q.swept
+                        && q.onset < upto
+                        && q.stream == StreamKind::Acoustic
+                        && !q.echo
+                        && !self.nodes[q.node].flagged
+                })
+                .min_by_key(|&i| self.pending[i].onset);
+            let Some(i) = next else {
+                return;
+            };
+            self.pending[i].swept = true;
+            self.try_seed(i, true, out);
+        }
     }
 
     fn horizon(&self) -> UtcNs {
@@ -754,13 +776,20 @@ impl Engine {
             + self.cfg.gate_sigmas * s
     }
 
-    /// Try to start an event with pending[p] as the pivot.
+    /// Look for a source that explains pending[p] (the pivot) and other
+    /// pending picks: hypotheses from every consistent triple (ground plane)
+    /// and quadruple (free height) of the picks nearest in time, each scored
+    /// by the sites it explains among all consistent picks (a far node's
+    /// arrival may come seconds after the pivot), the best refined and
+    /// judged. Online (`sweep` false) only a confirmed source is accepted;
+    /// in the sweep everything is due and the verdict is final. Returns
+    /// whether an event was created.
     // The loops index a consistency matrix by pairs/triples of candidates.
     #[allow(clippy::needless_range_loop)]
-    fn try_seed(&mut self, p: usize, out: &mut Vec<Action>) {
+    fn try_seed(&mut self, p: usize, sweep: bool, out: &mut Vec<Action>) -> bool {
         let pivot = self.pending[p].clone();
         if pivot.stream != StreamKind::Acoustic || self.nodes[pivot.node].flagged {
-            return;
+            return false;
         }
         let tref = pivot.onset;
         // Candidates: consistent acoustic picks from other nodes, nearest in time first.
@@ -774,19 +803,33 @@ impl Engine {
                     && self.consistent(q, &pivot)
             })
             .collect();
+        // The sweep draws hypotheses first from the picks of the nodes
+        // nearest the pivot's: for a source outside the array the other
+        // nodes' arrivals come seconds after the pivot, behind dozens of
+        // picks of other sources, but a neighbour's within d/c of it.
+        let near: Vec<usize> = if sweep {
+            let here = self.nodes[pivot.node].enu;
+            let mut by_d: Vec<(f64, usize)> = (0..self.nodes.len())
+                .filter(|&n| n != pivot.node && self.nodes[n].site != self.nodes[pivot.node].site)
+                .map(|n| (dist(here, self.nodes[n].enu), n))
+                .collect();
+            by_d.sort_by(|a, b| a.0.total_cmp(&b.0));
+            by_d.iter().take(NEAR_NODES).map(|x| x.1).collect()
+        } else {
+            Vec::new()
+        };
         cand.sort_by(|&a, &b| {
             let da = self.pending[a].onset.secs_since(tref).abs();
             let db = self.pending[b].onset.secs_since(tref).abs();
             da.total_cmp(&db)
         });
-        cand.truncate(self.cfg.max_seed_candidates.saturating_sub(1));
         let mut set: Vec<usize> = vec![p];
         set.extend(cand);
         let mut nodes_in: Vec<usize> = set.iter().map(|&i| self.pending[i].node).collect();
         nodes_in.sort_unstable();
         nodes_in.dedup();
         if nodes_in.len() < self.cfg.min_nodes_ground {
-            return;
+            return false;
         }
         let m = set.len();
         let dets: Vec<Det> = set.iter().map(|&i| self.pending[i].clone()).collect();
@@ -799,13 +842,16 @@ impl Engine {
                 phase: Phase::Acoustic,
             })
             .collect();
-        let cons: Vec<Vec<bool>> = (0..m)
-            .map(|i| {
-                (0..m)
-                    .map(|j| dets[i].node != dets[j].node && self.consistent(&dets[i], &dets[j]))
-                    .collect()
-            })
-            .collect();
+        // Hypotheses are drawn from the candidates nearest in time.
+        // Triples: the nearest in time (and, in the sweep, the neighbours'
+        // picks too); quadruples: the nearest in time.
+        let mg = m.min(self.cfg.max_seed_candidates.max(2));
+        let mq = m.min(QUAD_CANDIDATES);
+        let mut tri: Vec<usize> = (1..mg).collect();
+        tri.extend((mg..m).filter(|&i| near.contains(&dets[i].node)));
+        let cons = |i: usize, j: usize| {
+            dets[i].node != dets[j].node && self.consistent(&dets[i], &dets[j])
+        };
         let ground_u = {
             let mut h: Vec<f64> = self.nodes.iter().map(|n| n.enu[2]).collect();
             h.sort_by(f64::total_cmp);
@@ -813,9 +859,8 @@ impl Engine {
         };
         let c = self.prop.sound_speed_mps;
         // Hypotheses with their consensus (support count, χ²): ground-plane
-        // triples first; quadruples (free height) only when no ground
-        // hypothesis can be confirmed, from the candidates nearest in time
-        // (an airburst's arrivals are the most compact in time).
+        // triples and free-height quadruples (an airburst's arrivals are the
+        // most compact in time, so quadruples come from the nearest few).
         let mut hyps: Vec<([f64; 4], usize, f64)> = Vec::new();
         let full = nodes_in.len();
         let confirm_2d = self
@@ -823,12 +868,12 @@ impl Engine {
             .min_nodes_preliminary
             .max(3 + self.cfg.confirm_extra_arrivals);
         let mut used = vec![false; m];
-        'pairs: for i in 1..m {
-            if !cons[0][i] {
+        'pairs: for (a, &i) in tri.iter().enumerate() {
+            if !cons(0, i) {
                 continue;
             }
-            for j in i + 1..m {
-                if !cons[0][j] || !cons[i][j] {
+            for &j in &tri[a + 1..] {
+                if !cons(0, j) || !cons(i, j) {
                     continue;
                 }
                 used.iter_mut().for_each(|u| *u = false);
@@ -844,31 +889,37 @@ impl Engine {
                 }
             }
         }
+        // Online, free height is tried only when no ground hypothesis could be
+        // confirmed (many more quadruples than triples, so more chance fits);
+        // the sweep tries both (an airburst's ground fits are partial).
         let best2 = hyps.iter().map(|h| h.1).max().unwrap_or(0);
-        if best2 < confirm_2d {
-            let mq = m.min(QUAD_CANDIDATES);
-            'quads: for i in 1..mq {
-                if !cons[0][i] {
+        let mq = if sweep || best2 < confirm_2d { mq } else { 0 };
+        'quads: for i in 1..mq {
+            if !cons(0, i) {
+                continue;
+            }
+            for j in i + 1..mq {
+                if !cons(0, j) || !cons(i, j) {
                     continue;
                 }
-                for j in i + 1..mq {
-                    if !cons[0][j] || !cons[i][j] {
+                for l in j + 1..mq {
+                    if !cons(0, l) || !cons(i, l) || !cons(j, l) {
                         continue;
                     }
-                    for l in j + 1..mq {
-                        if !cons[0][l] || !cons[i][l] || !cons[j][l] {
+                    used.iter_mut().for_each(|u| *u = false);
+                    for x in [0, i, j, l] {
+                        used[x] = true;
+                    }
+                    for h in closed_form(&arr, &used, c, ground_u) {
+                        // Below the ground: the mirror image of an airburst
+                        // (its ground reflections), not a source.
+                        if h[2] < ground_u - 100.0 {
                             continue;
                         }
-                        used.iter_mut().for_each(|u| *u = false);
-                        for x in [0, i, j, l] {
-                            used[x] = true;
-                        }
-                        for h in closed_form(&arr, &used, c, ground_u) {
-                            let (s, x2) = self.support(&arr, &dets, h);
-                            hyps.push((h, s, x2));
-                            if s == full {
-                                break 'quads;
-                            }
+                        let (s, x2) = self.support(&arr, &dets, h);
+                        hyps.push((h, s, x2));
+                        if s == full {
+                            break 'quads;
                         }
                     }
                 }
@@ -877,215 +928,23 @@ impl Engine {
         hyps.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.total_cmp(&b.2)));
         let mut tried: Vec<[f64; 4]> = Vec::new();
         for (h, s, _) in hyps.into_iter() {
-            if s < self.cfg.min_nodes_ground || tried.len() >= 4 {
+            if s < self.cfg.min_nodes_ground || tried.len() >= 6 || (!sweep && s < confirm_2d) {
                 break;
             }
-            if tried
-                .iter()
-                .any(|t| (t[0] - h[0]).hypot(t[1] - h[1]) < 50.0 && (t[3] - h[3]).abs() < 0.05)
-            {
+            if tried.iter().any(|t| {
+                (t[0] - h[0]).hypot(t[1] - h[1]) < 50.0
+                    && (t[2] - h[2]).abs() < 100.0
+                    && (t[3] - h[3]).abs() < 0.05
+            }) {
                 continue;
             }
             tried.push(h);
-            if s < confirm_2d {
-                // Cannot be confirmed yet: come back when every live node's
-                // arrival for this hypothesis is due (then judged on all of them).
-                let at = self.all_due_at(h, tref);
-                if at > self.horizon() {
-                    self.add_proto(h, tref, &arr, &dets, at);
-                    continue;
-                }
-            }
-            match self.evaluate_seed(&dets, h, tref) {
-                SeedVerdict::Accept(members, sol, tref_ev) => {
-                    self.create_event(members, sol, tref_ev, out);
-                    return;
-                }
-                SeedVerdict::Wait(at) => {
-                    self.add_proto(h, tref, &arr, &dets, at);
-                }
-                SeedVerdict::Reject => {}
+            if let SeedVerdict::Accept(members, sol, tref_ev) = self.evaluate_seed(&dets, h, tref) {
+                self.create_event(members, sol, tref_ev, out);
+                return true;
             }
         }
-    }
-
-    /// Keep hypothesis `h` (on `tref`'s axis) with the picks among `dets` it
-    /// explains, merged into an existing hypothesis of (nearly) the same
-    /// source and time.
-    fn add_proto(
-        &mut self,
-        h: [f64; 4],
-        tref: UtcNs,
-        arr: &[Arrival],
-        dets: &[Det],
-        due_at: UtcNs,
-    ) {
-        let src = [h[0], h[1], h[2]];
-        let mut members: Vec<(usize, u64, UtcNs)> = Vec::new();
-        for (a, d) in arr.iter().zip(dets) {
-            let t = self
-                .prop
-                .travel_time(Phase::Acoustic, src, a.position.to_array());
-            let r = a.time_s - h[3] - t;
-            if r.abs() <= self.cfg.gate_sigmas * a.sigma_s + self.cfg.association_tolerance_s {
-                match members.iter_mut().find(|m| m.0 == d.node) {
-                    // The earliest consistent pick: echoes come later.
-                    Some(m) => {
-                        if d.onset < m.2 {
-                            *m = (d.node, d.uid, d.onset);
-                        }
-                    }
-                    None => members.push((d.node, d.uid, d.onset)),
-                }
-            }
-        }
-        let origin = tref.add_secs_f64(h[3]);
-        for p in &mut self.protos {
-            let o = p.tref.add_secs_f64(p.h[3]);
-            if (p.h[0] - h[0]).hypot(p.h[1] - h[1]) < PROTO_MERGE_M
-                && o.secs_since(origin).abs() < PROTO_MERGE_S
-            {
-                for m in &members {
-                    if !p.members.iter().any(|x| x.0 == m.0) {
-                        p.members.push((m.0, m.1));
-                    }
-                }
-                p.due_at = p.due_at.max(due_at);
-                return;
-            }
-        }
-        if self.protos.len() >= MAX_PROTOS {
-            // Forget the weakest (then oldest) hypothesis.
-            if let Some(i) = (0..self.protos.len()).min_by_key(|&i| self.protos[i].members.len()) {
-                self.protos.remove(i);
-            }
-        }
-        self.protos.push(Proto {
-            h,
-            tref,
-            members: members.iter().map(|m| (m.0, m.1)).collect(),
-            due_at,
-        });
-    }
-
-    /// Offer pending[p] to the open hypotheses (one travel time each). Returns
-    /// whether any explains it; a hypothesis it brings to the confirmation
-    /// count is judged at once.
-    fn join_protos(&mut self, p: usize, out: &mut Vec<Action>) -> bool {
-        let d = self.pending[p].clone();
-        if self.nodes[d.node].flagged {
-            return false;
-        }
-        let confirm = self
-            .cfg
-            .min_nodes_preliminary
-            .max(3 + self.cfg.confirm_extra_arrivals);
-        let gate = self.cfg.gate_sigmas * d.sigma + self.cfg.association_tolerance_s;
-        let mut explained = false;
-        let mut ready: Vec<usize> = Vec::new();
-        let pos = self.nodes[d.node].enu;
-        for (k, pr) in self.protos.iter_mut().enumerate() {
-            let t = self
-                .prop
-                .travel_time(Phase::Acoustic, [pr.h[0], pr.h[1], pr.h[2]], pos);
-            let r = d.onset.secs_since(pr.tref) - pr.h[3] - t;
-            if r.abs() <= gate {
-                explained = true;
-                if !pr.members.iter().any(|m| m.0 == d.node) {
-                    pr.members.push((d.node, d.uid));
-                    if pr.members.len() >= confirm {
-                        ready.push(k);
-                    }
-                }
-            }
-        }
-        // Strongest first; a created event removes the hypotheses sharing its picks.
-        ready.sort_by_key(|&k| std::cmp::Reverse(self.protos[k].members.len()));
-        let ids: Vec<(UtcNs, [f64; 4])> = ready
-            .iter()
-            .map(|&k| (self.protos[k].tref, self.protos[k].h))
-            .collect();
-        for (tref, h) in ids {
-            let Some(k) = self.protos.iter().position(|q| q.tref == tref && q.h == h) else {
-                continue;
-            };
-            let _ = self.judge_proto(k, out);
-        }
-        explained
-    }
-
-    /// Evaluate hypothesis `k` on the pending picks near its predictions;
-    /// accepted: the event is created; rejected: the hypothesis is dropped.
-    fn judge_proto(&mut self, k: usize, out: &mut Vec<Action>) -> SeedVerdict {
-        let pr = self.protos[k].clone();
-        let src = [pr.h[0], pr.h[1], pr.h[2]];
-        let w = self.cfg.outlier_window_s;
-        let dets: Vec<Det> = self
-            .pending
-            .iter()
-            .filter(|q| q.stream == StreamKind::Acoustic && !self.nodes[q.node].flagged)
-            .filter(|q| {
-                let t = self
-                    .prop
-                    .travel_time(Phase::Acoustic, src, self.nodes[q.node].enu);
-                (q.onset.secs_since(pr.tref) - pr.h[3] - t).abs() <= w
-            })
-            .cloned()
-            .collect();
-        let v = self.evaluate_seed(&dets, pr.h, pr.tref);
-        match &v {
-            SeedVerdict::Accept(members, sol, tref_ev) => {
-                self.protos.remove(k);
-                self.create_event(members.clone(), sol.clone(), *tref_ev, out);
-            }
-            SeedVerdict::Reject => {
-                self.protos.remove(k);
-            }
-            SeedVerdict::Wait(at) => {
-                self.protos[k].due_at = self.protos[k].due_at.max(*at);
-            }
-        }
-        v
-    }
-
-    /// Judge every hypothesis due by `horizon`, best supported first.
-    fn judge_due_protos(&mut self, horizon: UtcNs, out: &mut Vec<Action>) {
-        loop {
-            // Most support first; among equals the earliest origin (a direct
-            // arrival precedes its echoes, which the event then marks).
-            let origin = |p: &Proto| p.tref.add_secs_f64(p.h[3]);
-            let Some(k) = (0..self.protos.len())
-                .filter(|&k| self.protos[k].due_at <= horizon)
-                .min_by(|&a, &b| {
-                    let (pa, pb) = (&self.protos[a], &self.protos[b]);
-                    pb.members
-                        .len()
-                        .cmp(&pa.members.len())
-                        .then(origin(pa).cmp(&origin(pb)))
-                })
-            else {
-                return;
-            };
-            if let SeedVerdict::Wait(_) = self.judge_proto(k, out) {
-                // The refined source may make a node due later: keep it till
-                // then, but never judge it twice at one horizon.
-                if self.protos[k].due_at <= horizon {
-                    self.protos.remove(k);
-                }
-            }
-        }
-    }
-
-    /// When every expected node's arrival from hypothesis `h` is due.
-    fn all_due_at(&self, h: [f64; 4], tref: UtcNs) -> UtcNs {
-        let mut latest = h[3];
-        for n in self.nodes.iter().filter(|n| n.expected()) {
-            let t = self
-                .prop
-                .travel_time(Phase::Acoustic, [h[0], h[1], h[2]], n.enu);
-            latest = latest.max(h[3] + t);
-        }
-        tref.add_secs_f64(latest + self.cfg.association_tolerance_s + self.cfg.lateness_s)
+        false
     }
 
     /// Nodes explained by hypothesis `h` (best pick per node within the seed
@@ -1200,7 +1059,7 @@ impl Engine {
             .filter(|m| m.used)
             .map(|m| m.det.node)
             .collect();
-        let (missing, not_due, all_due_at) = self.negative_evidence(&sol, t_ev, &used_nodes);
+        let (missing, not_due) = self.negative_evidence(&sol, t_ev, &used_nodes);
         let frac = n_used as f64 / (n_used + missing) as f64;
         if frac < self.cfg.min_detect_fraction {
             return SeedVerdict::Reject;
@@ -1224,7 +1083,7 @@ impl Engine {
         let chance = self.chance_tail(&sol, t_ev, &members);
         if chance > MAX_CHANCE {
             if not_due > 0 {
-                return SeedVerdict::Wait(all_due_at);
+                return SeedVerdict::Wait;
             }
             return SeedVerdict::Reject;
         }
@@ -1232,7 +1091,7 @@ impl Engine {
             return SeedVerdict::Accept(members, sol, t_ev);
         }
         if not_due > 0 {
-            return SeedVerdict::Wait(all_due_at);
+            return SeedVerdict::Wait;
         }
         // Every live node's arrival is due: judged on the full negative evidence.
         // An exactly determined fit (three on the ground plane) has nothing to
@@ -1240,17 +1099,8 @@ impl Engine {
         // more unknown, and ten times more hypotheses from quadruples) must
         // still be confirmed unless too few nodes could ever confirm it.
         let could_confirm = n_used + missing >= k + self.cfg.confirm_extra_arrivals;
-        // Zero degrees of freedom: nothing checks the fit, so it is kept only
-        // when no open hypothesis with more support claims any of its picks.
-        let better = sol.dof == 0
-            && self.protos.iter().any(|p| {
-                p.members.len() > n_used
-                    && p.members
-                        .iter()
-                        .any(|x| members.iter().any(|m| m.used && m.det.uid == x.1))
-            });
         if n_used >= floor
-            && (sol.dof >= 1 || (missing == 0 && !better))
+            && (sol.dof >= 1 || missing == 0)
             && (sol.dims == Dims::Ground || !could_confirm)
         {
             return SeedVerdict::Accept(members, sol, t_ev);
@@ -1271,11 +1121,11 @@ impl Engine {
         for n in 0..self.nodes.len() {
             let node = &self.nodes[n];
             let used = members.iter().any(|m| m.used && m.det.node == n);
-            if !used && !node.expected() {
-                continue;
-            }
             let (t, s) = self.predict(sol, n, Phase::Acoustic);
             let centre = tref.add_secs_f64(t);
+            if !used && !node.expected_at(centre) {
+                continue;
+            }
             let (mut count, mut sig) = (0usize, 0.0f64);
             for q in &self.pending {
                 // The background rate: the fit's own picks are not part of it.
@@ -1315,7 +1165,7 @@ impl Engine {
         let mut all_p: Vec<f64> = sites.iter().map(|x| x.1).collect();
         all_p.sort_by(f64::total_cmp);
         let best: f64 = all_p.iter().skip(k).product();
-        if best > MAX_CHANCE * MAX_CHANCE {
+        if best > MAX_CHANCE {
             return 0.0;
         }
         let mut ps: Vec<f64> = used_p[k..].to_vec();
@@ -1324,22 +1174,20 @@ impl Engine {
     }
 
     /// Live nodes outside `used_nodes` whose predicted arrival is already due
-    /// (and that have no pending pick near it), those not yet due, and when
-    /// the last of those falls due.
+    /// (and that have no pending pick near it), and those not yet due.
     fn negative_evidence(
         &self,
         sol: &Solution,
         tref: UtcNs,
         used_nodes: &[usize],
-    ) -> (usize, usize, UtcNs) {
+    ) -> (usize, usize) {
         let (mut missing, mut not_due) = (0, 0);
-        let mut all_due_at = self.horizon();
         for n in 0..self.nodes.len() {
             let node = &self.nodes[n];
-            if !node.expected() || used_nodes.contains(&n) {
+            let (t, s) = self.predict(sol, n, Phase::Acoustic);
+            if !node.expected_at(tref.add_secs_f64(t)) || used_nodes.contains(&n) {
                 continue;
             }
-            let (t, s) = self.predict(sol, n, Phase::Acoustic);
             let gate = self.cfg.gate_sigmas * s + self.cfg.association_tolerance_s;
             let due_at = tref.add_secs_f64(t + gate);
             let has_pick = self.pending.iter().any(|q| {
@@ -1354,10 +1202,9 @@ impl Engine {
                 missing += 1;
             } else {
                 not_due += 1;
-                all_due_at = all_due_at.max(due_at.add_secs_f64(self.cfg.lateness_s));
             }
         }
-        (missing, not_due, all_due_at)
+        (missing, not_due)
     }
 
     fn create_event(
@@ -1369,9 +1216,6 @@ impl Engine {
     ) {
         let uids: Vec<u64> = members.iter().map(|m| m.det.uid).collect();
         self.pending.retain(|q| !uids.contains(&q.uid));
-        // Hypotheses built on these picks are explained by this event.
-        self.protos
-            .retain(|p| !p.members.iter().any(|m| uids.contains(&m.1)));
         let deadline = self.deadline(&sol, tref);
         let id = format!("ev-{}-{}", tref.0.div_euclid(1_000_000), self.next_event);
         self.next_event += 1;
@@ -1719,9 +1563,9 @@ impl Engine {
 #[allow(clippy::large_enum_variant)]
 enum SeedVerdict {
     Accept(Vec<Member>, Solution, UtcNs),
-    /// Not confirmed yet, and other live nodes' arrivals are not yet due
-    /// (all are by this watermark).
-    Wait(UtcNs),
+    /// Not confirmed yet, and other live nodes' arrivals are not yet due:
+    /// the sweep judges it once they are.
+    Wait,
     Reject,
 }
 

@@ -225,6 +225,7 @@ pub fn import_test(test_dir: &Path, out: &Path) -> Result<Imported, RecordingErr
             lat: g.lat,
             lon: g.lon,
             alt_m: g.alt_m,
+            position_uncertainty_m: None,
             streams: vec![StreamSpec {
                 file,
                 channel: 0,
