@@ -14,8 +14,14 @@
 //!    best refined by [`locate`] with outlier rejection, then accepted only if
 //!    χ² is consistent with the sigmas and the live nodes whose arrival is
 //!    already due mostly reported it (negative evidence, the guard against
-//!    ghosts made of unrelated picks).
-//! 3. **Finalise**: once the watermark passes origin + travel time to the
+//!    ghosts made of unrelated picks). Online only a source confirmed by
+//!    enough sites is accepted at once.
+//! 3. **Sweep**: once the watermark is one array-crossing time past a
+//!    pending pick, every arrival of any source it could belong to is in;
+//!    such picks are judged earliest first, each as the pivot of a fresh
+//!    search over all the evidence, and an accepted source takes its picks
+//!    out of the pool before the next pivot (see [`Engine::sweep`]).
+//! 4. **Finalise**: once the watermark passes origin + travel time to the
 //!    farthest live node + margin, the event is published as final, with the
 //!    nearby unassociated picks (echoes, clock errors) listed as outliers and
 //!    the per-node residual history updated (a node whose residuals agree in
