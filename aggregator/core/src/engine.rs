@@ -20,7 +20,7 @@
 //!    pending pick, every arrival of any source it could belong to is in;
 //!    such picks are judged earliest first, each as the pivot of a fresh
 //!    search over all the evidence, and an accepted source takes its picks
-//!    out of the pool before the next pivot (see [`Engine::sweep`]).
+//!    out of the pool before the next pivot.
 //! 4. **Finalise**: once the watermark passes origin + travel time to the
 //!    farthest live node + margin, the event is published as final, with the
 //!    nearby unassociated picks (echoes, clock errors) listed as outliers and
