@@ -144,7 +144,7 @@ struct Det {
     /// node by less than `echo_window_s`. It may join a source but does not
     /// seed one.
     echo: bool,
-    /// Already tried as the pivot of the sweep (see [`Engine::sweep`]).
+    /// Judged by the sweep and left unexplained (see [`Engine::sweep`]).
     swept: bool,
 }
 
@@ -188,7 +188,12 @@ pub struct Engine {
     next_uid: u64,
     next_event: u64,
     window_s: f64,
+    /// The sweep's search result per pivot uid (`None`: nothing acceptable).
+    sweep_cache: HashMap<u64, Option<Found>>,
 }
+
+/// A source found by a search: its members, the fit, and the fit's time axis.
+type Found = (Vec<Member>, Solution, UtcNs);
 
 /// Seconds of data time behind the newest onset that unassociated picks are
 /// kept for when the watermark lags (it is `advance` that normally ages them out).
@@ -259,6 +264,7 @@ impl Engine {
             next_uid: 0,
             next_event: 0,
             window_s,
+            sweep_cache: HashMap::new(),
         }
     }
 
@@ -440,7 +446,9 @@ impl Engine {
             // evidence waits for the sweep, when all of it is in.
             if let Some(last) = self.pending.len().checked_sub(1) {
                 if self.pending[last].uid == d_uid && !self.pending[last].echo {
-                    self.try_seed(last, false, out);
+                    if let Some((members, sol, tref)) = self.seed(last, false) {
+                        self.create_event(members, sol, tref, out);
+                    }
                 }
             }
         }
@@ -453,7 +461,7 @@ impl Engine {
         self.watermark = Some(self.watermark.map_or(watermark, |w| w.max(watermark)));
         let horizon = self.horizon();
         let ripe = horizon.add_secs_f64(-self.window_s);
-        self.sweep(ripe, out);
+        self.sweep(ripe, false, out);
         let mut k = 0;
         while k < self.events.len() {
             if self.events[k].deadline <= horizon {
@@ -466,14 +474,14 @@ impl Engine {
         // Swept picks stay a while: they may still support a source whose
         // first arrival they are not, and they are the background rate of
         // the coincidence test.
-        let keep = ripe.add_secs_f64(-self.window_s - DENSITY_WINDOW_S);
+        let keep = ripe.add_secs_f64(-2.0 * self.window_s - DENSITY_WINDOW_S);
         self.pending.retain(|p| p.onset >= keep);
     }
 
     /// Finalise everything (end of a replay): every arrival is treated as delivered.
     pub fn flush(&mut self, out: &mut Vec<Action>) {
         self.watermark = Some(UtcNs(i64::MAX / 2));
-        self.sweep(UtcNs(i64::MAX / 2), out);
+        self.sweep(UtcNs(i64::MAX / 2), true, out);
         let events = std::mem::take(&mut self.events);
         for ev in events {
             self.finalise(ev, out);
@@ -481,31 +489,86 @@ impl Engine {
         self.pending.clear();
     }
 
-    /// Judge, earliest first, every pending pick older than `upto` that no
-    /// event has claimed: by then every arrival of any source it could
-    /// belong to has been delivered (`upto` is the horizon less the longest
-    /// span of one source's arrivals), so each hypothesis is judged on all of
-    /// its evidence, once, and the strongest explanation of the pivot (most
-    /// sites) is tried first. Each accepted source takes its picks out of the
-    /// pool before the next pivot is judged.
-    fn sweep(&mut self, upto: UtcNs, out: &mut Vec<Action>) {
+    /// Judge the pending picks that no event has claimed once every arrival
+    /// of any source they could belong to has been delivered (`ripe`: the
+    /// horizon less the longest span of one source's arrivals). Strongest
+    /// first: the earliest unjudged pick and every ripe pick within one span
+    /// after it (the picks its source could compete with for arrivals) are
+    /// each the pivot of a search, and the found source with the most sites
+    /// (then the smallest χ² per degree of freedom) is accepted first and
+    /// takes its picks out of the pool; the others are searched again only
+    /// when they lost a pick to it. When none of them is accepted, the
+    /// earliest is left unexplained. `flush`: everything is ripe.
+    fn sweep(&mut self, ripe: UtcNs, flush: bool, out: &mut Vec<Action>) {
+        // Only the earliest pick whose whole band of competitors is ripe is decided.
+        let base_limit = if flush {
+            ripe
+        } else {
+            ripe.add_secs_f64(-self.window_s)
+        };
+        let eligible = |e: &Engine, q: &Det| {
+            !q.swept && q.stream == StreamKind::Acoustic && !q.echo && !e.nodes[q.node].flagged
+        };
         loop {
-            let next = (0..self.pending.len())
-                .filter(|&i| {
-                    let q = &self.pending[i];
-                    !q.swept
-                        && q.onset < upto
-                        && q.stream == StreamKind::Acoustic
-                        && !q.echo
-                        && !self.nodes[q.node].flagged
-                })
-                .min_by_key(|&i| self.pending[i].onset);
-            let Some(i) = next else {
-                return;
+            let base = self
+                .pending
+                .iter()
+                .filter(|q| eligible(self, q) && q.onset < base_limit)
+                .map(|q| (q.onset, q.uid))
+                .min();
+            let Some((t0, base_uid)) = base else {
+                break;
             };
-            self.pending[i].swept = true;
-            self.try_seed(i, true, out);
+            let band_end = t0.add_secs_f64(self.window_s);
+            let band: Vec<u64> = self
+                .pending
+                .iter()
+                .filter(|q| eligible(self, q) && q.onset <= band_end && q.onset < ripe)
+                .map(|q| q.uid)
+                .collect();
+            let mut best: Option<(u64, usize, f64)> = None; // pivot, sites, χ²/dof
+            for uid in band {
+                if !self.sweep_cache.contains_key(&uid) {
+                    let Some(p) = self.pending.iter().position(|q| q.uid == uid) else {
+                        continue;
+                    };
+                    let found = self.seed(p, true);
+                    self.sweep_cache.insert(uid, found);
+                }
+                if let Some(Some((members, sol, _))) = self.sweep_cache.get(&uid) {
+                    let mut sites: Vec<usize> = members
+                        .iter()
+                        .filter(|m| m.used)
+                        .map(|m| self.nodes[m.det.node].site)
+                        .collect();
+                    sites.sort_unstable();
+                    sites.dedup();
+                    let fit = sol.chi2 / (sol.dof.max(1) as f64);
+                    if best.is_none_or(|b| sites.len() > b.1 || (sites.len() == b.1 && fit < b.2)) {
+                        best = Some((uid, sites.len(), fit));
+                    }
+                }
+            }
+            match best.and_then(|b| self.sweep_cache.remove(&b.0).flatten()) {
+                Some((members, sol, tref)) => {
+                    let uids: Vec<u64> = members.iter().map(|m| m.det.uid).collect();
+                    self.create_event(members, sol, tref, out);
+                    // Searches that used a pick now taken are stale.
+                    self.sweep_cache.retain(|_, f| {
+                        f.as_ref()
+                            .is_none_or(|(m, _, _)| !m.iter().any(|x| uids.contains(&x.det.uid)))
+                    });
+                }
+                None => {
+                    if let Some(q) = self.pending.iter_mut().find(|q| q.uid == base_uid) {
+                        q.swept = true;
+                    }
+                    self.sweep_cache.remove(&base_uid);
+                }
+            }
         }
+        let live: Vec<u64> = self.pending.iter().map(|q| q.uid).collect();
+        self.sweep_cache.retain(|uid, _| live.contains(uid));
     }
 
     fn horizon(&self) -> UtcNs {
@@ -788,14 +851,14 @@ impl Engine {
     /// by the sites it explains among all consistent picks (a far node's
     /// arrival may come seconds after the pivot), the best refined and
     /// judged. Online (`sweep` false) only a confirmed source is accepted;
-    /// in the sweep everything is due and the verdict is final. Returns
-    /// whether an event was created.
+    /// in the sweep everything is due and the verdict is final. Returns the
+    /// accepted source, if any (the caller creates the event).
     // The loops index a consistency matrix by pairs/triples of candidates.
     #[allow(clippy::needless_range_loop)]
-    fn try_seed(&mut self, p: usize, sweep: bool, out: &mut Vec<Action>) -> bool {
+    fn seed(&self, p: usize, sweep: bool) -> Option<Found> {
         let pivot = self.pending[p].clone();
         if pivot.stream != StreamKind::Acoustic || self.nodes[pivot.node].flagged {
-            return false;
+            return None;
         }
         let tref = pivot.onset;
         // Candidates: consistent acoustic picks from other nodes, nearest in time first.
@@ -835,7 +898,7 @@ impl Engine {
         nodes_in.sort_unstable();
         nodes_in.dedup();
         if nodes_in.len() < self.cfg.min_nodes_ground {
-            return false;
+            return None;
         }
         let m = set.len();
         let dets: Vec<Det> = set.iter().map(|&i| self.pending[i].clone()).collect();
@@ -855,6 +918,12 @@ impl Engine {
         let mq = m.min(QUAD_CANDIDATES);
         let mut tri: Vec<usize> = (1..mg).collect();
         tri.extend((mg..m).filter(|&i| near.contains(&dets[i].node)));
+        let mut quad: Vec<usize> = (1..mq).collect();
+        quad.extend(
+            (mq..m)
+                .filter(|&i| near.contains(&dets[i].node))
+                .take(QUAD_CANDIDATES),
+        );
         let cons = |i: usize, j: usize| {
             dets[i].node != dets[j].node && self.consistent(&dets[i], &dets[j])
         };
@@ -899,16 +968,18 @@ impl Engine {
         // confirmed (many more quadruples than triples, so more chance fits);
         // the sweep tries both (an airburst's ground fits are partial).
         let best2 = hyps.iter().map(|h| h.1).max().unwrap_or(0);
-        let mq = if sweep || best2 < confirm_2d { mq } else { 0 };
-        'quads: for i in 1..mq {
+        if !(sweep || best2 < confirm_2d) {
+            quad.clear();
+        }
+        'quads: for (a, &i) in quad.iter().enumerate() {
             if !cons(0, i) {
                 continue;
             }
-            for j in i + 1..mq {
+            for (b, &j) in quad.iter().enumerate().skip(a + 1) {
                 if !cons(0, j) || !cons(i, j) {
                     continue;
                 }
-                for l in j + 1..mq {
+                for &l in &quad[b + 1..] {
                     if !cons(0, l) || !cons(i, l) || !cons(j, l) {
                         continue;
                     }
@@ -946,11 +1017,10 @@ impl Engine {
             }
             tried.push(h);
             if let SeedVerdict::Accept(members, sol, tref_ev) = self.evaluate_seed(&dets, h, tref) {
-                self.create_event(members, sol, tref_ev, out);
-                return true;
+                return Some((members, sol, tref_ev));
             }
         }
-        false
+        None
     }
 
     /// Nodes explained by hypothesis `h` (best pick per node within the seed
@@ -1046,9 +1116,29 @@ impl Engine {
                 break;
             }
         }
-        let Some((members, sol, t_ev)) = sol_opt else {
+        let Some((mut members, mut sol, t_ev)) = sol_opt else {
             return SeedVerdict::Reject;
         };
+        // χ² too large with redundancy to spare: the worst-fitting pick (a
+        // wrong pick below the outlier threshold, e.g. an emergent onset) is
+        // returned to the pool and the rest refitted, at most twice.
+        for _ in 0..2 {
+            let used: Vec<usize> = (0..members.len()).filter(|&i| members[i].used).collect();
+            if sol.chi2_ok(0.999) || used.len() <= self.cfg.min_nodes_preliminary {
+                break;
+            }
+            let z = |i: usize| (members[i].residual / members[i].det.sigma).abs();
+            let Some(&w) = used.iter().max_by(|&&a, &&b| z(a).total_cmp(&z(b))) else {
+                break;
+            };
+            members.remove(w);
+            let s = &sol;
+            let start = [s.position.e, s.position.n, s.position.u, s.origin_s];
+            match self.solve_members(&mut members, t_ev, Some(start)) {
+                Some(s) => sol = s,
+                None => return SeedVerdict::Reject,
+            }
+        }
         let n_used = members.iter().filter(|m| m.used).count();
         if !sol.chi2_ok(0.999) || n_used < self.cfg.min_nodes_ground {
             return SeedVerdict::Reject;
@@ -1105,8 +1195,10 @@ impl Engine {
         // more unknown, and ten times more hypotheses from quadruples) must
         // still be confirmed unless too few nodes could ever confirm it.
         let could_confirm = n_used + missing >= k + self.cfg.confirm_extra_arrivals;
+        // Redundancy counts sites: two sensors side by side (n01 and its
+        // high-SPL twin) check nothing about where the source is.
         if n_used >= floor
-            && (sol.dof >= 1 || missing == 0)
+            && (sites.len() > k || missing == 0)
             && (sol.dims == Dims::Ground || !could_confirm)
         {
             return SeedVerdict::Accept(members, sol, t_ev);
@@ -1132,7 +1224,8 @@ impl Engine {
             if !used && !node.expected_at(centre) {
                 continue;
             }
-            let (mut count, mut sig) = (0usize, 0.0f64);
+            let mut count = 0usize;
+            let mut sigs: Vec<f64> = Vec::new();
             for q in &self.pending {
                 // The background rate: the fit's own picks are not part of it.
                 if q.node == n
@@ -1141,11 +1234,19 @@ impl Engine {
                     && !members.iter().any(|m| m.det.uid == q.uid)
                 {
                     count += 1;
-                }
-                if q.node == n && q.stream == StreamKind::Acoustic {
-                    sig = sig.max(q.sigma);
+                    sigs.push(q.sigma);
                 }
             }
+            // The gate a chance pick must fall in: its own sigma (this
+            // source's pick at a used node, else the local median).
+            let sig = match members.iter().find(|m| m.used && m.det.node == n) {
+                Some(m) => m.det.sigma,
+                None if sigs.is_empty() => 0.0,
+                None => {
+                    sigs.sort_by(f64::total_cmp);
+                    sigs[sigs.len() / 2]
+                }
+            };
             let rate = count as f64 / (2.0 * DENSITY_WINDOW_S);
             let gate = self.cfg.gate_sigmas * (s * s + sig * sig).sqrt();
             let p = 1.0 - (-rate * 2.0 * gate).exp();
