@@ -144,7 +144,7 @@ struct Det {
     /// node by less than `echo_window_s`. It may join a source but does not
     /// seed one.
     echo: bool,
-    /// Judged by the sweep and left unexplained (see [`Engine::sweep`]).
+    /// Already tried as the pivot of the sweep (see [`Engine::sweep`]).
     swept: bool,
 }
 
@@ -188,8 +188,6 @@ pub struct Engine {
     next_uid: u64,
     next_event: u64,
     window_s: f64,
-    /// The sweep's search result per pivot uid (`None`: nothing acceptable).
-    sweep_cache: HashMap<u64, Option<Found>>,
 }
 
 /// A source found by a search: its members, the fit, and the fit's time axis.
@@ -264,7 +262,6 @@ impl Engine {
             next_uid: 0,
             next_event: 0,
             window_s,
-            sweep_cache: HashMap::new(),
         }
     }
 
@@ -461,7 +458,7 @@ impl Engine {
         self.watermark = Some(self.watermark.map_or(watermark, |w| w.max(watermark)));
         let horizon = self.horizon();
         let ripe = horizon.add_secs_f64(-self.window_s);
-        self.sweep(ripe, false, out);
+        self.sweep(ripe, out);
         let mut k = 0;
         while k < self.events.len() {
             if self.events[k].deadline <= horizon {
@@ -474,14 +471,14 @@ impl Engine {
         // Swept picks stay a while: they may still support a source whose
         // first arrival they are not, and they are the background rate of
         // the coincidence test.
-        let keep = ripe.add_secs_f64(-2.0 * self.window_s - DENSITY_WINDOW_S);
+        let keep = ripe.add_secs_f64(-self.window_s - DENSITY_WINDOW_S);
         self.pending.retain(|p| p.onset >= keep);
     }
 
     /// Finalise everything (end of a replay): every arrival is treated as delivered.
     pub fn flush(&mut self, out: &mut Vec<Action>) {
         self.watermark = Some(UtcNs(i64::MAX / 2));
-        self.sweep(UtcNs(i64::MAX / 2), true, out);
+        self.sweep(UtcNs(i64::MAX / 2), out);
         let events = std::mem::take(&mut self.events);
         for ev in events {
             self.finalise(ev, out);
@@ -489,86 +486,36 @@ impl Engine {
         self.pending.clear();
     }
 
-    /// Judge the pending picks that no event has claimed once every arrival
-    /// of any source they could belong to has been delivered (`ripe`: the
-    /// horizon less the longest span of one source's arrivals). Strongest
-    /// first: the earliest unjudged pick and every ripe pick within one span
-    /// after it (the picks its source could compete with for arrivals) are
-    /// each the pivot of a search, and the found source with the most sites
-    /// (then the smallest χ² per degree of freedom) is accepted first and
-    /// takes its picks out of the pool; the others are searched again only
-    /// when they lost a pick to it. When none of them is accepted, the
-    /// earliest is left unexplained. `flush`: everything is ripe.
-    fn sweep(&mut self, ripe: UtcNs, flush: bool, out: &mut Vec<Action>) {
-        // Only the earliest pick whose whole band of competitors is ripe is decided.
-        let base_limit = if flush {
-            ripe
-        } else {
-            ripe.add_secs_f64(-self.window_s)
-        };
-        let eligible = |e: &Engine, q: &Det| {
-            !q.swept && q.stream == StreamKind::Acoustic && !q.echo && !e.nodes[q.node].flagged
-        };
+    /// Judge, earliest first, every pending pick older than `ripe` that no
+    /// event has claimed: by then every arrival of any source it could
+    /// belong to has been delivered (`ripe` is the horizon less the longest
+    /// span of one source's arrivals), so each hypothesis is judged on all of
+    /// its evidence, once. Each accepted source takes its picks out of the
+    /// pool before the next pivot is judged. Earliest first because a
+    /// source's direct arrivals precede its echoes: ranking the competing
+    /// pivots of a band by support instead was tried and lost sources on
+    /// both city-salvo and ShotSpotter (echo-built hypotheses can gather as
+    /// many sites as the direct one).
+    fn sweep(&mut self, ripe: UtcNs, out: &mut Vec<Action>) {
         loop {
-            let base = self
-                .pending
-                .iter()
-                .filter(|q| eligible(self, q) && q.onset < base_limit)
-                .map(|q| (q.onset, q.uid))
-                .min();
-            let Some((t0, base_uid)) = base else {
-                break;
+            let next = (0..self.pending.len())
+                .filter(|&i| {
+                    let q = &self.pending[i];
+                    !q.swept
+                        && q.onset < ripe
+                        && q.stream == StreamKind::Acoustic
+                        && !q.echo
+                        && !self.nodes[q.node].flagged
+                })
+                .min_by_key(|&i| self.pending[i].onset);
+            let Some(i) = next else {
+                return;
             };
-            let band_end = t0.add_secs_f64(self.window_s);
-            let band: Vec<u64> = self
-                .pending
-                .iter()
-                .filter(|q| eligible(self, q) && q.onset <= band_end && q.onset < ripe)
-                .map(|q| q.uid)
-                .collect();
-            let mut best: Option<(u64, usize, f64)> = None; // pivot, sites, χ²/dof
-            for uid in band {
-                if !self.sweep_cache.contains_key(&uid) {
-                    let Some(p) = self.pending.iter().position(|q| q.uid == uid) else {
-                        continue;
-                    };
-                    let found = self.seed(p, true);
-                    self.sweep_cache.insert(uid, found);
-                }
-                if let Some(Some((members, sol, _))) = self.sweep_cache.get(&uid) {
-                    let mut sites: Vec<usize> = members
-                        .iter()
-                        .filter(|m| m.used)
-                        .map(|m| self.nodes[m.det.node].site)
-                        .collect();
-                    sites.sort_unstable();
-                    sites.dedup();
-                    let fit = sol.chi2 / (sol.dof.max(1) as f64);
-                    if best.is_none_or(|b| sites.len() > b.1 || (sites.len() == b.1 && fit < b.2)) {
-                        best = Some((uid, sites.len(), fit));
-                    }
-                }
-            }
-            match best.and_then(|b| self.sweep_cache.remove(&b.0).flatten()) {
-                Some((members, sol, tref)) => {
-                    let uids: Vec<u64> = members.iter().map(|m| m.det.uid).collect();
-                    self.create_event(members, sol, tref, out);
-                    // Searches that used a pick now taken are stale.
-                    self.sweep_cache.retain(|_, f| {
-                        f.as_ref()
-                            .is_none_or(|(m, _, _)| !m.iter().any(|x| uids.contains(&x.det.uid)))
-                    });
-                }
-                None => {
-                    if let Some(q) = self.pending.iter_mut().find(|q| q.uid == base_uid) {
-                        q.swept = true;
-                    }
-                    self.sweep_cache.remove(&base_uid);
-                }
+            self.pending[i].swept = true;
+            if let Some((members, sol, tref)) = self.seed(i, true) {
+                self.create_event(members, sol, tref, out);
             }
         }
-        let live: Vec<u64> = self.pending.iter().map(|q| q.uid).collect();
-        self.sweep_cache.retain(|uid, _| live.contains(uid));
     }
 
     fn horizon(&self) -> UtcNs {
