@@ -92,6 +92,8 @@ const QUAD_CANDIDATES: usize = 12;
 /// Half-width (s) of the window around a predicted arrival over which a
 /// node's local pick rate is measured for the coincidence test.
 const DENSITY_WINDOW_S: f64 = 2.0;
+/// Shortest delivered span (s) over which a node's pick rate is estimated.
+const MIN_DENSITY_SPAN_S: f64 = 0.5;
 /// Largest chance probability of a fit's support (see `chance_tail`): the
 /// seeding tries up to thousands of hypotheses per second of a salvo, so one
 /// coincidence in ~10⁴ is tolerated.
@@ -1243,7 +1245,13 @@ impl Engine {
                     sigs[sigs.len() / 2]
                 }
             };
-            let rate = count as f64 / (2.0 * DENSITY_WINDOW_S);
+            // Over the part of the window this node has delivered: online,
+            // a far node's window may reach past its newest pick, and
+            // counting the undelivered part as empty would understate the
+            // rate (and make a coincidence look significant).
+            let delivered = self.due_time(n).secs_since(centre);
+            let span = DENSITY_WINDOW_S + delivered.clamp(-DENSITY_WINDOW_S, DENSITY_WINDOW_S);
+            let rate = count as f64 / span.max(MIN_DENSITY_SPAN_S);
             let gate = self.cfg.gate_sigmas * (s * s + sig * sig).sqrt();
             let p = 1.0 - (-rate * 2.0 * gate).exp();
             match sites.iter_mut().find(|x| x.0 == node.site) {
