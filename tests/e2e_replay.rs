@@ -120,7 +120,6 @@ fn simulated_blasts_are_located_through_mosquitto() {
 /// event. The missile launch (an emergent 4 s motor onset) is not required:
 /// it is a known gap, see the README.
 #[test]
-#[ignore = "known gap (issue #6/#7): passes in about two replays of three (14 of 20 measured); in the others an event confirmed early takes a pick of another source (broker interleaving decides which picks are in when), and that source is missed; run with --include-ignored"]
 fn shipped_city_salvo_locates_every_explosion() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("recordings/city-salvo");
     let work = tempfile::tempdir().expect("tempdir");

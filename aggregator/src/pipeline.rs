@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use blastnet_aggregator_core::{Action, Engine, EngineConfig, NodeInfo};
+use blastnet_aggregator_core::{Action, Engine, EngineConfig, NodeInfo, TraceEntry};
 use blastnet_contract::{
     ClockSource, Detection, Event, Geodetic, NodeState, Status, UtcNs, NS_PER_S,
 };
@@ -227,6 +227,44 @@ pub struct Pipeline {
     completed: bool,
     metrics: Arc<Metrics>,
     logged: HashSet<(String, Reason, Option<String>)>,
+    trace: Option<Trace>,
+}
+
+/// The engine's inputs, one JSON line per call, for `offline_replay --trace`
+/// (a debugging aid, enabled by `BLASTNET_ENGINE_TRACE=<file>`).
+struct Trace {
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl Trace {
+    fn from_env() -> Option<Trace> {
+        let path = std::env::var_os("BLASTNET_ENGINE_TRACE")?;
+        match std::fs::File::create(&path) {
+            Ok(f) => Some(Trace {
+                out: std::io::BufWriter::new(f),
+            }),
+            Err(e) => {
+                tracing::warn!(
+                    "BLASTNET_ENGINE_TRACE {}: {e}; not tracing",
+                    path.to_string_lossy()
+                );
+                None
+            }
+        }
+    }
+
+    fn record(t: &mut Option<Trace>, e: &TraceEntry) {
+        use std::io::Write;
+        if let Some(tr) = t {
+            let ok = serde_json::to_writer(&mut tr.out, e).is_ok()
+                && tr.out.write_all(b"\n").is_ok()
+                && (!matches!(e, TraceEntry::Flush) || tr.out.flush().is_ok());
+            if !ok {
+                tracing::warn!("BLASTNET_ENGINE_TRACE: write failed; not tracing");
+                *t = None;
+            }
+        }
+    }
 }
 
 /// Distinct (topic, reason, field) refusals logged before going quiet.
@@ -236,6 +274,11 @@ impl Pipeline {
     /// A new pipeline counting into `metrics`.
     pub fn new(cfg: PipelineConfig, metrics: Arc<Metrics>) -> Pipeline {
         let engine = Engine::new(cfg.engine.clone());
+        let mut trace = Trace::from_env();
+        Trace::record(
+            &mut trace,
+            &TraceEntry::Config(Box::new(cfg.engine.clone())),
+        );
         Pipeline {
             cfg,
             engine,
@@ -247,6 +290,7 @@ impl Pipeline {
             completed: false,
             metrics,
             logged: HashSet::new(),
+            trace,
         }
     }
 
@@ -364,6 +408,9 @@ impl Pipeline {
             // The engine registers a node it has not heard of from the detection itself.
             out.push(Output::Node(Box::new(entry.view.clone())));
         }
+        if self.trace.is_some() {
+            Trace::record(&mut self.trace, &TraceEntry::Detection(Box::new(d.clone())));
+        }
         self.engine.on_detection(&d, &mut self.actions);
         let site = self.recent.site(t.site);
         self.recent.insert(node, site, d);
@@ -420,6 +467,9 @@ impl Pipeline {
         }
         let info = entry.view.info();
         if info != before {
+            if self.trace.is_some() {
+                Trace::record(&mut self.trace, &TraceEntry::Node(info.clone()));
+            }
             self.engine.upsert_node(info);
         }
         out.push(Output::Node(Box::new(entry.view.clone())));
@@ -452,6 +502,7 @@ impl Pipeline {
         }
         let any_online = self.nodes.values().any(|n| n.view.online());
         if self.seen_online && !any_online && !self.completed {
+            Trace::record(&mut self.trace, &TraceEntry::Flush);
             self.engine.flush(&mut self.actions);
             self.drain_actions(out);
             self.completed = true;
@@ -465,6 +516,7 @@ impl Pipeline {
         }
         self.watermark = Some(wm);
         self.metrics.watermark_ns.store(wm.0, Relaxed);
+        Trace::record(&mut self.trace, &TraceEntry::Advance(wm));
         self.engine.advance(wm, &mut self.actions);
         self.drain_actions(out);
         // Keep what events finalised at this watermark still refer to.
@@ -474,6 +526,7 @@ impl Pipeline {
 
     /// Finalise everything now (shutdown).
     pub fn flush(&mut self, out: &mut Vec<Output>) {
+        Trace::record(&mut self.trace, &TraceEntry::Flush);
         self.engine.flush(&mut self.actions);
         self.drain_actions(out);
     }

@@ -4,7 +4,10 @@
 //! picks.
 //!
 //! Usage: `cargo run -p blastnet-aggregator-core --example offline_replay --
-//! <manifest.json> <detections.jsonl> <events-out.jsonl>`
+//! <manifest.json> <detections.jsonl> <events-out.jsonl>`, or
+//! `offline_replay --trace <trace.jsonl> <events-out.jsonl>` to repeat a live
+//! run's engine calls exactly (recorded by the aggregator or `blastnet
+//! replay` with `BLASTNET_ENGINE_TRACE=<trace.jsonl>`).
 //!
 //! Nodes come from the manifest (as the node runtime announces them);
 //! temperature and wind from its `environment` (as `blastnet replay` sets
@@ -13,13 +16,16 @@
 //! engine settings, e.g. `{"model_sigma_s": 0.005}`.
 use std::io::Write;
 
-use blastnet_aggregator_core::{Action, Engine, EngineConfig, NodeInfo};
+use blastnet_aggregator_core::{Action, Engine, EngineConfig, NodeInfo, TraceEntry};
 use blastnet_contract::{Detection, EventStatus, Manifest};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> Res<()> {
     let a: Vec<String> = std::env::args().collect();
+    if a.len() == 4 && a[1] == "--trace" {
+        return replay_trace(&a[2], &a[3]);
+    }
     if a.len() != 4 {
         return Err(
             "usage: offline_replay <manifest.json> <detections.jsonl> <events-out.jsonl>".into(),
@@ -72,11 +78,41 @@ fn main() -> Res<()> {
     }
     eng.flush(&mut out);
     let el = t.elapsed();
-    let mut w = std::io::BufWriter::new(
-        std::fs::File::create(&a[3]).map_err(|e| format!("{}: {e}", a[3]))?,
+    let n = write_finals(&out, &a[3])?;
+    eprintln!(
+        "{}: {} detections, {} final events, engine {:?}",
+        m.name,
+        dets.len(),
+        n,
+        el
     );
+    Ok(())
+}
+
+/// Repeat a live run's engine calls (`BLASTNET_ENGINE_TRACE`) exactly.
+fn replay_trace(trace: &str, events_out: &str) -> Res<()> {
+    let text = std::fs::read_to_string(trace).map_err(|e| format!("{trace}: {e}"))?;
+    let mut eng = Engine::new(EngineConfig::default());
+    let mut out = Vec::new();
+    for (i, l) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let e: TraceEntry =
+            serde_json::from_str(l).map_err(|e| format!("{trace} line {}: {e}", i + 1))?;
+        eng.apply(&e, &mut out);
+    }
+    let n = write_finals(&out, events_out)?;
+    eprintln!("{trace}: {n} final events");
+    Ok(())
+}
+
+fn write_finals(out: &[Action], path: &str) -> Res<usize> {
+    let mut w =
+        std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| format!("{path}: {e}"))?);
     let mut n = 0;
-    for act in &out {
+    for act in out {
         if let Action::Publish(e) = act {
             if e.status == EventStatus::Final {
                 serde_json::to_writer(&mut w, e)?;
@@ -86,12 +122,5 @@ fn main() -> Res<()> {
         }
     }
     w.flush()?;
-    eprintln!(
-        "{}: {} detections, {} final events, engine {:?}",
-        m.name,
-        dets.len(),
-        n,
-        el
-    );
-    Ok(())
+    Ok(n)
 }

@@ -41,7 +41,7 @@ use crate::propagation::{Phase, Propagation};
 use crate::yield_est::estimate_yield_multi;
 
 /// What the engine knows about a node (from its status messages).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NodeInfo {
     /// Node id.
     pub id: String,
@@ -53,6 +53,38 @@ pub struct NodeInfo {
     pub online: bool,
     /// Air temperature it reports, °C.
     pub temperature_c: Option<f64>,
+}
+
+/// One call into the engine, as recorded by the service when
+/// `BLASTNET_ENGINE_TRACE` names a file (one JSON object per line). Replaying
+/// a trace (`offline_replay --trace`) repeats a live run's decisions exactly,
+/// whatever order MQTT delivered the detections in.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TraceEntry {
+    /// [`Engine::new`] (the first line of a trace).
+    Config(Box<EngineConfig>),
+    /// [`Engine::upsert_node`].
+    Node(NodeInfo),
+    /// [`Engine::on_detection`].
+    Detection(Box<Detection>),
+    /// [`Engine::advance`].
+    Advance(UtcNs),
+    /// [`Engine::flush`].
+    Flush,
+}
+
+impl Engine {
+    /// Apply one recorded call.
+    pub fn apply(&mut self, entry: &TraceEntry, out: &mut Vec<Action>) {
+        match entry {
+            TraceEntry::Config(c) => *self = Engine::new((**c).clone()),
+            TraceEntry::Node(n) => self.upsert_node(n.clone()),
+            TraceEntry::Detection(d) => self.on_detection(d, out),
+            TraceEntry::Advance(w) => self.advance(*w, out),
+            TraceEntry::Flush => self.flush(out),
+        }
+    }
 }
 
 /// An output of the engine.
@@ -80,6 +112,9 @@ const NEAR_NODES: usize = 4;
 /// (the best supported; a refinement is most of a search's cost). Measured:
 /// 3 locates as much as 6 on city-salvo and ShotSpotter; 2 loses sources.
 const MAX_REFINED_HYPOTHESES: usize = 3;
+
+/// Earlier-pick swaps tried per judged hypothesis (see `evaluate_seed`).
+const MAX_SWAPS: usize = 4;
 
 /// The sweep tries free-height quadruples only when a ground triple already
 /// explains this many sites (measured: 4 keeps every city-salvo airburst and
@@ -827,10 +862,28 @@ impl Engine {
             return None;
         }
         let tref = pivot.onset;
-        // Candidates: consistent acoustic picks from other nodes, nearest in time first.
-        let mut cand: Vec<usize> = (0..self.pending.len())
+        // Candidates: consistent acoustic picks from other nodes, nearest in
+        // time first: pending picks, and the picks open events rejected as
+        // outliers (in a salvo, another source's arrival is often an outlier
+        // of its neighbour in time; it must stay free to support its own).
+        let lent: Vec<Det> = self
+            .events
+            .iter()
+            .flat_map(|ev| ev.members.iter())
+            .filter(|m| !m.used && m.det.stream == StreamKind::Acoustic)
+            .map(|m| m.det.clone())
+            .collect();
+        let np = self.pending.len();
+        let get = |i: usize| -> &Det {
+            if i < np {
+                &self.pending[i]
+            } else {
+                &lent[i - np]
+            }
+        };
+        let mut cand: Vec<usize> = (0..np + lent.len())
             .filter(|&i| {
-                let q = &self.pending[i];
+                let q = get(i);
                 i != p
                     && q.stream == StreamKind::Acoustic
                     && q.node != pivot.node
@@ -849,18 +902,27 @@ impl Engine {
                 .map(|n| (dist(here, self.nodes[n].enu), n))
                 .collect();
             by_d.sort_by(|a, b| a.0.total_cmp(&b.0));
+            // The nearest sites (a second sensor at a site adds no geometry).
+            let mut seen: Vec<usize> = Vec::new();
+            by_d.retain(|&(_, n)| {
+                let s = self.nodes[n].site;
+                !seen.contains(&s) && {
+                    seen.push(s);
+                    true
+                }
+            });
             by_d.iter().take(NEAR_NODES).map(|x| x.1).collect()
         } else {
             Vec::new()
         };
         cand.sort_by(|&a, &b| {
-            let da = self.pending[a].onset.secs_since(tref).abs();
-            let db = self.pending[b].onset.secs_since(tref).abs();
+            let da = get(a).onset.secs_since(tref).abs();
+            let db = get(b).onset.secs_since(tref).abs();
             da.total_cmp(&db)
         });
         let mut set: Vec<usize> = vec![p];
         set.extend(cand);
-        let mut nodes_in: Vec<usize> = set.iter().map(|&i| self.pending[i].node).collect();
+        let mut nodes_in: Vec<usize> = set.iter().map(|&i| get(i).node).collect();
         nodes_in.sort_unstable();
         nodes_in.dedup();
         if nodes_in.len() < self.cfg.min_nodes_ground {
@@ -881,7 +943,7 @@ impl Engine {
             }
         }
         let m = set.len();
-        let dets: Vec<Det> = set.iter().map(|&i| self.pending[i].clone()).collect();
+        let dets: Vec<Det> = set.iter().map(|&i| get(i).clone()).collect();
         let arr: Vec<Arrival> = dets
             .iter()
             .map(|d| Arrival {
@@ -904,8 +966,11 @@ impl Engine {
                 .filter(|&i| near.contains(&dets[i].node))
                 .take(QUAD_CANDIDATES),
         );
+        // Two picks of one hypothesis: distinct sites (sensors side by side
+        // make a degenerate triple or quadruple) and consistent in time.
         let cons = |i: usize, j: usize| {
-            dets[i].node != dets[j].node && self.consistent(&dets[i], &dets[j])
+            self.nodes[dets[i].node].site != self.nodes[dets[j].node].site
+                && self.consistent(&dets[i], &dets[j])
         };
         let ground_u = {
             let mut h: Vec<f64> = self.nodes.iter().map(|n| n.enu[2]).collect();
@@ -913,6 +978,21 @@ impl Engine {
             h[h.len() / 2]
         };
         let c = self.prop.sound_speed_mps;
+        // The closed form assumes one speed. Wind makes the effective speed
+        // depend on the direction: for a source outside the array (arrival
+        // differences near the baseline's d/c) a few m/s of wind leave the
+        // still-air hyperbolas without an intersection. Then the extremes of
+        // the effective speed are tried; refinement uses the full model.
+        let wind = self.prop.wind_mps[0].hypot(self.prop.wind_mps[1]);
+        let guesses = |used: &[bool]| -> Vec<[f64; 4]> {
+            let mut v = closed_form(&arr, used, c, ground_u);
+            if v.is_empty() && wind > 0.0 {
+                for cc in [c - wind, c + wind] {
+                    v.extend(closed_form(&arr, used, cc, ground_u));
+                }
+            }
+            v
+        };
         // Hypotheses with their consensus (support count, χ²): ground-plane
         // triples and free-height quadruples (an airburst's arrivals are the
         // most compact in time, so quadruples come from the nearest few).
@@ -932,7 +1012,7 @@ impl Engine {
                 used[0] = true;
                 used[i] = true;
                 used[j] = true;
-                for h in closed_form(&arr, &used, c, ground_u) {
+                for h in guesses(&used) {
                     let (s, x2) = self.support(&arr, &dets, h, &mut sc);
                     hyps.push((h, s, x2));
                     if s == full {
@@ -967,7 +1047,7 @@ impl Engine {
                     for x in [0, i, j, l] {
                         used[x] = true;
                     }
-                    for h in closed_form(&arr, &used, c, ground_u) {
+                    for h in guesses(&used) {
                         // Below the ground: the mirror image of an airburst
                         // (its ground reflections), not a source.
                         if h[2] < ground_u - 100.0 {
@@ -1042,8 +1122,15 @@ impl Engine {
         (hit.clone().count(), hit.sum())
     }
 
-    /// Refine hypothesis `h` on the picks it explains and decide.
-    fn evaluate_seed(&self, dets: &[Det], h: [f64; 4], tref: UtcNs) -> SeedVerdict {
+    /// Local optimisation of hypothesis `h` (LO-RANSAC): gather the picks it
+    /// explains (the earliest per node), fit, gather again around the fit,
+    /// refit; then drop the worst pick while χ² is too large.
+    fn gather_fit(
+        &self,
+        dets: &[Det],
+        h: [f64; 4],
+        tref: UtcNs,
+    ) -> Option<(Vec<Member>, Solution, UtcNs)> {
         let mut hyp = h;
         let mut htref = tref;
         let mut sol_opt: Option<(Vec<Member>, Solution, UtcNs)> = None;
@@ -1068,7 +1155,11 @@ impl Engine {
                                 var += gv[a] * c[a][b] * gv[b];
                             }
                         }
+                        // Plus the tolerance, as the first gate: a fit of a
+                        // few picks can be confident and wrong; the picks it
+                        // nearly explains must be seen to pull it right.
                         self.cfg.gate_sigmas * (d.sigma * d.sigma + var.max(0.0)).sqrt()
+                            + self.cfg.association_tolerance_s
                     }
                 };
                 if r.abs() <= gate {
@@ -1086,7 +1177,7 @@ impl Engine {
                 }
             }
             if pick.len() < self.cfg.min_nodes_ground {
-                return SeedVerdict::Reject;
+                return None;
             }
             let mut members: Vec<Member> = pick
                 .iter()
@@ -1101,7 +1192,7 @@ impl Engine {
             let t_ev = members.iter().map(|m| m.det.onset).min().unwrap_or(tref);
             let start = [hyp[0], hyp[1], hyp[2], hyp[3] + htref.secs_since(t_ev)];
             let Some(sol) = self.solve_members(&mut members, t_ev, Some(start)) else {
-                return SeedVerdict::Reject;
+                return None;
             };
             hyp = [sol.position.e, sol.position.n, sol.position.u, sol.origin_s];
             htref = t_ev;
@@ -1114,9 +1205,7 @@ impl Engine {
                 break;
             }
         }
-        let Some((mut members, mut sol, t_ev)) = sol_opt else {
-            return SeedVerdict::Reject;
-        };
+        let (mut members, mut sol, t_ev) = sol_opt?;
         // χ² too large with redundancy to spare: the worst-fitting pick (a
         // wrong pick below the outlier threshold, e.g. an emergent onset) is
         // returned to the pool and the rest refitted, at most twice.
@@ -1132,10 +1221,80 @@ impl Engine {
             members.remove(w);
             let s = &sol;
             let start = [s.position.e, s.position.n, s.position.u, s.origin_s];
-            match self.solve_members(&mut members, t_ev, Some(start)) {
-                Some(s) => sol = s,
-                None => return SeedVerdict::Reject,
+            sol = self.solve_members(&mut members, t_ev, Some(start))?;
+        }
+        Some((members, sol, t_ev))
+    }
+
+    /// Sites a fit uses, and its χ² (to compare fits of one source).
+    fn fit_score(&self, members: &[Member], sol: &Solution) -> (usize, f64) {
+        let mut sites: Vec<usize> = members
+            .iter()
+            .filter(|m| m.used)
+            .map(|m| self.nodes[m.det.node].site)
+            .collect();
+        sites.sort_unstable();
+        sites.dedup();
+        (sites.len(), sol.chi2)
+    }
+
+    /// Refine hypothesis `h` on the picks it explains and decide.
+    fn evaluate_seed(&self, dets: &[Det], h: [f64; 4], tref: UtcNs) -> SeedVerdict {
+        let Some((mut members, mut sol, t_ev)) = self.gather_fit(dets, h, tref) else {
+            return SeedVerdict::Reject;
+        };
+        // A later pick may have stood in for a node's direct arrival (the
+        // direct path is the first; in a salvo another source's arrival may
+        // follow it by tens of ms), pulling the fit into a wrong basin that
+        // the local gates cannot leave. For each node whose used pick has an
+        // earlier candidate within the outlier window, the fit with the
+        // earlier pick is tried; the one that explains more sites (then the
+        // lower χ²) is kept.
+        let mut swaps = 0;
+        'swap: while swaps < MAX_SWAPS {
+            let score = self.fit_score(&members, &sol);
+            for mi in 0..members.len() {
+                let m = &members[mi];
+                if !m.used || m.det.stream != StreamKind::Acoustic {
+                    continue;
+                }
+                let alt = dets
+                    .iter()
+                    .filter(|q| {
+                        q.node == m.det.node
+                            && q.onset < m.det.onset
+                            && m.det.onset.secs_since(q.onset) <= self.cfg.outlier_window_s
+                            && !members.iter().any(|x| x.used && x.det.uid == q.uid)
+                    })
+                    .max_by_key(|q| q.onset);
+                let Some(q) = alt else {
+                    continue;
+                };
+                swaps += 1;
+                let mut trial: Vec<Member> = members.iter().filter(|x| x.used).cloned().collect();
+                if let Some(x) = trial.iter_mut().find(|x| x.det.uid == m.det.uid) {
+                    x.det = q.clone();
+                }
+                let s0 = &sol;
+                let start = [s0.position.e, s0.position.n, s0.position.u, s0.origin_s];
+                let better = self
+                    .solve_members(&mut trial, t_ev, Some(start))
+                    .map(|s| [s.position.e, s.position.n, s.position.u, s.origin_s])
+                    .and_then(|h2| self.gather_fit(dets, h2, t_ev))
+                    .filter(|(m2, s2, _)| {
+                        let sc = self.fit_score(m2, s2);
+                        s2.chi2_ok(0.999) && (sc.0 > score.0 || (sc.0 == score.0 && sc.1 < score.1))
+                    });
+                if let Some((m2, s2, _)) = better {
+                    members = m2;
+                    sol = s2;
+                    continue 'swap;
+                }
+                if swaps >= MAX_SWAPS {
+                    break 'swap;
+                }
             }
+            break;
         }
         let n_used = members.iter().filter(|m| m.used).count();
         if !sol.chi2_ok(0.999) || n_used < self.cfg.min_nodes_ground {
@@ -1327,6 +1486,10 @@ impl Engine {
     ) {
         let uids: Vec<u64> = members.iter().map(|m| m.det.uid).collect();
         self.pending.retain(|q| !uids.contains(&q.uid));
+        // Outliers of other events it took (see `seed`) leave them.
+        for ev in &mut self.events {
+            ev.members.retain(|m| m.used || !uids.contains(&m.det.uid));
+        }
         let deadline = self.deadline(&sol, tref);
         let id = format!("ev-{}-{}", tref.0.div_euclid(1_000_000), self.next_event);
         self.next_event += 1;

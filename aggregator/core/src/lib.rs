@@ -16,7 +16,7 @@ pub mod stats;
 pub mod yield_est;
 
 pub use config::{ConfigError, EngineConfig};
-pub use engine::{Action, Engine, NodeInfo};
+pub use engine::{Action, Engine, NodeInfo, TraceEntry};
 pub use locate::{
     closed_form, crlb, default_ground_u, locate, Arrival, Bound, Dims, DimsChoice, LocateError,
     LocateOptions, Solution,
