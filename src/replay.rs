@@ -224,12 +224,31 @@ pub async fn run(
 
     // 3. The aggregator, driven by the nodes' data time.
     let mut acfg = AggregatorConfig::for_broker(&format!("mqtt://{host}:{port}"))?;
-    if let Some(path) = &opts.aggregator_config {
+    // A scenario may carry its own aggregator settings (`aggregator.toml`
+    // beside the manifest, e.g. written by an importer); --config wins.
+    let scenario_config = opts.aggregator_config.clone().or_else(|| {
+        let dir = if opts.path.is_dir() {
+            opts.path.clone()
+        } else if opts.path.extension().is_some_and(|e| e == "json") {
+            opts.path.parent()?.to_path_buf()
+        } else {
+            return None;
+        };
+        let p = dir.join("aggregator.toml");
+        p.is_file().then_some(p)
+    });
+    if let Some(path) = &scenario_config {
         let file = AggregatorConfig::from_file(path)?;
         acfg.engine = file.engine;
         acfg.ingest = file.ingest;
     }
     acfg.time.base = TimeBase::Nodes;
+    acfg.time.expect_nodes = scenario
+        .manifest
+        .nodes
+        .iter()
+        .map(|n| n.id.clone())
+        .collect();
     acfg.http_listen = opts.http_listen;
     acfg.store.path = blastnet_aggregator::config::StorePath::Memory;
     acfg.mqtt.sites = vec![site.clone()];

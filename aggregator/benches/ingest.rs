@@ -124,6 +124,7 @@ fn pipeline() -> Pipeline {
             retention_ns: 600_000_000_000,
             max_payload_bytes: 65536,
             engine: EngineConfig::default(),
+            expect_nodes: Vec::new(),
         },
         Arc::new(Metrics::default()),
     )

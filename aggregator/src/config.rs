@@ -196,6 +196,12 @@ pub struct TimeConfig {
     pub lateness: Duration,
     /// How often the watermark is advanced.
     pub tick: Duration,
+    /// Nodes mode: the nodes whose data time the watermark waits for (a
+    /// replay sets its manifest's nodes). Until each has reported, nothing is
+    /// judged; the replay is complete once each has gone offline. Empty: the
+    /// nodes heard so far (a node whose replay starts after the others have
+    /// finished would otherwise be judged absent, its picks arriving too late).
+    pub expect_nodes: Vec<String>,
 }
 
 /// Ingest limits.
@@ -548,6 +554,7 @@ impl RawConfig {
                 base,
                 lateness: Duration::from_secs_f64(lateness_s),
                 tick: Duration::from_millis(tick_ms),
+                expect_nodes: Vec::new(),
             },
             ingest: IngestConfig {
                 retention_s,

@@ -149,6 +149,9 @@ pub struct PipelineConfig {
     pub max_payload_bytes: usize,
     /// Engine configuration.
     pub engine: EngineConfig,
+    /// Nodes mode: nodes whose status the watermark waits for (see
+    /// `TimeConfig::expect_nodes`).
+    pub expect_nodes: Vec<String>,
 }
 
 /// Accepted detections remembered for dedupe and for storing with events.
@@ -491,6 +494,15 @@ impl Pipeline {
     }
 
     fn advance_nodes(&mut self, out: &mut Vec<Output>) {
+        // An expected node not heard yet has delivered nothing: no watermark.
+        if self
+            .cfg
+            .expect_nodes
+            .iter()
+            .any(|id| self.nodes.get(id).is_none_or(|n| n.status_time.is_none()))
+        {
+            return;
+        }
         let wm = self
             .nodes
             .values()

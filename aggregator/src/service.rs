@@ -276,6 +276,7 @@ pub async fn start(
                 retention_ns: secs_to_ns(cfg.ingest.retention_s),
                 max_payload_bytes: cfg.ingest.max_payload_bytes,
                 engine: cfg.engine.clone(),
+                expect_nodes: cfg.time.expect_nodes.clone(),
             },
             metrics.clone(),
         ),

@@ -19,6 +19,7 @@ fn pipeline() -> Pipeline {
             retention_ns: 600_000_000_000,
             max_payload_bytes: 65536,
             engine: Default::default(),
+            expect_nodes: Vec::new(),
         },
         Arc::new(Metrics::default()),
     )
@@ -67,4 +68,67 @@ fn two_sources_fifteen_seconds_apart_are_both_located() {
         })
         .collect();
     assert_eq!(finals.len(), 2, "{finals:#?}");
+}
+
+/// Replay race: two of five nodes replay their whole recording (online,
+/// picks, offline) before the other three have even said they are online.
+/// With the manifest's nodes expected, nothing is judged until all five
+/// have reported, and the source is located from all five.
+///
+/// Regression: the aggregator judged and completed on the two nodes it had
+/// heard of, and the three late nodes' picks arrived after the end (most
+/// ShotSpotter tests were located from two or three sensors, or not at all).
+#[test]
+fn a_node_whose_replay_starts_late_is_still_heard() {
+    let centre = Geodetic::new(40.4406, -79.9959, 250.0);
+    let layout = Layout::ring("city", centre, 5, 600.0);
+    let frame = EnuFrame::new(centre);
+    let t0 = UtcNs::parse("2024-05-01T12:00:00Z").unwrap();
+    let ids: Vec<String> = layout.nodes.iter().map(|(id, _)| id.clone()).collect();
+    let mut p = Pipeline::new(
+        PipelineConfig {
+            prefix: "blastnet".into(),
+            time_base: TimeBase::Nodes,
+            lateness_ns: 0,
+            retention_ns: 600_000_000_000,
+            max_payload_bytes: 65536,
+            engine: Default::default(),
+            expect_nodes: ids.clone(),
+        },
+        Arc::new(Metrics::default()),
+    );
+    let src = frame.to_geodetic(Enu::new(150.0, -100.0, 0.0));
+    let dets = layout.detections(src, t0.add_secs_f64(5.0), 1);
+    let mut out = Vec::new();
+    let online = layout.statuses(NodeState::Online, t0);
+    let done = layout.statuses(NodeState::Offline, t0.add_secs_f64(30.0));
+    let msgs = layout.detection_messages(&dets);
+    // Node by node, each one's whole replay; the first two finish first.
+    for (k, id) in ids.iter().enumerate() {
+        let mine = |t: &String| t.contains(&format!("/node/{id}/"));
+        for (t, pl) in online.iter().filter(|(t, _)| mine(t)) {
+            p.on_message(t, pl, &mut out);
+        }
+        for (t, pl) in msgs.iter().filter(|(t, _)| mine(t)) {
+            p.on_message(t, pl, &mut out);
+        }
+        for (t, pl) in done.iter().filter(|(t, _)| mine(t)) {
+            p.on_message(t, pl, &mut out);
+        }
+        let completed = out.iter().any(|o| matches!(o, Output::Completed));
+        assert_eq!(
+            completed,
+            k + 1 == ids.len(),
+            "after node {k}: completed {completed}"
+        );
+    }
+    let finals: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(e) if e.event.status == EventStatus::Final => Some(e.event.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finals.len(), 1, "{finals:#?}");
+    assert_eq!(finals[0].detections.len(), 5, "{:#?}", finals[0]);
 }

@@ -99,8 +99,19 @@ fn replay_trace(trace: &str, events_out: &str) -> Res<()> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
     {
-        let e: TraceEntry =
+        let mut v: serde_json::Value =
             serde_json::from_str(l).map_err(|e| format!("{trace} line {}: {e}", i + 1))?;
+        // BLASTNET_ENGINE_JSON overrides the recorded settings (comparisons).
+        if let (Some(cfg), Ok(j)) = (
+            v.get_mut("config").and_then(|c| c.as_object_mut()),
+            std::env::var("BLASTNET_ENGINE_JSON"),
+        ) {
+            let over: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&j).map_err(|e| format!("BLASTNET_ENGINE_JSON: {e}"))?;
+            cfg.extend(over);
+        }
+        let e: TraceEntry =
+            serde_json::from_value(v).map_err(|e| format!("{trace} line {}: {e}", i + 1))?;
         eng.apply(&e, &mut out);
     }
     let n = write_finals(&out, events_out)?;

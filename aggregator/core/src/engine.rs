@@ -1191,9 +1191,7 @@ impl Engine {
                 .collect();
             let t_ev = members.iter().map(|m| m.det.onset).min().unwrap_or(tref);
             let start = [hyp[0], hyp[1], hyp[2], hyp[3] + htref.secs_since(t_ev)];
-            let Some(sol) = self.solve_members(&mut members, t_ev, Some(start)) else {
-                return None;
-            };
+            let sol = self.solve_members(&mut members, t_ev, Some(start))?;
             hyp = [sol.position.e, sol.position.n, sol.position.u, sol.origin_s];
             htref = t_ev;
             let same = sol_opt.as_ref().is_some_and(|(m0, _, _)| {

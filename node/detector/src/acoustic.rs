@@ -54,6 +54,14 @@ pub(crate) struct Acoustic {
     last_white: Vec<f64>,
     frames_done: u64,
     warm_frames: u64,
+    /// Frames before this one learn the noise floor and cannot trigger: the
+    /// start of the stream, and again after digital silence.
+    warm_until: u64,
+    /// Consecutive exactly-zero samples (digital silence: a gap, a dropout,
+    /// or a recording padded with zeros; no live sensor is that quiet).
+    zero_run: u64,
+    /// The next warm frame re-learns the floor from scratch.
+    reset_floor: bool,
     alpha: f64,
     alpha_slow: f64,
     on_ratio: f64,
@@ -195,6 +203,9 @@ impl Acoustic {
             last_white: vec![0.0; nbands],
             frames_done: 0,
             warm_frames: ((cfg.warmup_s / frame_dur).ceil() as u64).max(4),
+            warm_until: ((cfg.warmup_s / frame_dur).ceil() as u64).max(4),
+            zero_run: 0,
+            reset_floor: false,
             alpha: (frame_dur / cfg.floor_tau_s).min(1.0),
             alpha_slow: (frame_dur / cfg.floor_tau_slow_s).min(1.0),
             on_ratio: db_to_pow(cfg.on_db),
@@ -266,7 +277,18 @@ impl Acoustic {
             let (head, rest) = x.split_at(take);
             self.ring.push_slice(head);
             let mut prev = self.prev;
+            let n = self.n as u64;
             for (slot, &v) in self.frame[self.fill..self.fill + take].iter_mut().zip(head) {
+                if v == 0.0 {
+                    self.zero_run += 1;
+                } else {
+                    if self.zero_run >= n {
+                        // Signal resumes after digital silence: its first
+                        // sample (often a DC offset) is no step.
+                        prev = v;
+                    }
+                    self.zero_run = 0;
+                }
                 *slot = v - prev;
                 prev = v;
             }
@@ -296,7 +318,18 @@ impl Acoustic {
         {
             return; // lengths are fixed at construction; cannot happen
         }
-        let warm = f < self.warm_frames;
+        if self.zero_run >= self.n as u64 {
+            // A whole frame of digital silence: no floor to learn from it;
+            // once signal resumes, the floor is learnt again before any
+            // trigger (ShotSpotter's released WAVs start with 1 s of zeros,
+            // and the step into the signal fired on every sensor at once).
+            self.warm_until = f + 1 + self.warm_frames;
+            self.reset_floor = true;
+            let hl = self.energy.len() as u64;
+            self.energy[(f % hl) as usize] = 0.0;
+            return;
+        }
+        let warm = f < self.warm_until;
         let (mut stat, mut flux) = (0.0f64, 0.0f64);
         let mut e_frame = 0.0f64;
         for b in 0..self.bands.len() {
@@ -305,7 +338,7 @@ impl Acoustic {
             let p = f64::from(p);
             e_frame += p;
             if warm {
-                self.floor[b] = if f == 0 {
+                self.floor[b] = if f == 0 || self.reset_floor {
                     p
                 } else {
                     self.floor[b] + 0.3 * (p - self.floor[b])
@@ -318,6 +351,7 @@ impl Acoustic {
             flux += self.weight[b] * (white - self.last_white[b]).max(0.0);
             self.last_white[b] = white;
         }
+        self.reset_floor = false;
         let hl = self.energy.len() as u64;
         self.energy[(f % hl) as usize] = e_frame as f32;
         if warm {
@@ -385,7 +419,7 @@ impl Acoustic {
     fn context(&mut self, f: u64) -> (f64, f64) {
         let hl = self.energy.len() as u64;
         let done = self.frames_done;
-        let first = self.warm_frames.max(done.saturating_sub(hl));
+        let first = self.warm_until.max(done.saturating_sub(hl));
         let e = |j: u64| f64::from(self.energy[(j % hl) as usize]);
         let valid = |j: u64| j >= first && j < done;
         let mut e_pk = 0.0f64;

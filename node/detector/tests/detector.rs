@@ -306,3 +306,37 @@ fn an_impulse_train_is_never_a_blast_but_an_isolated_blast_passes_the_gate() {
         lone.features
     );
 }
+
+/// A stream that starts (or resumes after a dropout) with digital silence
+/// and a DC offset, as ShotSpotter's released WAVs do (1 s of exact zeros,
+/// then signal around -372 counts): the step into the signal is no blast;
+/// a blast after the floor is learnt again is still detected, on time.
+#[test]
+fn digital_silence_then_offset_signal_is_no_blast_but_a_later_blast_is() {
+    let fs = 12_000u32;
+    for seed in 0..6u64 {
+        let mut rng = Rng::new(seed);
+        let n = fs as usize * 4;
+        let mut x = vec![0f32; n];
+        let sigma = 0.01;
+        add_noise(&mut rng, sigma, 0.0, &mut x);
+        // A dropout mid-stream, and zeros before the signal starts.
+        let gap = (2.0 * f64::from(fs)) as usize..(2.3 * f64::from(fs)) as usize;
+        let start = f64::from(fs) as usize;
+        for (i, v) in x.iter_mut().enumerate() {
+            if i < start || gap.contains(&i) {
+                *v = 0.0;
+            } else {
+                *v -= 0.3; // DC offset, 30 sigma of the noise
+            }
+        }
+        let t0 = 3.2 * f64::from(fs) + rng.uniform();
+        friedlander_into(&mut x, t0, sigma * 100.0, 0.004 * f64::from(fs), 1.0);
+        let picks = run(&mut acoustic(fs), &x, 977);
+        assert_eq!(picks.len(), 1, "seed {seed}: {picks:?}");
+        assert!(
+            (picks[0].onset_index - t0).abs() <= 2.0,
+            "seed {seed}: {picks:?}"
+        );
+    }
+}
