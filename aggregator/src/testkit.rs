@@ -120,6 +120,7 @@ impl Layout {
                     class_probs: BTreeMap::new(),
                     site: None,
                     position_uncertainty_m: None,
+                    clipped: false,
                 }
             })
             .collect();

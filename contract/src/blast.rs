@@ -191,7 +191,8 @@ pub fn charge_from_overpressure(burst: Burst, range_m: f64, overpressure_pa: f64
         } else {
             hi = mid;
         }
-        if hi - lo < 1e-12 {
+        // 1e-7 in ln W: far below any yield's uncertainty (tens of per cent).
+        if hi - lo < 1e-7 {
             break;
         }
     }

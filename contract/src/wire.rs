@@ -149,6 +149,10 @@ pub struct Detection {
     /// (see the manifest's `position_uncertainty_m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position_uncertainty_m: Option<f64>,
+    /// Extension: the pulse saturated the sensor (a flat top), so `peak` is
+    /// only a lower bound of the true peak (not used for yield).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clipped: bool,
 }
 
 /// Node state in a status message.
@@ -348,6 +352,7 @@ mod tests {
             class_probs: BTreeMap::new(),
             site: None,
             position_uncertainty_m: None,
+            clipped: false,
         };
         let v = serde_json::to_value(&d).expect("serialise");
         assert_eq!(v["schema"], "blastnet.detection/1");

@@ -334,6 +334,7 @@ impl<S: SampleSource> Pipeline<S> {
                 .collect(),
             site: Some(self.cfg.site.clone()),
             position_uncertainty_m: self.cfg.position_uncertainty_m,
+            clipped: p.features.clipped > 0.5,
         }
     }
 

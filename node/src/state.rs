@@ -173,6 +173,7 @@ mod tests {
             class_probs: Default::default(),
             site: None,
             position_uncertainty_m: None,
+            clipped: false,
         }
     }
 

@@ -65,6 +65,7 @@ fn scenario(n_nodes: usize, period_s: f64, n_sources: usize) -> (Vec<NodeInfo>, 
             class_probs: BTreeMap::new(),
             site: None,
             position_uncertainty_m: None,
+            clipped: false,
         }
     };
     for k in 0..n_sources {

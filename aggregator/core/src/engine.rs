@@ -186,6 +186,8 @@ struct Det {
     sigma: f64,
     probs: [f64; 5],
     peak: f64,
+    /// The sensor saturated: `peak` is a lower bound.
+    clipped: bool,
     site: Option<String>,
     /// Probably an echo: it follows a direct arrival associated at the same
     /// node by less than `echo_window_s`. It may join a source but does not
@@ -470,6 +472,7 @@ impl Engine {
             sigma,
             probs: probs_of(det),
             peak: det.peak,
+            clipped: det.clipped,
             site: det.site.clone(),
             echo,
             swept: false,
@@ -1064,10 +1067,19 @@ impl Engine {
         }
         hyps.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.total_cmp(&b.2)));
         let mut tried: Vec<[f64; 4]> = Vec::new();
+        // A hypothesis that explains fewer than half the sites the detection
+        // fraction asks for is hopeless even if refinement doubles its
+        // support: not refined (in a large network most false triggers'
+        // hypotheses end here, before any least-squares fit).
+        let live = (0..self.nodes.len())
+            .filter(|&n| self.nodes[n].expected_at(tref))
+            .count();
+        let hopeless = |s: usize| 2.0 * (s as f64) < self.cfg.min_detect_fraction * live as f64;
         for (h, s, _) in hyps.into_iter() {
             if s < self.cfg.min_nodes_ground
                 || tried.len() >= MAX_REFINED_HYPOTHESES
                 || (!sweep && s < confirm_2d)
+                || hopeless(s)
             {
                 break;
             }
@@ -1794,9 +1806,14 @@ impl Engine {
             } else {
                 Burst::FreeAir
             };
+            // A saturated sensor's peak is only a lower bound (a MEMS
+            // microphone clips near 100 Pa; a 250 kg blast 2 km away brings
+            // ~300 Pa): yield from unsaturated sensors only, none if all clipped.
             let obs: Vec<(f64, f64)> = used
                 .iter()
-                .filter(|m| m.det.stream == StreamKind::Acoustic && m.det.peak > 0.0)
+                .filter(|m| {
+                    m.det.stream == StreamKind::Acoustic && m.det.peak > 0.0 && !m.det.clipped
+                })
                 .map(|m| {
                     (
                         m.det.peak,

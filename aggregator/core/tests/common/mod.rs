@@ -88,6 +88,7 @@ pub fn detection(
         class_probs: BTreeMap::new(),
         site: None,
         position_uncertainty_m: None,
+        clipped: false,
     }
 }
 
