@@ -61,7 +61,7 @@ fn clipped_sensors_do_not_bias_the_yield() {
     assert!(y.low_kg_tnt <= w_kg && w_kg <= y.high_kg_tnt, "{y:?}");
     // Most sensors clipped at 150 Pa: the rest still bracket the truth.
     let (y, n) = located_yield(150.0);
-    assert!(n >= 3 && n < 8, "{n} clipped");
+    assert!((3..8).contains(&n), "{n} clipped");
     let y = y.unwrap();
     assert!(
         y.low_kg_tnt <= w_kg && w_kg <= y.high_kg_tnt,
