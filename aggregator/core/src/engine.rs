@@ -1260,9 +1260,16 @@ impl Engine {
         // earlier candidate within the outlier window, the fit with the
         // earlier pick is tried; the one that explains more sites (then the
         // lower χ²) is kept.
+        let mut avail: Vec<usize> = dets.iter().map(|d| self.nodes[d.node].site).collect();
+        avail.sort_unstable();
+        avail.dedup();
         let mut swaps = 0;
         'swap: while swaps < MAX_SWAPS {
             let score = self.fit_score(&members, &sol);
+            if score.0 >= avail.len() {
+                // Every site with a candidate is explained: nothing to gain.
+                break;
+            }
             for mi in 0..members.len() {
                 let m = &members[mi];
                 if !m.used || m.det.stream != StreamKind::Acoustic {
