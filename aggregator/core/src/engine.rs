@@ -113,6 +113,10 @@ const NEAR_NODES: usize = 4;
 /// 3 locates as much as 6 on city-salvo and ShotSpotter; 2 loses sources.
 const MAX_REFINED_HYPOTHESES: usize = 3;
 
+/// Height above the ground (and above 3 sigma of the fit's vertical
+/// uncertainty) beyond which a source is an airburst, m.
+const AIRBURST_MIN_HEIGHT_M: f64 = 100.0;
+
 /// Earlier-pick swaps tried per judged hypothesis (see `evaluate_seed`).
 const MAX_SWAPS: usize = 4;
 
@@ -1785,6 +1789,23 @@ impl Engine {
         for m in &used {
             for (p, q) in probs.iter_mut().zip(m.det.probs) {
                 *p += q / used.len().max(1) as f64;
+            }
+        }
+        // A source well above the ground is neither a firearm nor a launch:
+        // an airburst (an intercept) is an explosion, whatever its pulse
+        // looks like after kilometres of air and a ground reflection (the
+        // nodes' classifiers call most airbursts gunshots).
+        let members: Vec<Member> = used.iter().map(|m| (*m).clone()).collect();
+        let height = ev.sol.position.u - self.ground_u(&members);
+        let sigma_u = ev.sol.uncertainty.covariance[2][2].max(0.0).sqrt();
+        if ev.sol.dims == Dims::Free && height > AIRBURST_MIN_HEIGHT_M.max(3.0 * sigma_u) {
+            probs[kind_index(SourceKind::Gunshot)] = 0.0;
+            probs[kind_index(SourceKind::Launch)] = 0.0;
+            let sum: f64 = probs.iter().sum();
+            if sum > 0.0 {
+                probs.iter_mut().for_each(|p| *p /= sum);
+            } else {
+                probs[kind_index(SourceKind::Explosion)] = 1.0;
             }
         }
         let (ki, conf) =
