@@ -1262,8 +1262,9 @@ impl Engine {
         // follow it by tens of ms), pulling the fit into a wrong basin that
         // the local gates cannot leave. For each node whose used pick has an
         // earlier candidate within the outlier window, the fit with the
-        // earlier pick is tried; the one that explains more sites (then the
-        // lower χ²) is kept.
+        // earlier pick is tried and kept if it explains more sites (or as
+        // many with a lower χ²); not tried once every site that has a
+        // candidate is explained (the common case, and the costly one).
         let mut avail: Vec<usize> = dets.iter().map(|d| self.nodes[d.node].site).collect();
         avail.sort_unstable();
         avail.dedup();
