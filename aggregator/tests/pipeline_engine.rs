@@ -11,6 +11,11 @@ use blastnet_aggregator::testkit::Layout;
 use blastnet_contract::{Enu, EnuFrame, EventStatus, Geodetic, NodeState, UtcNs};
 
 fn pipeline() -> Pipeline {
+    pipeline_expecting(Vec::new())
+}
+
+/// Nodes mode, waiting for `expect_nodes` (as a replay does for its manifest's).
+fn pipeline_expecting(expect_nodes: Vec<String>) -> Pipeline {
     Pipeline::new(
         PipelineConfig {
             prefix: "blastnet".into(),
@@ -19,7 +24,7 @@ fn pipeline() -> Pipeline {
             retention_ns: 600_000_000_000,
             max_payload_bytes: 65536,
             engine: Default::default(),
-            expect_nodes: Vec::new(),
+            expect_nodes,
         },
         Arc::new(Metrics::default()),
     )
@@ -85,18 +90,7 @@ fn a_node_whose_replay_starts_late_is_still_heard() {
     let frame = EnuFrame::new(centre);
     let t0 = UtcNs::parse("2024-05-01T12:00:00Z").unwrap();
     let ids: Vec<String> = layout.nodes.iter().map(|(id, _)| id.clone()).collect();
-    let mut p = Pipeline::new(
-        PipelineConfig {
-            prefix: "blastnet".into(),
-            time_base: TimeBase::Nodes,
-            lateness_ns: 0,
-            retention_ns: 600_000_000_000,
-            max_payload_bytes: 65536,
-            engine: Default::default(),
-            expect_nodes: ids.clone(),
-        },
-        Arc::new(Metrics::default()),
-    );
+    let mut p = pipeline_expecting(ids.clone());
     let src = frame.to_geodetic(Enu::new(150.0, -100.0, 0.0));
     let dets = layout.detections(src, t0.add_secs_f64(5.0), 1);
     let mut out = Vec::new();

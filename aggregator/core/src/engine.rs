@@ -744,9 +744,9 @@ impl Engine {
     }
 
     /// Ground plane: the median height of all known nodes (stable across revisions).
-    fn ground_u(&self, members: &[Member]) -> f64 {
+    fn ground_u<'a>(&self, members: impl IntoIterator<Item = &'a Member>) -> f64 {
         let mut h: Vec<f64> = members
-            .iter()
+            .into_iter()
             .map(|m| self.nodes[m.det.node].enu[2])
             .collect();
         h.sort_by(f64::total_cmp);
@@ -1796,10 +1796,12 @@ impl Engine {
         // an airburst (an intercept) is an explosion, whatever its pulse
         // looks like after kilometres of air and a ground reflection (the
         // nodes' classifiers call most airbursts gunshots).
-        let members: Vec<Member> = used.iter().map(|m| (*m).clone()).collect();
-        let height = ev.sol.position.u - self.ground_u(&members);
-        let sigma_u = ev.sol.uncertainty.covariance[2][2].max(0.0).sqrt();
-        if ev.sol.dims == Dims::Free && height > AIRBURST_MIN_HEIGHT_M.max(3.0 * sigma_u) {
+        let airburst = ev.sol.dims == Dims::Free && {
+            let height = ev.sol.position.u - self.ground_u(used.iter().copied());
+            let sigma_u = ev.sol.uncertainty.covariance[2][2].max(0.0).sqrt();
+            height > AIRBURST_MIN_HEIGHT_M.max(3.0 * sigma_u)
+        };
+        if airburst {
             probs[kind_index(SourceKind::Gunshot)] = 0.0;
             probs[kind_index(SourceKind::Launch)] = 0.0;
             let sum: f64 = probs.iter().sum();
