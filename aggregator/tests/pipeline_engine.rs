@@ -8,10 +8,20 @@ use blastnet_aggregator::config::TimeBase;
 use blastnet_aggregator::metrics::Metrics;
 use blastnet_aggregator::pipeline::{Output, Pipeline, PipelineConfig};
 use blastnet_aggregator::testkit::Layout;
-use blastnet_contract::{Enu, EnuFrame, EventStatus, Geodetic, NodeState, UtcNs};
+use blastnet_contract::{Enu, EnuFrame, Event, EventStatus, Geodetic, NodeState, UtcNs};
 
 fn pipeline() -> Pipeline {
     pipeline_expecting(Vec::new())
+}
+
+/// The final revisions among the pipeline's outputs.
+fn finals(out: &[Output]) -> Vec<Event> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Event(e) if e.event.status == EventStatus::Final => Some(e.event.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Nodes mode, waiting for `expect_nodes` (as a replay does for its manifest's).
@@ -65,13 +75,7 @@ fn two_sources_fifteen_seconds_apart_are_both_located() {
     for (t, pl) in layout.statuses(NodeState::Online, t0.add_secs_f64(90.0)) {
         p.on_message(&t, &pl, &mut out);
     }
-    let finals: Vec<_> = out
-        .iter()
-        .filter_map(|o| match o {
-            Output::Event(e) if e.event.status == EventStatus::Final => Some(e.event.clone()),
-            _ => None,
-        })
-        .collect();
+    let finals = finals(&out);
     assert_eq!(finals.len(), 2, "{finals:#?}");
 }
 
@@ -116,13 +120,7 @@ fn a_node_whose_replay_starts_late_is_still_heard() {
             "after node {k}: completed {completed}"
         );
     }
-    let finals: Vec<_> = out
-        .iter()
-        .filter_map(|o| match o {
-            Output::Event(e) if e.event.status == EventStatus::Final => Some(e.event.clone()),
-            _ => None,
-        })
-        .collect();
+    let finals = finals(&out);
     assert_eq!(finals.len(), 1, "{finals:#?}");
     assert_eq!(finals[0].detections.len(), 5, "{:#?}", finals[0]);
 }

@@ -6,7 +6,6 @@
 
 mod common;
 
-use blastnet_aggregator_core::{Engine, EngineConfig};
 use blastnet_contract::{Enu, SourceKind, StreamKind};
 use common::*;
 
@@ -18,10 +17,7 @@ fn kind_of(height_m: f64, seed: u64) -> (SourceKind, f64) {
         enu: Enu::new(200.0, -300.0, height_m),
         t: 1.0,
     };
-    let mut eng = Engine::new(EngineConfig::default());
-    for n in &nodes {
-        eng.upsert_node(node_info(n, true));
-    }
+    let mut eng = online_engine(&nodes);
     let dets = nodes
         .iter()
         .enumerate()

@@ -6,7 +6,6 @@
 
 mod common;
 
-use blastnet_aggregator_core::{Engine, EngineConfig};
 use blastnet_contract::blast::{peak_overpressure_pa, Burst};
 use blastnet_contract::{Enu, SourceKind, StreamKind};
 use common::*;
@@ -20,10 +19,7 @@ fn located_yield(clip_pa: f64) -> (Option<blastnet_contract::YieldEstimate>, usi
         enu: Enu::new(150.0, -220.0, 0.0),
         t: 1.0,
     };
-    let mut eng = Engine::new(EngineConfig::default());
-    for n in &nodes {
-        eng.upsert_node(node_info(n, true));
-    }
+    let mut eng = online_engine(&nodes);
     let mut clipped = 0;
     let dets = nodes
         .iter()

@@ -92,6 +92,15 @@ pub fn detection(
     }
 }
 
+/// A default engine that knows `nodes`, all online.
+pub fn online_engine(nodes: &[Node]) -> Engine {
+    let mut eng = Engine::new(EngineConfig::default());
+    for n in nodes {
+        eng.upsert_node(node_info(n, true));
+    }
+    eng
+}
+
 pub fn node_info(n: &Node, online: bool) -> NodeInfo {
     NodeInfo {
         id: n.id.clone(),
