@@ -523,6 +523,11 @@ impl Engine {
         let mut k = 0;
         while k < self.events.len() {
             if self.events[k].deadline <= horizon {
+                if self.challenge(k, out) && self.events[k].deadline > horizon {
+                    // Relocated on other picks: arrivals may still be due.
+                    k += 1;
+                    continue;
+                }
                 let ev = self.events.remove(k);
                 self.finalise(ev, out);
             } else {
@@ -540,6 +545,9 @@ impl Engine {
     pub fn flush(&mut self, out: &mut Vec<Action>) {
         self.watermark = Some(UtcNs(i64::MAX / 2));
         self.sweep(UtcNs(i64::MAX / 2), out);
+        for k in 0..self.events.len() {
+            self.challenge(k, out);
+        }
         let events = std::mem::take(&mut self.events);
         for ev in events {
             self.finalise(ev, out);
@@ -826,6 +834,161 @@ impl Engine {
         ev.located_with = ev.members.iter().filter(|m| m.used).count();
         ev.sol = sol;
         ev.deadline = deadline;
+        true
+    }
+
+    /// Before an event is finalised, once all its arrivals are in: if picks
+    /// no event has claimed lie near its predictions at sites it does not
+    /// explain, the search's local fit is run again from its solution over
+    /// its own picks and those. An event confirmed online on a wrong pick
+    /// (in a salvo, another source's or a distractor's arrival at one node
+    /// standing in for the direct one) can settle in a wrong basin that
+    /// rejects the later arrivals of the far nodes; their picks pull the
+    /// refit right. The refit replaces the event only if it explains more
+    /// sites and passes the same tests as a new source; the picks it drops
+    /// go back to the pool. Returns whether the event changed.
+    fn challenge(&mut self, k: usize, out: &mut Vec<Action>) -> bool {
+        // Judged on a fit of every arrival it has (as the final revision is).
+        let ev = &self.events[k];
+        if ev.members.iter().filter(|m| m.used).count() != ev.located_with {
+            self.relocate(k);
+        }
+        let ev = &self.events[k];
+        let w = self.cfg.outlier_window_s;
+        // Sites explained by acoustic arrivals (the refit uses only those).
+        let sites_of = |members: &[Member]| {
+            let mut v: Vec<usize> = members
+                .iter()
+                .filter(|m| m.used && m.det.stream == StreamKind::Acoustic)
+                .map(|m| self.nodes[m.det.node].site)
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let explained = sites_of(&ev.members);
+        let free: Vec<usize> = (0..self.pending.len())
+            .filter(|&i| {
+                let q = &self.pending[i];
+                q.stream == StreamKind::Acoustic
+                    && !self.nodes[q.node].flagged
+                    && !ev.members.iter().any(|m| m.det.uid == q.uid)
+                    && {
+                        let (pred, _) = self.predict(&ev.sol, q.node, Phase::Acoustic);
+                        (Self::rel(q.onset, ev.tref) - pred).abs() <= w
+                    }
+            })
+            .collect();
+        // Picks at sites the event does not explain: free ones, and its own
+        // rejected outliers.
+        let unexplained = |n: usize| !explained.contains(&self.nodes[n].site);
+        let outlier_sites = ev
+            .members
+            .iter()
+            .any(|m| !m.used && m.det.stream == StreamKind::Acoustic && unexplained(m.det.node));
+        if !outlier_sites && !free.iter().any(|&i| unexplained(self.pending[i].node)) {
+            return false;
+        }
+        let mut dets: Vec<Det> = ev
+            .members
+            .iter()
+            .filter(|m| m.det.stream == StreamKind::Acoustic)
+            .map(|m| m.det.clone())
+            .collect();
+        dets.extend(free.iter().map(|&i| self.pending[i].clone()));
+        // The local fit from the event's solution, and again without each of
+        // its picks in turn (the wrong pick fits the wrong basin well, so
+        // only its absence lets the fit leave it): the fit explaining the
+        // most sites wins.
+        let s = &ev.sol;
+        let h = [s.position.e, s.position.n, s.position.u, s.origin_s];
+        let leave_out = std::iter::once(None).chain(
+            ev.members
+                .iter()
+                .filter(|m| m.used && m.det.stream == StreamKind::Acoustic)
+                .map(|m| Some(m.det.uid)),
+        );
+        let mut best: Option<(Found, (usize, f64))> = None;
+        for skip in leave_out {
+            let trial: Vec<Det> = dets
+                .iter()
+                .filter(|d| Some(d.uid) != skip)
+                .cloned()
+                .collect();
+            if let SeedVerdict::Accept(m, sol, t) = self.evaluate_seed(&trial, h, ev.tref) {
+                let score = (sites_of(&m).len(), sol.chi2);
+                if best
+                    .as_ref()
+                    .is_none_or(|b| score.0 > b.1 .0 || (score.0 == b.1 .0 && score.1 < b.1 .1))
+                {
+                    best = Some(((m, sol, t), score));
+                }
+            }
+        }
+        let Some(((members, sol, tref), (n_sites, _))) = best else {
+            return false;
+        };
+        // As many sites: only a clearly better fit of the same number of
+        // acoustic arrivals replaces it (χ² lower by more than one).
+        if n_sites < explained.len() {
+            return false;
+        }
+        if n_sites == explained.len() {
+            let mut own: Vec<Member> = ev
+                .members
+                .iter()
+                .filter(|m| m.used && m.det.stream == StreamKind::Acoustic)
+                .cloned()
+                .collect();
+            let start = Some(h);
+            let own_chi2 = self
+                .solve_members(&mut own, ev.tref, start)
+                .map_or(f64::INFINITY, |s| s.chi2);
+            if sol.chi2 + 1.0 >= own_chi2 {
+                return false;
+            }
+        }
+        // Adopt: the new members leave the pool, the old ones not kept return
+        // to it (free to seed or join another source).
+        let old = std::mem::take(&mut self.events[k].members);
+        let uids: Vec<u64> = members.iter().map(|m| m.det.uid).collect();
+        self.pending.retain(|q| !uids.contains(&q.uid));
+        let deadline = self.deadline(&sol, tref);
+        let ev = &mut self.events[k];
+        ev.located_with = members.iter().filter(|m| m.used).count();
+        ev.members = members;
+        ev.sol = sol;
+        ev.tref = tref;
+        ev.deadline = deadline;
+        ev.revision += 1;
+        let mut back = Vec::new();
+        for m in old.into_iter().filter(|m| !uids.contains(&m.det.uid)) {
+            let mut d = m.det;
+            d.swept = false;
+            d.echo = false;
+            back.push(d);
+        }
+        // Seismic picks rejoin where the relocated event predicts them.
+        for d in back {
+            if d.stream != StreamKind::Seismic || !self.fits_event(k, &d) {
+                self.pending.push(d);
+                continue;
+            }
+            let phase = self.seismic_phase(k, &d);
+            let dup = phase == Phase::Acoustic;
+            self.events[k].members.push(Member {
+                det: d,
+                phase,
+                used: !dup,
+                residual: 0.0,
+                reason: dup
+                    .then(|| "air-coupled seismic pick; the node's acoustic pick is used".into()),
+            });
+        }
+        self.relocate(k);
+        self.note_direct_arrivals(k);
+        let e = self.to_event(&self.events[k], EventStatus::Preliminary);
+        out.push(Action::Publish(e));
         true
     }
 

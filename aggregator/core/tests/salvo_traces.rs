@@ -7,23 +7,36 @@
 //! outside the array without a solution. Trace b: the sweep's local fit of a
 //! 1.2 km airburst settled on two wrong picks. Every explosion must be
 //! located (within 5 sigma of its reported uncertainty plus the recording's
-//! 1 m GPS error) and no event may lie away from every true source.
-//! Truth is read only here, to judge.
+//! 1 m GPS error) and no event may lie away from every true source. The
+//! same picks are also delivered in random interleavings (nodes replaying at
+//! their own, varying pace, as on a loaded machine) through the service's
+//! nodes-mode watermark. Truth is read only here, to judge.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use blastnet_aggregator_core::{Action, Engine, EngineConfig, TraceEntry};
-use blastnet_contract::{EnuFrame, Event, EventStatus, Geodetic, Manifest, SourceKind};
+use blastnet_aggregator_core::{Action, Engine, EngineConfig, NodeInfo, TraceEntry};
+use blastnet_contract::{
+    Detection, EnuFrame, Event, EventStatus, Geodetic, Manifest, SourceKind, UtcNs,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
-fn run(trace: &str) -> Vec<Event> {
+fn read_trace(trace: &str) -> Vec<TraceEntry> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(root.join("tests/data").join(trace)).unwrap();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn run(entries: &[TraceEntry]) -> Vec<Event> {
     let mut eng = Engine::new(EngineConfig::default());
     let mut out = Vec::new();
-    for l in text.lines().filter(|l| !l.trim().is_empty()) {
-        let e: TraceEntry = serde_json::from_str(l).unwrap();
-        eng.apply(&e, &mut out);
+    for e in entries {
+        eng.apply(e, &mut out);
     }
     out.into_iter()
         .filter_map(|a| match a {
@@ -33,13 +46,13 @@ fn run(trace: &str) -> Vec<Event> {
         .collect()
 }
 
-fn check(trace: &str) {
+/// Every explosion located and no ghost, or what went wrong.
+fn judge(events: &[Event]) -> Result<(), String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recordings/city-salvo");
     let text = std::fs::read_to_string(root.join("manifest.json")).unwrap();
     let m = Manifest::from_json(&text, "manifest.json").unwrap();
     let truth = m.truth.clone().unwrap();
     let frame = EnuFrame::new(m.nodes[0].position());
-    let events = run(trace);
     let pos = |lat, lon, alt| frame.to_enu(Geodetic::new(lat, lon, alt));
     let tol = |e: &Event| {
         let crlb = e.crlb.as_ref().map_or(0.0, |c| c.horizontal_m);
@@ -61,19 +74,29 @@ fn check(trace: &str) {
             e.origin_utc.secs_since(t.time_utc).abs() < 1.0
                 && pos(e.lat, e.lon, e.alt_m).horizontal_distance(tp) <= tol(e)
         });
-        assert!(
-            hit,
-            "{trace}: {} not located; events {summary:#?}",
-            t.label.as_deref().unwrap_or("?")
-        );
+        if !hit {
+            return Err(format!(
+                "{} not located; events {summary:#?}",
+                t.label.as_deref().unwrap_or("?")
+            ));
+        }
     }
-    for e in &events {
+    for e in events {
         let ep = pos(e.lat, e.lon, e.alt_m);
         let explained = truth.iter().any(|t| {
             e.origin_utc.secs_since(t.time_utc).abs() < 2.0
                 && pos(t.lat, t.lon, t.alt_m).horizontal_distance(ep) <= tol(e)
         });
-        assert!(explained, "{trace}: ghost event {} at {ep:?}", e.event_id);
+        if !explained {
+            return Err(format!("ghost event {} at {ep:?}", e.event_id));
+        }
+    }
+    Ok(())
+}
+
+fn check(trace: &str) {
+    if let Err(e) = judge(&run(&read_trace(trace))) {
+        panic!("{trace}: {e}");
     }
 }
 
@@ -85,4 +108,203 @@ fn salvo_trace_a_every_explosion_located() {
 #[test]
 fn salvo_trace_b_every_explosion_located() {
     check("city-salvo-interleaving-b.trace.jsonl");
+}
+
+/// One node's messages in the order it publishes them, each at its data
+/// time: its first status, its detections (each published once the detector
+/// has seen a little past the onset), a heartbeat every 10 s of data time
+/// (as the replay node runtime does) and the final `offline` status.
+enum Msg {
+    Online(NodeInfo),
+    Detection(Box<Detection>),
+    Heartbeat(UtcNs),
+    Offline(NodeInfo, UtcNs),
+}
+
+/// A node's messages, each at its data time.
+type Stream = Vec<(UtcNs, Msg)>;
+
+/// Per-node message streams of a recorded trace of the shipped city-salvo
+/// (nodes as the manifest places them, as their status announces them).
+fn node_streams(trace: &str) -> (EngineConfig, Vec<(String, Stream)>) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recordings/city-salvo");
+    let text = std::fs::read_to_string(root.join("manifest.json")).unwrap();
+    let m = Manifest::from_json(&text, "manifest.json").unwrap();
+    let mut cfg = None;
+    let mut dets: BTreeMap<String, Vec<Detection>> = BTreeMap::new();
+    for e in read_trace(trace) {
+        match e {
+            TraceEntry::Config(c) => cfg = Some(*c),
+            TraceEntry::Detection(d) => dets.entry(d.node_id.clone()).or_default().push(*d),
+            _ => {}
+        }
+    }
+    let start = m
+        .nodes
+        .iter()
+        .flat_map(|n| &n.streams)
+        .map(|s| s.start_utc)
+        .min()
+        .unwrap();
+    let end = dets
+        .values()
+        .flatten()
+        .map(|d| d.onset_utc)
+        .max()
+        .unwrap()
+        .add_secs_f64(2.0);
+    let streams = m
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut ds = dets.remove(&n.id).unwrap_or_default();
+            ds.sort_by_key(|d| d.seq);
+            let info = NodeInfo {
+                id: n.id.clone(),
+                position: n.position(),
+                clock_uncertainty_s: ds.first().map_or(1e-6, |d| d.clock.uncertainty_s),
+                online: true,
+                temperature_c: None,
+            };
+            let mut msgs = vec![(start, Msg::Online(info.clone()))];
+            for d in ds {
+                msgs.push((d.onset_utc.add_secs_f64(0.05), Msg::Detection(Box::new(d))));
+            }
+            let mut hb = start.add_secs_f64(10.0);
+            while hb < end {
+                msgs.push((hb, Msg::Heartbeat(hb)));
+                hb = hb.add_secs_f64(10.0);
+            }
+            msgs.push((
+                end,
+                Msg::Offline(
+                    NodeInfo {
+                        online: false,
+                        ..info
+                    },
+                    end,
+                ),
+            ));
+            // Stable: a detection is published before the heartbeat that follows it.
+            msgs.sort_by_key(|m| m.0);
+            (n.id.clone(), msgs)
+        })
+        .collect();
+    (cfg.unwrap(), streams)
+}
+
+/// The engine calls of one random interleaving of the nodes' streams, with
+/// the aggregator's nodes-mode watermark: nodes replay concurrently at their
+/// own, varying pace (0.3x to 3x of each other, one maybe starting after the
+/// others have finished), and the watermark is the slowest online node's
+/// latest status time once every node has been heard.
+fn interleaving(cfg: &EngineConfig, streams: &[(String, Stream)], seed: u64) -> Vec<TraceEntry> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut timed: Vec<(f64, usize, usize)> = Vec::new();
+    for (n, (_, msgs)) in streams.iter().enumerate() {
+        let offset = if rng.random_bool(0.1) {
+            rng.random_range(0.0..40.0)
+        } else {
+            rng.random_range(0.0..2.0)
+        };
+        let mut speed: f64 = 10f64.powf(rng.random_range(-0.5..0.5));
+        let (mut wall, mut last) = (offset, msgs[0].0);
+        for (i, (t, _)) in msgs.iter().enumerate() {
+            // The pace drifts: re-drawn every data second.
+            let dt = t.secs_since(last).max(0.0);
+            if dt > 1.0 || rng.random_bool(0.05) {
+                speed = (speed * 10f64.powf(rng.random_range(-0.2..0.2))).clamp(0.3, 3.0);
+            }
+            wall += dt / speed + rng.random_range(0.0..0.01);
+            last = *t;
+            timed.push((wall, n, i));
+        }
+    }
+    timed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out = vec![TraceEntry::Config(Box::new(cfg.clone()))];
+    let mut status: Vec<Option<(UtcNs, bool)>> = vec![None; streams.len()];
+    let mut wm: Option<UtcNs> = None;
+    for (_, n, i) in timed {
+        let mut status_changed = true;
+        match &streams[n].1[i].1 {
+            Msg::Online(info) => {
+                out.push(TraceEntry::Node(info.clone()));
+                status[n] = Some((streams[n].1[0].0, true));
+            }
+            Msg::Detection(d) => {
+                out.push(TraceEntry::Detection(d.clone()));
+                status_changed = false;
+            }
+            Msg::Heartbeat(t) => status[n] = Some((*t, true)),
+            Msg::Offline(info, t) => {
+                out.push(TraceEntry::Node(info.clone()));
+                status[n] = Some((*t, false));
+            }
+        }
+        if !status_changed || status.iter().any(Option::is_none) {
+            continue;
+        }
+        let live = status.iter().flatten().filter(|s| s.1);
+        if let Some(w) = live.map(|s| s.0).min() {
+            if wm.is_none_or(|p| w > p) {
+                wm = Some(w);
+                out.push(TraceEntry::Advance(w));
+            }
+        } else {
+            out.push(TraceEntry::Flush);
+        }
+    }
+    out
+}
+
+/// The picks of trace a, delivered in random interleavings
+/// (`BLASTNET_INTERLEAVINGS` of them, default 100, from seed
+/// `BLASTNET_INTERLEAVINGS_FIRST`, default 0; seeds fixed, so a failure
+/// names the seed that repeats it). `BLASTNET_INTERLEAVINGS_DUMP=DIR` writes
+/// each failing interleaving there as a trace for `offline_replay --trace`.
+#[test]
+fn salvo_in_random_interleavings_every_explosion_located() {
+    let runs: u64 = std::env::var("BLASTNET_INTERLEAVINGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let first: u64 = std::env::var("BLASTNET_INTERLEAVINGS_FIRST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let (cfg, streams) = node_streams("city-salvo-interleaving-a.trace.jsonl");
+    let mut failures = Vec::new();
+    for seed in first..first + runs {
+        let entries = interleaving(&cfg, &streams, seed);
+        if let Err(e) = judge(&run(&entries)) {
+            if let Ok(dir) = std::env::var("BLASTNET_INTERLEAVINGS_DUMP") {
+                let lines: Vec<String> = entries
+                    .iter()
+                    .map(|e| serde_json::to_string(e).unwrap())
+                    .collect();
+                let path = Path::new(&dir).join(format!("interleaving-{seed}.trace.jsonl"));
+                std::fs::write(path, lines.join("\n") + "\n").unwrap();
+            }
+            failures.push(format!("seed {seed}: {e}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {runs} interleavings failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Regression (interleaving seed 59, and the CI run it stands for): the
+/// 500 kg impact outside the array was confirmed online before its far
+/// nodes' arrivals came in, with a distractor's pick at n05 in place of the
+/// direct arrival; the fit settled 320 m away and rejected the later
+/// arrivals of n03 and n04. The challenge before finalising refits it.
+#[test]
+fn an_event_confirmed_on_a_wrong_pick_is_refit_on_the_far_arrivals() {
+    let (cfg, streams) = node_streams("city-salvo-interleaving-a.trace.jsonl");
+    if let Err(e) = judge(&run(&interleaving(&cfg, &streams, 59))) {
+        panic!("interleaving 59: {e}");
+    }
 }
