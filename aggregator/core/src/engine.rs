@@ -117,6 +117,10 @@ const MAX_REFINED_HYPOTHESES: usize = 3;
 /// uncertainty) beyond which a source is an airburst, m.
 const AIRBURST_MIN_HEIGHT_M: f64 = 100.0;
 
+/// Refits of a challenged event judged in full, best screened first (see
+/// `challenge`).
+const MAX_CHALLENGES_JUDGED: usize = 3;
+
 /// Earlier-pick swaps tried per judged hypothesis (see `evaluate_seed`).
 const MAX_SWAPS: usize = 4;
 
@@ -898,8 +902,10 @@ impl Engine {
         dets.extend(free.iter().map(|&i| self.pending[i].clone()));
         // The local fit from the event's solution, and again without each of
         // its picks in turn (the wrong pick fits the wrong basin well, so
-        // only its absence lets the fit leave it): the fit explaining the
-        // most sites wins.
+        // only its absence lets the fit leave it). The local fits are
+        // compared by the sites they explain (then χ²); only the best is
+        // judged in full (swaps, negative evidence, chance), as a new
+        // source's would be.
         let s = &ev.sol;
         let h = [s.position.e, s.position.n, s.position.u, s.origin_s];
         let leave_out = std::iter::once(None).chain(
@@ -908,21 +914,34 @@ impl Engine {
                 .filter(|m| m.used && m.det.stream == StreamKind::Acoustic)
                 .map(|m| Some(m.det.uid)),
         );
-        let mut best: Option<(Found, (usize, f64))> = None;
+        let mut screened: Vec<(Option<u64>, [f64; 4], UtcNs, (usize, f64))> = Vec::new();
         for skip in leave_out {
             let trial: Vec<Det> = dets
                 .iter()
                 .filter(|d| Some(d.uid) != skip)
                 .cloned()
                 .collect();
-            if let SeedVerdict::Accept(m, sol, t) = self.evaluate_seed(&trial, h, ev.tref) {
+            if let Some((m, sol, t)) = self.gather_fit(&trial, h, ev.tref) {
                 let score = (sites_of(&m).len(), sol.chi2);
-                if best
-                    .as_ref()
-                    .is_none_or(|b| score.0 > b.1 .0 || (score.0 == b.1 .0 && score.1 < b.1 .1))
-                {
-                    best = Some(((m, sol, t), score));
+                // Fewer sites than the event explains cannot replace it.
+                if score.0 >= explained.len() {
+                    let p = [sol.position.e, sol.position.n, sol.position.u, sol.origin_s];
+                    screened.push((skip, p, t, score));
                 }
+            }
+        }
+        screened.sort_by(|a, b| b.3 .0.cmp(&a.3 .0).then(a.3 .1.total_cmp(&b.3 .1)));
+        let mut best = None;
+        for (skip, h2, t2, _) in screened.into_iter().take(MAX_CHALLENGES_JUDGED) {
+            let trial: Vec<Det> = dets
+                .iter()
+                .filter(|d| Some(d.uid) != skip)
+                .cloned()
+                .collect();
+            if let SeedVerdict::Accept(m, sol, t) = self.evaluate_seed(&trial, h2, t2) {
+                let score = (sites_of(&m).len(), sol.chi2);
+                best = Some(((m, sol, t), score));
+                break;
             }
         }
         let Some(((members, sol, tref), (n_sites, _))) = best else {
