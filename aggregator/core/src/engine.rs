@@ -254,6 +254,16 @@ struct SupportScratch {
     z: Vec<f64>,
 }
 
+/// A challenged event's local refit without one of its picks (`skip`; none:
+/// with all of them), as screened before it is judged in full.
+struct Refit {
+    skip: Option<u64>,
+    start: [f64; 4],
+    tref: UtcNs,
+    sites: usize,
+    chi2: f64,
+}
+
 /// A source found by a search: its members, the fit, and the fit's time axis.
 type Found = (Vec<Member>, Solution, UtcNs);
 
@@ -903,8 +913,8 @@ impl Engine {
         // The local fit from the event's solution, and again without each of
         // its picks in turn (the wrong pick fits the wrong basin well, so
         // only its absence lets the fit leave it). The local fits are
-        // compared by the sites they explain (then χ²); only the best is
-        // judged in full (swaps, negative evidence, chance), as a new
+        // compared by the sites they explain (then χ²); only the best few
+        // are judged in full (swaps, negative evidence, chance), as a new
         // source's would be.
         let s = &ev.sol;
         let h = [s.position.e, s.position.n, s.position.u, s.origin_s];
@@ -914,31 +924,34 @@ impl Engine {
                 .filter(|m| m.used && m.det.stream == StreamKind::Acoustic)
                 .map(|m| Some(m.det.uid)),
         );
-        let mut screened: Vec<(Option<u64>, [f64; 4], UtcNs, (usize, f64))> = Vec::new();
-        for skip in leave_out {
-            let trial: Vec<Det> = dets
-                .iter()
+        let without = |skip: Option<u64>| -> Vec<Det> {
+            dets.iter()
                 .filter(|d| Some(d.uid) != skip)
                 .cloned()
-                .collect();
-            if let Some((m, sol, t)) = self.gather_fit(&trial, h, ev.tref) {
-                let score = (sites_of(&m).len(), sol.chi2);
+                .collect()
+        };
+        let mut screened: Vec<Refit> = Vec::new();
+        for skip in leave_out {
+            if let Some((m, sol, tref)) = self.gather_fit(&without(skip), h, ev.tref) {
+                let sites = sites_of(&m).len();
                 // Fewer sites than the event explains cannot replace it.
-                if score.0 >= explained.len() {
-                    let p = [sol.position.e, sol.position.n, sol.position.u, sol.origin_s];
-                    screened.push((skip, p, t, score));
+                if sites >= explained.len() {
+                    screened.push(Refit {
+                        skip,
+                        start: [sol.position.e, sol.position.n, sol.position.u, sol.origin_s],
+                        tref,
+                        sites,
+                        chi2: sol.chi2,
+                    });
                 }
             }
         }
-        screened.sort_by(|a, b| b.3 .0.cmp(&a.3 .0).then(a.3 .1.total_cmp(&b.3 .1)));
+        screened.sort_by(|a, b| b.sites.cmp(&a.sites).then(a.chi2.total_cmp(&b.chi2)));
         let mut best = None;
-        for (skip, h2, t2, _) in screened.into_iter().take(MAX_CHALLENGES_JUDGED) {
-            let trial: Vec<Det> = dets
-                .iter()
-                .filter(|d| Some(d.uid) != skip)
-                .cloned()
-                .collect();
-            if let SeedVerdict::Accept(m, sol, t) = self.evaluate_seed(&trial, h2, t2) {
+        for r in screened.into_iter().take(MAX_CHALLENGES_JUDGED) {
+            if let SeedVerdict::Accept(m, sol, t) =
+                self.evaluate_seed(&without(r.skip), r.start, r.tref)
+            {
                 let score = (sites_of(&m).len(), sol.chi2);
                 best = Some(((m, sol, t), score));
                 break;
