@@ -296,7 +296,7 @@ fn city_salvo_is_located_in_98_percent_of_random_interleavings() {
             failures.push(format!("seed {seed}: {e}"));
         }
     }
-    // Named on every run, passing or not, so the known gaps stay in view.
+    // Named on every run (shown with --nocapture), so the known gaps stay in view.
     println!(
         "{} of {runs} interleavings failed:\n{}",
         failures.len(),
