@@ -858,9 +858,10 @@ impl Engine {
     /// (in a salvo, another source's or a distractor's arrival at one node
     /// standing in for the direct one) can settle in a wrong basin that
     /// rejects the later arrivals of the far nodes; their picks pull the
-    /// refit right. The refit replaces the event only if it explains more
-    /// sites and passes the same tests as a new source; the picks it drops
-    /// go back to the pool. Returns whether the event changed.
+    /// refit right. The refit replaces the event only if it passes the same
+    /// tests as a new source and explains more sites (or as many, with a χ²
+    /// lower by more than one); the picks it drops go back to the pool.
+    /// Returns whether the event changed.
     fn challenge(&mut self, k: usize, out: &mut Vec<Action>) -> bool {
         // Judged on a fit of every arrival it has (as the final revision is).
         let ev = &self.events[k];
