@@ -994,30 +994,15 @@ impl Engine {
         ev.tref = tref;
         ev.deadline = deadline;
         ev.revision += 1;
-        let mut back = Vec::new();
+        // The old picks it did not keep return to the pool; those the
+        // relocated event explains (its seismic picks) rejoin at once.
         for m in old.into_iter().filter(|m| !uids.contains(&m.det.uid)) {
             let mut d = m.det;
             d.swept = false;
             d.echo = false;
-            back.push(d);
+            self.pending.push(d);
         }
-        // Seismic picks rejoin where the relocated event predicts them.
-        for d in back {
-            if d.stream != StreamKind::Seismic || !self.fits_event(k, &d) {
-                self.pending.push(d);
-                continue;
-            }
-            let phase = self.seismic_phase(k, &d);
-            let dup = phase == Phase::Acoustic;
-            self.events[k].members.push(Member {
-                det: d,
-                phase,
-                used: !dup,
-                residual: 0.0,
-                reason: dup
-                    .then(|| "air-coupled seismic pick; the node's acoustic pick is used".into()),
-            });
-        }
+        self.join_pending(k);
         self.relocate(k);
         self.note_direct_arrivals(k);
         let e = self.to_event(&self.events[k], EventStatus::Preliminary);
@@ -1724,6 +1709,26 @@ impl Engine {
         });
         let k = self.events.len() - 1;
         // Pending picks that this event explains join it now.
+        if self.join_pending(k) {
+            self.relocate(k);
+        }
+        self.note_direct_arrivals(k);
+        for q in self.pending.clone() {
+            let (pred, _) = self.predict(&self.events[k].sol, q.node, Phase::Acoustic);
+            if q.stream == StreamKind::Acoustic
+                && (Self::rel(q.onset, tref) - pred).abs() <= self.cfg.outlier_window_s
+            {
+                self.events[k].cands.push(q);
+            }
+        }
+        self.events[k].revision = 1;
+        let e = self.to_event(&self.events[k], EventStatus::Preliminary);
+        out.push(Action::Publish(e));
+    }
+
+    /// Move the pending picks that event `k` explains into it (seismic picks
+    /// as its ground wave or as a duplicate of the air wave); whether any did.
+    fn join_pending(&mut self, k: usize) -> bool {
         let pend = std::mem::take(&mut self.pending);
         let mut keep = Vec::with_capacity(pend.len());
         let mut joined = false;
@@ -1755,21 +1760,7 @@ impl Engine {
             }
         }
         self.pending = keep;
-        if joined {
-            self.relocate(k);
-        }
-        self.note_direct_arrivals(k);
-        for q in self.pending.clone() {
-            let (pred, _) = self.predict(&self.events[k].sol, q.node, Phase::Acoustic);
-            if q.stream == StreamKind::Acoustic
-                && (Self::rel(q.onset, tref) - pred).abs() <= self.cfg.outlier_window_s
-            {
-                self.events[k].cands.push(q);
-            }
-        }
-        self.events[k].revision = 1;
-        let e = self.to_event(&self.events[k], EventStatus::Preliminary);
-        out.push(Action::Publish(e));
+        joined
     }
 
     /// Record event `k`'s used acoustic arrivals as their nodes' direct

@@ -46,11 +46,16 @@ fn run(entries: &[TraceEntry]) -> Vec<Event> {
         .collect()
 }
 
-/// Every explosion located and no ghost, or what went wrong.
-fn judge(events: &[Event]) -> Result<(), String> {
+/// The shipped city-salvo's manifest.
+fn salvo_manifest() -> Manifest {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recordings/city-salvo");
     let text = std::fs::read_to_string(root.join("manifest.json")).unwrap();
-    let m = Manifest::from_json(&text, "manifest.json").unwrap();
+    Manifest::from_json(&text, "manifest.json").unwrap()
+}
+
+/// Every explosion located and no ghost, or what went wrong.
+fn judge(events: &[Event]) -> Result<(), String> {
+    let m = salvo_manifest();
     let truth = m.truth.clone().unwrap();
     let frame = EnuFrame::new(m.nodes[0].position());
     let pos = |lat, lon, alt| frame.to_enu(Geodetic::new(lat, lon, alt));
@@ -110,15 +115,16 @@ fn salvo_trace_b_every_explosion_located() {
     check("city-salvo-interleaving-b.trace.jsonl");
 }
 
-/// One node's messages in the order it publishes them, each at its data
-/// time: its first status, its detections (each published once the detector
-/// has seen a little past the onset), a heartbeat every 10 s of data time
-/// (as the replay node runtime does) and the final `offline` status.
+/// One node's messages in the order it publishes them (each at its data
+/// time, see [`Stream`]): its first status, its detections (each published
+/// once the detector has seen a little past the onset), a heartbeat every
+/// 10 s of data time (as the replay node runtime does) and the final
+/// `offline` status.
 enum Msg {
     Online(NodeInfo),
     Detection(Box<Detection>),
-    Heartbeat(UtcNs),
-    Offline(NodeInfo, UtcNs),
+    Heartbeat,
+    Offline(NodeInfo),
 }
 
 /// A node's messages, each at its data time.
@@ -127,9 +133,7 @@ type Stream = Vec<(UtcNs, Msg)>;
 /// Per-node message streams of a recorded trace of the shipped city-salvo
 /// (nodes as the manifest places them, as their status announces them).
 fn node_streams(trace: &str) -> (EngineConfig, Vec<(String, Stream)>) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recordings/city-salvo");
-    let text = std::fs::read_to_string(root.join("manifest.json")).unwrap();
-    let m = Manifest::from_json(&text, "manifest.json").unwrap();
+    let m = salvo_manifest();
     let mut cfg = None;
     let mut dets: BTreeMap<String, Vec<Detection>> = BTreeMap::new();
     for e in read_trace(trace) {
@@ -172,18 +176,15 @@ fn node_streams(trace: &str) -> (EngineConfig, Vec<(String, Stream)>) {
             }
             let mut hb = start.add_secs_f64(10.0);
             while hb < end {
-                msgs.push((hb, Msg::Heartbeat(hb)));
+                msgs.push((hb, Msg::Heartbeat));
                 hb = hb.add_secs_f64(10.0);
             }
             msgs.push((
                 end,
-                Msg::Offline(
-                    NodeInfo {
-                        online: false,
-                        ..info
-                    },
-                    end,
-                ),
+                Msg::Offline(NodeInfo {
+                    online: false,
+                    ..info
+                }),
             ));
             // Stable: a detection is published before the heartbeat that follows it.
             msgs.sort_by_key(|m| m.0);
@@ -225,23 +226,17 @@ fn interleaving(cfg: &EngineConfig, streams: &[(String, Stream)], seed: u64) -> 
     let mut status: Vec<Option<(UtcNs, bool)>> = vec![None; streams.len()];
     let mut wm: Option<UtcNs> = None;
     for (_, n, i) in timed {
-        let mut status_changed = true;
-        match &streams[n].1[i].1 {
-            Msg::Online(info) => {
-                out.push(TraceEntry::Node(info.clone()));
-                status[n] = Some((streams[n].1[0].0, true));
-            }
+        let (t, msg) = &streams[n].1[i];
+        match msg {
             Msg::Detection(d) => {
                 out.push(TraceEntry::Detection(d.clone()));
-                status_changed = false;
+                continue;
             }
-            Msg::Heartbeat(t) => status[n] = Some((*t, true)),
-            Msg::Offline(info, t) => {
-                out.push(TraceEntry::Node(info.clone()));
-                status[n] = Some((*t, false));
-            }
+            Msg::Online(info) | Msg::Offline(info) => out.push(TraceEntry::Node(info.clone())),
+            Msg::Heartbeat => {}
         }
-        if !status_changed || status.iter().any(Option::is_none) {
+        status[n] = Some((*t, !matches!(msg, Msg::Offline(_))));
+        if status.iter().any(Option::is_none) {
             continue;
         }
         let live = status.iter().flatten().filter(|s| s.1);
@@ -272,14 +267,14 @@ const MAX_FAILED_SHARE: f64 = 0.02;
 /// each failing interleaving there as a trace for `offline_replay --trace`.
 #[test]
 fn city_salvo_is_located_in_98_percent_of_random_interleavings() {
-    let runs: u64 = std::env::var("BLASTNET_INTERLEAVINGS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
-    let first: u64 = std::env::var("BLASTNET_INTERLEAVINGS_FIRST")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let env = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let runs = env("BLASTNET_INTERLEAVINGS", 100);
+    let first = env("BLASTNET_INTERLEAVINGS_FIRST", 0);
     let (cfg, streams) = node_streams("city-salvo-interleaving-a.trace.jsonl");
     let mut failures = Vec::new();
     for seed in first..first + runs {
