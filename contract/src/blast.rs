@@ -168,9 +168,14 @@ pub fn positive_duration_s(burst: Burst, range_m: f64, charge_kg: f64) -> f64 {
 }
 
 /// Inverse of [`peak_overpressure_pa`]: the TNT charge (kg) that produces
-/// `overpressure_pa` at `range_m`, by bisection on ln W (the forward laws
-/// are monotonic increasing in W at fixed range). `None` when the inputs are
-/// not positive and finite or the answer lies outside 1 µg..10 kt.
+/// `overpressure_pa` at `range_m` (the forward laws are monotonic increasing
+/// in W at fixed range). `None` when the inputs are not positive and finite
+/// or the answer lies outside 1 µg..10 kt.
+///
+/// The root of ln P(W) − ln P_obs in ln W, which is close to linear (slope
+/// 1/3 far out, up to about 1 close in), by the Illinois variant of false
+/// position (Dowell & Jarratt 1971): superlinear, bracketed, about six
+/// evaluations where bisection took thirty.
 pub fn charge_from_overpressure(burst: Burst, range_m: f64, overpressure_pa: f64) -> Option<f64> {
     if !(range_m.is_finite()
         && range_m > 0.0
@@ -179,24 +184,44 @@ pub fn charge_from_overpressure(burst: Burst, range_m: f64, overpressure_pa: f64
     {
         return None;
     }
+    let target = overpressure_pa.ln();
+    let g = |lnw: f64| peak_overpressure_pa(burst, range_m, lnw.exp()).ln() - target;
     let (mut lo, mut hi) = (1e-9_f64.ln(), 1e7_f64.ln());
-    let f = |lnw: f64| peak_overpressure_pa(burst, range_m, lnw.exp()) - overpressure_pa;
-    if f(lo) > 0.0 || f(hi) < 0.0 {
+    let (mut glo, mut ghi) = (g(lo), g(hi));
+    if glo > 0.0 || ghi < 0.0 || !(glo.is_finite() && ghi.is_finite()) {
         return None;
     }
-    for _ in 0..200 {
-        let mid = 0.5 * (lo + hi);
-        if f(mid) < 0.0 {
-            lo = mid;
+    let mut side = 0i8;
+    let mut x = 0.5 * (lo + hi);
+    for _ in 0..100 {
+        x = if ghi > glo {
+            (lo * ghi - hi * glo) / (ghi - glo)
         } else {
-            hi = mid;
-        }
-        // 1e-7 in ln W: far below any yield's uncertainty (tens of per cent).
-        if hi - lo < 1e-7 {
+            0.5 * (lo + hi)
+        };
+        let gx = g(x);
+        // 1e-10 in ln P is below 1e-9 in ln W: far below any yield's
+        // uncertainty (tens of per cent).
+        if !gx.is_finite() || gx.abs() < 1e-10 || hi - lo < 1e-9 {
             break;
         }
+        if gx < 0.0 {
+            lo = x;
+            glo = gx;
+            if side == -1 {
+                ghi *= 0.5;
+            }
+            side = -1;
+        } else {
+            hi = x;
+            ghi = gx;
+            if side == 1 {
+                glo *= 0.5;
+            }
+            side = 1;
+        }
     }
-    Some((0.5 * (lo + hi)).exp())
+    Some(x.exp())
 }
 
 /// The Friedlander waveform (F. G. Friedlander, Proc. R. Soc. A 186, 1946):
@@ -370,8 +395,24 @@ mod tests {
                 for &r in &[10.0, 150.0, 1200.0, 6000.0] {
                     let p = peak_overpressure_pa(burst, r, w);
                     let back = charge_from_overpressure(burst, r, p).expect("in range");
+                    // The inverse reproduces the pressure. Swisdak's KB fit
+                    // jumps by 0.65 % where its segments meet (Z = 23.8,
+                    // where W = 250 kg at 150 m lies), so a pressure just
+                    // there has two charges 1.6 % apart; elsewhere the
+                    // charge is recovered to 1e-6.
+                    let fwd = peak_overpressure_pa(burst, r, back);
                     assert!(
-                        (back / w - 1.0).abs() < 1e-6,
+                        (fwd / p - 1.0).abs() < 1e-9,
+                        "{burst:?} W={w} R={r}: {back}"
+                    );
+                    let seam = (r / w.cbrt() / 23.8 - 1.0).abs() < 0.01;
+                    let tol = if seam && burst == Burst::Surface {
+                        0.02
+                    } else {
+                        1e-6
+                    };
+                    assert!(
+                        (back / w - 1.0).abs() < tol,
                         "{burst:?} W={w} R={r}: {back}"
                     );
                 }

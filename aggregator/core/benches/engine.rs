@@ -63,7 +63,7 @@ fn scenario(n_nodes: usize, period_s: f64, n_sources: usize) -> (Vec<NodeInfo>, 
                 uncertainty_s: 1e-6,
             },
             class_probs: BTreeMap::new(),
-            site: None,
+            site: Some("city".into()),
             position_uncertainty_m: None,
             clipped: false,
         }

@@ -36,7 +36,10 @@ use blastnet_contract::{
 };
 
 use crate::config::EngineConfig;
-use crate::locate::{closed_form, locate, Arrival, Dims, DimsChoice, LocateOptions, Solution};
+use crate::locate::{
+    closed_form_free_of, closed_form_of, locate, Arrival, Dims, DimsChoice, Guesses, LocateOptions,
+    Solution,
+};
 use crate::propagation::{Phase, Propagation};
 use crate::yield_est::estimate_yield_multi;
 
@@ -183,7 +186,9 @@ impl Node {
     }
 }
 
-#[derive(Debug, Clone)]
+/// A detection as the engine keeps it: plain data (`Copy`), as a search
+/// copies hundreds of them.
+#[derive(Debug, Clone, Copy)]
 struct Det {
     uid: u64,
     node: usize,
@@ -196,7 +201,8 @@ struct Det {
     peak: f64,
     /// The sensor saturated: `peak` is a lower bound.
     clipped: bool,
-    site: Option<String>,
+    /// The deployment site it came with (an index into `Engine::site_names`).
+    site: Option<u32>,
     /// Probably an echo: it follows a direct arrival associated at the same
     /// node by less than `echo_window_s`. It may join a source but does not
     /// seed one.
@@ -245,13 +251,51 @@ pub struct Engine {
     next_uid: u64,
     next_event: u64,
     window_s: f64,
+    /// Distances between nodes, m (row-major, `nodes.len()`²).
+    node_dist: Vec<f64>,
+    /// Longest arrival-time difference of one source between two nodes:
+    /// distance over the slowest sound speed, plus the association
+    /// tolerance, s (row-major, as `node_dist`).
+    pair_window: Vec<f64>,
+    /// Deployment site names detections came with.
+    site_names: Vec<String>,
+    /// Reused buffers of the search.
+    scratch: SearchScratch,
+    /// The median height of all known nodes (the search's ground plane).
+    ground_all: f64,
 }
 
-/// Reused buffers of [`Engine::support`] (one search evaluates hundreds of hypotheses).
-#[derive(Debug, Default)]
-struct SupportScratch {
-    tt: Vec<f64>,
-    z: Vec<f64>,
+/// The candidate picks of one search, laid out for [`Engine::support`]
+/// (one search scores hundreds of hypotheses against all of them): grouped
+/// by node, nodes ascending.
+#[derive(Debug, Default, Clone)]
+struct SupportTable {
+    /// Per node: its position and the range of its candidates below.
+    pos: Vec<[f64; 3]>,
+    range: Vec<std::ops::Range<usize>>,
+    /// Per candidate: onset (s on the search's axis), 1/sigma, and the gate
+    /// its residual must fall in.
+    t: Vec<f64>,
+    inv_sigma: Vec<f64>,
+    gate: Vec<f64>,
+}
+
+/// Buffers of the search (see [`Engine::seed`]), kept from one search to the
+/// next: a search runs for most detections.
+#[derive(Debug, Default, Clone)]
+struct SearchScratch {
+    lent: Vec<Det>,
+    cand: Vec<usize>,
+    nodes_in: Vec<usize>,
+    dets: Vec<Det>,
+    arr: Vec<Arrival>,
+    tri: Vec<usize>,
+    quad: Vec<usize>,
+    with_pivot: Vec<bool>,
+    qc: Vec<bool>,
+    hyps: Vec<([f64; 4], usize, f64)>,
+    tab: SupportTable,
+    order: Vec<usize>,
 }
 
 /// A challenged event's local refit without one of its picks (`skip`; none:
@@ -336,6 +380,11 @@ impl Engine {
             next_uid: 0,
             next_event: 0,
             window_s,
+            node_dist: Vec::new(),
+            pair_window: Vec::new(),
+            site_names: Vec::new(),
+            scratch: SearchScratch::default(),
+            ground_all: 0.0,
         }
     }
 
@@ -422,9 +471,23 @@ impl Engine {
         self.prop.sound_speed_mps = blastnet_contract::physics::sound_speed(t);
         let site_m = self.prop.sound_speed_mps
             * (self.cfg.association_tolerance_s + self.cfg.gate_sigmas * self.cfg.model_sigma_s);
-        for i in 0..self.nodes.len() {
+        let n = self.nodes.len();
+        self.node_dist.clear();
+        for a in &self.nodes {
+            self.node_dist
+                .extend(self.nodes.iter().map(|b| dist(a.enu, b.enu)));
+        }
+        let (c_min, tol) = (
+            self.prop.min_acoustic_speed(),
+            self.cfg.association_tolerance_s,
+        );
+        self.pair_window = self.node_dist.iter().map(|d| d / c_min + tol).collect();
+        let mut h: Vec<f64> = self.nodes.iter().map(|n| n.enu[2]).collect();
+        h.sort_by(f64::total_cmp);
+        self.ground_all = h.get(h.len() / 2).copied().unwrap_or(0.0);
+        for i in 0..n {
             let site = (0..i)
-                .find(|&j| dist(self.nodes[i].enu, self.nodes[j].enu) < site_m)
+                .find(|&j| self.node_dist[i * n + j] < site_m)
                 .map_or(i, |j| self.nodes[j].site);
             self.nodes[i].site = site;
         }
@@ -438,6 +501,18 @@ impl Engine {
             self.window_s =
                 ap / self.prop.min_acoustic_speed() + self.cfg.association_tolerance_s + 1.0;
         }
+    }
+
+    /// The index of deployment site `name` (a handful per engine).
+    fn site_index(&mut self, name: &str) -> u32 {
+        let i = match self.site_names.iter().position(|s| s == name) {
+            Some(i) => i,
+            None => {
+                self.site_names.push(name.to_string());
+                self.site_names.len() - 1
+            }
+        };
+        u32::try_from(i).unwrap_or(u32::MAX)
     }
 
     fn node_for(&mut self, det: &Detection) -> usize {
@@ -491,7 +566,7 @@ impl Engine {
             probs: probs_of(det),
             peak: det.peak,
             clipped: det.clipped,
-            site: det.site.clone(),
+            site: det.site.as_deref().map(|name| self.site_index(name)),
             echo,
             swept: false,
         };
@@ -518,7 +593,7 @@ impl Engine {
             // evidence waits for the sweep, when all of it is in.
             if let Some(last) = self.pending.len().checked_sub(1) {
                 if self.pending[last].uid == d_uid && !self.pending[last].echo {
-                    if let Some((members, sol, tref)) = self.seed(last, false) {
+                    if let Some((members, sol, tref)) = self.search(last, false) {
                         self.create_event(members, sol, tref, out);
                     }
                 }
@@ -595,7 +670,7 @@ impl Engine {
                 return;
             };
             self.pending[i].swept = true;
-            if let Some((members, sol, tref)) = self.seed(i, true) {
+            if let Some((members, sol, tref)) = self.search(i, true) {
                 self.create_event(members, sol, tref, out);
             }
         }
@@ -672,7 +747,7 @@ impl Engine {
             return false;
         };
         self.events[k].members.push(Member {
-            det: d.clone(),
+            det: *d,
             phase,
             used,
             residual: 0.0,
@@ -733,24 +808,17 @@ impl Engine {
             }
         }
         for k in hits {
-            self.events[k].cands.push(d.clone());
+            self.events[k].cands.push(*d);
         }
     }
 
-    fn arrivals_of(&self, members: &[Member], tref: UtcNs) -> Vec<Arrival> {
-        members
-            .iter()
-            .map(|m| Arrival {
-                position: blastnet_contract::Enu::new(
-                    self.nodes[m.det.node].enu[0],
-                    self.nodes[m.det.node].enu[1],
-                    self.nodes[m.det.node].enu[2],
-                ),
-                time_s: Self::rel(m.det.onset, tref),
-                sigma_s: m.det.sigma,
-                phase: m.phase,
-            })
-            .collect()
+    fn arrival_of(&self, m: &Member, tref: UtcNs) -> Arrival {
+        Arrival {
+            position: enu(self.nodes[m.det.node].enu),
+            time_s: Self::rel(m.det.onset, tref),
+            sigma_s: m.det.sigma,
+            phase: m.phase,
+        }
     }
 
     fn locate_opts(&self, start: Option<[f64; 4]>) -> LocateOptions {
@@ -787,6 +855,17 @@ impl Engine {
         tref: UtcNs,
         start: Option<[f64; 4]>,
     ) -> Option<Solution> {
+        self.solve_members_as(members, tref, start, DimsChoice::Auto)
+    }
+
+    /// [`Engine::solve_members`] with the model given.
+    fn solve_members_as(
+        &self,
+        members: &mut [Member],
+        tref: UtcNs,
+        start: Option<[f64; 4]>,
+        dims: DimsChoice,
+    ) -> Option<Solution> {
         let idx: Vec<usize> = (0..members.len())
             .filter(|&i| {
                 members[i].used
@@ -796,10 +875,13 @@ impl Engine {
                         .is_none_or(|r| !r.starts_with("air-coupled"))
             })
             .collect();
-        let sub: Vec<Member> = idx.iter().map(|&i| members[i].clone()).collect();
-        let arr = self.arrivals_of(&sub, tref);
+        let arr: Vec<Arrival> = idx
+            .iter()
+            .map(|&i| self.arrival_of(&members[i], tref))
+            .collect();
         let mut opts = self.locate_opts(start);
-        opts.ground_u_m = Some(self.ground_u(&sub));
+        opts.dims = dims;
+        opts.ground_u_m = Some(self.ground_u(idx.iter().map(|&i| &members[i])));
         let sol = locate(&arr, &self.prop, &opts).ok()?;
         for (j, &i) in idx.iter().enumerate() {
             let m = &mut members[i];
@@ -823,7 +905,7 @@ impl Engine {
                     .as_deref()
                     .is_some_and(|r| r.starts_with("air-coupled"))
         }) {
-            let a = self.arrivals_of(std::slice::from_ref(m), tref)[0];
+            let a = self.arrival_of(m, tref);
             m.residual = a.time_s
                 - sol.origin_s
                 - self
@@ -908,9 +990,9 @@ impl Engine {
             .members
             .iter()
             .filter(|m| m.det.stream == StreamKind::Acoustic)
-            .map(|m| m.det.clone())
+            .map(|m| m.det)
             .collect();
-        dets.extend(free.iter().map(|&i| self.pending[i].clone()));
+        dets.extend(free.iter().map(|&i| self.pending[i]));
         // The local fit from the event's solution, and again without each of
         // its picks in turn (the wrong pick fits the wrong basin well, so
         // only its absence lets the fit leave it). The local fits are
@@ -1026,12 +1108,9 @@ impl Engine {
     }
 
     fn consistent(&self, a: &Det, b: &Det) -> bool {
-        let d = dist(self.nodes[a.node].enu, self.nodes[b.node].enu);
         let dt = a.onset.secs_since(b.onset).abs();
         let s = (a.sigma * a.sigma + b.sigma * b.sigma).sqrt();
-        dt <= d / self.prop.min_acoustic_speed()
-            + self.cfg.association_tolerance_s
-            + self.cfg.gate_sigmas * s
+        dt <= self.pair_window[a.node * self.nodes.len() + b.node] + self.cfg.gate_sigmas * s
     }
 
     /// Look for a source that explains pending[p] (the pivot) and other
@@ -1044,8 +1123,15 @@ impl Engine {
     /// accepted source, if any (the caller creates the event).
     // The loops index a consistency matrix by pairs/triples of candidates.
     #[allow(clippy::needless_range_loop)]
-    fn seed(&self, p: usize, sweep: bool) -> Option<Found> {
-        let pivot = self.pending[p].clone();
+    fn search(&mut self, p: usize, sweep: bool) -> Option<Found> {
+        let mut sc = std::mem::take(&mut self.scratch);
+        let found = self.seed(p, sweep, &mut sc);
+        self.scratch = sc;
+        found
+    }
+
+    fn seed(&self, p: usize, sweep: bool, sc: &mut SearchScratch) -> Option<Found> {
+        let pivot = self.pending[p];
         if pivot.stream != StreamKind::Acoustic || self.nodes[pivot.node].flagged {
             return None;
         }
@@ -1054,13 +1140,15 @@ impl Engine {
         // time first: pending picks, and the picks open events rejected as
         // outliers (in a salvo, another source's arrival is often an outlier
         // of its neighbour in time; it must stay free to support its own).
-        let lent: Vec<Det> = self
-            .events
-            .iter()
-            .flat_map(|ev| ev.members.iter())
-            .filter(|m| !m.used && m.det.stream == StreamKind::Acoustic)
-            .map(|m| m.det.clone())
-            .collect();
+        let lent = &mut sc.lent;
+        lent.clear();
+        lent.extend(
+            self.events
+                .iter()
+                .flat_map(|ev| ev.members.iter())
+                .filter(|m| !m.used && m.det.stream == StreamKind::Acoustic)
+                .map(|m| m.det),
+        );
         let np = self.pending.len();
         let get = |i: usize| -> &Det {
             if i < np {
@@ -1069,16 +1157,18 @@ impl Engine {
                 &lent[i - np]
             }
         };
-        let mut cand: Vec<usize> = (0..np + lent.len())
-            .filter(|&i| {
-                let q = get(i);
-                i != p
-                    && q.stream == StreamKind::Acoustic
-                    && q.node != pivot.node
-                    && !self.nodes[q.node].flagged
-                    && self.consistent(q, &pivot)
-            })
-            .collect();
+        // The pivot first, then the candidates.
+        let cand = &mut sc.cand;
+        cand.clear();
+        cand.push(p);
+        cand.extend((0..np + lent.len()).filter(|&i| {
+            let q = get(i);
+            i != p
+                && q.stream == StreamKind::Acoustic
+                && q.node != pivot.node
+                && !self.nodes[q.node].flagged
+                && self.consistent(q, &pivot)
+        }));
         // The sweep draws hypotheses first from the picks of the nodes
         // nearest the pivot's: for a source outside the array the other
         // nodes' arrivals come seconds after the pivot, behind dozens of
@@ -1103,14 +1193,12 @@ impl Engine {
         } else {
             Vec::new()
         };
-        cand.sort_by(|&a, &b| {
-            let da = get(a).onset.secs_since(tref).abs();
-            let db = get(b).onset.secs_since(tref).abs();
-            da.total_cmp(&db)
-        });
-        let mut set: Vec<usize> = vec![p];
-        set.extend(cand);
-        let mut nodes_in: Vec<usize> = set.iter().map(|&i| get(i).node).collect();
+        // Nearest in time first (ties in pool order).
+        cand[1..].sort_unstable_by_key(|&i| ((get(i).onset.0 - tref.0).unsigned_abs(), i));
+        let set = &cand[..];
+        let nodes_in = &mut sc.nodes_in;
+        nodes_in.clear();
+        nodes_in.extend(set.iter().map(|&i| get(i).node));
         nodes_in.sort_unstable();
         nodes_in.dedup();
         if nodes_in.len() < self.cfg.min_nodes_ground {
@@ -1131,24 +1219,31 @@ impl Engine {
             }
         }
         let m = set.len();
-        let dets: Vec<Det> = set.iter().map(|&i| get(i).clone()).collect();
-        let arr: Vec<Arrival> = dets
-            .iter()
-            .map(|d| Arrival {
-                position: enu(self.nodes[d.node].enu),
-                time_s: d.onset.secs_since(tref),
-                sigma_s: d.sigma,
-                phase: Phase::Acoustic,
-            })
-            .collect();
+        let dets = &mut sc.dets;
+        dets.clear();
+        dets.extend(set.iter().map(|&i| *get(i)));
+        let dets = &dets[..];
+        let arr = &mut sc.arr;
+        arr.clear();
+        arr.extend(dets.iter().map(|d| Arrival {
+            position: enu(self.nodes[d.node].enu),
+            time_s: d.onset.secs_since(tref),
+            sigma_s: d.sigma,
+            phase: Phase::Acoustic,
+        }));
+        let arr = &arr[..];
         // Hypotheses are drawn from the candidates nearest in time.
         // Triples: the nearest in time (and, in the sweep, the neighbours'
         // picks too); quadruples: the nearest in time.
         let mg = m.min(self.cfg.max_seed_candidates.max(2));
         let mq = m.min(QUAD_CANDIDATES);
-        let mut tri: Vec<usize> = (1..mg).collect();
+        let tri = &mut sc.tri;
+        tri.clear();
+        tri.extend(1..mg);
         tri.extend((mg..m).filter(|&i| near.contains(&dets[i].node)));
-        let mut quad: Vec<usize> = (1..mq).collect();
+        let quad = &mut sc.quad;
+        quad.clear();
+        quad.extend(1..mq);
         quad.extend(
             (mq..m)
                 .filter(|&i| near.contains(&dets[i].node))
@@ -1160,11 +1255,7 @@ impl Engine {
             self.nodes[dets[i].node].site != self.nodes[dets[j].node].site
                 && self.consistent(&dets[i], &dets[j])
         };
-        let ground_u = {
-            let mut h: Vec<f64> = self.nodes.iter().map(|n| n.enu[2]).collect();
-            h.sort_by(f64::total_cmp);
-            h[h.len() / 2]
-        };
+        let ground_u = self.ground_all;
         let c = self.prop.sound_speed_mps;
         // The closed form assumes one speed. Wind makes the effective speed
         // depend on the direction: for a source outside the array (arrival
@@ -1172,36 +1263,53 @@ impl Engine {
         // still-air hyperbolas without an intersection. Then the extremes of
         // the effective speed are tried; refinement uses the full model.
         let wind = self.prop.wind_mps[0].hypot(self.prop.wind_mps[1]);
-        let guesses = |used: &[bool]| -> Vec<[f64; 4]> {
-            let mut v = closed_form(&arr, used, c, ground_u);
+        let guesses = |idx: &[usize]| -> [Guesses; 3] {
+            let v = closed_form_of(arr, idx, c, ground_u);
             if v.is_empty() && wind > 0.0 {
-                for cc in [c - wind, c + wind] {
-                    v.extend(closed_form(&arr, used, cc, ground_u));
-                }
+                [
+                    v,
+                    closed_form_of(arr, idx, c - wind, ground_u),
+                    closed_form_of(arr, idx, c + wind, ground_u),
+                ]
+            } else {
+                [v, Guesses::default(), Guesses::default()]
             }
-            v
+        };
+        let free_guesses = |idx: &[usize]| -> [Option<[f64; 4]>; 3] {
+            let v = closed_form_free_of(arr, idx, c, ground_u);
+            if v.is_none() && wind > 0.0 {
+                [
+                    v,
+                    closed_form_free_of(arr, idx, c - wind, ground_u),
+                    closed_form_free_of(arr, idx, c + wind, ground_u),
+                ]
+            } else {
+                [v, None, None]
+            }
         };
         // Hypotheses with their consensus (support count, χ²): ground-plane
         // triples and free-height quadruples (an airburst's arrivals are the
         // most compact in time, so quadruples come from the nearest few).
-        let mut hyps: Vec<([f64; 4], usize, f64)> = Vec::new();
-        let mut sc = SupportScratch::default();
+        let hyps = &mut sc.hyps;
+        hyps.clear();
+        self.support_table(arr, dets, &mut sc.tab, &mut sc.order);
+        let tab = &sc.tab;
         let full = nodes_in.len();
-        let mut used = vec![false; m];
+        // Candidates consistent with the pivot (computed once per search).
+        let with_pivot = &mut sc.with_pivot;
+        with_pivot.clear();
+        with_pivot.extend((0..m).map(|i| i > 0 && cons(0, i)));
+        tri.retain(|&i| with_pivot[i]);
+        quad.retain(|&i| with_pivot[i]);
         'pairs: for (a, &i) in tri.iter().enumerate() {
-            if !cons(0, i) {
-                continue;
-            }
             for &j in &tri[a + 1..] {
-                if !cons(0, j) || !cons(i, j) {
+                if !cons(i, j) {
                     continue;
                 }
-                used.iter_mut().for_each(|u| *u = false);
-                used[0] = true;
-                used[i] = true;
-                used[j] = true;
-                for h in guesses(&used) {
-                    let (s, x2) = self.support(&arr, &dets, h, &mut sc);
+                let mut idx = [0, i, j];
+                idx.sort_unstable();
+                for h in guesses(&idx).iter().flat_map(Guesses::iter) {
+                    let (s, x2) = self.support(tab, h);
                     hyps.push((h, s, x2));
                     if s == full {
                         break 'pairs;
@@ -1219,29 +1327,30 @@ impl Engine {
         if !(sweep || best2 < confirm_2d) || (sweep && best2 < SWEEP_QUAD_MIN_SUPPORT) {
             quad.clear();
         }
-        'quads: for (a, &i) in quad.iter().enumerate() {
-            if !cons(0, i) {
-                continue;
+        // Pairwise consistency of the quadruple candidates (each pair is
+        // looked at by many quadruples).
+        let nq = quad.len();
+        let qc = &mut sc.qc;
+        qc.clear();
+        qc.resize(nq * nq, false);
+        for a in 0..nq {
+            for b in a + 1..nq {
+                qc[a * nq + b] = cons(quad[a], quad[b]);
             }
-            for (b, &j) in quad.iter().enumerate().skip(a + 1) {
-                if !cons(0, j) || !cons(i, j) {
+        }
+        'quads: for a in 0..nq {
+            for b in a + 1..nq {
+                if !qc[a * nq + b] {
                     continue;
                 }
-                for &l in &quad[b + 1..] {
-                    if !cons(0, l) || !cons(i, l) || !cons(j, l) {
+                for l in b + 1..nq {
+                    if !qc[a * nq + l] || !qc[b * nq + l] {
                         continue;
                     }
-                    used.iter_mut().for_each(|u| *u = false);
-                    for x in [0, i, j, l] {
-                        used[x] = true;
-                    }
-                    for h in guesses(&used) {
-                        // Below the ground: the mirror image of an airburst
-                        // (its ground reflections), not a source.
-                        if h[2] < ground_u - 100.0 {
-                            continue;
-                        }
-                        let (s, x2) = self.support(&arr, &dets, h, &mut sc);
+                    let mut idx = [0, quad[a], quad[b], quad[l]];
+                    idx.sort_unstable();
+                    for h in free_guesses(&idx).into_iter().flatten() {
+                        let (s, x2) = self.support(tab, h);
                         hyps.push((h, s, x2));
                         if s == full {
                             break 'quads;
@@ -1250,22 +1359,23 @@ impl Engine {
                 }
             }
         }
-        hyps.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.total_cmp(&b.2)));
-        let mut tried: Vec<[f64; 4]> = Vec::new();
         // A hypothesis that explains fewer than half the sites the detection
         // fraction asks for is hopeless even if refinement doubles its
         // support: not refined (in a large network most false triggers'
-        // hypotheses end here, before any least-squares fit).
+        // hypotheses end here, before any least-squares fit). Online only a
+        // confirmable one is.
         let live = (0..self.nodes.len())
             .filter(|&n| self.nodes[n].expected_at(tref))
             .count();
         let hopeless = |s: usize| 2.0 * (s as f64) < self.cfg.min_detect_fraction * live as f64;
-        for (h, s, _) in hyps.into_iter() {
-            if s < self.cfg.min_nodes_ground
-                || tried.len() >= MAX_REFINED_HYPOTHESES
-                || (!sweep && s < confirm_2d)
-                || hopeless(s)
-            {
+        hyps.retain(|&(_, s, _)| {
+            s >= self.cfg.min_nodes_ground && (sweep || s >= confirm_2d) && !hopeless(s)
+        });
+        // Best supported first, then the best fit (ties in the order found).
+        hyps.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.total_cmp(&b.2)));
+        let mut tried: Vec<[f64; 4]> = Vec::new();
+        for &(h, _, _) in hyps.iter() {
+            if tried.len() >= MAX_REFINED_HYPOTHESES {
                 break;
             }
             if tried.iter().any(|t| {
@@ -1276,47 +1386,66 @@ impl Engine {
                 continue;
             }
             tried.push(h);
-            if let SeedVerdict::Accept(members, sol, tref_ev) = self.evaluate_seed(&dets, h, tref) {
+            if let SeedVerdict::Accept(members, sol, tref_ev) = self.evaluate_seed(dets, h, tref) {
                 return Some((members, sol, tref_ev));
             }
         }
         None
     }
 
-    /// Nodes explained by hypothesis `h` (best pick per node within the seed
-    /// gate) and their χ².
-    fn support(
+    /// Fill `tab` with the support table of a search's candidates.
+    fn support_table(
         &self,
         arr: &[Arrival],
         dets: &[Det],
-        h: [f64; 4],
-        sc: &mut SupportScratch,
-    ) -> (usize, f64) {
-        // Per node: the travel time (computed once) and the best z².
-        let n = self.nodes.len();
-        sc.tt.clear();
-        sc.tt.resize(n, f64::NAN);
-        sc.z.clear();
-        sc.z.resize(n, f64::INFINITY);
-        let src = [h[0], h[1], h[2]];
-        for (a, d) in arr.iter().zip(dets) {
-            let mut t = sc.tt[d.node];
-            if t.is_nan() {
-                t = self
-                    .prop
-                    .travel_time(Phase::Acoustic, src, a.position.to_array());
-                sc.tt[d.node] = t;
+        tab: &mut SupportTable,
+        order: &mut Vec<usize>,
+    ) {
+        order.clear();
+        order.extend(0..dets.len());
+        order.sort_by_key(|&i| dets[i].node);
+        let tol = self.cfg.association_tolerance_s;
+        tab.pos.clear();
+        tab.range.clear();
+        tab.t.clear();
+        tab.inv_sigma.clear();
+        tab.gate.clear();
+        for (k, &i) in order.iter().enumerate() {
+            let n = dets[i].node;
+            if k == 0 || dets[order[k - 1]].node != n {
+                tab.pos.push(self.nodes[n].enu);
+                tab.range.push(k..k);
             }
-            let r = a.time_s - h[3] - t;
-            if r.abs() <= self.cfg.gate_sigmas * a.sigma_s + self.cfg.association_tolerance_s {
-                let z = (r / a.sigma_s).powi(2);
-                if z < sc.z[d.node] {
-                    sc.z[d.node] = z;
+            if let Some(r) = tab.range.last_mut() {
+                r.end = k + 1;
+            }
+            tab.t.push(arr[i].time_s);
+            tab.inv_sigma.push(1.0 / arr[i].sigma_s);
+            tab.gate.push(self.cfg.gate_sigmas * arr[i].sigma_s + tol);
+        }
+    }
+
+    /// Nodes explained by hypothesis `h` (best pick per node within the seed
+    /// gate) and their χ².
+    fn support(&self, tab: &SupportTable, h: [f64; 4]) -> (usize, f64) {
+        let src = [h[0], h[1], h[2]];
+        let (mut count, mut chi2) = (0, 0.0);
+        let (t, gate, inv) = (&tab.t[..], &tab.gate[..], &tab.inv_sigma[..]);
+        for (p, r) in tab.pos.iter().zip(&tab.range) {
+            let at = h[3] + self.prop.travel_time(Phase::Acoustic, src, *p);
+            let mut best = f64::INFINITY;
+            for i in r.start..r.end.min(t.len()).min(gate.len()).min(inv.len()) {
+                let res = t[i] - at;
+                if res.abs() <= gate[i] {
+                    best = best.min((res * inv[i]).powi(2));
                 }
             }
+            if best.is_finite() {
+                count += 1;
+                chi2 += best;
+            }
         }
-        let hit = sc.z.iter().filter(|z| z.is_finite());
-        (hit.clone().count(), hit.sum())
+        (count, chi2)
     }
 
     /// Local optimisation of hypothesis `h` (LO-RANSAC): gather the picks it
@@ -1332,7 +1461,7 @@ impl Engine {
         let mut htref = tref;
         let mut sol_opt: Option<(Vec<Member>, Solution, UtcNs)> = None;
         // Two rounds: gate on the hypothesis, then on the refined solution.
-        for round in 0..2 {
+        for _round in 0..2 {
             let mut pick: Vec<(usize, f64)> = Vec::new(); // det index, |z|
             for (i, d) in dets.iter().enumerate() {
                 let (t, g) = self.prop.travel_and_gradient(
@@ -1376,10 +1505,21 @@ impl Engine {
             if pick.len() < self.cfg.min_nodes_ground {
                 return None;
             }
+            // The refined solution gathers the same picks: it stands (a fit
+            // of the same arrivals from its own solution would return it).
+            if sol_opt.as_ref().is_some_and(|(m0, _, _)| {
+                m0.len() == pick.len()
+                    && m0
+                        .iter()
+                        .zip(&pick)
+                        .all(|(a, b)| a.det.uid == dets[b.0].uid)
+            }) {
+                break;
+            }
             let mut members: Vec<Member> = pick
                 .iter()
                 .map(|&(i, _)| Member {
-                    det: dets[i].clone(),
+                    det: dets[i],
                     phase: Phase::Acoustic,
                     used: true,
                     residual: 0.0,
@@ -1391,14 +1531,7 @@ impl Engine {
             let sol = self.solve_members(&mut members, t_ev, Some(start))?;
             hyp = [sol.position.e, sol.position.n, sol.position.u, sol.origin_s];
             htref = t_ev;
-            let same = sol_opt.as_ref().is_some_and(|(m0, _, _)| {
-                m0.len() == members.len()
-                    && m0.iter().zip(&members).all(|(a, b)| a.det.uid == b.det.uid)
-            });
             sol_opt = Some((members, sol, t_ev));
-            if round == 1 || same {
-                break;
-            }
         }
         let (mut members, mut sol, t_ev) = sol_opt?;
         // χ² too large with redundancy to spare: the worst-fitting pick (a
@@ -1476,12 +1609,19 @@ impl Engine {
                 swaps += 1;
                 let mut trial: Vec<Member> = members.iter().filter(|x| x.used).cloned().collect();
                 if let Some(x) = trial.iter_mut().find(|x| x.det.uid == m.det.uid) {
-                    x.det = q.clone();
+                    x.det = *q;
                 }
                 let s0 = &sol;
                 let start = [s0.position.e, s0.position.n, s0.position.u, s0.origin_s];
+                // The trial only proposes a start for the local fit: in the
+                // current solution's model (a wrong pick makes any fit bad,
+                // and 3D starts at three heights would not mend it).
+                let dims = match sol.dims {
+                    Dims::Ground => DimsChoice::Ground,
+                    Dims::Free => DimsChoice::Free,
+                };
                 let better = self
-                    .solve_members(&mut trial, t_ev, Some(start))
+                    .solve_members_as(&mut trial, t_ev, Some(start), dims)
                     .map(|s| [s.position.e, s.position.n, s.position.u, s.origin_s])
                     .and_then(|h2| self.gather_fit(dets, h2, t_ev))
                     .filter(|(m2, s2, _)| {
@@ -1910,10 +2050,10 @@ impl Engine {
             {
                 Some(e) => {
                     if r.abs() < e.1.abs() {
-                        *e = (q.clone(), r, reason, echo);
+                        *e = (*q, r, reason, echo);
                     }
                 }
-                None => extra.push((q.clone(), r, reason, echo)),
+                None => extra.push((*q, r, reason, echo)),
             }
         }
         // Residual history per live node, for clock flags.
@@ -2061,7 +2201,11 @@ impl Engine {
             dims: ev.sol.dims.as_u8(),
             crlb: Some(ev.sol.crlb.to_crlb()),
             yield_estimate,
-            site: ev.members.iter().find_map(|m| m.det.site.clone()),
+            site: ev
+                .members
+                .iter()
+                .find_map(|m| m.det.site)
+                .and_then(|i| self.site_names.get(i as usize).cloned()),
         }
     }
 }

@@ -231,6 +231,10 @@ struct Fit {
 
 fn sigma_total(prop: &Propagation, a: &Arrival, travel: f64) -> f64 {
     let m = prop.model_sigma(a.phase, travel);
+    if m == 0.0 {
+        // The acoustic model adds nothing (and √(σ²) = |σ| exactly).
+        return a.sigma_s.abs();
+    }
     (a.sigma_s * a.sigma_s + m * m).sqrt()
 }
 
@@ -243,8 +247,9 @@ fn normal(
     p: &Vector4<f64>,
 ) -> (f64, Matrix4<f64>, Vector4<f64>) {
     let c = prop.sound_speed_mps;
-    let mut n = Matrix4::zeros();
-    let mut g = Vector4::zeros();
+    // The upper triangle of N, row by row (N is symmetric).
+    let mut up = [0.0; 10];
+    let mut g = [0.0; 4];
     let mut chi2 = 0.0;
     let src = [p[0], p[1], p[2]];
     for (a, _) in obs.iter().zip(used).filter(|(_, &u)| u) {
@@ -252,34 +257,36 @@ fn normal(
         let r = c * (a.time_s - t) - p[3];
         let s = c * sigma_total(prop, a, t);
         let w = 1.0 / (s * s);
-        let h = Vector4::new(
+        let h = [
             c * grad[0],
             c * grad[1],
             if dims == Dims::Free { c * grad[2] } else { 0.0 },
             1.0,
-        );
+        ];
         chi2 += w * r * r;
-        n += h * h.transpose() * w;
-        g += h * (w * r);
+        let mut k = 0;
+        for i in 0..4 {
+            let wh = w * h[i];
+            g[i] += wh * r;
+            for hj in &h[i..] {
+                up[k] += wh * hj;
+                k += 1;
+            }
+        }
+    }
+    let mut n = Matrix4::zeros();
+    let mut k = 0;
+    for i in 0..4 {
+        for j in i..4 {
+            n[(i, j)] = up[k];
+            n[(j, i)] = up[k];
+            k += 1;
+        }
     }
     if dims == Dims::Ground {
         n[(2, 2)] = 1.0;
     }
-    (chi2, n, g)
-}
-
-/// χ² only.
-fn chi2_at(obs: &[Arrival], used: &[bool], prop: &Propagation, p: &Vector4<f64>) -> f64 {
-    let c = prop.sound_speed_mps;
-    let src = [p[0], p[1], p[2]];
-    let mut chi2 = 0.0;
-    for (a, _) in obs.iter().zip(used).filter(|(_, &u)| u) {
-        let t = prop.travel_time(a.phase, src, a.position.to_array());
-        let r = a.time_s - t - p[3] / c;
-        let s = sigma_total(prop, a, t);
-        chi2 += (r / s) * (r / s);
-    }
-    chi2
+    (chi2, n, Vector4::from(g))
 }
 
 /// Levenberg–Marquardt (Marquardt's diagonal scaling) from `start`.
@@ -304,6 +311,18 @@ fn lm(
     );
     let (mut chi2, mut n, mut g) = normal(obs, used, prop, dims, &p);
     let mut lambda = 1e-3;
+    // Stop once a step would lower χ² by less than 1e-4 (times the reduced
+    // χ² of a fit that does not match its sigmas): the solution is then
+    // within 1 % of its own 1-sigma of the minimum (dᵀ·N·d = d·g is the
+    // squared Mahalanobis length of a Gauss–Newton step).
+    let dof = used
+        .iter()
+        .filter(|&&u| u)
+        .count()
+        .saturating_sub(dims.unknowns())
+        .max(1);
+    let tol_at = |chi2: f64| 1e-4 * (chi2 / dof as f64).max(1.0);
+    let mut tol = tol_at(chi2);
     for _ in 0..50 {
         let mut improved = false;
         let mut small_step = false;
@@ -319,8 +338,10 @@ fn lm(
                 continue;
             };
             let d = ch.solve(&g);
-            if d.norm() < 1e-4 {
-                // Converged: the step is below 0.1 mm (and 0.1 mm of c·t0).
+            // Converged: the step is below 0.1 mm (and 0.1 mm of c·t0), or
+            // it would lower χ² by less than `tol` (the Gauss–Newton
+            // prediction d·g, once the damping is small).
+            if d.norm() < 1e-4 || (lambda < 1.0 && d.dot(&g) <= tol) {
                 break;
             }
             let mut q = p + d;
@@ -329,24 +350,28 @@ fn lm(
                 // mirror image fits (almost) equally, so reflect.
                 q[2] = 2.0 * ground_u - q[2];
             }
-            let c2 = chi2_at(obs, used, prop, &q);
+            // The normal equations at the trial point also give its χ²:
+            // one pass over the arrivals per trial, reused when it is taken.
+            let (c2, n2, g2) = normal(obs, used, prop, dims, &q);
             if c2.is_finite() && c2 <= chi2 {
-                small_step = d.norm() < 1e-6 || (chi2 - c2) <= 1e-12 * chi2.max(1e-300);
+                // Too little gained to go on: converged, or crawling along
+                // a narrow valley under heavy damping (a model that does not
+                // fit; fifty such steps would not change the verdict).
+                let gain = chi2 - c2;
+                small_step =
+                    d.norm() < 1e-6 || gain <= tol || (lambda >= 1.0 && gain <= 1e-4 * chi2);
                 p = q;
+                chi2 = c2;
+                tol = tol_at(chi2);
+                n = n2;
+                g = g2;
                 lambda = (lambda * 0.1).max(1e-12);
                 improved = true;
                 break;
             }
             lambda *= 10.0;
         }
-        if !improved {
-            break;
-        }
-        let (c2, n2, g2) = normal(obs, used, prop, dims, &p);
-        chi2 = c2;
-        n = n2;
-        g = g2;
-        if small_step {
+        if !improved || small_step {
             break;
         }
     }
@@ -395,105 +420,217 @@ fn covariance(fit: &Fit) -> Option<Matrix4<f64>> {
 /// quadratic (spherical intersection, Schau & Robinson 1987): 0–2 roots.
 pub fn closed_form(obs: &[Arrival], used: &[bool], c: f64, ground_u: f64) -> Vec<[f64; 4]> {
     let idx: Vec<usize> = (0..obs.len())
-        .filter(|&i| used.get(i).copied().unwrap_or(true) && obs[i].phase == Phase::Acoustic)
+        .filter(|&i| used.get(i).copied().unwrap_or(true))
         .collect();
-    let mut out = Vec::new();
+    closed_form_of(obs, &idx, c, ground_u).iter().collect()
+}
+
+/// At most two closed-form starting points (see [`closed_form_of`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Guesses {
+    v: [[f64; 4]; 2],
+    n: usize,
+}
+
+impl Guesses {
+    fn push(&mut self, g: [f64; 4]) {
+        if self.n < 2 {
+            self.v[self.n] = g;
+            self.n += 1;
+        }
+    }
+    /// The starting points (e, n, u, t0).
+    pub fn iter(&self) -> impl Iterator<Item = [f64; 4]> + '_ {
+        self.v[..self.n].iter().copied()
+    }
+    /// No starting point.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
+
+/// [`closed_form`] on the acoustic arrivals `idx` of `obs`, without
+/// allocating when they are all acoustic (the association search calls it
+/// for thousands of triples and quadruples).
+pub fn closed_form_of(obs: &[Arrival], idx: &[usize], c: f64, ground_u: f64) -> Guesses {
+    if idx.iter().all(|&i| obs[i].phase == Phase::Acoustic) {
+        return spherical(obs, idx, c, ground_u);
+    }
+    let ac: Vec<usize> = idx
+        .iter()
+        .copied()
+        .filter(|&i| obs[i].phase == Phase::Acoustic)
+        .collect();
+    spherical(obs, &ac, c, ground_u)
+}
+
+/// The free-height starting point of [`closed_form_of`] alone (four or more
+/// arrivals): the ground-plane one of a quadruple is no better than its
+/// triples' exact ones, which a search tries anyway.
+pub fn closed_form_free_of(
+    obs: &[Arrival],
+    idx: &[usize],
+    c: f64,
+    ground_u: f64,
+) -> Option<[f64; 4]> {
+    if idx.len() < 4 {
+        return None;
+    }
+    let g = closed_form_of(obs, idx, c, ground_u);
+    (g.n == 2).then_some(g.v[1])
+}
+
+/// The closed form of [`closed_form`] on arrivals `idx` (all acoustic).
+fn spherical(obs: &[Arrival], idx: &[usize], c: f64, ground_u: f64) -> Guesses {
+    let mut out = Guesses::default();
     if idx.len() < 3 {
         return out;
     }
-    // Reference: earliest arrival.
-    let r0 = *idx
-        .iter()
-        .min_by(|&&a, &&b| obs[a].time_s.total_cmp(&obs[b].time_s))
-        .unwrap_or(&idx[0]);
+    // Reference: earliest arrival (the first of equals).
+    let mut r0 = idx[0];
+    for &i in &idx[1..] {
+        if obs[i].time_s < obs[r0].time_s {
+            r0 = i;
+        }
+    }
     let p0 = obs[r0].position.to_array();
     let tref = obs[r0].time_s;
     let d0 = 0.0;
     let zp = ground_u - p0[2];
-    let rows: Vec<([f64; 3], f64)> = idx
-        .iter()
-        .filter(|&&i| i != r0)
-        .map(|&i| {
-            let q = [
-                obs[i].position.e - p0[0],
-                obs[i].position.n - p0[1],
-                obs[i].position.u - p0[2],
-            ];
-            let di = c * (obs[i].time_s - tref);
-            (q, di)
-        })
-        .collect();
+    let row = |i: usize| -> ([f64; 3], f64) {
+        let q = [
+            obs[i].position.e - p0[0],
+            obs[i].position.n - p0[1],
+            obs[i].position.u - p0[2],
+        ];
+        (q, c * (obs[i].time_s - tref))
+    };
     let finish =
         |x: f64, y: f64, z: f64, tau: f64| [x + p0[0], y + p0[1], z + p0[2], tref + tau / c];
-    if rows.len() >= 3 {
-        // Least squares on (x, y, τ0), height fixed at zp, then re-solve once with the
-        // height implied by the sphere (non-planar arrays).
-        let solve = |z: f64| -> Option<Vector3<f64>> {
-            let mut ata = Matrix3::zeros();
-            let mut atb = Vector3::zeros();
-            for (q, di) in &rows {
-                let a = Vector3::new(2.0 * q[0], 2.0 * q[1], -2.0 * (di - d0));
-                let b =
-                    q[0] * q[0] + q[1] * q[1] + q[2] * q[2] - di * di + d0 * d0 - 2.0 * q[2] * z;
-                ata += a * a.transpose();
-                atb += a * b;
-            }
-            ata.cholesky().map(|ch| ch.solve(&atb))
-        };
-        if let Some(s) = solve(zp) {
-            out.push(finish(s[0], s[1], zp, s[2]));
-            let z2 = (d0 - s[2]).powi(2) - s[0] * s[0] - s[1] * s[1];
-            if z2 > 0.0 {
-                let z = z2.sqrt();
-                if let Some(s2) = solve(z) {
-                    out.push(finish(s2[0], s2[1], z.max(zp), s2[2]));
-                }
-            }
-        }
-    } else {
-        let (q1, d1) = rows[0];
-        let (q2, d2) = rows[1];
-        let det = 4.0 * (q1[0] * q2[1] - q1[1] * q2[0]);
-        if det.abs() < 1e-6 {
-            return out;
-        }
-        let b1 =
-            q1[0] * q1[0] + q1[1] * q1[1] + q1[2] * q1[2] - d1 * d1 + d0 * d0 - 2.0 * q1[2] * zp;
-        let b2 =
-            q2[0] * q2[0] + q2[1] * q2[1] + q2[2] * q2[2] - d2 * d2 + d0 * d0 - 2.0 * q2[2] * zp;
-        let (a1, a2) = (2.0 * (d1 - d0), 2.0 * (d2 - d0));
-        // [2q1x 2q1y; 2q2x 2q2y]^-1
-        let inv = |v1: f64, v2: f64| {
+    if idx.len() >= 4 {
+        // One linear equation in (x, y, τ0) per other sensor, a·s = u − z·v
+        // (the right-hand side affine in the source height z).
+        let lin = |i: usize| -> ([f64; 3], f64, f64) {
+            let (q, di) = row(i);
             (
-                (2.0 * q2[1] * v1 - 2.0 * q1[1] * v2) / det,
-                (-2.0 * q2[0] * v1 + 2.0 * q1[0] * v2) / det,
+                [2.0 * q[0], 2.0 * q[1], -2.0 * (di - d0)],
+                q[0] * q[0] + q[1] * q[1] + q[2] * q[2] - di * di + d0 * d0,
+                2.0 * q[2],
             )
         };
-        let u = inv(b1, b2);
-        let v = inv(a1, a2);
-        let qa = v.0 * v.0 + v.1 * v.1 - 1.0;
-        let qb = 2.0 * (u.0 * v.0 + u.1 * v.1) + 2.0 * d0;
-        let qc = u.0 * u.0 + u.1 * u.1 + zp * zp - d0 * d0;
-        let mut roots = Vec::new();
-        if qa.abs() < 1e-12 {
-            if qb.abs() > 1e-12 {
-                roots.push(-qc / qb);
+        let others = idx.iter().copied().filter(|&i| i != r0);
+        // s(z) = su − z·sv: at the ground plane, then (non-planar arrays) at
+        // the height the reference sphere implies.
+        let (su, sv) = if idx.len() == 4 {
+            // Three equations: solved exactly (a quadruple is the association
+            // search's free-height hypothesis, tried thousands of times).
+            let mut a = [[0.0; 3]; 3];
+            let (mut bu, mut bv) = ([0.0; 3], [0.0; 3]);
+            for (k, i) in others.enumerate() {
+                (a[k], bu[k], bv[k]) = lin(i);
             }
+            let Some(inv) = inverse3(&a) else {
+                return out;
+            };
+            let apply = |b: &[f64; 3]| -> Vector3<f64> {
+                Vector3::from_fn(|r, _| inv[r][0] * b[0] + inv[r][1] * b[1] + inv[r][2] * b[2])
+            };
+            (apply(&bu), apply(&bv))
         } else {
-            let disc = qb * qb - 4.0 * qa * qc;
-            if disc >= 0.0 {
-                let sq = disc.sqrt();
-                roots.push((-qb + sq) / (2.0 * qa));
-                roots.push((-qb - sq) / (2.0 * qa));
+            // Least squares: the normal matrix factored once.
+            let mut ata = Matrix3::zeros();
+            let (mut atu, mut atv) = (Vector3::zeros(), Vector3::zeros());
+            for i in others {
+                let (a, u, v) = lin(i);
+                let a = Vector3::from(a);
+                ata += a * a.transpose();
+                atu += a * u;
+                atv += a * v;
             }
+            let Some(ch) = ata.cholesky() else {
+                return out;
+            };
+            (ch.solve(&atu), ch.solve(&atv))
+        };
+        let s = su - sv * zp;
+        out.push(finish(s[0], s[1], zp, s[2]));
+        let z2 = (d0 - s[2]).powi(2) - s[0] * s[0] - s[1] * s[1];
+        if z2 > 0.0 {
+            let z = z2.sqrt();
+            let s2 = su - sv * z;
+            out.push(finish(s2[0], s2[1], z.max(zp), s2[2]));
         }
-        for tau in roots {
-            if tau <= d0 + 1e-9 && tau.is_finite() {
-                out.push(finish(u.0 + v.0 * tau, u.1 + v.1 * tau, zp, tau));
-            }
+        return out;
+    }
+    let (a, b) = match (idx[0] == r0, idx[1] == r0) {
+        (true, _) => (idx[1], idx[2]),
+        (_, true) => (idx[0], idx[2]),
+        _ => (idx[0], idx[1]),
+    };
+    let (q1, d1) = row(a);
+    let (q2, d2) = row(b);
+    let det = 4.0 * (q1[0] * q2[1] - q1[1] * q2[0]);
+    if det.abs() < 1e-6 {
+        return out;
+    }
+    let b1 = q1[0] * q1[0] + q1[1] * q1[1] + q1[2] * q1[2] - d1 * d1 + d0 * d0 - 2.0 * q1[2] * zp;
+    let b2 = q2[0] * q2[0] + q2[1] * q2[1] + q2[2] * q2[2] - d2 * d2 + d0 * d0 - 2.0 * q2[2] * zp;
+    let (a1, a2) = (2.0 * (d1 - d0), 2.0 * (d2 - d0));
+    // [2q1x 2q1y; 2q2x 2q2y]^-1
+    let inv = |v1: f64, v2: f64| {
+        (
+            (2.0 * q2[1] * v1 - 2.0 * q1[1] * v2) / det,
+            (-2.0 * q2[0] * v1 + 2.0 * q1[0] * v2) / det,
+        )
+    };
+    let u = inv(b1, b2);
+    let v = inv(a1, a2);
+    let qa = v.0 * v.0 + v.1 * v.1 - 1.0;
+    let qb = 2.0 * (u.0 * v.0 + u.1 * v.1) + 2.0 * d0;
+    let qc = u.0 * u.0 + u.1 * u.1 + zp * zp - d0 * d0;
+    let mut roots = [f64::NAN; 2];
+    if qa.abs() < 1e-12 {
+        if qb.abs() > 1e-12 {
+            roots[0] = -qc / qb;
+        }
+    } else {
+        let disc = qb * qb - 4.0 * qa * qc;
+        if disc >= 0.0 {
+            let sq = disc.sqrt();
+            roots = [(-qb + sq) / (2.0 * qa), (-qb - sq) / (2.0 * qa)];
+        }
+    }
+    for tau in roots {
+        if tau <= d0 + 1e-9 && tau.is_finite() {
+            out.push(finish(u.0 + v.0 * tau, u.1 + v.1 * tau, zp, tau));
         }
     }
     out
+}
+
+/// The inverse of a 3×3 matrix (adjugate over determinant); `None` when it
+/// is singular within rounding (|det| at most 1e-12 of Hadamard's bound,
+/// the product of the row lengths).
+fn inverse3(a: &[[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
+    let cof = |r: usize, c: usize| {
+        let (r1, r2) = ((r + 1) % 3, (r + 2) % 3);
+        let (c1, c2) = ((c + 1) % 3, (c + 2) % 3);
+        a[r1][c1] * a[r2][c2] - a[r1][c2] * a[r2][c1]
+    };
+    let det = a[0][0] * cof(0, 0) + a[0][1] * cof(0, 1) + a[0][2] * cof(0, 2);
+    let norm = |r: &[f64; 3]| (r[0] * r[0] + r[1] * r[1] + r[2] * r[2]).sqrt();
+    let bound = 1e-12 * norm(&a[0]) * norm(&a[1]) * norm(&a[2]);
+    if det.abs().partial_cmp(&bound) != Some(std::cmp::Ordering::Greater) {
+        return None;
+    }
+    // (A⁻¹)[r][c] = cofactor(c, r) / det.
+    let mut inv = [[0.0; 3]; 3];
+    for (r, row) in inv.iter_mut().enumerate() {
+        for (c, v) in row.iter_mut().enumerate() {
+            *v = cof(c, r) / det;
+        }
+    }
+    Some(inv)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -515,23 +652,60 @@ pub fn default_ground_u(obs: &[Arrival]) -> f64 {
     median(&mut h)
 }
 
-fn best_fit(
-    obs: &[Arrival],
-    used: &[bool],
-    prop: &Propagation,
+/// LM fits of one model from several starts: each distinct start is fitted
+/// once, however often the caller offers it (the warm start comes back with
+/// the closed-form starts when it fits badly), and the best fit (lowest χ²,
+/// the first of equals) is kept.
+struct Race<'a> {
+    obs: &'a [Arrival],
+    used: &'a [bool],
+    prop: &'a Propagation,
     dims: Dims,
     ground_u: f64,
-    starts: &[[f64; 4]],
-) -> Option<Fit> {
-    let mut best: Option<Fit> = None;
-    for s in starts {
-        if let Some(f) = lm(obs, used, prop, dims, ground_u, *s) {
-            if best.is_none_or(|b| f.chi2 < b.chi2) {
-                best = Some(f);
-            }
+    tried: Vec<[f64; 4]>,
+    best: Option<Fit>,
+}
+
+impl<'a> Race<'a> {
+    fn new(
+        obs: &'a [Arrival],
+        used: &'a [bool],
+        prop: &'a Propagation,
+        dims: Dims,
+        ground_u: f64,
+    ) -> Self {
+        Race {
+            obs,
+            used,
+            prop,
+            dims,
+            ground_u,
+            tried: Vec::new(),
+            best: None,
         }
     }
-    best
+
+    /// Fit from each start not yet tried; the best fit so far.
+    fn run(&mut self, starts: &[[f64; 4]]) -> Option<Fit> {
+        for &s in starts {
+            // The start as `lm` uses it (height on or above the ground).
+            let mut key = s;
+            key[2] = match self.dims {
+                Dims::Ground => self.ground_u,
+                Dims::Free => s[2].max(self.ground_u),
+            };
+            if self.tried.contains(&key) {
+                continue;
+            }
+            self.tried.push(key);
+            if let Some(f) = lm(self.obs, self.used, self.prop, self.dims, self.ground_u, s) {
+                if self.best.is_none_or(|b| f.chi2 < b.chi2) {
+                    self.best = Some(f);
+                }
+            }
+        }
+        self.best
+    }
 }
 
 /// Fit with the model choice of `opts` on the `used` subset.
@@ -559,8 +733,10 @@ fn fit_model(
     let want_ground = opts.dims != DimsChoice::Free;
     let want_free = opts.dims == DimsChoice::Free
         || (opts.dims == DimsChoice::Auto && n_used >= opts.min_arrivals_3d.max(5));
+    let mut r2 = Race::new(obs, used, prop, Dims::Ground, ground_u);
+    let mut r3 = Race::new(obs, used, prop, Dims::Free, ground_u);
     let mut f2 = if want_ground && opts.start.is_some() {
-        best_fit(obs, used, prop, Dims::Ground, ground_u, &starts)
+        r2.run(&starts)
     } else {
         None
     };
@@ -577,7 +753,7 @@ fn fit_model(
             starts.push([a.position.e, a.position.n, ground_u, a.time_s - 0.01]);
         }
         if want_ground {
-            f2 = best_fit(obs, used, prop, Dims::Ground, ground_u, &starts);
+            f2 = r2.run(&starts);
         }
     }
     if !want_free {
@@ -604,10 +780,10 @@ fn fit_model(
             s3.push([f.x[0], f.x[1], ground_u + h, f.x[3] - h / c]);
         }
     }
-    let mut f3 = best_fit(obs, used, prop, Dims::Free, ground_u, &s3);
+    let mut f3 = r3.run(&s3);
     if !warm_ok(&f3) && !heights.is_empty() {
         s3.extend(starts.iter().copied());
-        f3 = best_fit(obs, used, prop, Dims::Free, ground_u, &s3);
+        f3 = r3.run(&s3);
     } else if !warm_ok(&f3) {
         s3.extend(starts.iter().copied());
         if let Some(f) = f2 {
@@ -615,7 +791,7 @@ fn fit_model(
                 s3.push([f.x[0], f.x[1], ground_u + h, f.x[3] - h / c]);
             }
         }
-        f3 = best_fit(obs, used, prop, Dims::Free, ground_u, &s3);
+        f3 = r3.run(&s3);
     }
     match (f2, f3) {
         (Some(a), Some(b)) => {
@@ -684,8 +860,9 @@ pub fn locate(
     let ground_u = opts.ground_u_m.unwrap_or_else(|| default_ground_u(obs));
     let mut used = vec![true; obs.len()];
     let mut outliers = Vec::new();
+    let mut o = *opts;
     loop {
-        let fit = fit_model(obs, &used, prop, opts, ground_u).ok_or(LocateError::Degenerate)?;
+        let fit = fit_model(obs, &used, prop, &o, ground_u).ok_or(LocateError::Degenerate)?;
         let n_used = used.iter().filter(|&&u| u).count();
         let k = fit.dims.unknowns();
         // Normalised residuals.
@@ -702,6 +879,10 @@ pub fn locate(
             if z > opts.outlier_sigmas && n_used >= k + 2 && outliers.len() < opts.max_outliers {
                 used[i] = false;
                 outliers.push(i);
+                // The fit without it starts where the fit with it ended
+                // (the closed form and the other starts are tried when that
+                // fits badly).
+                o.start = Some(fit.x);
                 continue;
             }
         }

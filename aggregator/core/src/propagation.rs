@@ -39,6 +39,7 @@ impl Propagation {
     }
 
     /// Travel time of `phase` from `src` to `rcv` (ENU metres), seconds.
+    #[inline]
     pub fn travel_time(&self, phase: Phase, src: [f64; 3], rcv: [f64; 3]) -> f64 {
         self.travel_and_gradient(phase, src, rcv).0
     }
@@ -49,6 +50,7 @@ impl Propagation {
     /// c_eff = c·s + a, s = sqrt(1 - (|w|² - a²)/c²), a = w·û (û from source to
     /// receiver). Differentiating, with ∂r/∂X = -û and ∂a/∂X = -(w - a·û)/r:
     /// ∂T/∂X = -û/c_eff + (1 + a/(c·s))·(w - a·û)/c_eff².
+    #[inline]
     pub fn travel_and_gradient(
         &self,
         phase: Phase,
