@@ -18,8 +18,8 @@ pub mod yield_est;
 pub use config::{ConfigError, EngineConfig};
 pub use engine::{Action, Engine, NodeInfo, TraceEntry};
 pub use locate::{
-    closed_form, closed_form_free_of, closed_form_of, crlb, default_ground_u, locate, Arrival,
-    Bound, Dims, DimsChoice, Guesses, LocateError, LocateOptions, Solution,
+    closed_form, closed_form_of, crlb, default_ground_u, locate, Arrival, Bound, Dims, DimsChoice,
+    Guesses, LocateError, LocateOptions, Solution,
 };
 pub use propagation::{Phase, Propagation};
 pub use yield_est::{estimate_yield, estimate_yield_multi};

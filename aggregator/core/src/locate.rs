@@ -464,22 +464,6 @@ pub fn closed_form_of(obs: &[Arrival], idx: &[usize], c: f64, ground_u: f64) -> 
     spherical(obs, &ac, c, ground_u)
 }
 
-/// The free-height starting point of [`closed_form_of`] alone (four or more
-/// arrivals): the ground-plane one of a quadruple is no better than its
-/// triples' exact ones, which a search tries anyway.
-pub fn closed_form_free_of(
-    obs: &[Arrival],
-    idx: &[usize],
-    c: f64,
-    ground_u: f64,
-) -> Option<[f64; 4]> {
-    if idx.len() < 4 {
-        return None;
-    }
-    let g = closed_form_of(obs, idx, c, ground_u);
-    (g.n == 2).then_some(g.v[1])
-}
-
 /// The closed form of [`closed_form`] on arrivals `idx` (all acoustic).
 fn spherical(obs: &[Arrival], idx: &[usize], c: f64, ground_u: f64) -> Guesses {
     let mut out = Guesses::default();
