@@ -266,6 +266,12 @@ fn synthetic_eval(
                     audible[ci] += 1;
                     if hit.is_some() {
                         found[ci] += 1;
+                    } else if dump() {
+                        eprintln!(
+                            "MISS\t{fs}\tseed {seed}\t{}\t{:.3} s\t{snr:.1} dB",
+                            e.kind.as_str(),
+                            e.onset_index / f64::from(fs)
+                        );
                     }
                 } else {
                     below.0 += 1;

@@ -1,6 +1,7 @@
-//! A second-order Butterworth high-pass (RBJ cookbook biquad), run over a
-//! candidate window only. Written here (12 lines) rather than pulling the
-//! `biquad` crate: we need f64 state over an f32 buffer, in place.
+//! Second-order Butterworth high- and low-pass sections (RBJ cookbook
+//! biquads): run in place over a candidate window, or sample by sample on
+//! the stream. Written here (a few lines) rather than pulling the `biquad`
+//! crate: we need f64 state over an f32 buffer, in place.
 
 /// Biquad coefficients (normalised, a0 = 1).
 #[derive(Debug, Clone, Copy)]
@@ -25,6 +26,30 @@ impl HighPass {
             a1: -2.0 * c / a0,
             a2: (1.0 - alpha) / a0,
         }
+    }
+
+    /// The low-pass of the same order and cut-off.
+    pub(crate) fn butterworth_low(fc_hz: f64, fs_hz: f64) -> Self {
+        let w0 = 2.0 * std::f64::consts::PI * (fc_hz / fs_hz).clamp(1e-6, 0.49);
+        let alpha = w0.sin() / (2.0 * std::f64::consts::FRAC_1_SQRT_2);
+        let c = w0.cos();
+        let a0 = 1.0 + alpha;
+        HighPass {
+            b0: (1.0 - c) / 2.0 / a0,
+            b1: (1.0 - c) / a0,
+            b2: (1.0 - c) / 2.0 / a0,
+            a1: -2.0 * c / a0,
+            a2: (1.0 - alpha) / a0,
+        }
+    }
+
+    /// One sample through the section with state `s` (direct form II transposed).
+    #[inline]
+    pub(crate) fn step(&self, s: &mut [f64; 2], xin: f64) -> f64 {
+        let y = self.b0 * xin + s[0];
+        s[0] = self.b1 * xin - self.a1 * y + s[1];
+        s[1] = self.b2 * xin - self.a2 * y;
+        y
     }
 
     /// Filter `x` in place from rest (direct form II transposed).

@@ -40,10 +40,30 @@ pub struct DetectorConfig {
     pub on_db: f64,
     /// Acoustic trigger re-arms when the whitened energy falls below this, dB.
     pub off_db: f64,
+    /// Low-band trigger: energy in `low_band_hz` over `low_window_s` above
+    /// its own adaptive floor by this, dB (a blast's positive phase lasts
+    /// tens of ms and carries most of its energy below 200 Hz, where the
+    /// first-differenced STFT frames hardly look).
+    pub low_on_db: f64,
+    /// Low-band trigger band, Hz.
+    pub low_band_hz: [f64; 2],
+    /// Low-band trigger integration, s. Red background noise (wind,
+    /// traffic) leaves few degrees of freedom in this band: 10 ms and 10 dB
+    /// fired twice a second on noise alone at 12 kHz; 20 ms and 12 dB twice
+    /// in 20 minutes.
+    pub low_window_s: f64,
     /// Noise-floor time constant for noise-like frames, s.
     pub floor_tau_s: f64,
     /// Noise-floor time constant while loud, s.
     pub floor_tau_slow_s: f64,
+    /// Noise-floor time constant once a loud sound has ended (the whole
+    /// frame at least 3 dB under the floor), s: the floor learnt under a
+    /// launch's roar must not deafen the detector for seconds after it.
+    pub floor_fall_tau_s: f64,
+    /// A candidate still rising at the end of the gate's first window (a
+    /// launch's roar builds over tens of ms) is judged by its level over
+    /// this long, s.
+    pub slow_gate_s: f64,
     /// No triggers during the first `warmup_s` (the floor is being learnt), s.
     pub warmup_s: f64,
     /// High-pass applied to the candidate window before picking, Hz.
@@ -92,8 +112,13 @@ impl Default for DetectorConfig {
             n_bands: 12,
             on_db: 5.0,
             off_db: 2.0,
+            low_on_db: 12.0,
+            low_band_hz: [10.0, 250.0],
+            low_window_s: 0.02,
             floor_tau_s: 1.0,
             floor_tau_slow_s: 20.0,
+            floor_fall_tau_s: 0.1,
+            slow_gate_s: 0.05,
             warmup_s: 0.25,
             highpass_hz: 10.0,
             pick_highpass_hz: 150.0,
@@ -134,6 +159,11 @@ impl DetectorConfig {
             ("band_high_hz", self.band_high_hz, 1e6),
             ("floor_tau_s", self.floor_tau_s, 3600.0),
             ("floor_tau_slow_s", self.floor_tau_slow_s, 36000.0),
+            ("floor_fall_tau_s", self.floor_fall_tau_s, 3600.0),
+            ("low_window_s", self.low_window_s, 1.0),
+            ("low_band_hz[0]", self.low_band_hz[0], 1e6),
+            ("low_band_hz[1]", self.low_band_hz[1], 1e6),
+            ("slow_gate_s", self.slow_gate_s, 1.0),
             ("warmup_s", self.warmup_s, 60.0),
             ("highpass_hz", self.highpass_hz, 1e5),
             ("pick_highpass_hz", self.pick_highpass_hz, 1e5),
@@ -154,6 +184,18 @@ impl DetectorConfig {
                     format!("expected a number in (0, {max}], got {v}"),
                 ));
             }
+        }
+        if self.low_band_hz[1] <= self.low_band_hz[0] {
+            return Err(cfg_err(
+                "low_band_hz",
+                format!(
+                    "expected [low, high] with high > low, got {:?}",
+                    self.low_band_hz
+                ),
+            ));
+        }
+        if !self.low_on_db.is_finite() {
+            return Err(cfg_err("low_on_db", "expected a finite number".into()));
         }
         if self.band_high_hz <= self.band_low_hz {
             return Err(cfg_err(
