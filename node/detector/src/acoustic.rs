@@ -33,6 +33,8 @@ const CONTEXT_S: f64 = 2.0;
 const N_BANDS_MAX: usize = 24;
 /// Local prominence is reported up to this, dB (and when there is no context yet).
 const PROMINENCE_CAP_DB: f64 = 60.0;
+/// The level after a candidate is measured from this long after its trigger, s.
+const AFTER_SKIP_S: f64 = 0.04;
 /// Onsets this soon after a candidate are its own echoes, not comparable onsets, s.
 const TAIL_SKIP_S: f64 = 0.15;
 /// 20 µPa squared.
@@ -117,6 +119,15 @@ pub(crate) struct Acoustic {
     ctx_frames: u64,
     after_frames: u64,
     gate: Gate,
+}
+
+/// A candidate's surroundings in the frame-energy history (see `context`).
+#[derive(Debug, Clone, Copy)]
+struct Context {
+    prominence_db: f64,
+    comparable: f64,
+    level_after_db: f64,
+    tail_db: f64,
 }
 
 /// The isolation gate's thresholds (from [`DetectorConfig`]).
@@ -488,7 +499,7 @@ impl Acoustic {
     /// of the feature window). A blast is one dominant impulse over a quieter
     /// background; applause, typing and rain are trains of comparable
     /// impulses; rumble rises slowly out of a background almost as loud.
-    fn context(&mut self, f: u64) -> (f64, f64) {
+    fn context(&mut self, f: u64) -> Context {
         let hl = self.energy.len() as u64;
         let done = self.frames_done;
         let first = self.warm_until.max(done.saturating_sub(hl));
@@ -547,7 +558,34 @@ impl Acoustic {
             }
             above = a;
         }
-        (prominence, count as f64)
+        // What follows: the median frame energy from 40 ms after the
+        // trigger to the end of the window, over the background (a sound
+        // that switched on stays up: a crowd, an engine, rain; a blast
+        // falls back) and over the candidate's peak (how far it decayed).
+        let a0 = f + (AFTER_SKIP_S * self.fs / self.n as f64).ceil() as u64;
+        let a1 = (f + self.after_frames + 1).min(done);
+        let mut m = 0usize;
+        for j in a0.max(first)..a1 {
+            self.energy_scratch[m] = e(j) as f32;
+            m += 1;
+        }
+        let (level_after_db, tail_db) = if m >= 4 && prominence < PROMINENCE_CAP_DB {
+            let (_, after, _) =
+                self.energy_scratch[..m].select_nth_unstable_by(m / 2, f32::total_cmp);
+            let after = f64::from(*after).max(1e-30);
+            (
+                10.0 * (after / med).log10(),
+                10.0 * (after / e_pk.max(1e-30)).log10(),
+            )
+        } else {
+            (0.0, -PROMINENCE_CAP_DB)
+        };
+        Context {
+            prominence_db: prominence,
+            comparable: count as f64,
+            level_after_db: level_after_db.clamp(-20.0, PROMINENCE_CAP_DB),
+            tail_db: tail_db.clamp(-PROMINENCE_CAP_DB, 10.0),
+        }
     }
 
     /// Whether the sound that triggered at frame `f` is sustained: the
@@ -765,28 +803,23 @@ impl Acoustic {
         }
         features.impulse_rate_before_hz = before as f64 / CONTEXT_S;
         features.impulse_rate_after_hz = later as f64 / (after as f64 * frame_dur);
-        let (prominence, comparable) = self.context(f);
+        let ctx = self.context(f);
+        let (prominence, comparable) = (ctx.prominence_db, ctx.comparable);
         features.local_prominence_db = prominence;
         features.comparable_onsets = comparable;
+        features.level_after_db = ctx.level_after_db;
+        features.tail_db = ctx.tail_db;
+        // The optional isolation gate (off by default: the classifier sees
+        // prominence and comparable onsets as features) can only withhold
+        // a blast kind; the class probabilities stay the model's.
         let isolated =
             prominence >= self.gate.min_prominence_db && comparable <= self.gate.max_comparable;
-        let probs = if isolated {
-            self.classifier.probs(&features.vector())
+        let probs = self.classifier.probs(&features.vector());
+        let (best, conf) = if isolated {
+            self.classifier.decide(&probs)
         } else {
-            self.classifier.gated_probs(&features.vector())
+            (N_CLASSES - 1, probs[N_CLASSES - 1])
         };
-        let (mut best, mut conf) = (0usize, probs[0]);
-        for (c, &q) in probs.iter().enumerate().take(N_CLASSES) {
-            if q > conf {
-                conf = q;
-                best = c;
-            }
-        }
-        if !isolated {
-            // Not a blast by rule; its confidence is the gate's measured precision.
-            best = N_CLASSES - 1;
-            conf = probs[best];
-        }
         let kind = [
             SourceKind::Explosion,
             SourceKind::Gunshot,

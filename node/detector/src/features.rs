@@ -49,10 +49,17 @@ pub struct Features {
     /// Other onsets within `comparable_db` of this one in the 2 s before and
     /// 0.15–0.25 s after (impulse trains have many; a blast has none).
     pub comparable_onsets: f64,
+    /// Median frame energy from 40 ms after the trigger to the window's end
+    /// over the median of the 2 s before, dB: a sound that switched on (a
+    /// crowd, an engine, rain, a launch's roar) stays up; a blast falls back.
+    pub level_after_db: f64,
+    /// The same median over the candidate's peak frame energy, dB: how far
+    /// the candidate has decayed.
+    pub tail_db: f64,
 }
 
 /// Number of values in [`Features::vector`].
-pub const N_FEATURES: usize = 17;
+pub const N_FEATURES: usize = 19;
 
 /// Names of [`Features::vector`], in order (the model file lists them too).
 pub const FEATURE_NAMES: [&str; N_FEATURES] = [
@@ -73,6 +80,8 @@ pub const FEATURE_NAMES: [&str; N_FEATURES] = [
     "log10_impulse_rate_after_hz",
     "local_prominence_db",
     "log10_1p_comparable_onsets",
+    "level_after_db",
+    "tail_db",
 ];
 
 impl Features {
@@ -98,6 +107,8 @@ impl Features {
             lg(self.impulse_rate_after_hz + 0.25, 0.25),
             self.local_prominence_db.clamp(-10.0, 60.0),
             (1.0 + self.comparable_onsets.max(0.0)).log10(),
+            self.level_after_db.clamp(-20.0, 60.0),
+            self.tail_db.clamp(-60.0, 10.0),
         ]
     }
 }
@@ -282,5 +293,7 @@ pub(crate) fn measure(
         impulse_rate_after_hz: 0.0,
         local_prominence_db: 0.0,
         comparable_onsets: 0.0,
+        level_after_db: 0.0,
+        tail_db: 0.0,
     }
 }

@@ -78,9 +78,10 @@ pub struct DetectorConfig {
     pub min_separation_s: f64,
     /// Minimum peak SNR of a pick over the pre-onset noise, dB.
     pub min_snr_db: f64,
-    /// Isolation gate: a candidate whose peak frame energy stands less than
-    /// this above the median frame energy of the 2 s before it is not a blast
-    /// (classified `other_impulsive`), dB.
+    /// Optional isolation gate (off by default: 0 here and 1000 below; the
+    /// classifier weighs these features itself): a candidate whose peak
+    /// frame energy stands less than this above the median frame energy of
+    /// the 2 s before it is not reported as a blast, dB.
     pub min_prominence_db: f64,
     /// Isolation gate: onsets within this many dB of the candidate's peak
     /// frame energy count as comparable, dB.
@@ -126,9 +127,9 @@ impl Default for DetectorConfig {
             window_s: 0.25,
             min_separation_s: 0.005,
             min_snr_db: 12.0,
-            min_prominence_db: 18.0,
+            min_prominence_db: 0.0,
             comparable_db: 10.0,
-            max_comparable_onsets: 10.0,
+            max_comparable_onsets: 1000.0,
             sta_s: 0.05,
             lta_s: 5.0,
             trigger_on: 4.0,

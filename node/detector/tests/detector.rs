@@ -261,7 +261,7 @@ fn bad_config_names_the_field() {
 }
 
 #[test]
-fn an_impulse_train_is_never_a_blast_but_an_isolated_blast_passes_the_gate() {
+fn an_impulse_train_counts_its_comparable_onsets_and_the_same_pulse_alone_is_a_blast() {
     // 8 kHz noise of 0.02 Pa; identical 2 Pa Friedlander clicks (td 1 ms)
     // every 0.1 s from 2 s to 8 s (applause-like train), then one alone at 11 s.
     let fs = 48_000u32;
@@ -278,33 +278,27 @@ fn an_impulse_train_is_never_a_blast_but_an_isolated_blast_passes_the_gate() {
     friedlander_into(&mut x[start - 10..start + 4800], 10.3, 2.0, 48.0, 1.5);
     let mut d = acoustic(fs);
     let picks = run(&mut d, &x, 4096);
-    let cfg = DetectorConfig::default();
     // Past the first 2 s of the train (when 2 s of context are all train),
-    // every pulse has ~19 comparable onsets before it: never a blast.
+    // every pulse has ~19 comparable onsets before it. (Its kind is the
+    // classifier's: identical sharp impulses ten times a second are what
+    // automatic fire sounds like; real applause, typing and rain are judged
+    // by `blastnet eval`'s false-alarm hours.)
     let train: Vec<&Pick> = picks
         .iter()
         .filter(|p| p.onset_index > 4.5 * f && p.onset_index < 8.0 * f)
         .collect();
     assert!(train.len() >= 30, "train picks {}", train.len());
     for p in &train {
-        assert!(
-            p.features.comparable_onsets > cfg.max_comparable_onsets,
-            "{:?}",
-            p.features
-        );
-        assert_eq!(p.kind, SourceKind::OtherImpulsive);
+        assert!(p.features.comparable_onsets >= 10.0, "{:?}", p.features);
     }
-    // The isolated pulse, 3 s after the train: 40 dB peak SNR, nothing comparable.
+    // The isolated pulse, 3 s after the train: 40 dB peak SNR, nothing
+    // comparable: the same waveform is now reported as a blast.
     let lone = picks
         .iter()
         .find(|p| (p.onset_index - 11.0 * f).abs() < 0.001 * f)
         .expect("the isolated pulse is detected");
     assert_eq!(lone.features.comparable_onsets, 0.0);
-    assert!(
-        lone.features.local_prominence_db >= cfg.min_prominence_db,
-        "{:?}",
-        lone.features
-    );
+    assert!(lone.kind.is_blast(), "{lone:?}");
 }
 
 /// A stream that starts (or resumes after a dropout) with digital silence
