@@ -1116,7 +1116,7 @@ impl Engine {
         let mut best = None;
         for r in screened.into_iter().take(MAX_CHALLENGES_JUDGED) {
             if let SeedVerdict::Accept(m, sol, t) =
-                self.evaluate_seed(&without(r.skip), r.start, r.tref)
+                self.evaluate_seed(&without(r.skip), r.start, r.tref, true)
             {
                 let score = (sites_of(&m).len(), sol.chi2);
                 best = Some(((m, sol, t), score));
@@ -1495,7 +1495,9 @@ impl Engine {
                 continue;
             }
             tried.push(h);
-            if let SeedVerdict::Accept(members, sol, tref_ev) = self.evaluate_seed(dets, h, tref) {
+            if let SeedVerdict::Accept(members, sol, tref_ev) =
+                self.evaluate_seed(dets, h, tref, sweep)
+            {
                 return Some((members, sol, tref_ev));
             }
         }
@@ -1695,8 +1697,10 @@ impl Engine {
         (sites.len(), sol.chi2)
     }
 
-    /// Refine hypothesis `h` on the picks it explains and decide.
-    fn evaluate_seed(&self, dets: &[Det], h: [f64; 4], tref: UtcNs) -> SeedVerdict {
+    /// Refine hypothesis `h` on the picks it explains and decide: at once
+    /// (`sweep` false: a search online, as arrivals come in) only a
+    /// confirmed source is accepted.
+    fn evaluate_seed(&self, dets: &[Det], h: [f64; 4], tref: UtcNs, sweep: bool) -> SeedVerdict {
         let Some((mut members, mut sol, t_ev)) = self.gather_fit(dets, h, tref) else {
             return SeedVerdict::Reject;
         };
@@ -1819,7 +1823,14 @@ impl Engine {
         if confirmed {
             return SeedVerdict::Accept(members, sol, t_ev);
         }
-        if not_due > 0 {
+        // Online, an unconfirmed source waits for the sweep even when every
+        // arrival it predicts is due: its own evidence is in, but not that
+        // of the sources competing for its picks (a later shot's arrivals,
+        // its echoes), which the sweep weighs earliest first once all of it
+        // is in. (Accepted at once, ShotSpotter's six-sensor tests lost
+        // shots to five-site fits of echoes and a later shot's picks, in 3D
+        // or with an outlier left out.)
+        if not_due > 0 || !sweep {
             return SeedVerdict::Wait;
         }
         // Every live node's arrival is due: judged on the full negative evidence.
