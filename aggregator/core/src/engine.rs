@@ -233,6 +233,11 @@ struct Det {
     /// without weak picks, and a source mostly of subordinate picks and
     /// probable echoes is rejected.
     subordinate: bool,
+    /// Outshone: a pick of the same node within the event window (the
+    /// longest span of one source's arrivals) stands out by
+    /// `SUBORDINATE_DB` more. The sweep judges such picks last (see
+    /// [`Engine::sweep`]).
+    outshone: bool,
     /// Already tried as the pivot of the sweep (see [`Engine::sweep`]).
     swept: bool,
 }
@@ -619,6 +624,7 @@ impl Engine {
                 det.snr_db
             },
             subordinate: false,
+            outshone: false,
             swept: false,
         };
         self.next_uid += 1;
@@ -672,27 +678,37 @@ impl Engine {
         if !d.snr_db.is_finite() {
             return;
         }
-        let (w, node, onset, snr) = (self.cfg.echo_window_s, d.node, d.onset, d.snr_db);
+        let (echo_w, wide) = (self.cfg.echo_window_s, self.window_s);
+        let (node, onset, snr) = (d.node, d.onset, d.snr_db);
+        // Picks of the node within the event window: (|dt|, prominence).
         let near = |q: &Det| {
-            q.node == node
+            let dt = onset.secs_since(q.onset).abs();
+            (q.node == node
                 && q.stream == StreamKind::Acoustic
                 && q.snr_db.is_finite()
-                && onset.secs_since(q.onset).abs() <= w
+                && dt <= wide)
+                .then_some(dt)
         };
-        let mut sub = false;
-        for q in self.pending.iter_mut().filter(|q| near(q)) {
+        for q in self.pending.iter_mut() {
+            let Some(dt) = near(q) else {
+                continue;
+            };
             if snr >= q.snr_db + SUBORDINATE_DB {
-                q.subordinate = true;
+                q.outshone = true;
+                q.subordinate |= dt <= echo_w;
             } else if q.snr_db >= snr + SUBORDINATE_DB {
-                sub = true;
+                d.outshone = true;
+                d.subordinate |= dt <= echo_w;
             }
         }
-        d.subordinate = sub
-            || self.events.iter().any(|ev| {
-                ev.members
-                    .iter()
-                    .any(|m| near(&m.det) && m.det.snr_db >= snr + SUBORDINATE_DB)
-            });
+        for m in self.events.iter().flat_map(|ev| ev.members.iter()) {
+            if let Some(dt) = near(&m.det) {
+                if m.det.snr_db >= snr + SUBORDINATE_DB {
+                    d.outshone = true;
+                    d.subordinate |= dt <= echo_w;
+                }
+            }
+        }
     }
 
     /// Advance the watermark: every detection with onset < `watermark` −
@@ -747,7 +763,19 @@ impl Engine {
     /// source's direct arrivals precede its echoes: ranking the competing
     /// pivots of a band by support instead was tried and lost sources on
     /// both city-salvo and ShotSpotter (echo-built hypotheses can gather as
-    /// many sites as the direct one).
+    /// many sites as the direct one), and so did ranking them by prominence.
+    /// But outshone picks (a pick of their node within the event window is
+    /// `SUBORDINATE_DB` more prominent) are judged after the others: a noise
+    /// trigger half a second before a shot's direct arrival at its node,
+    /// judged first, seeds a source of the other nodes' direct arrivals
+    /// that the shot then lacks; judged last, it finds only what the
+    /// prominent picks left (ShotSpotter: 74 % → 76 % of shots within
+    /// 15 m). A source found from such a deferred pivot may take picks that
+    /// later pivots were judged with, so the later picks that could belong
+    /// with its arrivals are judged again (city-salvo: the 3.6 km airburst,
+    /// found from a pick 30 dB below a louder source's at n06, took picks
+    /// the 1.2 km drone intercept's pivot had been judged with; 9 of 500
+    /// interleavings lost a source without this).
     fn sweep(&mut self, ripe: UtcNs, out: &mut Vec<Action>) {
         loop {
             let next = (0..self.pending.len())
@@ -759,14 +787,34 @@ impl Engine {
                         && !q.echo
                         && !self.nodes[q.node].flagged
                 })
-                .min_by_key(|&i| self.pending[i].onset);
+                .min_by_key(|&i| (self.pending[i].outshone, self.pending[i].onset));
             let Some(i) = next else {
                 return;
             };
             self.pending[i].swept = true;
             if let Some((members, sol, tref)) = self.search(i, true) {
+                if self.pending[i].outshone {
+                    self.rejudge_after(i, &members);
+                }
                 self.create_event(members, sol, tref, out);
             }
+        }
+    }
+
+    /// The sweep's deferred pivot `p` found a source with `members`: the
+    /// picks after it that were already judged, while those members were
+    /// still in the pool, and that are consistent with one of them are
+    /// judged again.
+    fn rejudge_after(&mut self, p: usize, members: &[Member]) {
+        let t0 = self.pending[p].onset;
+        let redo: Vec<usize> = (0..self.pending.len())
+            .filter(|&j| {
+                let q = &self.pending[j];
+                q.swept && q.onset > t0 && members.iter().any(|m| self.consistent(q, &m.det))
+            })
+            .collect();
+        for j in redo {
+            self.pending[j].swept = false;
         }
     }
 
