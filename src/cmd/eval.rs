@@ -959,10 +959,10 @@ fn synth_examples(
 const FALSE_BLAST_BUDGET_PER_HOUR: f64 = 0.5;
 /// Simulated field hours (first halves of the distractors) in the training
 /// set, and for choosing the blast threshold.
-const FIELD_TRAIN_HOURS: f64 = 3.0;
+const FIELD_TRAIN_HOURS: f64 = 6.0;
 /// Synthetic training scenes (30 s each, at 12, 16, 48 and 96 kHz in turn).
 const SYNTH_TRAIN_SCENES: u64 = 300;
-const FIELD_VALIDATION_HOURS: f64 = 3.0;
+const FIELD_VALIDATION_HOURS: f64 = 6.0;
 
 fn train_model(data: &Path, out_path: &Path, cfg: &DetectorConfig) -> Result<()> {
     // Feature extraction does not depend on the model; any valid one will

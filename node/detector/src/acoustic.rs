@@ -33,6 +33,8 @@ const CONTEXT_S: f64 = 2.0;
 const N_BANDS_MAX: usize = 24;
 /// Local prominence is reported up to this, dB (and when there is no context yet).
 const PROMINENCE_CAP_DB: f64 = 60.0;
+/// A sustained onset must rise out of this long a quiet stretch, s.
+const QUIET_BEFORE_S: f64 = 0.3;
 /// The level after a candidate is measured from this long after its trigger, s.
 const AFTER_SKIP_S: f64 = 0.04;
 /// Onsets this soon after a candidate are its own echoes, not comparable onsets, s.
@@ -118,6 +120,8 @@ pub(crate) struct Acoustic {
     energy_scratch: Vec<f32>,
     ctx_frames: u64,
     after_frames: u64,
+    /// Frames in `QUIET_BEFORE_S`.
+    quiet_frames: u64,
     gate: Gate,
 }
 
@@ -274,6 +278,7 @@ impl Acoustic {
             energy_scratch: vec![0.0; hist],
             ctx_frames,
             after_frames,
+            quiet_frames: (QUIET_BEFORE_S / frame_dur).round() as u64,
             gate: Gate {
                 min_prominence_db: cfg.min_prominence_db,
                 comparable_db: cfg.comparable_db,
@@ -449,13 +454,17 @@ impl Acoustic {
         }
         // Noise floor: normal rate for frames that look like noise, a slow
         // rate otherwise (so a long loud sound is eventually absorbed), and
-        // a fast fall once the whole frame is 3 dB under it: the floor is an
+        // a fast fall once the whole frame is 6 dB under it: the floor is an
         // average of linear power, so a roar 40 dB up lifts it to within
         // ~10 dB of the roar, and at the normal rate (4.3 dB/s) it would take
         // seven seconds to come down, deaf to anything but loud onsets
         // (measured: 19 of the 37 synthetic arrivals missed, most of them
         // seconds after a launch).
-        let falling = !self.triggered && stat < 0.5;
+        // (6 dB under, not just under: in a gunshot's decaying coda the
+        // frames sit a few dB below the floor it raised, and a floor that
+        // followed them down re-triggered on the coda; measured on
+        // ShotSpotter, such picks cost the association shots.)
+        let falling = !self.triggered && stat < 0.25;
         let a = if !self.low_on && low_ratio < 0.5 {
             self.alpha_fall
         } else if !self.low_on && low_ratio < 4.0 {
@@ -611,7 +620,14 @@ impl Acoustic {
         };
         let before = median(f.saturating_sub(self.ctx_frames), f.saturating_sub(4));
         let after = median(f, f + span);
-        matches!((before, after), (Some(b), Some(a)) if a >= 2.0 * b && b > 0.0)
+        // And it rises out of quiet: no frame of the `QUIET_BEFORE_S` before
+        // the trigger 10 dB over the background. In the coda of a shot or
+        // within a burst of fire, energy stays up after any trigger, and a
+        // peak over 50 ms there is the burst's, not the candidate's.
+        let quiet = (f.saturating_sub(self.quiet_frames).max(first)..f.saturating_sub(4))
+            .map(|j| f64::from(self.energy[(j % hl) as usize]))
+            .fold(0.0f64, f64::max);
+        matches!((before, after), (Some(b), Some(a)) if a >= 2.0 * b && b > 0.0 && quiet <= 10.0 * b)
     }
 
     /// Pick, measure and classify the candidate triggered at frame `f`.
