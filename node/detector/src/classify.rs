@@ -181,10 +181,18 @@ impl Classifier {
         }
     }
 
-    /// The compiled-in model.
+    /// The compiled-in model (parsed once per process: it is a few hundred
+    /// kB of JSON, and every detector starts from it).
     pub fn builtin() -> Result<Classifier, String> {
-        let m: Model = serde_json::from_str(MODEL_JSON).map_err(|e| format!("model.json: {e}"))?;
-        Classifier::from_model(&m)
+        static BUILTIN: std::sync::OnceLock<Result<Classifier, String>> =
+            std::sync::OnceLock::new();
+        BUILTIN
+            .get_or_init(|| {
+                let m: Model =
+                    serde_json::from_str(MODEL_JSON).map_err(|e| format!("model.json: {e}"))?;
+                Classifier::from_model(&m)
+            })
+            .clone()
     }
 
     /// Uncalibrated logits (temperature 1) for one feature vector.
