@@ -15,10 +15,7 @@ pub(crate) struct HighPass {
 
 impl HighPass {
     pub(crate) fn butterworth(fc_hz: f64, fs_hz: f64) -> Self {
-        let w0 = 2.0 * std::f64::consts::PI * (fc_hz / fs_hz).clamp(1e-6, 0.49);
-        let alpha = w0.sin() / (2.0 * std::f64::consts::FRAC_1_SQRT_2);
-        let c = w0.cos();
-        let a0 = 1.0 + alpha;
+        let (c, alpha, a0) = Self::bilinear(fc_hz, fs_hz);
         HighPass {
             b0: (1.0 + c) / 2.0 / a0,
             b1: -(1.0 + c) / a0,
@@ -28,12 +25,16 @@ impl HighPass {
         }
     }
 
-    /// The low-pass of the same order and cut-off.
-    pub(crate) fn butterworth_low(fc_hz: f64, fs_hz: f64) -> Self {
+    /// cos ω0, α = sin ω0 / (2Q) with Q = 1/√2, and a0 = 1 + α (RBJ cookbook).
+    fn bilinear(fc_hz: f64, fs_hz: f64) -> (f64, f64, f64) {
         let w0 = 2.0 * std::f64::consts::PI * (fc_hz / fs_hz).clamp(1e-6, 0.49);
         let alpha = w0.sin() / (2.0 * std::f64::consts::FRAC_1_SQRT_2);
-        let c = w0.cos();
-        let a0 = 1.0 + alpha;
+        (w0.cos(), alpha, 1.0 + alpha)
+    }
+
+    /// The low-pass of the same order and cut-off.
+    pub(crate) fn butterworth_low(fc_hz: f64, fs_hz: f64) -> Self {
+        let (c, alpha, a0) = Self::bilinear(fc_hz, fs_hz);
         HighPass {
             b0: (1.0 - c) / 2.0 / a0,
             b1: (1.0 - c) / a0,
