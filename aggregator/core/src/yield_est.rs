@@ -49,7 +49,7 @@ pub fn estimate_yield_multi(
     // One inversion per station; its σ(ln W) from the local slope
     // k = d ln P / d ln W (central difference): σ = ln(1 + rel) / k, the first
     // order of `estimate_yield`'s bounds at a third of the cost (each
-    // inversion is a bisection of the blast law).
+    // inversion is a root search on the blast law).
     let per: Vec<(f64, f64)> = obs
         .iter()
         .filter_map(|&(p, r)| {

@@ -1427,7 +1427,7 @@ impl Engine {
         };
         let detections: Vec<ArrivalRef> = ev.members.iter().filter(|m| m.used).map(aref).collect();
         let outliers: Vec<ArrivalRef> = ev.members.iter().filter(|m| !m.used).map(aref).collect();
-        // Yield once, for the final revision (the inversion is a bisection per station).
+        // Yield once, for the final revision (the inversion is a root search per station).
         let yield_estimate = if kind == SourceKind::Explosion && status == EventStatus::Final {
             let burst = if ev.sol.dims == Dims::Ground {
                 Burst::Surface
