@@ -2,8 +2,6 @@
 //! simulation and the demo. Each subcommand lives in `src/cmd/<name>.rs`.
 
 mod cmd;
-mod replay;
-mod truth_eval;
 
 use clap::{Parser, Subcommand};
 

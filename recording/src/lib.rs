@@ -14,6 +14,7 @@ use blastnet_contract::{Manifest, NodeSpec, StreamKind, StreamSpec, UtcNs};
 
 pub mod import;
 mod riff;
+pub mod truth;
 
 pub use riff::WavLayout;
 

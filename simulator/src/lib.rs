@@ -29,6 +29,7 @@ mod noise;
 mod presets;
 pub mod propagation;
 mod render;
+pub mod scenes;
 pub mod spec;
 mod write;
 

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use blastnet_node::Pace;
 
-use crate::replay::ReplayOptions;
+use blastnet_lab::replay::{self, ReplayOptions};
+use blastnet_lab::report::event_line;
 
 /// Arguments of `blastnet demo`.
 #[derive(clap::Args, Debug)]
@@ -61,7 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         linger: Duration::from_secs(args.linger),
         aggregator_config: None,
     };
-    let scenario = crate::replay::open_scenario(&opts)?;
+    let scenario = replay::open_scenario(&opts)?;
     eprintln!(
         "blastnet demo: {} — {} nodes; replaying at {}x real time through an embedded MQTT broker",
         scenario.manifest.name,
@@ -72,11 +73,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let outcome = rt.block_on(crate::replay::run(&opts, |e| {
+    let outcome = rt.block_on(replay::run(&opts, |e| {
         if e.revision == 1 || e.status == blastnet_contract::EventStatus::Final {
-            println!("{}", crate::cmd::event_line(e));
+            println!("{}", event_line(e));
         }
     }))?;
-    crate::cmd::replay::print_summary(&outcome);
+    eprint!("{}", replay::summary(&outcome));
     Ok(())
 }

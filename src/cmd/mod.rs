@@ -25,38 +25,13 @@ pub fn init_tracing(service: bool) {
         .try_init();
 }
 
-/// One human-readable line for an event revision.
-pub fn event_line(e: &blastnet_contract::Event) -> String {
-    let crlb = e
-        .crlb
-        .as_ref()
-        .map(|c| format!(" crlb {:.1} m", c.horizontal_m))
-        .unwrap_or_default();
-    let yld = e
-        .yield_estimate
-        .as_ref()
-        .map(|y| {
-            format!(
-                " yield {:.2} kg TNT [{:.2}, {:.2}]",
-                y.kg_tnt, y.low_kg_tnt, y.high_kg_tnt
-            )
-        })
-        .unwrap_or_default();
-    format!(
-        "event {} r{} {:?} {} at {:.5},{:.5} alt {:.0} m ±{:.1} m{} {} {:.2} ({} nodes, {} outliers){}",
-        e.event_id,
-        e.revision,
-        e.status,
-        e.origin_utc,
-        e.lat,
-        e.lon,
-        e.alt_m,
-        e.uncertainty.horizontal_m,
-        crlb,
-        e.kind.as_str(),
-        e.confidence,
-        e.detections.len(),
-        e.outliers.len(),
-        yld
-    )
+/// Print to stdout; a closed pipe (`| head`) is not an error.
+pub fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::anyhow!("writing to stdout: {e}"))
+        }
+        _ => Ok(()),
+    }
 }

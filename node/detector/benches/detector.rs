@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use blastnet_contract::StreamKind;
-use blastnet_detector::synth::{add_noise, render, Rng, CLASSES};
 use blastnet_detector::{Detector, DetectorConfig};
+use blastnet_simulator::scenes::{add_noise, render, Rng, CLASSES};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn signal(fs: usize, secs: usize) -> Vec<f32> {

@@ -2,7 +2,7 @@
 //! features (multiclass softmax, Friedman 2001; the second-order leaf
 //! values of Chen & Guestrin 2016), logits divided by a fitted temperature
 //! for calibration. The model lives in `model.json`, written by `blastnet
-//! eval --train` (see `train.rs`).
+//! eval --train` (see `lab/src/train.rs`).
 //!
 //! Why trees and not the logistic regression this replaced: the features
 //! interact (a negative phase as deep as the peak says "not an explosion"
@@ -14,7 +14,7 @@
 //! Written here rather than taken from a crate: inference is a few lines
 //! over flat arrays and must not allocate (it runs per candidate on the
 //! node), training must be bit-reproducible from its seeds, and the
-//! candidates number thousands, not millions (see `train.rs`).
+//! candidates number thousands, not millions (see `lab/src/train.rs`).
 //!
 //! A node reports a blast kind only when the blast classes together reach
 //! [`Model::blast_threshold`]: the model is trained on class-balanced data,

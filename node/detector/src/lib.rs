@@ -14,8 +14,6 @@ mod filter;
 mod ring;
 pub mod seismic;
 mod seismic_detector;
-pub mod synth;
-pub mod train;
 
 pub use classify::{Classifier, Model, N_CLASSES};
 pub use features::{Features, FEATURE_NAMES, N_FEATURES};

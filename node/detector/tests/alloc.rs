@@ -8,8 +8,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use blastnet_contract::StreamKind;
-use blastnet_detector::synth::{scene, SceneSpec, CLASSES};
 use blastnet_detector::{Detector, DetectorConfig};
+use blastnet_simulator::scenes::{scene, SceneSpec, CLASSES};
 
 struct Counting;
 

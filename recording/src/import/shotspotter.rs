@@ -71,6 +71,9 @@ pub struct Pulse {
     pub serial_number: String,
     /// ShotSpotter's arrival time (zero crossing at the start of the pulse).
     pub arrival_time_utc: String,
+    /// ShotSpotter's own signal-to-noise ratio of the pulse, dB, where given.
+    #[serde(default, rename = "signal_to_noise_dB")]
+    pub signal_to_noise_db: Option<f64>,
     location: Xyz,
 }
 
@@ -170,6 +173,46 @@ fn test_name(test_dir: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// One released sensor recording of a test: its WAV and what its JSON says.
+#[derive(Debug, Clone)]
+pub struct SensorAudio {
+    /// Sensor serial.
+    pub serial_number: String,
+    /// UTC of the first sample.
+    pub start: UtcNs,
+    /// The WAV file.
+    pub wav: PathBuf,
+    /// Position in the test's anonymised local frame (x east, y north, z up, m).
+    pub local: Enu,
+}
+
+/// The sensor recordings of one test folder, sorted by file name.
+pub fn sensor_audio(test_dir: &Path) -> Result<Vec<SensorAudio>, RecordingError> {
+    let mut wavs: Vec<PathBuf> = std::fs::read_dir(test_dir)
+        .map_err(|source| RecordingError::Open {
+            path: test_dir.to_path_buf(),
+            source,
+        })?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wav"))
+        .collect();
+    wavs.sort();
+    wavs.into_iter()
+        .map(|wav| {
+            let meta_path = wav.with_extension("json");
+            let meta: AudioMeta = read_json(&meta_path)?;
+            let start = utc(&meta_path, "timestamp", &meta.timestamp)?;
+            Ok(SensorAudio {
+                serial_number: meta.serial_number,
+                start,
+                wav,
+                local: Enu::new(meta.location.x, meta.location.y, meta.location.z),
+            })
+        })
+        .collect()
+}
+
 /// Import every test under `release` into `out/<FPn>-<test_xxx>/`.
 pub fn import_all(release: &Path, out: &Path) -> Result<Vec<Imported>, RecordingError> {
     test_dirs(release)?
@@ -199,29 +242,17 @@ pub fn import_test(test_dir: &Path, out: &Path) -> Result<Imported, RecordingErr
         source,
     })?;
 
-    let mut wavs: Vec<PathBuf> = std::fs::read_dir(test_dir)
-        .map_err(|source| RecordingError::Open {
-            path: test_dir.to_path_buf(),
-            source,
-        })?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wav"))
-        .collect();
-    wavs.sort();
     let mut nodes = Vec::new();
-    for wav in &wavs {
-        let meta_path = wav.with_extension("json");
-        let meta: AudioMeta = read_json(&meta_path)?;
-        let start = utc(&meta_path, "timestamp", &meta.timestamp)?;
-        let file = format!("{}.wav", meta.serial_number);
+    for audio in sensor_audio(test_dir)? {
+        let (wav, start) = (&audio.wav, audio.start);
+        let file = format!("{}.wav", audio.serial_number);
         std::fs::copy(wav, dir.join(&file)).map_err(|source| RecordingError::Open {
             path: wav.clone(),
             source,
         })?;
-        let g = to_geo(&meta.location);
+        let g = frame.to_geodetic(audio.local);
         nodes.push(NodeSpec {
-            id: meta.serial_number.clone(),
+            id: audio.serial_number.clone(),
             lat: g.lat,
             lon: g.lon,
             alt_m: g.alt_m,

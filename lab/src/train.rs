@@ -9,13 +9,13 @@
 // Several fixed-size arrays are walked in step: indices read clearer here.
 #![allow(clippy::needless_range_loop)]
 
-use crate::classify::{softmax, Classifier, Model, Tree, MODEL_FORMAT, N_CLASSES};
-use crate::features::{FEATURE_NAMES, N_FEATURES};
+use blastnet_detector::classify::{softmax, Classifier, Model, Tree, MODEL_FORMAT, N_CLASSES};
+use blastnet_detector::features::{FEATURE_NAMES, N_FEATURES};
 
 /// One labelled example.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Example {
-    /// Feature vector ([`crate::Features::vector`]).
+    /// Feature vector ([`blastnet_detector::Features::vector`]).
     pub x: [f64; N_FEATURES],
     /// Class index (explosion, gunshot, launch, other_impulsive).
     pub y: usize,
@@ -353,7 +353,7 @@ pub fn score(c: &Classifier, ex: &[Example]) -> (f64, Vec<(f64, bool)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synth::Rng;
+    use blastnet_simulator::scenes::Rng;
 
     #[test]
     fn the_generator_draws_unit_normals() {
