@@ -14,6 +14,20 @@ use std::process::Command;
 use blastnet_contract::{Event, Manifest, SourceKind};
 use blastnet_simulator::{random_array, write_scenario, WriteOptions};
 
+/// A copy of the shipped `recordings/<name>` in a temp folder: replay writes
+/// its outputs beside the scenario.
+fn shipped(name: &str) -> tempfile::TempDir {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("recordings")
+        .join(name);
+    let work = tempfile::tempdir().expect("tempdir");
+    for f in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let f = f.expect("entry").path();
+        std::fs::copy(&f, work.path().join(f.file_name().expect("name"))).expect("copy");
+    }
+    work
+}
+
 fn replay(dir: &Path, broker: Option<&str>) -> (Manifest, Vec<Event>, String) {
     let events = dir.join("events.jsonl");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_blastnet"));
@@ -100,14 +114,7 @@ fn simulated_blasts_are_located_through_the_embedded_broker() {
 
 #[test]
 fn simulated_blasts_are_located_through_mosquitto() {
-    let mosq = match blastnet_broker::Mosquitto::start() {
-        Ok(m) => m,
-        Err(blastnet_broker::BrokerError::MosquittoMissing(p)) => {
-            println!("skipped: mosquitto not installed ({p})");
-            return;
-        }
-        Err(e) => panic!("{e}"),
-    };
+    let mosq = blastnet_broker::Mosquitto::start_required();
     let dir = tempfile::tempdir().expect("tempdir");
     let m = simulated(202, dir.path());
     let (_, events, log) = replay(dir.path(), Some(&mosq.url()));
@@ -121,13 +128,7 @@ fn simulated_blasts_are_located_through_mosquitto() {
 /// it is a known gap, see the README.
 #[test]
 fn shipped_city_salvo_locates_every_explosion() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("recordings/city-salvo");
-    let work = tempfile::tempdir().expect("tempdir");
-    // Replay writes its outputs beside the scenario: copy it to a temp folder.
-    for f in std::fs::read_dir(&dir).expect("recordings/city-salvo") {
-        let f = f.expect("entry").path();
-        std::fs::copy(&f, work.path().join(f.file_name().expect("name"))).expect("copy");
-    }
+    let work = shipped("city-salvo");
     let (mut m, events, log) = replay(work.path(), None);
     // No ghost: every event lies within 5 sigma (+ GPS error) of a true
     // source (any kind: a located launch or distractor is no ghost) heard
@@ -153,4 +154,28 @@ fn shipped_city_salvo_locates_every_explosion() {
     );
     // The shipped recording carries GPS errors of 1 m (horizontal sigma).
     assert_all_located(&m, &events, 1.0, &log);
+}
+
+/// Log lines written to a pipe (or a file) carry no ANSI colour codes: those
+/// are for a terminal. `RUST_LOG=info` so that there are log lines to colour.
+#[test]
+fn replay_logs_written_to_a_pipe_carry_no_ansi_escape_codes() {
+    let work = shipped("single-blast");
+    let out = Command::new(env!("CARGO_BIN_EXE_blastnet"))
+        .arg("replay")
+        .arg(work.path())
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("run blastnet replay");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "replay failed:\n{stderr}");
+    assert!(stderr.contains("INFO"), "no log line to check:\n{stderr}");
+    for (name, bytes) in [("stderr", &out.stderr), ("stdout", &out.stdout)] {
+        assert!(
+            !bytes.contains(&0x1b),
+            "ESC in the piped {name}:\n{}",
+            String::from_utf8_lossy(bytes).replace('\x1b', "^[")
+        );
+    }
 }

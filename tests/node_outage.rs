@@ -94,7 +94,7 @@ fn broker_outage_loses_no_detection_embedded() {
 
 #[test]
 fn broker_outage_loses_no_detection_mosquitto() {
-    let Some(m) = mosquitto_or_skip() else { return };
+    let m = blastnet_broker::Mosquitto::start_required();
     let port = m.port();
     let m = std::cell::RefCell::new(m);
     outage(port, "mosq", &mut || m.borrow_mut().stop(), &mut || {

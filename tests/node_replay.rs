@@ -74,9 +74,8 @@ fn replay_publishes_every_detection_in_seq_order_in_the_spec_schema() {
         let b = blastnet_broker::EmbeddedBroker::start_on_free_port().unwrap();
         replay_publishes_everything(b.port(), "emb");
     });
-    if let Some(m) = mosquitto_or_skip() {
-        replay_publishes_everything(m.port(), "mosq");
-    }
+    let m = blastnet_broker::Mosquitto::start_required();
+    replay_publishes_everything(m.port(), "mosq");
     embedded.join().unwrap();
 }
 
@@ -132,9 +131,8 @@ fn a_subscriber_sees_the_retained_status_and_after_the_node_dies_the_last_will()
         let b = blastnet_broker::EmbeddedBroker::start_on_free_port().unwrap();
         retained_status_then_last_will(b.port(), "emb");
     });
-    if let Some(m) = mosquitto_or_skip() {
-        retained_status_then_last_will(m.port(), "mosq");
-    }
+    let m = blastnet_broker::Mosquitto::start_required();
+    retained_status_then_last_will(m.port(), "mosq");
     embedded.join().unwrap();
 }
 

@@ -6,7 +6,8 @@
 //! loopback listener for the readers, and the aggregator service itself for
 //! the payload `node_id` check that the ACL cannot do.
 //!
-//! Skips (printing why) when mosquitto, its clients or openssl are missing.
+//! Requires mosquitto, its clients and openssl (`scripts/test` installs
+//! them): fails, naming the missing one, when they are absent.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -192,15 +193,19 @@ fn wait_for(what: &str, f: impl Fn() -> bool) {
 
 #[test]
 fn the_site_broker_enforces_tls_passwords_and_per_node_topics() {
-    for tool in ["mosquitto_pub", "mosquitto_passwd", "openssl"] {
-        if !on_path(tool) {
-            println!("skipped: {tool} not found (apt-get install -y mosquitto mosquitto-clients openssl)");
-            return;
-        }
+    for (tool, package) in [
+        ("mosquitto_pub", "mosquitto-clients"),
+        ("mosquitto_passwd", "mosquitto"),
+        ("openssl", "openssl"),
+    ] {
+        assert!(
+            on_path(tool),
+            "this test requires {tool}, not found on PATH: run the tests with `scripts/test`, \
+             which installs it when missing (or `apt-get install -y {package}`)"
+        );
     }
     if let Err(e) = blastnet_broker::mosquitto_binary() {
-        println!("skipped: {e}");
-        return;
+        panic!("{e}\n{}", blastnet_broker::MOSQUITTO_REQUIRED);
     }
 
     // Certificates and users, made by the shipped scripts.

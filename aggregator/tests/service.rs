@@ -347,13 +347,7 @@ async fn events_are_published_on_mqtt_stored_and_served_over_http() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detections_published_while_the_aggregator_is_down_are_delivered_after_restart() {
-    let broker = match Mosquitto::start() {
-        Ok(b) => b,
-        Err(e) => {
-            println!("skipped: mosquitto not available: {e}");
-            return;
-        }
-    };
+    let broker = Mosquitto::start_required();
     let port = broker.port();
     // First run: subscribe (creates the persistent session), then stop.
     let h = start(

@@ -1,9 +1,9 @@
 //! MQTT brokers for zero set-up runs and for tests: an embedded rumqttd, and
 //! a Mosquitto process on a free loopback port (for interoperability tests).
 //!
-//! Both listen on 127.0.0.1 only. See `../shared/CRATES.md` for the rumqttd
-//! pitfalls handled here: an all-zero `RouterConfig::default()`, a `start()`
-//! that blocks forever, a silent port clash and no way to learn a port-0 port.
+//! Both listen on 127.0.0.1 only. rumqttd pitfalls handled here: an
+//! all-zero `RouterConfig::default()`, a `start()` that blocks forever, a
+//! silent port clash and no way to learn a port-0 port.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -47,6 +47,11 @@ pub enum BrokerError {
         source: std::io::Error,
     },
 }
+
+/// What a test that requires Mosquitto says when it cannot start one.
+pub const MOSQUITTO_REQUIRED: &str = "this test requires Mosquitto: run the tests with \
+    `scripts/test`, which installs it when missing (or `apt-get install -y mosquitto`, \
+    or set MOSQUITTO to the binary)";
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -192,6 +197,17 @@ impl Mosquitto {
     /// Start with anonymous access on a free port.
     pub fn start() -> Result<Mosquitto, BrokerError> {
         Mosquitto::start_with_config("allow_anonymous true\n")
+    }
+
+    /// Start for a test that requires Mosquitto. The README's test command,
+    /// `scripts/test`, installs it, so a test never passes without it.
+    ///
+    /// # Panics
+    ///
+    /// When it cannot start: the message names what is missing and how to
+    /// get it.
+    pub fn start_required() -> Mosquitto {
+        Mosquitto::start().unwrap_or_else(|e| panic!("{e}\n{MOSQUITTO_REQUIRED}"))
     }
 
     /// Start with `extra` configuration lines (auth, ACL, TLS listeners...) added
@@ -347,14 +363,7 @@ mod tests {
 
     #[test]
     fn mosquitto_stops_and_starts_again_on_the_same_port() {
-        let mut m = match Mosquitto::start() {
-            Ok(m) => m,
-            Err(BrokerError::MosquittoMissing(p)) => {
-                println!("skipped: mosquitto not installed ({p})");
-                return;
-            }
-            Err(e) => panic!("{e}"),
-        };
+        let mut m = Mosquitto::start_required();
         let port = m.port();
         m.stop();
         assert!(!wait_for_port(port, Duration::from_millis(300)));

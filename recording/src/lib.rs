@@ -66,12 +66,32 @@ pub enum RecordingError {
 
 type Result<T> = std::result::Result<T, RecordingError>;
 
-/// Where the shared test and evaluation data live: `$BLASTNET_DATA`, or
-/// `../shared/data` beside the workspace.
+/// Where the real recordings used by tests and evaluation live (they are
+/// not in the repository): `$BLASTNET_DATA`, or `../shared/data` beside the
+/// workspace.
 pub fn data_dir() -> PathBuf {
     std::env::var_os("BLASTNET_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
+}
+
+/// `sub` inside [`data_dir`], for a test that needs the real recordings.
+/// Such a test is `#[ignore = "needs the real recordings in ../shared/data
+/// (BLASTNET_DATA)"]`; `scripts/test` runs it when the data directory exists.
+///
+/// # Panics
+///
+/// When `sub` is not a folder there: a test that was asked to run on the real
+/// data fails, naming what is missing, rather than passing without it.
+pub fn require_data(sub: &str) -> PathBuf {
+    let p = data_dir().join(sub);
+    assert!(
+        p.is_dir(),
+        "this test needs the real recordings: {} is not a folder; set BLASTNET_DATA to \
+         the data directory holding `{sub}` (default: ../shared/data beside the workspace)",
+        p.display()
+    );
+    p
 }
 
 /// An opened scenario.

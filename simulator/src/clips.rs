@@ -1,5 +1,6 @@
-//! Real distractor clips read in place from a folder such as
-//! `../shared/data/sounds-dev`: its top-level WAV files (everyday sounds), and
+//! Real distractor clips read in place from a folder such as `sounds-dev` of
+//! the real recordings (`$BLASTNET_DATA/sounds-dev`, not in the repository):
+//! its top-level WAV files (everyday sounds), and
 //! the rows of `sfx.csv` labelled `other-impulsive` or `non-impulsive`
 //! (designed blasts and gunshots there are not distractors and are skipped).
 

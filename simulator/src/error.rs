@@ -54,7 +54,7 @@ pub enum SimError {
         source: hound::Error,
     },
     /// The distractor folder holds no usable clip. The caller should give a
-    /// folder with WAV files (e.g. `../shared/data/sounds-dev`) or none.
+    /// folder with WAV files (e.g. `$BLASTNET_DATA/sounds-dev`) or none.
     #[error("{path}: {message}")]
     Distractors {
         /// The folder.

@@ -28,7 +28,7 @@ use crate::spec::{BurstSpec, DistractorKind, NodeSim, SampleFormat, ScenarioSpec
 pub struct WriteOptions {
     /// No GPS position error and no clock offset or drift: the manifest is exact.
     pub ideal: bool,
-    /// A folder of real clips (e.g. `../shared/data/sounds-dev`) to mix in
+    /// A folder of real clips (e.g. `$BLASTNET_DATA/sounds-dev`) to mix in
     /// as `noise.real_clips` single-node distractors.
     pub distractor_dir: Option<PathBuf>,
 }

@@ -3,7 +3,7 @@
 //! and real clips are mixed in when a folder is given.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use blastnet_contract::blast::kb_surface_overpressure_pa;
 use blastnet_contract::{SourceKind, StreamKind};
@@ -76,22 +76,10 @@ fn blast_peak_at_a_high_spl_node_is_the_kingery_bulmash_value_at_its_range() {
     }
 }
 
-fn data_dir() -> PathBuf {
-    std::env::var_os("BLASTNET_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
-}
-
 #[test]
+#[ignore = "needs the real recordings in ../shared/data (BLASTNET_DATA)"]
 fn real_clips_from_the_distractor_folder_are_mixed_in_at_one_node() {
-    let sounds = data_dir().join("sounds-dev");
-    if !sounds.is_dir() {
-        println!(
-            "skipped: {} not found (set BLASTNET_DATA)",
-            sounds.display()
-        );
-        return;
-    }
+    let sounds = blastnet_recording::require_data("sounds-dev");
     let mut spec = preset("single-blast", 1).unwrap();
     make_quiet(&mut spec);
     spec.noise.real_clips = 2;

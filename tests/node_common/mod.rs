@@ -511,13 +511,3 @@ pub fn wait_exit(child: &mut Child, timeout: Duration, log: &Path) -> std::proce
         std::thread::sleep(Duration::from_millis(50));
     }
 }
-
-pub fn mosquitto_or_skip() -> Option<blastnet_broker::Mosquitto> {
-    match blastnet_broker::Mosquitto::start() {
-        Ok(m) => Some(m),
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            None
-        }
-    }
-}

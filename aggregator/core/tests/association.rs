@@ -535,15 +535,41 @@ fn dense_engine(nodes: &[Node]) -> Engine {
 /// Regression: coincidental 4–6-site fits were published as events (ghosts);
 /// the coincidence (a contrario) test against each node's local pick rate
 /// rejects them while the true sources (every node) still pass.
-/// Known open: seed 501 still yields 3D ghosts (quadruple seeds, 7 arrivals)
-/// that take a true source's picks; only seed 500 is asserted for now.
+/// Every seed of `DENSE_SEEDS` is asserted except the known failures in
+/// `DENSE_SEEDS_KNOWN_TO_GHOST`, which `dense_seeds_known_to_ghost_still_do`
+/// checks.
 #[test]
 fn dense_uncorrelated_triggers_make_no_ghosts() {
-    for seed in 0..1 {
-        let (nodes, sources, dets) = dense_scene(500 + seed);
-        let mut eng = dense_engine(&nodes);
-        let out = run(&mut eng, dets);
-        check_all_located_no_ghosts(&finals(&out), &sources, &format!("dense seed {seed}"));
+    for seed in DENSE_SEEDS.filter(|s| !DENSE_SEEDS_KNOWN_TO_GHOST.contains(s)) {
+        check_dense_seed(seed);
+    }
+}
+
+/// The seeds of `dense_scene` the dense-trigger tests run.
+const DENSE_SEEDS: std::ops::Range<u64> = 500..508;
+
+/// Known open: on these seeds the engine still publishes one ghost among
+/// the dense false triggers (502: a ground event of 7 arrivals at (−2.8,
+/// −6.2) km, outside the 3.5 km array, σ3 41 m; 506: a 3D event of 8
+/// arrivals 2.1 km up, σ3 10 m).
+const DENSE_SEEDS_KNOWN_TO_GHOST: [u64; 2] = [502, 506];
+
+fn check_dense_seed(seed: u64) {
+    let (nodes, sources, dets) = dense_scene(seed);
+    let mut eng = dense_engine(&nodes);
+    let out = run(&mut eng, dets);
+    check_all_located_no_ghosts(&finals(&out), &sources, &format!("dense seed {seed}"));
+}
+
+/// The known failures are named and checked, not silently left out: when one
+/// is fixed this test says so, and the seed goes back into the main test.
+#[test]
+fn dense_seeds_known_to_ghost_still_do() {
+    for seed in DENSE_SEEDS_KNOWN_TO_GHOST {
+        assert!(
+            std::panic::catch_unwind(|| check_dense_seed(seed)).is_err(),
+            "dense seed {seed} no longer fails: remove it from DENSE_SEEDS_KNOWN_TO_GHOST"
+        );
     }
 }
 
