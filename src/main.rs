@@ -43,7 +43,6 @@ fn main() -> std::process::ExitCode {
         cli.command,
         Command::Node(_) | Command::Aggregator(_) | Command::Broker(_)
     );
-    no_colour_unless_stderr_is_a_terminal();
     cmd::init_tracing(service);
     let result = match cli.command {
         Command::Node(a) => cmd::node::run(a),
@@ -63,20 +62,5 @@ fn main() -> std::process::ExitCode {
             eprintln!("blastnet: error: {e:#}");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-/// Log lines go to stderr (`cmd::init_tracing`); ANSI colour codes belong
-/// only on a terminal, not in a file or a pipe. tracing-subscriber colours by
-/// default and leaves colour out when `NO_COLOR` (no-color.org) is set, so
-/// set it when stderr is not a terminal (a user's own `NO_COLOR` on a
-/// terminal is honoured too). The progress bar of `replay` (indicatif) hides
-/// itself on a non-terminal by itself. This runs first in `main`, before any
-/// thread exists, so changing the environment races with nothing; the one
-/// child process (`aubioonset` in `bench`) has its output captured.
-fn no_colour_unless_stderr_is_a_terminal() {
-    use std::io::IsTerminal as _;
-    if !std::io::stderr().is_terminal() {
-        std::env::set_var("NO_COLOR", "1");
     }
 }

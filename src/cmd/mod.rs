@@ -14,6 +14,7 @@ pub mod simulate;
 /// Log to stderr; `RUST_LOG` overrides the default level (`info` for the
 /// services, `warn` for batch commands whose output is their summary).
 /// The embedded broker's own logs (client disconnects) are off by default.
+/// Colour codes only when stderr is a terminal (not in a file or a pipe).
 pub fn init_tracing(service: bool) {
     let level = if service { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -21,6 +22,7 @@ pub fn init_tracing(service: bool) {
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

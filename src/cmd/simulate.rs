@@ -20,7 +20,7 @@ pub struct Args {
     /// No GPS position error and no clock offset or drift: the manifest is exact.
     #[arg(long)]
     pub ideal: bool,
-    /// Folder of real distractor clips to mix in (e.g. ../shared/data/sounds-dev).
+    /// Folder of real distractor clips to mix in (e.g. $BLASTNET_DATA/sounds-dev).
     #[arg(long, value_name = "DIR")]
     pub distractors: Option<PathBuf>,
     /// Output scenario folder (created if missing).

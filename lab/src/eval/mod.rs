@@ -141,10 +141,7 @@ pub fn load_config(path: Option<&Path>) -> Result<DetectorConfig> {
 }
 
 pub fn default_data_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("BLASTNET_DATA") {
-        return PathBuf::from(d);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
+    blastnet_recording::data_dir()
 }
 
 pub(crate) fn argmax(p: &[f64; 4]) -> usize {
