@@ -568,3 +568,99 @@ impl Pipeline {
 pub fn secs_to_ns(s: f64) -> i64 {
     (s * NS_PER_S as f64).round() as i64
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use blastnet_contract::{Enu, EnuFrame, EventStatus, NodeState};
+
+    use super::*;
+    use crate::testkit::Layout;
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn finals(events: impl IntoIterator<Item = Event>) -> Vec<Event> {
+        events
+            .into_iter()
+            .filter(|e| e.status == EventStatus::Final)
+            .collect()
+    }
+
+    #[test]
+    fn the_engine_trace_given_replays_to_the_same_events() {
+        let centre = Geodetic::new(40.4406, -79.9959, 250.0);
+        let layout = Layout::ring("city", centre, 5, 600.0);
+        let t0 = UtcNs(1_714_564_800_000_000_000);
+        let trace = Shared::default();
+        let mut p = Pipeline::with_trace(
+            PipelineConfig {
+                prefix: "blastnet".into(),
+                time_base: TimeBase::Nodes,
+                lateness_ns: 0,
+                retention_ns: 600_000_000_000,
+                max_payload_bytes: 65536,
+                engine: EngineConfig::default(),
+                expect_nodes: Vec::new(),
+            },
+            Arc::new(Metrics::default()),
+            Some(Box::new(trace.clone())),
+        );
+        let mut out = Vec::new();
+        for (t, pl) in layout.statuses(NodeState::Online, t0) {
+            p.on_message(&t, &pl, &mut out);
+        }
+        let src = EnuFrame::new(centre).to_geodetic(Enu::new(150.0, -100.0, 0.0));
+        let dets = layout.detections(src, t0.add_secs_f64(5.0), 1);
+        for (t, pl) in layout.detection_messages(&dets) {
+            p.on_message(&t, &pl, &mut out);
+        }
+        for (t, pl) in layout.statuses(NodeState::Offline, t0.add_secs_f64(60.0)) {
+            p.on_message(&t, &pl, &mut out);
+        }
+        assert!(p.completed());
+        let live = finals(out.into_iter().filter_map(|o| match o {
+            Output::Event(e) => Some(e.event),
+            _ => None,
+        }));
+        assert_eq!(live.len(), 1, "{live:#?}");
+
+        let text = String::from_utf8(trace.0.lock().unwrap().clone()).unwrap();
+        let entries: Vec<TraceEntry> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(matches!(entries.first(), Some(TraceEntry::Config(_))));
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut actions = Vec::new();
+        for e in &entries {
+            engine.apply(e, &mut actions);
+        }
+        let replayed = finals(actions.into_iter().filter_map(|a| match a {
+            Action::Publish(e) => Some(e),
+            _ => None,
+        }));
+        // The pipeline fills in the site from the detections' topics.
+        let strip = |v: Vec<Event>| -> Vec<Event> {
+            v.into_iter()
+                .map(|mut e| {
+                    e.site = None;
+                    e
+                })
+                .collect()
+        };
+        assert_eq!(strip(live), strip(replayed));
+    }
+}
