@@ -11,7 +11,7 @@
 //!    detections: hypotheses from every consistent triple (ground-plane
 //!    spherical intersection) and quadruple (linearised TDOA, free height),
 //!    scored by how many nodes they explain (a RANSAC-like consensus), the
-//!    best refined by [`locate`] with outlier rejection, then accepted only if
+//!    best refined by [`locate`](crate::locate::locate) with outlier rejection, then accepted only if
 //!    χ² is consistent with the sigmas and the live nodes whose arrival is
 //!    already due mostly reported it (negative evidence, the guard against
 //!    ghosts made of unrelated picks). Online only a source confirmed by
@@ -30,7 +30,7 @@
 //! Modules, by what they own:
 //! - this one: the state machine (the pool of pending picks, the open
 //!   events, the watermark; `on_detection`, `advance`, `flush`, the sweep)
-//!   and the types every step shares ([`Det`], `Member`, `OpenEvent`);
+//!   and the types every step shares (`Det`, `Member`, `OpenEvent`);
 //! - `nodes`: the node registry, the pairwise data derived from positions,
 //!   and clock flagging;
 //! - `absorb`: picks joining open events;
@@ -172,7 +172,7 @@ impl Det {
     /// quieter than the direct arrival it follows. A search ranks
     /// hypotheses by the sites they explain without weak picks, and a
     /// source must be over-determined by its strong picks alone (see
-    /// `evaluate_seed`).
+    /// `judge_fit` in `search::verdict`).
     fn weak(&self) -> bool {
         self.subordinate || self.quiet_echo
     }
@@ -600,7 +600,7 @@ impl Engine {
         let Found { members, sol, tref } = found;
         let uids: Vec<u64> = members.iter().map(|m| m.det.uid).collect();
         self.pending.retain(|q| !uids.contains(&q.uid));
-        // Outliers of other events it took (see `seed`) leave them.
+        // Outliers of other events it took (see the search's `gather_candidates`) leave them.
         for ev in &mut self.events {
             ev.members.retain(|m| m.used || !uids.contains(&m.det.uid));
         }

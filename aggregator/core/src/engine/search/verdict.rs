@@ -14,7 +14,7 @@ use super::Found;
 use crate::locate::{Dims, DimsChoice, Solution};
 use crate::propagation::Phase;
 
-/// Earlier-pick swaps tried per judged hypothesis (see `evaluate_seed`).
+/// Earlier-pick swaps tried per judged hypothesis (see `try_earlier_picks`).
 const MAX_SWAPS: usize = 4;
 
 /// Half-width (s) of the window around a predicted arrival over which a
