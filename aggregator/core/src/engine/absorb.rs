@@ -10,6 +10,7 @@
 
 use blastnet_contract::{StreamKind, UtcNs};
 
+use super::fit::Predicted;
 use super::{Action, Det, Engine, Member};
 use crate::locate::{Dims, Solution};
 use crate::propagation::Phase;
@@ -55,7 +56,10 @@ impl Engine {
                 StreamKind::Seismic => &[Phase::Acoustic],
             };
             for &ph in phases {
-                let (pred, sp) = self.predict(&ev.sol, d.node, ph);
+                let Predicted {
+                    at: pred,
+                    sigma: sp,
+                } = self.predict(&ev.sol, d.node, ph);
                 let r = Self::rel(d.onset, ev.tref) - pred;
                 let gate = self.cfg.gate_sigmas * (d.sigma * d.sigma + sp * sp).sqrt();
                 if r.abs() <= gate {
@@ -131,7 +135,7 @@ impl Engine {
             }
         } else {
             let ev = &self.events[k];
-            let (pred, _) = self.predict(&ev.sol, d.node, phase);
+            let pred = self.predict(&ev.sol, d.node, phase).at;
             let r = Self::rel(d.onset, ev.tref) - pred;
             if let Some(m) = self.events[k].members.last_mut() {
                 m.residual = r;
@@ -145,7 +149,7 @@ impl Engine {
         let w = self.cfg.outlier_window_s;
         let mut hits = Vec::new();
         for (k, ev) in self.events.iter().enumerate() {
-            let (pred, _) = self.predict(&ev.sol, d.node, Phase::Acoustic);
+            let pred = self.predict(&ev.sol, d.node, Phase::Acoustic).at;
             if (Self::rel(d.onset, ev.tref) - pred).abs() <= w && d.stream == StreamKind::Acoustic {
                 hits.push(k);
             }
@@ -237,8 +241,8 @@ impl Engine {
     pub(super) fn seismic_phase(&self, k: usize, q: &Det) -> Phase {
         let ev = &self.events[k];
         let t = Self::rel(q.onset, ev.tref);
-        let (ps, _) = self.predict(&ev.sol, q.node, Phase::Seismic);
-        let (pa, _) = self.predict(&ev.sol, q.node, Phase::Acoustic);
+        let ps = self.predict(&ev.sol, q.node, Phase::Seismic).at;
+        let pa = self.predict(&ev.sol, q.node, Phase::Acoustic).at;
         if self.p_wave_possible(&ev.sol, ev.tref, q) && (t - ps).abs() <= (t - pa).abs() {
             Phase::Seismic
         } else {
@@ -258,7 +262,7 @@ impl Engine {
         if sol.dims != Dims::Ground {
             return false;
         }
-        let (pa, sa) = self.predict(sol, q.node, Phase::Acoustic);
+        let Predicted { at: pa, sigma: sa } = self.predict(sol, q.node, Phase::Acoustic);
         let gate = self.cfg.gate_sigmas * (q.sigma * q.sigma + sa * sa).sqrt()
             + self.cfg.association_tolerance_s;
         if Self::rel(q.onset, tref) >= pa - gate {
@@ -294,7 +298,10 @@ impl Engine {
             StreamKind::Seismic => &[Phase::Acoustic],
         };
         phases.iter().any(|&ph| {
-            let (pred, sp) = self.predict(&ev.sol, q.node, ph);
+            let Predicted {
+                at: pred,
+                sigma: sp,
+            } = self.predict(&ev.sol, q.node, ph);
             let r = Self::rel(q.onset, ev.tref) - pred;
             r.abs() <= self.cfg.gate_sigmas * (q.sigma * q.sigma + sp * sp).sqrt()
         })

@@ -66,7 +66,7 @@ impl Engine {
                     && !self.nodes[q.node].flagged
                     && !ev.members.iter().any(|m| m.det.uid == q.uid)
                     && {
-                        let (pred, _) = self.predict(&ev.sol, q.node, Phase::Acoustic);
+                        let pred = self.predict(&ev.sol, q.node, Phase::Acoustic).at;
                         (Self::rel(q.onset, ev.tref) - pred).abs() <= w
                     }
             })

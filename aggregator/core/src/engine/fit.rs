@@ -14,9 +14,19 @@ use super::{enu, Engine, Member};
 use crate::locate::{locate, Arrival, DimsChoice, LocateOptions, Solution};
 use crate::propagation::Phase;
 
+/// A predicted arrival at a node (see [`Engine::predict`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Predicted {
+    /// Arrival time, s on the event's axis.
+    pub(super) at: f64,
+    /// Its 1-sigma: the solution's uncertainty along the ray ⊕ the
+    /// propagation model's.
+    pub(super) sigma: f64,
+}
+
 impl Engine {
     /// Predicted arrival (s on the event axis) and its 1-sigma at node `n` for `phase`.
-    pub(super) fn predict(&self, sol: &Solution, n: usize, phase: Phase) -> (f64, f64) {
+    pub(super) fn predict(&self, sol: &Solution, n: usize, phase: Phase) -> Predicted {
         let src = sol.position.to_array();
         let (t, g) = self.prop.travel_and_gradient(phase, src, self.nodes[n].enu);
         let gv = [g[0], g[1], g[2], 1.0];
@@ -28,7 +38,10 @@ impl Engine {
             }
         }
         let m = self.prop.model_sigma(phase, t);
-        (sol.origin_s + t, (var.max(0.0) + m * m).sqrt())
+        Predicted {
+            at: sol.origin_s + t,
+            sigma: (var.max(0.0) + m * m).sqrt(),
+        }
     }
 
     pub(super) fn arrival_of(&self, m: &Member, tref: UtcNs) -> Arrival {
@@ -160,7 +173,7 @@ impl Engine {
                 continue;
             }
             for ph in [Phase::Acoustic, Phase::Seismic] {
-                let (t, s) = self.predict(sol, n, ph);
+                let Predicted { at: t, sigma: s } = self.predict(sol, n, ph);
                 latest = latest.max(t + self.cfg.gate_sigmas * s);
             }
         }

@@ -625,7 +625,9 @@ impl Engine {
         }
         self.note_direct_arrivals(k);
         for q in self.pending.clone() {
-            let (pred, _) = self.predict(&self.events[k].sol, q.node, Phase::Acoustic);
+            let pred = self
+                .predict(&self.events[k].sol, q.node, Phase::Acoustic)
+                .at;
             if q.stream == StreamKind::Acoustic
                 && (Self::rel(q.onset, tref) - pred).abs() <= self.cfg.outlier_window_s
             {

@@ -81,7 +81,7 @@ impl Engine {
             if claimed(q.uid, &self.events) || ev.members.iter().any(|m| m.det.uid == q.uid) {
                 continue;
             }
-            let (pred, _) = self.predict(&ev.sol, q.node, Phase::Acoustic);
+            let pred = self.predict(&ev.sol, q.node, Phase::Acoustic).at;
             let r = Self::rel(q.onset, ev.tref) - pred;
             if r.abs() > self.cfg.outlier_window_s {
                 continue;

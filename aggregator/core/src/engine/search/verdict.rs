@@ -9,6 +9,7 @@
 
 use blastnet_contract::{StreamKind, UtcNs};
 
+use super::super::fit::Predicted;
 use super::super::{Det, Engine, Member};
 use super::Found;
 use crate::locate::{Dims, DimsChoice, Solution};
@@ -455,7 +456,7 @@ impl Engine {
         for n in 0..self.nodes.len() {
             let node = &self.nodes[n];
             let used = members.iter().any(|m| m.used && m.det.node == n);
-            let (t, s) = self.predict(sol, n, Phase::Acoustic);
+            let Predicted { at: t, sigma: s } = self.predict(sol, n, Phase::Acoustic);
             let centre = tref.add_secs_f64(t);
             if !used && !node.expected_at(centre) {
                 continue;
@@ -532,7 +533,7 @@ impl Engine {
         let (mut missing, mut not_due) = (0, 0);
         for n in 0..self.nodes.len() {
             let node = &self.nodes[n];
-            let (t, s) = self.predict(sol, n, Phase::Acoustic);
+            let Predicted { at: t, sigma: s } = self.predict(sol, n, Phase::Acoustic);
             if !node.expected_at(tref.add_secs_f64(t)) || used_nodes.contains(&n) {
                 continue;
             }
