@@ -1,17 +1,23 @@
 //! The synchronous heart of the service: one MQTT message or one tick in,
 //! [`Output`]s out. No sockets, no files, no clock reads: the async shell in
 //! `service.rs` feeds it and carries out what it returns, so it is tested and
-//! benchmarked without a broker (benches/ingest.rs).
+//! benchmarked without a broker (benches/ingest.rs). The engine trace, when
+//! asked for, is a writer the caller hands in ([`Pipeline::with_trace`]).
 //!
 //! Per message: topic parse, payload validation ([`crate::ingest`]), dedupe
 //! by (node_id, seq), the node registry (status -> [`NodeInfo`] for the
-//! engine), the watermark (wall or nodes), and the engine's actions.
+//! engine; the nodes' data time and liveness in the core's
+//! [`NodesWatermark`], the rule the tests drive the engine by too), the
+//! watermark (wall or nodes), and the engine's actions.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::io::Write;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use blastnet_aggregator_core::{Action, Engine, EngineConfig, NodeInfo, TraceEntry};
+use blastnet_aggregator_core::{
+    Action, Engine, EngineConfig, NodeInfo, NodesWatermark, TraceEntry,
+};
 use blastnet_contract::{
     ClockSource, Detection, Event, Geodetic, NodeState, Status, UtcNs, NS_PER_S,
 };
@@ -214,8 +220,6 @@ impl Recent {
 
 struct NodeEntry {
     view: NodeView,
-    /// Latest status time (nodes-mode watermark).
-    status_time: Option<UtcNs>,
 }
 
 /// The pipeline state machine.
@@ -225,45 +229,33 @@ pub struct Pipeline {
     actions: Vec<Action>,
     recent: Recent,
     nodes: BTreeMap<String, NodeEntry>,
+    /// The nodes' data time and liveness (fed in both modes; the nodes-mode
+    /// watermark).
+    clocks: NodesWatermark,
     watermark: Option<UtcNs>,
-    seen_online: bool,
-    completed: bool,
     metrics: Arc<Metrics>,
     logged: HashSet<(String, Reason, Option<String>)>,
     trace: Option<Trace>,
 }
 
+/// Where the engine trace goes: any writer (the service opens
+/// `BLASTNET_ENGINE_TRACE`'s file; a test may pass a buffer).
+pub type TraceWriter = Box<dyn Write + Send>;
+
 /// The engine's inputs, one JSON line per call, for `offline_replay --trace`
-/// (a debugging aid, enabled by `BLASTNET_ENGINE_TRACE=<file>`).
+/// (a debugging aid: `BLASTNET_ENGINE_TRACE=<file>` for the service).
 struct Trace {
-    out: std::io::BufWriter<std::fs::File>,
+    out: TraceWriter,
 }
 
 impl Trace {
-    fn from_env() -> Option<Trace> {
-        let path = std::env::var_os("BLASTNET_ENGINE_TRACE")?;
-        match std::fs::File::create(&path) {
-            Ok(f) => Some(Trace {
-                out: std::io::BufWriter::new(f),
-            }),
-            Err(e) => {
-                tracing::warn!(
-                    "BLASTNET_ENGINE_TRACE {}: {e}; not tracing",
-                    path.to_string_lossy()
-                );
-                None
-            }
-        }
-    }
-
     fn record(t: &mut Option<Trace>, e: &TraceEntry) {
-        use std::io::Write;
         if let Some(tr) = t {
             let ok = serde_json::to_writer(&mut tr.out, e).is_ok()
                 && tr.out.write_all(b"\n").is_ok()
                 && (!matches!(e, TraceEntry::Flush) || tr.out.flush().is_ok());
             if !ok {
-                tracing::warn!("BLASTNET_ENGINE_TRACE: write failed; not tracing");
+                tracing::warn!("engine trace: write failed; not tracing");
                 *t = None;
             }
         }
@@ -276,24 +268,35 @@ const MAX_LOGGED: usize = 10_000;
 impl Pipeline {
     /// A new pipeline counting into `metrics`.
     pub fn new(cfg: PipelineConfig, metrics: Arc<Metrics>) -> Pipeline {
+        Pipeline::with_trace(cfg, metrics, None)
+    }
+
+    /// A new pipeline counting into `metrics` and recording every engine
+    /// call to `trace` (one JSON line each, flushed at each flush of the
+    /// engine; see `offline_replay --trace`). Tracing stops, with a warning,
+    /// at the first failed write.
+    pub fn with_trace(
+        cfg: PipelineConfig,
+        metrics: Arc<Metrics>,
+        trace: Option<TraceWriter>,
+    ) -> Pipeline {
         let engine = Engine::new(cfg.engine.clone());
-        let mut trace = Trace::from_env();
+        let mut trace = trace.map(|out| Trace { out });
         Trace::record(
             &mut trace,
             &TraceEntry::Config(Box::new(cfg.engine.clone())),
         );
         Pipeline {
-            cfg,
             engine,
             actions: Vec::new(),
             recent: Recent::default(),
             nodes: BTreeMap::new(),
+            clocks: NodesWatermark::new(cfg.expect_nodes.clone()),
             watermark: None,
-            seen_online: false,
-            completed: false,
             metrics,
             logged: HashSet::new(),
             trace,
+            cfg,
         }
     }
 
@@ -309,7 +312,7 @@ impl Pipeline {
 
     /// Whether nodes mode has completed (all nodes offline, flushed).
     pub fn completed(&self) -> bool {
-        self.completed
+        self.clocks.completed()
     }
 
     fn refuse(&mut self, kind: Kind, topic: &str, e: Invalid) {
@@ -396,10 +399,10 @@ impl Pipeline {
                     clock_uncertainty_s: d.clock.uncertainty_s,
                     ..NodeView::first_heard(&d.node_id, t.site, d.lat, d.lon, d.alt_m, "unknown")
                 },
-                status_time: None,
             }
         });
-        let fresh = entry.view.detections == 0 && entry.status_time.is_none();
+        let fresh = entry.view.detections == 0 && !self.clocks.has_status(&d.node_id);
+        self.clocks.on_detection(&d.node_id);
         entry.view.detections += 1;
         entry.view.last_detection_utc = Some(
             entry
@@ -432,7 +435,6 @@ impl Pipeline {
             metrics.nodes_known.fetch_add(1, Relaxed);
             NodeEntry {
                 view: NodeView::first_heard(&s.node_id, t.site, s.lat, s.lon, s.alt_m, "offline"),
-                status_time: None,
             }
         });
         let was_online = entry.view.online();
@@ -453,8 +455,8 @@ impl Pipeline {
         v.last_status_utc = Some(s.time_utc);
         v.software_version = s.software_version;
         v.spool_backlog = s.spool_backlog;
-        entry.status_time = Some(entry.status_time.map_or(s.time_utc, |p| p.max(s.time_utc)));
         let now_online = entry.view.online();
+        self.clocks.on_status(&s.node_id, s.time_utc, now_online);
         match (was_online, now_online) {
             (false, true) => {
                 self.metrics.nodes_online.fetch_add(1, Relaxed);
@@ -463,10 +465,6 @@ impl Pipeline {
                 self.metrics.nodes_online.fetch_sub(1, Relaxed);
             }
             _ => {}
-        }
-        if now_online {
-            self.seen_online = true;
-            self.completed = false;
         }
         let info = entry.view.info();
         if info != before {
@@ -494,30 +492,14 @@ impl Pipeline {
     }
 
     fn advance_nodes(&mut self, out: &mut Vec<Output>) {
-        // An expected node not heard yet has delivered nothing: no watermark.
-        if self
-            .cfg
-            .expect_nodes
-            .iter()
-            .any(|id| self.nodes.get(id).is_none_or(|n| n.status_time.is_none()))
-        {
-            return;
-        }
-        let wm = self
-            .nodes
-            .values()
-            .filter(|n| n.view.online())
-            .filter_map(|n| n.status_time)
-            .min();
-        if let Some(wm) = wm {
+        let step = self.clocks.step();
+        if let Some(wm) = step.advance {
             self.advance_to(wm, out);
         }
-        let any_online = self.nodes.values().any(|n| n.view.online());
-        if self.seen_online && !any_online && !self.completed {
+        if step.flush {
             Trace::record(&mut self.trace, &TraceEntry::Flush);
             self.engine.flush(&mut self.actions);
             self.drain_actions(out);
-            self.completed = true;
             out.push(Output::Completed);
         }
     }
@@ -585,4 +567,100 @@ impl Pipeline {
 /// Seconds as integer nanoseconds.
 pub fn secs_to_ns(s: f64) -> i64 {
     (s * NS_PER_S as f64).round() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use blastnet_contract::{Enu, EnuFrame, EventStatus, NodeState};
+
+    use super::*;
+    use crate::testkit::Layout;
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn finals(events: impl IntoIterator<Item = Event>) -> Vec<Event> {
+        events
+            .into_iter()
+            .filter(|e| e.status == EventStatus::Final)
+            .collect()
+    }
+
+    #[test]
+    fn the_engine_trace_given_replays_to_the_same_events() {
+        let centre = Geodetic::new(40.4406, -79.9959, 250.0);
+        let layout = Layout::ring("city", centre, 5, 600.0);
+        let t0 = UtcNs(1_714_564_800_000_000_000);
+        let trace = Shared::default();
+        let mut p = Pipeline::with_trace(
+            PipelineConfig {
+                prefix: "blastnet".into(),
+                time_base: TimeBase::Nodes,
+                lateness_ns: 0,
+                retention_ns: 600_000_000_000,
+                max_payload_bytes: 65536,
+                engine: EngineConfig::default(),
+                expect_nodes: Vec::new(),
+            },
+            Arc::new(Metrics::default()),
+            Some(Box::new(trace.clone())),
+        );
+        let mut out = Vec::new();
+        for (t, pl) in layout.statuses(NodeState::Online, t0) {
+            p.on_message(&t, &pl, &mut out);
+        }
+        let src = EnuFrame::new(centre).to_geodetic(Enu::new(150.0, -100.0, 0.0));
+        let dets = layout.detections(src, t0.add_secs_f64(5.0), 1);
+        for (t, pl) in layout.detection_messages(&dets) {
+            p.on_message(&t, &pl, &mut out);
+        }
+        for (t, pl) in layout.statuses(NodeState::Offline, t0.add_secs_f64(60.0)) {
+            p.on_message(&t, &pl, &mut out);
+        }
+        assert!(p.completed());
+        let live = finals(out.into_iter().filter_map(|o| match o {
+            Output::Event(e) => Some(e.event),
+            _ => None,
+        }));
+        assert_eq!(live.len(), 1, "{live:#?}");
+
+        let text = String::from_utf8(trace.0.lock().unwrap().clone()).unwrap();
+        let entries: Vec<TraceEntry> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(matches!(entries.first(), Some(TraceEntry::Config(_))));
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut actions = Vec::new();
+        for e in &entries {
+            engine.apply(e, &mut actions);
+        }
+        let replayed = finals(actions.into_iter().filter_map(|a| match a {
+            Action::Publish(e) => Some(e),
+            _ => None,
+        }));
+        // The pipeline fills in the site from the detections' topics.
+        let strip = |v: Vec<Event>| -> Vec<Event> {
+            v.into_iter()
+                .map(|mut e| {
+                    e.site = None;
+                    e
+                })
+                .collect()
+        };
+        assert_eq!(strip(live), strip(replayed));
+    }
 }

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AggregatorConfig, ConfigError};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
-use crate::pipeline::{secs_to_ns, NodeView, Output, Pipeline, PipelineConfig};
+use crate::pipeline::{secs_to_ns, NodeView, Output, Pipeline, PipelineConfig, TraceWriter};
 use crate::store::{Store, StoreError};
 
 /// Why the aggregator could not start or stopped with an error.
@@ -155,6 +155,23 @@ fn topic_filters(cfg: &AggregatorConfig) -> Vec<SubscribeFilter> {
 
 type Incoming = (rumqttc::Publish, Instant);
 
+/// The engine trace's file when `BLASTNET_ENGINE_TRACE` names one (read
+/// here, at start-up: the pipeline only writes to what it is given). A file
+/// that cannot be created is reported and the run goes on untraced.
+fn engine_trace_from_env() -> Option<TraceWriter> {
+    let path = std::env::var_os("BLASTNET_ENGINE_TRACE")?;
+    match std::fs::File::create(&path) {
+        Ok(f) => Some(Box::new(std::io::BufWriter::new(f))),
+        Err(e) => {
+            tracing::warn!(
+                "BLASTNET_ENGINE_TRACE {}: {e}; not tracing",
+                path.to_string_lossy()
+            );
+            None
+        }
+    }
+}
+
 /// Start the aggregator: open the store, bind HTTP, connect to the broker
 /// and wait until the subscriptions are acknowledged, then return. Stops when
 /// `shutdown` is cancelled (or [`AggregatorHandle::shutdown`] is called).
@@ -268,7 +285,7 @@ pub async fn start(
 
     let (completed_tx, completed_rx) = watch::channel(false);
     let proc = Processor {
-        pipeline: Pipeline::new(
+        pipeline: Pipeline::with_trace(
             PipelineConfig {
                 prefix: cfg.mqtt.prefix.clone(),
                 time_base: cfg.time.base,
@@ -279,6 +296,7 @@ pub async fn start(
                 expect_nodes: cfg.time.expect_nodes.clone(),
             },
             metrics.clone(),
+            engine_trace_from_env(),
         ),
         prefix: cfg.mqtt.prefix.clone(),
         metrics: metrics.clone(),

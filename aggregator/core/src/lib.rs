@@ -13,6 +13,7 @@ pub mod engine;
 pub mod locate;
 pub mod propagation;
 pub mod stats;
+pub mod watermark;
 pub mod yield_est;
 
 pub use config::{ConfigError, EngineConfig};
@@ -22,4 +23,5 @@ pub use locate::{
     Guesses, LocateError, LocateOptions, Solution,
 };
 pub use propagation::{Phase, Propagation};
+pub use watermark::{NodesWatermark, WatermarkStep};
 pub use yield_est::{estimate_yield, estimate_yield_multi};

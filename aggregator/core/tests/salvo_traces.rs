@@ -16,7 +16,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use blastnet_aggregator_core::{Action, Engine, EngineConfig, NodeInfo, TraceEntry};
+use blastnet_aggregator_core::{
+    Action, Engine, EngineConfig, NodeInfo, NodesWatermark, TraceEntry,
+};
 use blastnet_contract::{
     Detection, EnuFrame, Event, EventStatus, Geodetic, Manifest, SourceKind, UtcNs,
 };
@@ -195,10 +197,11 @@ fn node_streams(trace: &str) -> (EngineConfig, Vec<(String, Stream)>) {
 }
 
 /// The engine calls of one random interleaving of the nodes' streams, with
-/// the aggregator's nodes-mode watermark: nodes replay concurrently at their
-/// own, varying pace (0.3x to 3x of each other, one maybe starting after the
-/// others have finished), and the watermark is the slowest online node's
-/// latest status time once every node has been heard.
+/// the aggregator's nodes-mode watermark ([`NodesWatermark`], as the service
+/// drives the engine): nodes replay concurrently at their own, varying pace
+/// (0.3x to 3x of each other, one maybe starting after the others have
+/// finished), and the watermark is the slowest online node's latest status
+/// time once every node has been heard.
 fn interleaving(cfg: &EngineConfig, streams: &[(String, Stream)], seed: u64) -> Vec<TraceEntry> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut timed: Vec<(f64, usize, usize)> = Vec::new();
@@ -223,29 +226,25 @@ fn interleaving(cfg: &EngineConfig, streams: &[(String, Stream)], seed: u64) -> 
     }
     timed.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut out = vec![TraceEntry::Config(Box::new(cfg.clone()))];
-    let mut status: Vec<Option<(UtcNs, bool)>> = vec![None; streams.len()];
-    let mut wm: Option<UtcNs> = None;
+    let mut wm = NodesWatermark::new(streams.iter().map(|(id, _)| id.clone()).collect());
     for (_, n, i) in timed {
-        let (t, msg) = &streams[n].1[i];
+        let (id, msgs) = &streams[n];
+        let (t, msg) = &msgs[i];
         match msg {
             Msg::Detection(d) => {
+                wm.on_detection(id);
                 out.push(TraceEntry::Detection(d.clone()));
                 continue;
             }
             Msg::Online(info) | Msg::Offline(info) => out.push(TraceEntry::Node(info.clone())),
             Msg::Heartbeat => {}
         }
-        status[n] = Some((*t, !matches!(msg, Msg::Offline(_))));
-        if status.iter().any(Option::is_none) {
-            continue;
+        wm.on_status(id, *t, !matches!(msg, Msg::Offline(_)));
+        let step = wm.step();
+        if let Some(w) = step.advance {
+            out.push(TraceEntry::Advance(w));
         }
-        let live = status.iter().flatten().filter(|s| s.1);
-        if let Some(w) = live.map(|s| s.0).min() {
-            if wm.is_none_or(|p| w > p) {
-                wm = Some(w);
-                out.push(TraceEntry::Advance(w));
-            }
-        } else {
+        if step.flush {
             out.push(TraceEntry::Flush);
         }
     }

@@ -1,6 +1,21 @@
-//! Challenging an event before it is finalised (see [`Engine::challenge`]).
+//! Challenging an event before it is finalised (see [`Engine::challenge`]):
+//! an event confirmed online on a wrong pick is refitted on the arrivals
+//! that came in since, and replaced if the refit passes a new source's
+//! tests and explains more.
+//!
+//! Its own module because it is the one step that undoes a decision: it
+//! takes an event's picks back into the pool and republishes the event.
 
-use super::*;
+use blastnet_contract::{EventStatus, StreamKind, UtcNs};
+
+use super::search::verdict::SeedVerdict;
+use super::search::Found;
+use super::{Action, Det, Engine, Member};
+use crate::propagation::Phase;
+
+/// Refits of a challenged event judged in full, best screened first (see
+/// `challenge`).
+const MAX_CHALLENGES_JUDGED: usize = 3;
 
 /// A challenged event's local refit without one of its picks (`skip`; none:
 /// with all of them), as screened before it is judged in full.
@@ -51,7 +66,7 @@ impl Engine {
                     && !self.nodes[q.node].flagged
                     && !ev.members.iter().any(|m| m.det.uid == q.uid)
                     && {
-                        let (pred, _) = self.predict(&ev.sol, q.node, Phase::Acoustic);
+                        let pred = self.predict(&ev.sol, q.node, Phase::Acoustic).at;
                         (Self::rel(q.onset, ev.tref) - pred).abs() <= w
                     }
             })
@@ -95,7 +110,12 @@ impl Engine {
         };
         let mut screened: Vec<Refit> = Vec::new();
         for skip in leave_out {
-            if let Some((m, sol, tref)) = self.gather_fit(&without(skip), h, ev.tref) {
+            if let Some(Found {
+                members: m,
+                sol,
+                tref,
+            }) = self.gather_fit(&without(skip), h, ev.tref)
+            {
                 let sites = sites_of(&m).len();
                 // Fewer sites than the event explains cannot replace it.
                 if sites >= explained.len() {
@@ -112,17 +132,17 @@ impl Engine {
         screened.sort_by(|a, b| b.sites.cmp(&a.sites).then(a.chi2.total_cmp(&b.chi2)));
         let mut best = None;
         for r in screened.into_iter().take(MAX_CHALLENGES_JUDGED) {
-            if let SeedVerdict::Accept(m, sol, t) =
+            if let SeedVerdict::Accept(found) =
                 self.evaluate_seed(&without(r.skip), r.start, r.tref, true)
             {
-                let score = (sites_of(&m).len(), sol.chi2);
-                best = Some(((m, sol, t), score));
+                best = Some(found);
                 break;
             }
         }
-        let Some(((members, sol, tref), (n_sites, _))) = best else {
+        let Some(Found { members, sol, tref }) = best else {
             return false;
         };
+        let n_sites = sites_of(&members).len();
         // As many sites: only a clearly better fit of the same number of
         // acoustic arrivals replaces it (χ² lower by more than one).
         if n_sites < explained.len() {

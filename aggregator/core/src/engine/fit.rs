@@ -1,0 +1,182 @@
+//! Locating an event's members: the arrivals of a set of members, the
+//! options of [`locate`], the ground plane, the fit itself (with the
+//! per-member residuals and outlier reasons it sets) and what follows from a
+//! solution (the predicted arrival at a node, the deadline after which no
+//! further arrival is possible).
+//!
+//! Shared by the search (a hypothesis' local fit), absorption (relocation
+//! on a geometric schedule), the challenge and finalisation: one place
+//! decides how members become arrivals and a fit becomes residuals.
+
+use blastnet_contract::UtcNs;
+
+use super::{enu, Engine, Member};
+use crate::locate::{locate, Arrival, DimsChoice, LocateOptions, Solution};
+use crate::propagation::Phase;
+
+/// A predicted arrival at a node (see [`Engine::predict`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Predicted {
+    /// Arrival time, s on the event's axis.
+    pub(super) at: f64,
+    /// Its 1-sigma: the solution's uncertainty along the ray ⊕ the
+    /// propagation model's.
+    pub(super) sigma: f64,
+}
+
+impl Engine {
+    /// Predicted arrival (s on the event axis) and its 1-sigma at node `n` for `phase`.
+    pub(super) fn predict(&self, sol: &Solution, n: usize, phase: Phase) -> Predicted {
+        let src = sol.position.to_array();
+        let (t, g) = self.prop.travel_and_gradient(phase, src, self.nodes[n].enu);
+        let gv = [g[0], g[1], g[2], 1.0];
+        let c = &sol.uncertainty.covariance;
+        let mut var = 0.0;
+        for i in 0..4 {
+            for j in 0..4 {
+                var += gv[i] * c[i][j] * gv[j];
+            }
+        }
+        let m = self.prop.model_sigma(phase, t);
+        Predicted {
+            at: sol.origin_s + t,
+            sigma: (var.max(0.0) + m * m).sqrt(),
+        }
+    }
+
+    pub(super) fn arrival_of(&self, m: &Member, tref: UtcNs) -> Arrival {
+        Arrival {
+            position: enu(self.nodes[m.det.node].enu),
+            time_s: Self::rel(m.det.onset, tref),
+            sigma_s: m.det.sigma,
+            phase: m.phase,
+        }
+    }
+
+    pub(super) fn locate_opts(&self, start: Option<[f64; 4]>) -> LocateOptions {
+        LocateOptions {
+            dims: DimsChoice::Auto,
+            ground_u_m: None,
+            outlier_sigmas: self.cfg.outlier_sigmas,
+            max_outliers: usize::MAX,
+            min_arrivals_3d: self.cfg.min_nodes_3d,
+            altitude_lr_threshold: self.cfg.altitude_lr_threshold,
+            start,
+        }
+    }
+
+    /// Ground plane: the median height of all known nodes (stable across revisions).
+    pub(super) fn ground_u<'a>(&self, members: impl IntoIterator<Item = &'a Member>) -> f64 {
+        let mut h: Vec<f64> = members
+            .into_iter()
+            .map(|m| self.nodes[m.det.node].enu[2])
+            .collect();
+        h.sort_by(f64::total_cmp);
+        if h.is_empty() {
+            0.0
+        } else {
+            h[h.len() / 2]
+        }
+    }
+
+    /// Locate `members` (all but air-coupled duplicates), returning the
+    /// solution and the per-member used/residual/reason.
+    pub(super) fn solve_members(
+        &self,
+        members: &mut [Member],
+        tref: UtcNs,
+        start: Option<[f64; 4]>,
+    ) -> Option<Solution> {
+        self.solve_members_as(members, tref, start, DimsChoice::Auto)
+    }
+
+    /// [`Engine::solve_members`] with the model given.
+    pub(super) fn solve_members_as(
+        &self,
+        members: &mut [Member],
+        tref: UtcNs,
+        start: Option<[f64; 4]>,
+        dims: DimsChoice,
+    ) -> Option<Solution> {
+        let idx: Vec<usize> = (0..members.len())
+            .filter(|&i| {
+                members[i].used
+                    || members[i]
+                        .reason
+                        .as_deref()
+                        .is_none_or(|r| !r.starts_with("air-coupled"))
+            })
+            .collect();
+        let arr: Vec<Arrival> = idx
+            .iter()
+            .map(|&i| self.arrival_of(&members[i], tref))
+            .collect();
+        let mut opts = self.locate_opts(start);
+        opts.dims = dims;
+        opts.ground_u_m = Some(self.ground_u(idx.iter().map(|&i| &members[i])));
+        let sol = locate(&arr, &self.prop, &opts).ok()?;
+        for (j, &i) in idx.iter().enumerate() {
+            let m = &mut members[i];
+            m.residual = sol.residuals_s[j];
+            if sol.outliers.contains(&j) {
+                m.used = false;
+                m.reason = Some(format!(
+                    "residual {:+.1} ms is {:.1} sigma from the fit of the other arrivals",
+                    m.residual * 1e3,
+                    (m.residual / m.det.sigma).abs()
+                ));
+            } else {
+                m.used = true;
+                m.reason = None;
+            }
+        }
+        // Air-coupled duplicates: residual against the final fit.
+        for m in members.iter_mut().filter(|m| {
+            !m.used
+                && m.reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("air-coupled"))
+        }) {
+            let a = self.arrival_of(m, tref);
+            m.residual = a.time_s
+                - sol.origin_s
+                - self
+                    .prop
+                    .travel_time(m.phase, sol.position.to_array(), a.position.to_array());
+        }
+        Some(sol)
+    }
+
+    pub(super) fn relocate(&mut self, k: usize) -> bool {
+        let ev = &self.events[k];
+        let s = &ev.sol;
+        let start = Some([s.position.e, s.position.n, s.position.u, s.origin_s]);
+        let mut members = ev.members.clone();
+        let tref = ev.tref;
+        let Some(sol) = self.solve_members(&mut members, tref, start) else {
+            return false;
+        };
+        let deadline = self.deadline(&sol, tref);
+        let ev = &mut self.events[k];
+        ev.members = members;
+        ev.located_with = ev.members.iter().filter(|m| m.used).count();
+        ev.sol = sol;
+        ev.deadline = deadline;
+        true
+    }
+
+    /// When no further arrival is physically possible at any live node.
+    pub(super) fn deadline(&self, sol: &Solution, tref: UtcNs) -> UtcNs {
+        let mut latest = 0.0f64;
+        for n in 0..self.nodes.len() {
+            if !self.nodes[n].info.online {
+                continue;
+            }
+            for ph in [Phase::Acoustic, Phase::Seismic] {
+                let Predicted { at: t, sigma: s } = self.predict(sol, n, ph);
+                latest = latest.max(t + self.cfg.gate_sigmas * s);
+            }
+        }
+        tref.add_secs_f64(latest.max(sol.origin_s) + self.cfg.association_tolerance_s)
+    }
+}

@@ -1,0 +1,283 @@
+//! The node registry: what the engine knows about each node ([`NodeInfo`]
+//! from its status messages, plus its data-time high water, residual
+//! history and site), the pairwise data derived from the positions (distances,
+//! the longest arrival-time difference of one source between two nodes, the
+//! site each node belongs to, the ground plane), and clock flagging.
+//!
+//! Kept apart from the search because it changes on a different clock: a
+//! node's entry changes on status messages and finalised events, while the
+//! search only reads it, hundreds of times per detection.
+
+use std::collections::VecDeque;
+
+use blastnet_contract::{Detection, EnuFrame, Geodetic, UtcNs};
+
+use super::publish::Outlier;
+use super::{dist, finite_or, Action, Engine, Member};
+use crate::propagation::Phase;
+use blastnet_contract::StreamKind;
+
+/// What the engine knows about a node (from its status messages).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    /// Node id.
+    pub id: String,
+    /// Surveyed or GPS position.
+    pub position: Geodetic,
+    /// 1-sigma clock uncertainty, seconds.
+    pub clock_uncertainty_s: f64,
+    /// Whether the node is alive (status `online` or `degraded`).
+    pub online: bool,
+    /// Air temperature it reports, °C.
+    pub temperature_c: Option<f64>,
+}
+
+/// History of a node's residuals kept for clock flagging.
+const HISTORY: usize = 8;
+
+#[derive(Debug, Clone)]
+pub(super) struct Node {
+    pub(super) info: NodeInfo,
+    pub(super) enu: [f64; 3],
+    /// Latest onset delivered by this node (per-node delivery is in order).
+    pub(super) hw: Option<UtcNs>,
+    pub(super) history: VecDeque<Option<f64>>,
+    pub(super) flagged: bool,
+    /// Finalised events in a row this node contributed nothing to while
+    /// delivering no pick at all: at 3 it is presumed dead (silently) and no
+    /// longer counted as a node that should have heard a source.
+    pub(super) silent_misses: usize,
+    /// Latest onset of an acoustic pick of this node used by an event (the
+    /// direct arrival): later picks within `echo_window_s` are probable echoes.
+    pub(super) last_direct: Option<UtcNs>,
+    /// Prominence of that direct arrival, dB (NaN: unknown).
+    pub(super) last_direct_snr: f64,
+    /// Index of the first node of its site: sensors closer together than an
+    /// association gate's worth of sound travel (e.g. a high-SPL sensor beside
+    /// a MEMS microphone) hear every source, true or coincidental, together,
+    /// so they confirm a source once, not twice.
+    pub(super) site: usize,
+    /// Data time up to which a node now offline was still listening (its
+    /// latest onset or the watermark when it went offline): arrivals due
+    /// before then still count as heard or missed.
+    pub(super) offline_at: Option<UtcNs>,
+}
+
+/// Consecutive silent misses after which a node is presumed dead.
+const PRESUMED_DEAD_AFTER: usize = 3;
+
+impl Node {
+    /// Whether the node should have reported an arrival due at `t`.
+    pub(super) fn expected_at(&self, t: UtcNs) -> bool {
+        (self.info.online || self.offline_at.is_some_and(|o| t <= o))
+            && !self.flagged
+            && self.silent_misses < PRESUMED_DEAD_AFTER
+    }
+}
+
+impl Engine {
+    pub(super) fn frame(&mut self, at: Geodetic) -> EnuFrame {
+        *self.frame.get_or_insert_with(|| EnuFrame::new(at))
+    }
+
+    /// Add or update a node (position, clock, liveness, temperature).
+    pub fn upsert_node(&mut self, node: NodeInfo) {
+        let frame = self.frame(node.position);
+        let enu = frame.to_enu(node.position).to_array();
+        match self.node_ix.get(&node.id) {
+            Some(&i) => {
+                let n = &mut self.nodes[i];
+                if n.info.online && !node.online {
+                    n.offline_at = match (n.hw, self.watermark) {
+                        (Some(h), Some(w)) => Some(h.max(w)),
+                        (h, w) => h.or(w),
+                    };
+                } else if node.online {
+                    n.offline_at = None;
+                }
+                n.info = node;
+                n.enu = enu;
+            }
+            None => {
+                self.node_ix.insert(node.id.clone(), self.nodes.len());
+                self.nodes.push(Node {
+                    info: node,
+                    enu,
+                    hw: None,
+                    history: VecDeque::new(),
+                    flagged: false,
+                    silent_misses: 0,
+                    last_direct: None,
+                    last_direct_snr: f64::NAN,
+                    site: self.nodes.len(),
+                    offline_at: None,
+                });
+            }
+        }
+        self.refresh_derived();
+    }
+
+    /// Sound speed from the online nodes' temperatures (mean) or the config;
+    /// event window from the array aperture.
+    pub(super) fn refresh_derived(&mut self) {
+        let temps: Vec<f64> = self
+            .nodes
+            .iter()
+            .filter(|n| n.info.online)
+            .filter_map(|n| n.info.temperature_c)
+            .filter(|t| t.is_finite() && (-80.0..=70.0).contains(t))
+            .collect();
+        let t = if temps.is_empty() {
+            self.cfg.temperature_c
+        } else {
+            temps.iter().sum::<f64>() / temps.len() as f64
+        };
+        self.prop.sound_speed_mps = blastnet_contract::physics::sound_speed(t);
+        let site_m = self.prop.sound_speed_mps
+            * (self.cfg.association_tolerance_s + self.cfg.gate_sigmas * self.cfg.model_sigma_s);
+        let n = self.nodes.len();
+        self.node_dist.clear();
+        for a in &self.nodes {
+            self.node_dist
+                .extend(self.nodes.iter().map(|b| dist(a.enu, b.enu)));
+        }
+        let (c_min, tol) = (
+            self.prop.min_acoustic_speed(),
+            self.cfg.association_tolerance_s,
+        );
+        self.pair_window = self.node_dist.iter().map(|d| d / c_min + tol).collect();
+        let mut h: Vec<f64> = self.nodes.iter().map(|n| n.enu[2]).collect();
+        h.sort_by(f64::total_cmp);
+        self.ground_all = h.get(h.len() / 2).copied().unwrap_or(0.0);
+        for i in 0..n {
+            let site = (0..i)
+                .find(|&j| self.node_dist[i * n + j] < site_m)
+                .map_or(i, |j| self.nodes[j].site);
+            self.nodes[i].site = site;
+        }
+        if self.cfg.max_event_window_s.is_none() {
+            let mut ap: f64 = 0.0;
+            for (i, a) in self.nodes.iter().enumerate() {
+                for b in &self.nodes[i + 1..] {
+                    ap = ap.max(dist(a.enu, b.enu));
+                }
+            }
+            self.window_s =
+                ap / self.prop.min_acoustic_speed() + self.cfg.association_tolerance_s + 1.0;
+        }
+    }
+
+    /// The index of deployment site `name` (a handful per engine).
+    pub(super) fn site_index(&mut self, name: &str) -> u32 {
+        let i = match self.site_names.iter().position(|s| s == name) {
+            Some(i) => i,
+            None => {
+                self.site_names.push(name.to_string());
+                self.site_names.len() - 1
+            }
+        };
+        u32::try_from(i).unwrap_or(u32::MAX)
+    }
+
+    pub(super) fn node_for(&mut self, det: &Detection) -> usize {
+        if let Some(&i) = self.node_ix.get(&det.node_id) {
+            return i;
+        }
+        self.upsert_node(NodeInfo {
+            id: det.node_id.clone(),
+            position: Geodetic::new(det.lat, det.lon, det.alt_m),
+            clock_uncertainty_s: finite_or(det.clock.uncertainty_s, 0.0),
+            online: true,
+            temperature_c: None,
+        });
+        self.nodes.len() - 1
+    }
+
+    /// Append a final event's residual at each live node to the node's
+    /// history (its used acoustic arrival, else its inconsistent pick among
+    /// the event's `outliers`, else none, a silent miss if the node gave the
+    /// event nothing at all) and flag the nodes whose history now shows a
+    /// clock error (see [`clock_verdict`]).
+    pub(super) fn record_residuals(
+        &mut self,
+        members: &[Member],
+        outliers: &[Outlier],
+        out: &mut Vec<Action>,
+    ) {
+        for n in 0..self.nodes.len() {
+            if !self.nodes[n].info.online {
+                continue;
+            }
+            let used = members.iter().find(|m| {
+                m.det.node == n
+                    && m.phase == Phase::Acoustic
+                    && m.det.stream == StreamKind::Acoustic
+            });
+            let r = match used {
+                Some(m) => Some(m.residual),
+                None => outliers
+                    .iter()
+                    .find(|o| o.det.node == n && !o.echo)
+                    .map(|o| o.residual),
+            };
+            let node = &mut self.nodes[n];
+            if r.is_none() && members.iter().all(|m| m.det.node != n) {
+                node.silent_misses += 1;
+            }
+            node.history.push_back(r);
+            while node.history.len() > HISTORY {
+                node.history.pop_front();
+            }
+            if let Some(reason) = clock_verdict(
+                &node.history,
+                self.cfg.clock_flag_threshold_s,
+                self.cfg.clock_flag_min_events,
+            ) {
+                if !node.flagged {
+                    node.flagged = true;
+                    out.push(Action::FlagNode {
+                        node_id: node.info.id.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// A node is flagged when its last `min_events` residuals (events where it
+/// had one) all exceed `threshold` with one sign and scatter (max − min) by
+/// less than a quarter of their median: a constant offset, i.e. a clock error,
+/// not random mis-picks or echoes.
+fn clock_verdict(
+    history: &VecDeque<Option<f64>>,
+    threshold: f64,
+    min_events: usize,
+) -> Option<String> {
+    let recent: Vec<f64> = history
+        .iter()
+        .rev()
+        .flatten()
+        .take(min_events)
+        .copied()
+        .collect();
+    if recent.len() < min_events {
+        return None;
+    }
+    let mut s = recent.clone();
+    s.sort_by(f64::total_cmp);
+    let med = s[s.len() / 2];
+    let spread = s[s.len() - 1] - s[0];
+    let same_sign = recent.iter().all(|r| r.signum() == med.signum());
+    if same_sign && med.abs() >= threshold && spread <= 0.25 * med.abs() {
+        Some(format!(
+            "arrivals {} by {:.1} ms in each of the last {} events (spread {:.1} ms): clock error?",
+            if med > 0.0 { "late" } else { "early" },
+            med.abs() * 1e3,
+            recent.len(),
+            spread * 1e3
+        ))
+    } else {
+        None
+    }
+}

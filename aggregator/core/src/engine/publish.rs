@@ -1,0 +1,238 @@
+//! Publishing: an open event as a contract [`Event`] (`to_event`: location,
+//! kind and confidence by a linear opinion pool, the airburst rule, yield on
+//! the final revision) and finalisation (`finalise`: the last location, the
+//! nearby unassociated picks listed as outliers, the residuals handed to the
+//! node registry for clock flagging).
+//!
+//! Kept apart because it is the engine's only output path: every revision,
+//! preliminary or final, leaves through `to_event`, and nothing here feeds
+//! back into association.
+
+use blastnet_contract::blast::Burst;
+use blastnet_contract::wire::EVENT_SCHEMA;
+use blastnet_contract::{
+    ArrivalRef, EnuFrame, Event, EventStatus, Geodetic, SourceKind, StreamKind,
+};
+
+use super::{dist, kind_index, Action, Det, Engine, Member, OpenEvent};
+use crate::locate::Dims;
+use crate::propagation::Phase;
+use crate::yield_est::estimate_yield_multi;
+
+/// Height above the ground (and above 3 sigma of the fit's vertical
+/// uncertainty) beyond which a source is an airburst, m.
+const AIRBURST_MIN_HEIGHT_M: f64 = 100.0;
+
+/// An unassociated pick listed with a final event.
+pub(super) struct Outlier {
+    pub(super) det: Det,
+    /// Onset less the predicted acoustic arrival, s.
+    pub(super) residual: f64,
+    pub(super) reason: String,
+    /// A later arrival at a node the event already uses (an echo or a
+    /// re-trigger), not evidence against the node's clock.
+    pub(super) echo: bool,
+}
+
+impl Engine {
+    /// Publish `ev` (taken out of the open events) as final: located on
+    /// every arrival it has, with the unassociated picks near its
+    /// predictions listed as outliers, and its residuals recorded per node
+    /// (clock flags).
+    pub(super) fn finalise(&mut self, mut ev: OpenEvent, out: &mut Vec<Action>) {
+        // Always locate the final set of arrivals.
+        if ev.members.iter().filter(|m| m.used).count() != ev.located_with {
+            let s = &ev.sol;
+            let start = Some([s.position.e, s.position.n, s.position.u, s.origin_s]);
+            let mut members = ev.members.clone();
+            if let Some(sol) = self.solve_members(&mut members, ev.tref, start) {
+                ev.members = members;
+                ev.sol = sol;
+            }
+        }
+        let extra = self.outliers_near(&ev);
+        // Residual history per live node, for clock flags.
+        self.record_residuals(&ev.members, &extra, out);
+        let mut e = self.to_event(&ev, EventStatus::Final);
+        e.revision = ev.revision + 1;
+        for o in extra {
+            e.outliers.push(ArrivalRef {
+                node_id: self.nodes[o.det.node].info.id.clone(),
+                seq: o.det.seq,
+                stream: o.det.stream,
+                onset_utc: o.det.onset,
+                residual_s: o.residual,
+                reason: Some(o.reason),
+            });
+        }
+        out.push(Action::Publish(e));
+    }
+
+    /// Unassociated picks near `ev`'s predictions (echoes and inconsistent
+    /// nodes): at most one inconsistent pick per node (the nearest to the
+    /// prediction), every probable echo.
+    fn outliers_near(&self, ev: &OpenEvent) -> Vec<Outlier> {
+        let claimed = |uid: u64, evs: &[OpenEvent]| {
+            evs.iter()
+                .any(|e| e.members.iter().any(|m| m.det.uid == uid))
+        };
+        let mut extra: Vec<Outlier> = Vec::new();
+        for q in &ev.cands {
+            if claimed(q.uid, &self.events) || ev.members.iter().any(|m| m.det.uid == q.uid) {
+                continue;
+            }
+            let pred = self.predict(&ev.sol, q.node, Phase::Acoustic).at;
+            let r = Self::rel(q.onset, ev.tref) - pred;
+            if r.abs() > self.cfg.outlier_window_s {
+                continue;
+            }
+            let direct = ev
+                .members
+                .iter()
+                .find(|m| m.det.node == q.node && m.det.stream == StreamKind::Acoustic && m.used);
+            let (reason, echo) = match direct {
+                Some(m) if q.onset > m.det.onset => (
+                    format!(
+                        "later arrival at a node already associated (+{:.1} ms after it): echo or re-trigger",
+                        q.onset.secs_since(m.det.onset) * 1e3
+                    ),
+                    true,
+                ),
+                _ => (
+                    format!(
+                        "residual {:+.1} ms is {:.0} sigma: inconsistent with the location (clock error or false pick)",
+                        r * 1e3,
+                        (r / q.sigma).abs()
+                    ),
+                    false,
+                ),
+            };
+            match extra
+                .iter_mut()
+                .find(|e| e.det.node == q.node && !e.echo && !echo)
+            {
+                Some(e) => {
+                    if r.abs() < e.residual.abs() {
+                        *e = Outlier {
+                            det: *q,
+                            residual: r,
+                            reason,
+                            echo,
+                        };
+                    }
+                }
+                None => extra.push(Outlier {
+                    det: *q,
+                    residual: r,
+                    reason,
+                    echo,
+                }),
+            }
+        }
+        extra
+    }
+
+    /// `ev` as a contract event revision with `status` (the caller sets
+    /// the revision number).
+    pub(super) fn to_event(&self, ev: &OpenEvent, status: EventStatus) -> Event {
+        let frame = self
+            .frame
+            .unwrap_or_else(|| EnuFrame::new(Geodetic::default()));
+        let g = frame.to_geodetic(ev.sol.position);
+        let used: Vec<&Member> = ev.members.iter().filter(|m| m.used).collect();
+        let mut probs = [0.0; 5];
+        for m in &used {
+            for (p, q) in probs.iter_mut().zip(m.det.probs) {
+                *p += q / used.len().max(1) as f64;
+            }
+        }
+        // A source well above the ground is neither a firearm nor a launch:
+        // an airburst (an intercept) is an explosion, whatever its pulse
+        // looks like after kilometres of air and a ground reflection (the
+        // nodes' classifiers call most airbursts gunshots).
+        let airburst = ev.sol.dims == Dims::Free && {
+            let height = ev.sol.position.u - self.ground_u(used.iter().copied());
+            let sigma_u = ev.sol.uncertainty.covariance[2][2].max(0.0).sqrt();
+            height > AIRBURST_MIN_HEIGHT_M.max(3.0 * sigma_u)
+        };
+        if airburst {
+            probs[kind_index(SourceKind::Gunshot)] = 0.0;
+            probs[kind_index(SourceKind::Launch)] = 0.0;
+            let sum: f64 = probs.iter().sum();
+            if sum > 0.0 {
+                probs.iter_mut().for_each(|p| *p /= sum);
+            } else {
+                probs[kind_index(SourceKind::Explosion)] = 1.0;
+            }
+        }
+        let (ki, conf) =
+            probs.iter().enumerate().fold(
+                (4, f64::MIN),
+                |acc, (i, &p)| if p > acc.1 { (i, p) } else { acc },
+            );
+        let kind = SourceKind::ALL[ki];
+        // An exactly determined fit (zero residual degrees of freedom) has
+        // nothing to check it: it is published with half the confidence.
+        let conf = if ev.sol.dof == 0 { 0.5 * conf } else { conf };
+        let aref = |m: &Member| ArrivalRef {
+            node_id: self.nodes[m.det.node].info.id.clone(),
+            seq: m.det.seq,
+            stream: m.det.stream,
+            onset_utc: m.det.onset,
+            residual_s: m.residual,
+            reason: m.reason.clone(),
+        };
+        let detections: Vec<ArrivalRef> = ev.members.iter().filter(|m| m.used).map(aref).collect();
+        let outliers: Vec<ArrivalRef> = ev.members.iter().filter(|m| !m.used).map(aref).collect();
+        // Yield once, for the final revision (the inversion is a root search per station).
+        let yield_estimate = if kind == SourceKind::Explosion && status == EventStatus::Final {
+            let burst = if ev.sol.dims == Dims::Ground {
+                Burst::Surface
+            } else {
+                Burst::FreeAir
+            };
+            // A saturated sensor's peak is only a lower bound (a MEMS
+            // microphone clips near 100 Pa; a 250 kg blast 2 km away brings
+            // ~300 Pa): yield from unsaturated sensors only, none if all clipped.
+            let obs: Vec<(f64, f64)> = used
+                .iter()
+                .filter(|m| {
+                    m.det.stream == StreamKind::Acoustic && m.det.peak > 0.0 && !m.det.clipped
+                })
+                .map(|m| {
+                    (
+                        m.det.peak,
+                        dist(ev.sol.position.to_array(), self.nodes[m.det.node].enu),
+                    )
+                })
+                .collect();
+            estimate_yield_multi(&obs, burst, self.cfg.yield_pressure_rel_sigma)
+        } else {
+            None
+        };
+        Event {
+            schema: EVENT_SCHEMA.to_string(),
+            event_id: ev.id.clone(),
+            revision: ev.revision,
+            origin_utc: ev.tref.add_secs_f64(ev.sol.origin_s),
+            lat: g.lat,
+            lon: g.lon,
+            alt_m: g.alt_m,
+            uncertainty: ev.sol.uncertainty.to_uncertainty(),
+            kind,
+            confidence: conf.clamp(0.0, 1.0),
+            detections,
+            outliers,
+            sound_speed_mps: self.prop.sound_speed_mps,
+            status,
+            dims: ev.sol.dims.as_u8(),
+            crlb: Some(ev.sol.crlb.to_crlb()),
+            yield_estimate,
+            site: ev
+                .members
+                .iter()
+                .find_map(|m| m.det.site)
+                .and_then(|i| self.site_names.get(i as usize).cloned()),
+        }
+    }
+}
