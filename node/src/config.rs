@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use blastnet_contract::{ClockSource, Geodetic, StreamKind};
+use blastnet_contract::{topic, BrokerUrl, Check, ClockSource, Geodetic, StreamKind};
 use blastnet_detector::DetectorConfig;
 use serde::Deserialize;
 
@@ -322,80 +322,25 @@ pub struct NodeConfig {
     pub source: SourceConfig,
 }
 
-struct Checker<'a> {
-    file: &'a str,
-}
+/// The contract's field checker, answering in [`NodeError`]s.
+struct Checker<'a>(Check<'a>);
 
 impl Checker<'_> {
     fn err(&self, field: &str, msg: impl Into<String>) -> NodeError {
-        NodeError::Config {
-            file: self.file.to_string(),
-            field: field.to_string(),
-            msg: msg.into(),
-        }
+        self.0.err(field, msg).into()
     }
     fn secs(&self, field: &str, v: f64, min: f64, max: f64) -> Result<Duration, NodeError> {
-        if !(v.is_finite() && v >= min && v <= max) {
-            return Err(self.err(field, format!("expected seconds in {min}..={max}, got {v}")));
-        }
-        Ok(Duration::from_secs_f64(v))
+        Ok(self.0.secs(field, v, min, max)?)
     }
     fn range(&self, field: &str, v: f64, min: f64, max: f64) -> Result<f64, NodeError> {
-        if !(v.is_finite() && v >= min && v <= max) {
-            return Err(self.err(field, format!("expected a value in {min}..={max}, got {v}")));
-        }
-        Ok(v)
+        Ok(self.0.range(field, v, min, max)?)
     }
     fn name(&self, field: &str, v: &str) -> Result<String, NodeError> {
-        let ok = !v.is_empty()
-            && v.len() <= 64
-            && v.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        if !ok {
-            return Err(self.err(
-                field,
-                format!("expected 1..64 characters of [A-Za-z0-9_.-], got {v:?}"),
-            ));
-        }
-        Ok(v.to_string())
+        Ok(self.0.name(field, v)?)
     }
-}
-
-/// Parse `mqtt://host:port` / `mqtts://host:port` (also `tcp://`, `ssl://`, bare `host:port`).
-pub fn parse_broker_url(url: &str) -> Result<(String, u16, bool), String> {
-    let (tls, rest) = if let Some(r) = url
-        .strip_prefix("mqtts://")
-        .or_else(|| url.strip_prefix("ssl://"))
-    {
-        (true, r)
-    } else if let Some(r) = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-    {
-        (false, r)
-    } else if url.contains("://") {
-        return Err(format!("expected a mqtt:// or mqtts:// URL, got {url:?}"));
-    } else {
-        (false, url)
-    };
-    let rest = rest.trim_end_matches('/');
-    let default_port = if tls { 8883 } else { 1883 };
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-            let port = p
-                .parse::<u16>()
-                .map_err(|_| format!("expected a port number after ':' in {url:?}, got {p:?}"))?;
-            (
-                h.trim_start_matches('[').trim_end_matches(']').to_string(),
-                port,
-            )
-        }
-        _ => (rest.to_string(), default_port),
-    };
-    if host.is_empty() || host.contains('/') {
-        return Err(format!("expected mqtt://HOST:PORT, got {url:?}"));
+    fn one_of<T: Copy>(&self, field: &str, v: &str, choices: &[(&str, T)]) -> Result<T, NodeError> {
+        Ok(self.0.one_of(field, v, choices)?)
     }
-    Ok((host, port, tls))
 }
 
 /// Deep-merge `over` into `base` (tables merge key by key, other values replace).
@@ -455,7 +400,7 @@ impl NodeConfig {
         file: &str,
         base_dir: &Path,
     ) -> Result<NodeConfig, NodeError> {
-        let c = Checker { file };
+        let c = Checker(Check::new(file));
         let abs = |p: &Path| {
             if p.is_absolute() {
                 p.to_path_buf()
@@ -478,20 +423,17 @@ impl NodeConfig {
             None => None,
         };
         let m = &raw.mqtt;
-        let (host, port, tls) = parse_broker_url(&m.url).map_err(|e| c.err("mqtt.url", e))?;
+        let BrokerUrl { host, port, tls } =
+            BrokerUrl::parse(&m.url).map_err(|e| c.err("mqtt.url", e.to_string()))?;
         if tls && !cfg!(feature = "tls") {
             return Err(c.err(
                 "mqtt.url",
                 "mqtts:// needs a build with the `tls` cargo feature",
             ));
         }
+        // Leading and trailing '/' are forgiven here (the node always did).
         let prefix = m.prefix.trim_matches('/').to_string();
-        if prefix.is_empty() || prefix.contains(['+', '#']) {
-            return Err(c.err(
-                "mqtt.prefix",
-                format!("expected a topic prefix without + or #, got {:?}", m.prefix),
-            ));
-        }
+        topic::check_prefix(&prefix).map_err(|e| c.err("mqtt.prefix", e))?;
         let password = match (&m.password, &m.password_file) {
             (Some(_), Some(_)) => {
                 return Err(c.err(
@@ -555,18 +497,16 @@ impl NodeConfig {
             86_400.0,
         )?;
         let k = &raw.clock;
-        let mode = match k.source.as_str() {
-            "auto" => ClockMode::Auto,
-            "gps-pps" => ClockMode::Fixed(ClockSource::GpsPps),
-            "ntp" => ClockMode::Fixed(ClockSource::Ntp),
-            "system" => ClockMode::Fixed(ClockSource::System),
-            other => {
-                return Err(c.err(
-                    "clock.source",
-                    format!("expected auto, gps-pps, ntp or system, got {other:?}"),
-                ))
-            }
-        };
+        let mode = c.one_of(
+            "clock.source",
+            &k.source,
+            &[
+                ("auto", ClockMode::Auto),
+                ("gps-pps", ClockMode::Fixed(ClockSource::GpsPps)),
+                ("ntp", ClockMode::Fixed(ClockSource::Ntp)),
+                ("system", ClockMode::Fixed(ClockSource::System)),
+            ],
+        )?;
         let clock = ClockSettings {
             mode,
             nominal_uncertainty_s: c.range(
@@ -634,17 +574,15 @@ impl NodeConfig {
         let s = &raw.source;
         let source = match s.kind.as_str() {
             "replay" => {
-                let pace = match s.pace.as_str() {
-                    "fast" => Pace::Fast,
-                    "realtime" => Pace::RealTime {
+                let pace = match c.one_of(
+                    "source.pace",
+                    &s.pace,
+                    &[("fast", false), ("realtime", true)],
+                )? {
+                    false => Pace::Fast,
+                    true => Pace::RealTime {
                         speed: c.range("source.speed", s.speed, 1e-3, 1e6)?,
                     },
-                    other => {
-                        return Err(c.err(
-                            "source.pace",
-                            format!("expected fast or realtime, got {other:?}"),
-                        ))
-                    }
                 };
                 SourceConfig::Replay {
                     path: abs(&s.path),
@@ -661,17 +599,15 @@ impl NodeConfig {
                 }
                 let mut channels = Vec::new();
                 for (i, ch) in s.channels.iter().enumerate() {
-                    channels.push(match ch.as_str() {
-                        "acoustic" => Some(StreamKind::Acoustic),
-                        "seismic" => Some(StreamKind::Seismic),
-                        "unused" => None,
-                        other => {
-                            return Err(c.err(
-                                &format!("source.channels[{i}]"),
-                                format!("expected acoustic, seismic or unused, got {other:?}"),
-                            ))
-                        }
-                    });
+                    channels.push(c.one_of(
+                        &format!("source.channels[{i}]"),
+                        ch,
+                        &[
+                            ("acoustic", Some(StreamKind::Acoustic)),
+                            ("seismic", Some(StreamKind::Seismic)),
+                            ("unused", None),
+                        ],
+                    )?);
                 }
                 for kind in [StreamKind::Acoustic, StreamKind::Seismic] {
                     if channels.iter().filter(|k| **k == Some(kind)).count() > 1 {
@@ -739,20 +675,14 @@ impl NodeRuntimeConfig {
         Ok(NodeConfig::from_toml(&text, "<replay>", Path::new("."))?.runtime)
     }
 
-    /// `{prefix}/{site}/node/{node}/detection`.
+    /// This node's detection topic ([`topic::detection`]).
     pub fn detection_topic(&self) -> String {
-        format!(
-            "{}/{}/node/{}/detection",
-            self.mqtt.prefix, self.site, self.node_id
-        )
+        topic::detection(&self.mqtt.prefix, &self.site, &self.node_id)
     }
 
-    /// `{prefix}/{site}/node/{node}/status`.
+    /// This node's status topic ([`topic::status`]).
     pub fn status_topic(&self) -> String {
-        format!(
-            "{}/{}/node/{}/status",
-            self.mqtt.prefix, self.site, self.node_id
-        )
+        topic::status(&self.mqtt.prefix, &self.site, &self.node_id)
     }
 }
 
@@ -828,21 +758,29 @@ mod tests {
     }
 
     #[test]
-    fn broker_urls_parse() {
+    fn broker_urls_are_the_contracts() {
+        // The grammar is tested in blastnet_contract::broker; here only
+        // that the node takes what it accepts and names the field.
+        let cfg = NodeConfig::from_toml(
+            "[mqtt]\nurl = \"127.0.0.1:1999\"\n",
+            "n.toml",
+            Path::new("."),
+        )
+        .unwrap();
         assert_eq!(
-            parse_broker_url("mqtt://h:1").unwrap(),
-            ("h".into(), 1, false)
+            (
+                cfg.runtime.mqtt.host.as_str(),
+                cfg.runtime.mqtt.port,
+                cfg.runtime.mqtt.tls
+            ),
+            ("127.0.0.1", 1999, false)
         );
-        assert_eq!(
-            parse_broker_url("mqtts://h").unwrap(),
-            ("h".into(), 8883, true)
+        let err = NodeConfig::from_toml("[mqtt]\nurl = \"mqtt://h:x\"\n", "n.toml", Path::new("."))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("expected mqtt://host[:port]"),
+            "{err}"
         );
-        assert_eq!(
-            parse_broker_url("127.0.0.1:1999").unwrap(),
-            ("127.0.0.1".into(), 1999, false)
-        );
-        assert!(parse_broker_url("mqtt://h:x").is_err());
-        assert!(parse_broker_url("ws://h:1").is_err());
     }
 
     #[test]
