@@ -565,7 +565,7 @@ impl ScenarioSpec {
             ),
         )?;
         c.ensure(
-            !(self.rates.seismic_hz != 0 && !(50..=48_000).contains(&self.rates.seismic_hz)),
+            self.rates.seismic_hz == 0 || (50..=48_000).contains(&self.rates.seismic_hz),
             "rates.seismic_hz",
             format!(
                 "expected 0 (none) or Hz in 50..48000, got {}",
