@@ -322,27 +322,6 @@ pub struct NodeConfig {
     pub source: SourceConfig,
 }
 
-/// The contract's field checker, answering in [`NodeError`]s.
-struct Checker<'a>(Check<'a>);
-
-impl Checker<'_> {
-    fn err(&self, field: &str, msg: impl Into<String>) -> NodeError {
-        self.0.err(field, msg).into()
-    }
-    fn secs(&self, field: &str, v: f64, min: f64, max: f64) -> Result<Duration, NodeError> {
-        Ok(self.0.secs(field, v, min, max)?)
-    }
-    fn range(&self, field: &str, v: f64, min: f64, max: f64) -> Result<f64, NodeError> {
-        Ok(self.0.range(field, v, min, max)?)
-    }
-    fn name(&self, field: &str, v: &str) -> Result<String, NodeError> {
-        Ok(self.0.name(field, v)?)
-    }
-    fn one_of<T: Copy>(&self, field: &str, v: &str, choices: &[(&str, T)]) -> Result<T, NodeError> {
-        Ok(self.0.one_of(field, v, choices)?)
-    }
-}
-
 /// Deep-merge `over` into `base` (tables merge key by key, other values replace).
 fn merge(base: &mut toml::Table, over: toml::Table) {
     for (k, v) in over {
@@ -400,7 +379,7 @@ impl NodeConfig {
         file: &str,
         base_dir: &Path,
     ) -> Result<NodeConfig, NodeError> {
-        let c = Checker(Check::new(file));
+        let c = Check::new(file);
         let abs = |p: &Path| {
             if p.is_absolute() {
                 p.to_path_buf()
@@ -426,20 +405,24 @@ impl NodeConfig {
         let BrokerUrl { host, port, tls } =
             BrokerUrl::parse(&m.url).map_err(|e| c.err("mqtt.url", e.to_string()))?;
         if tls && !cfg!(feature = "tls") {
-            return Err(c.err(
-                "mqtt.url",
-                "mqtts:// needs a build with the `tls` cargo feature",
-            ));
+            return Err(c
+                .err(
+                    "mqtt.url",
+                    "mqtts:// needs a build with the `tls` cargo feature",
+                )
+                .into());
         }
         // Leading and trailing '/' are forgiven here (the node always did).
         let prefix = m.prefix.trim_matches('/').to_string();
         topic::check_prefix(&prefix).map_err(|e| c.err("mqtt.prefix", e))?;
         let password = match (&m.password, &m.password_file) {
             (Some(_), Some(_)) => {
-                return Err(c.err(
-                    "mqtt.password_file",
-                    "set password or password_file, not both",
-                ))
+                return Err(c
+                    .err(
+                        "mqtt.password_file",
+                        "set password or password_file, not both",
+                    )
+                    .into())
             }
             (Some(p), None) => Some(p.clone()),
             (None, Some(f)) => {
@@ -455,19 +438,23 @@ impl NodeConfig {
             (None, None) => None,
         };
         if password.is_some() && m.username.is_none() {
-            return Err(c.err("mqtt.username", "a password is set but no username"));
+            return Err(c
+                .err("mqtt.username", "a password is set but no username")
+                .into());
         }
         let backoff_initial =
             c.secs("mqtt.backoff_initial_s", m.backoff_initial_s, 0.01, 3600.0)?;
         let backoff_max = c.secs("mqtt.backoff_max_s", m.backoff_max_s, 0.01, 86_400.0)?;
         if backoff_max < backoff_initial {
-            return Err(c.err(
-                "mqtt.backoff_max_s",
-                "expected backoff_max_s >= backoff_initial_s",
-            ));
+            return Err(c
+                .err(
+                    "mqtt.backoff_max_s",
+                    "expected backoff_max_s >= backoff_initial_s",
+                )
+                .into());
         }
         if m.inflight == 0 {
-            return Err(c.err("mqtt.inflight", "expected at least 1"));
+            return Err(c.err("mqtt.inflight", "expected at least 1").into());
         }
         let mqtt = MqttSettings {
             host,
@@ -488,7 +475,9 @@ impl NodeConfig {
         };
         let heartbeat = c.secs("status.heartbeat_s", raw.status.heartbeat_s, 0.1, 3600.0)?;
         if raw.state.spool_max_bytes < 4096 {
-            return Err(c.err("state.spool_max_bytes", "expected at least 4096 bytes"));
+            return Err(c
+                .err("state.spool_max_bytes", "expected at least 4096 bytes")
+                .into());
         }
         let drain = c.secs(
             "state.drain_timeout_s",
@@ -551,10 +540,12 @@ impl NodeConfig {
                 .unwrap_or_else(|| state_dir.join("audio")),
         };
         if (a.snippets || a.continuous) && a.budget_bytes < 1 << 20 {
-            return Err(c.err(
-                "audio.budget_bytes",
-                "expected at least 1 MiB when audio keeping is on",
-            ));
+            return Err(c
+                .err(
+                    "audio.budget_bytes",
+                    "expected at least 1 MiB when audio keeping is on",
+                )
+                .into());
         }
         let runtime = NodeRuntimeConfig {
             node_id: node_id.clone(),
@@ -592,10 +583,12 @@ impl NodeConfig {
             }
             "capture" => {
                 if position.is_none() {
-                    return Err(c.err(
-                        "position",
-                        "a capturing node needs [position] lat, lon, alt_m",
-                    ));
+                    return Err(c
+                        .err(
+                            "position",
+                            "a capturing node needs [position] lat, lon, alt_m",
+                        )
+                        .into());
                 }
                 let mut channels = Vec::new();
                 for (i, ch) in s.channels.iter().enumerate() {
@@ -611,23 +604,29 @@ impl NodeConfig {
                 }
                 for kind in [StreamKind::Acoustic, StreamKind::Seismic] {
                     if channels.iter().filter(|k| **k == Some(kind)).count() > 1 {
-                        return Err(c.err(
-                            "source.channels",
-                            format!("{} is mapped to more than one channel", kind.as_str()),
-                        ));
+                        return Err(c
+                            .err(
+                                "source.channels",
+                                format!("{} is mapped to more than one channel", kind.as_str()),
+                            )
+                            .into());
                     }
                 }
                 if channels.iter().all(Option::is_none) {
-                    return Err(c.err(
-                        "source.channels",
-                        "expected at least one acoustic or seismic channel",
-                    ));
+                    return Err(c
+                        .err(
+                            "source.channels",
+                            "expected at least one acoustic or seismic channel",
+                        )
+                        .into());
                 }
                 if !(8..=192_000).contains(&s.sample_rate) {
-                    return Err(c.err(
-                        "source.sample_rate",
-                        format!("expected 8..=192000 Hz, got {}", s.sample_rate),
-                    ));
+                    return Err(c
+                        .err(
+                            "source.sample_rate",
+                            format!("expected 8..=192000 Hz, got {}", s.sample_rate),
+                        )
+                        .into());
                 }
                 SourceConfig::Capture(CaptureSettings {
                     device: s.device.clone(),
@@ -649,10 +648,12 @@ impl NodeConfig {
                 })
             }
             other => {
-                return Err(c.err(
-                    "source.kind",
-                    format!("expected replay or capture, got {other:?}"),
-                ))
+                return Err(c
+                    .err(
+                        "source.kind",
+                        format!("expected replay or capture, got {other:?}"),
+                    )
+                    .into())
             }
         };
         Ok(NodeConfig { runtime, source })
