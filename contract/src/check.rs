@@ -11,7 +11,8 @@
 use std::fmt::Display;
 use std::time::Duration;
 
-/// A refused field.
+/// A refused field. The caller reports it and stops (a CLI exits
+/// non-zero); the user fixes the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}: field `{field}`: {message}")]
 #[non_exhaustive]

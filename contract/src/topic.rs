@@ -82,7 +82,8 @@ pub fn event_filter(prefix: &str, site: &str) -> String {
     event(prefix, site)
 }
 
-/// A topic that is not the one expected.
+/// A topic that is not the one expected. A subscriber counts and skips
+/// the message (nothing to retry).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("topic {topic:?}: expected {expected}")]
 #[non_exhaustive]
