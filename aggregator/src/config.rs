@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use blastnet_aggregator_core::EngineConfig;
+use blastnet_contract::{topic, BrokerUrl, Check, FieldError};
 use serde::Deserialize;
 
 /// The commented default configuration (`blastnet aggregator --print-config`).
@@ -266,68 +267,17 @@ impl AggregatorConfig {
 }
 
 fn field_err(origin: &str, field: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Field {
-        origin: origin.to_string(),
-        field: field.to_string(),
-        message: message.into(),
-    }
+    Check::new(origin).err(field, message).into()
 }
 
-/// Parse `mqtt://host[:port]` (also `tcp://`). TLS schemes are refused: this
-/// build speaks plain TCP only (rumqttc without its rustls feature).
-pub fn parse_broker_url(url: &str) -> Result<(String, u16), String> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| {
-            format!("expected mqtt://host[:port] (plain TCP; TLS is not built in), got {url:?}")
-        })?;
-    let rest = rest.trim_end_matches('/');
-    if rest.is_empty() || rest.contains('/') || rest.contains('?') || rest.contains('@') {
-        return Err(format!(
-            "expected mqtt://host[:port] with no path, query or user info (credentials go in username/password), got {url:?}"
-        ));
-    }
-    // IPv6 literal: [::1]:1883
-    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-        let (h, after) = v6
-            .split_once(']')
-            .ok_or_else(|| format!("unclosed '[' in {url:?}"))?;
-        (h.to_string(), after.strip_prefix(':'))
-    } else {
-        match rest.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p)),
-            None => (rest.to_string(), None),
+impl From<FieldError> for ConfigError {
+    fn from(e: FieldError) -> ConfigError {
+        ConfigError::Field {
+            origin: e.file,
+            field: e.field,
+            message: e.message,
         }
-    };
-    let port = match port {
-        None => 1883,
-        Some(p) => p
-            .parse::<u16>()
-            .map_err(|_| format!("port {p:?} in {url:?} is not a number 1..65535"))?,
-    };
-    if host.is_empty() || port == 0 {
-        return Err(format!("expected a host and a non-zero port in {url:?}"));
     }
-    Ok((host, port))
-}
-
-/// A topic level given by the user: non-empty, no `/`, `#`, or `+` unless it is exactly `+`.
-fn check_level(origin: &str, field: &str, v: &str, allow_plus: bool) -> Result<(), ConfigError> {
-    if v.is_empty() {
-        return Err(field_err(origin, field, "must not be empty"));
-    }
-    if allow_plus && v == "+" {
-        return Ok(());
-    }
-    if v.contains(['/', '#', '+']) || v.chars().any(char::is_control) {
-        return Err(field_err(
-            origin,
-            field,
-            format!("{v:?} must be one MQTT topic level (no '/', '+', '#')"),
-        ));
-    }
-    Ok(())
 }
 
 fn engine_config(origin: &str, table: toml::Table) -> Result<EngineConfig, ConfigError> {
@@ -363,8 +313,15 @@ impl RawConfig {
         let broker = m
             .broker
             .unwrap_or_else(|| "mqtt://127.0.0.1:1883".to_string());
-        let (host, port) =
-            parse_broker_url(&broker).map_err(|msg| field_err(origin, "mqtt.broker", msg))?;
+        let c = Check::new(origin);
+        let BrokerUrl { host, port, tls } =
+            BrokerUrl::parse(&broker).map_err(|e| c.err("mqtt.broker", e.to_string()))?;
+        // This build speaks plain TCP only (rumqttc without its rustls feature).
+        c.ensure(
+            !tls,
+            "mqtt.broker",
+            format!("expected mqtt:// (plain TCP; TLS is not built into the aggregator), got {broker:?}"),
+        )?;
         let password = match (m.password, m.password_file) {
             (Some(_), Some(_)) => {
                 return Err(field_err(
@@ -409,18 +366,10 @@ impl RawConfig {
                 "must be 1..256 characters (a fixed id keeps the persistent session)",
             ));
         }
-        let prefix = m.prefix.unwrap_or_else(|| "blastnet".to_string());
-        if prefix.is_empty()
-            || prefix.starts_with('/')
-            || prefix.ends_with('/')
-            || prefix.contains(['#', '+'])
-        {
-            return Err(field_err(
-                origin,
-                "mqtt.prefix",
-                format!("{prefix:?} must be a topic prefix like \"blastnet\" (no leading/trailing '/', no wildcards)"),
-            ));
-        }
+        let prefix = m
+            .prefix
+            .unwrap_or_else(|| topic::DEFAULT_PREFIX.to_string());
+        topic::check_prefix(&prefix).map_err(|e| c.err("mqtt.prefix", e))?;
         let sites = m.sites.unwrap_or_else(|| vec!["+".to_string()]);
         if sites.is_empty() {
             return Err(field_err(
@@ -430,16 +379,15 @@ impl RawConfig {
             ));
         }
         for (i, s) in sites.iter().enumerate() {
-            check_level(origin, &format!("mqtt.sites[{i}]"), s, true)?;
+            topic::check_level(s, true).map_err(|e| c.err(&format!("mqtt.sites[{i}]"), e))?;
         }
-        let keep_alive_s = m.keep_alive_s.unwrap_or(30);
-        if !(5..=3600).contains(&keep_alive_s) {
-            return Err(field_err(
-                origin,
-                "mqtt.keep_alive_s",
-                "expected 5..3600 seconds",
-            ));
-        }
+        let keep_alive_s = c.within(
+            "mqtt.keep_alive_s",
+            m.keep_alive_s.unwrap_or(30),
+            5,
+            3600,
+            "seconds",
+        )?;
         let connect_timeout_s = m.connect_timeout_s.unwrap_or(10.0);
         if !(connect_timeout_s.is_finite()
             && connect_timeout_s > 0.0
@@ -464,17 +412,14 @@ impl RawConfig {
             }
             Some(p) => StorePath::File(resolve(p)),
         };
-        let keep = match self.store.keep.as_deref() {
-            None | Some("revisions") => KeepRevisions::All,
-            Some("latest") => KeepRevisions::Latest,
-            Some(other) => {
-                return Err(field_err(
-                    origin,
-                    "store.keep",
-                    format!("expected \"revisions\" or \"latest\", got {other:?}"),
-                ))
-            }
-        };
+        let keep = c.one_of(
+            "store.keep",
+            self.store.keep.as_deref().unwrap_or("revisions"),
+            &[
+                ("revisions", KeepRevisions::All),
+                ("latest", KeepRevisions::Latest),
+            ],
+        )?;
 
         let listen = self
             .http
@@ -488,33 +433,24 @@ impl RawConfig {
             )
         })?;
 
-        let base = match self.time.base.as_deref() {
-            None | Some("wall") => TimeBase::Wall,
-            Some("nodes") => TimeBase::Nodes,
-            Some(other) => {
-                return Err(field_err(
-                    origin,
-                    "time.base",
-                    format!("expected \"wall\" or \"nodes\", got {other:?}"),
-                ))
-            }
-        };
-        let lateness_s = self.time.lateness_s.unwrap_or(2.0);
-        if !(lateness_s.is_finite() && (0.0..=3600.0).contains(&lateness_s)) {
-            return Err(field_err(
-                origin,
-                "time.lateness_s",
-                "expected seconds in [0, 3600]",
-            ));
-        }
-        let tick_ms = self.time.tick_ms.unwrap_or(100);
-        if !(1..=60_000).contains(&tick_ms) {
-            return Err(field_err(
-                origin,
-                "time.tick_ms",
-                "expected 1..60000 milliseconds",
-            ));
-        }
+        let base = c.one_of(
+            "time.base",
+            self.time.base.as_deref().unwrap_or("wall"),
+            &[("wall", TimeBase::Wall), ("nodes", TimeBase::Nodes)],
+        )?;
+        let lateness = c.secs(
+            "time.lateness_s",
+            self.time.lateness_s.unwrap_or(2.0),
+            0.0,
+            3600.0,
+        )?;
+        let tick_ms = c.within(
+            "time.tick_ms",
+            self.time.tick_ms.unwrap_or(100),
+            1,
+            60_000,
+            "milliseconds",
+        )?;
         let retention_s = self.ingest.retention_s.unwrap_or(600.0);
         if !(retention_s.is_finite() && retention_s >= 1.0) {
             return Err(field_err(
@@ -523,14 +459,13 @@ impl RawConfig {
                 "expected at least 1 second",
             ));
         }
-        let max_payload_bytes = self.ingest.max_payload_bytes.unwrap_or(65536);
-        if !(256..=16 << 20).contains(&max_payload_bytes) {
-            return Err(field_err(
-                origin,
-                "ingest.max_payload_bytes",
-                "expected 256..16777216 bytes",
-            ));
-        }
+        let max_payload_bytes = c.within(
+            "ingest.max_payload_bytes",
+            self.ingest.max_payload_bytes.unwrap_or(65536),
+            256,
+            16 << 20,
+            "bytes",
+        )?;
         let engine = engine_config(origin, self.engine)?;
 
         Ok(AggregatorConfig {
@@ -552,7 +487,7 @@ impl RawConfig {
             http_listen,
             time: TimeConfig {
                 base,
-                lateness: Duration::from_secs_f64(lateness_s),
+                lateness,
                 tick: Duration::from_millis(tick_ms),
                 expect_nodes: Vec::new(),
             },
@@ -637,21 +572,19 @@ mod tests {
     }
 
     #[test]
-    fn broker_urls_parse() {
-        assert_eq!(
-            parse_broker_url("mqtt://10.0.0.2:1884").expect("ok"),
-            ("10.0.0.2".to_string(), 1884)
-        );
-        assert_eq!(
-            parse_broker_url("mqtt://broker").expect("ok"),
-            ("broker".to_string(), 1883)
-        );
-        assert_eq!(
-            parse_broker_url("mqtt://[::1]:1999").expect("ok"),
-            ("::1".to_string(), 1999)
-        );
-        assert!(parse_broker_url("http://x").is_err());
-        assert!(parse_broker_url("mqtt://x:0").is_err());
+    fn broker_urls_are_the_contracts_but_tls_is_refused() {
+        // The grammar is tested in blastnet_contract::broker.
+        let c = AggregatorConfig::for_broker("10.0.0.2:1884").expect("bare host:port");
+        assert_eq!((c.mqtt.host.as_str(), c.mqtt.port), ("10.0.0.2", 1884));
+        let c = AggregatorConfig::for_broker("mqtt://[::1]").expect("ipv6");
+        assert_eq!((c.mqtt.host.as_str(), c.mqtt.port), ("::1", 1883));
+        for bad in ["http://x", "mqtt://x:0", "mqtts://x"] {
+            let e = AggregatorConfig::for_broker(bad).expect_err(bad);
+            assert!(
+                e.to_string().contains("`mqtt.broker`: expected mqtt://"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

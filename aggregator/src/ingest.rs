@@ -7,6 +7,7 @@
 //! A refusal is an [`Invalid`] with a [`Reason`] (counted in metrics) and the
 //! field; nothing here panics on input.
 
+use blastnet_contract::topic;
 use blastnet_contract::wire::{DETECTION_SCHEMA, STATUS_SCHEMA};
 use blastnet_contract::{Detection, Status};
 
@@ -103,54 +104,16 @@ fn invalid(reason: Reason, field: Option<&str>, detail: impl Into<String>) -> In
     }
 }
 
-/// What a node topic carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageKind {
-    /// `.../detection`.
-    Detection,
-    /// `.../status`.
-    Status,
-}
+/// What a node topic carries (the contract's [`topic::NodeMessage`]).
+pub use blastnet_contract::topic::NodeMessage as MessageKind;
+/// A parsed node topic (the contract's [`topic::NodeTopic`]).
+pub use blastnet_contract::topic::NodeTopic;
 
-/// A parsed node topic, borrowing from the topic string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NodeTopic<'a> {
-    /// `{site}`.
-    pub site: &'a str,
-    /// `{node}`.
-    pub node: &'a str,
-    /// Detection or status.
-    pub kind: MessageKind,
-}
-
-/// Parse `{prefix}/{site}/node/{node}/{detection|status}`.
+/// Parse `{prefix}/{site}/node/{node}/{detection|status}` ([`topic::parse_node`]);
+/// a malformed topic is refused with [`Reason::Topic`].
 pub fn parse_topic<'a>(prefix: &str, topic: &'a str) -> Result<NodeTopic<'a>, Invalid> {
-    let bad = || {
-        invalid(
-            Reason::Topic,
-            None,
-            format!("expected {prefix}/<site>/node/<node>/detection or /status"),
-        )
-    };
-    let rest = topic
-        .strip_prefix(prefix)
-        .and_then(|r| r.strip_prefix('/'))
-        .ok_or_else(bad)?;
-    let mut it = rest.split('/');
-    let (Some(site), Some("node"), Some(node), Some(last), None) =
-        (it.next(), it.next(), it.next(), it.next(), it.next())
-    else {
-        return Err(bad());
-    };
-    if site.is_empty() || node.is_empty() {
-        return Err(bad());
-    }
-    let kind = match last {
-        "detection" => MessageKind::Detection,
-        "status" => MessageKind::Status,
-        _ => return Err(bad()),
-    };
-    Ok(NodeTopic { site, node, kind })
+    topic::parse_node(prefix, topic)
+        .map_err(|e| invalid(Reason::Topic, None, format!("expected {}", e.expected)))
 }
 
 /// Map a serde_json error to a reason and field. `NaN`, `Infinity` and

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use blastnet_contract::{Detection, Event, UtcNs};
+use blastnet_contract::{topic, Detection, Event, UtcNs};
 use rumqttc::{AsyncClient, MqttOptions, Packet, QoS, SubscribeFilter};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -146,7 +146,7 @@ fn topic_filters(cfg: &AggregatorConfig) -> Vec<SubscribeFilter> {
     // the `nodes` watermark relies on.
     for site in &cfg.mqtt.sites {
         v.push(SubscribeFilter::new(
-            format!("{}/{}/node/+/+", cfg.mqtt.prefix, site),
+            topic::node_filter(&cfg.mqtt.prefix, site),
             QoS::AtLeastOnce,
         ));
     }
@@ -275,12 +275,15 @@ pub async fn start(
         });
     }
     tracing::info!(
-        "aggregator subscribed at mqtt://{}:{} as {:?} to {}/{:?}/node/+/{{detection,status}}",
+        "aggregator subscribed at mqtt://{}:{} as {:?} to {:?}",
         cfg.mqtt.host,
         cfg.mqtt.port,
         cfg.mqtt.client_id,
-        cfg.mqtt.prefix,
-        cfg.mqtt.sites
+        cfg.mqtt
+            .sites
+            .iter()
+            .map(|site| topic::node_filter(&cfg.mqtt.prefix, site))
+            .collect::<Vec<_>>()
     );
 
     let (completed_tx, completed_rx) = watch::channel(false);
@@ -436,7 +439,7 @@ impl Processor {
                     match serde_json::to_vec(&ev) {
                         Ok(payload) => {
                             let _ = pub_tx.send(PublishReq {
-                                topic: format!("{}/{}/event", self.prefix, site),
+                                topic: topic::event(&self.prefix, &site),
                                 payload,
                             });
                         }

@@ -3,10 +3,9 @@
 //! (arrival times from `blastnet_contract::physics`), and a small MQTT
 //! publisher that waits for every PUBACK.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use blastnet_contract::wire::{DETECTION_SCHEMA, STATUS_SCHEMA};
+use blastnet_contract::topic::{self, NodeMessage};
 use blastnet_contract::{
     physics, ClockInfo, ClockSource, Detection, EnuFrame, Geodetic, NodeState, SourceKind, Status,
     StreamKind, UtcNs,
@@ -51,9 +50,9 @@ impl Layout {
         }
     }
 
-    /// `{prefix}/{site}/node/{node}/{last}`.
-    pub fn topic(&self, node: &str, last: &str) -> String {
-        format!("{}/{}/node/{}/{}", self.prefix, self.site, node, last)
+    /// The topic of `node`'s `msg` ([`topic::node`]).
+    pub fn topic(&self, node: &str, msg: NodeMessage) -> String {
+        topic::node(&self.prefix, &self.site, node, msg)
     }
 
     /// A status of every node.
@@ -62,25 +61,15 @@ impl Layout {
             .iter()
             .map(|(id, p)| {
                 let s = Status {
-                    schema: STATUS_SCHEMA.into(),
-                    node_id: id.clone(),
-                    state,
-                    time_utc: time,
-                    lat: p.lat,
-                    lon: p.lon,
-                    alt_m: p.alt_m,
                     clock: Some(ClockInfo {
                         source: ClockSource::GpsPps,
                         uncertainty_s: 1e-6,
                     }),
-                    noise_floor_db: BTreeMap::new(),
-                    software_version: blastnet_contract::VERSION.into(),
-                    spool_backlog: 0,
-                    counters: BTreeMap::new(),
                     temperature_c: Some(self.temperature_c),
+                    ..Status::new(id.clone(), state, time, *p)
                 };
                 (
-                    self.topic(id, "status"),
+                    self.topic(id, NodeMessage::Status),
                     serde_json::to_vec(&s).unwrap_or_default(),
                 )
             })
@@ -99,10 +88,6 @@ impl Layout {
             .map(|(id, p)| {
                 let t = physics::travel_time(c, [0.0, 0.0], src, frame.to_enu(*p));
                 Detection {
-                    schema: DETECTION_SCHEMA.into(),
-                    node_id: id.clone(),
-                    seq,
-                    onset_utc: origin.add_secs_f64(t),
                     onset_uncertainty_s: 1e-4,
                     stream: StreamKind::Acoustic,
                     kind: SourceKind::Explosion,
@@ -110,17 +95,16 @@ impl Layout {
                     peak: 50.0,
                     snr_db: 30.0,
                     duration_s: 0.01,
-                    lat: p.lat,
-                    lon: p.lon,
-                    alt_m: p.alt_m,
-                    clock: ClockInfo {
-                        source: ClockSource::GpsPps,
-                        uncertainty_s: 1e-6,
-                    },
-                    class_probs: BTreeMap::new(),
-                    site: None,
-                    position_uncertainty_m: None,
-                    clipped: false,
+                    ..Detection::new(
+                        id.clone(),
+                        seq,
+                        origin.add_secs_f64(t),
+                        *p,
+                        ClockInfo {
+                            source: ClockSource::GpsPps,
+                            uncertainty_s: 1e-6,
+                        },
+                    )
                 }
             })
             .collect();
@@ -133,7 +117,7 @@ impl Layout {
         dets.iter()
             .map(|d| {
                 (
-                    self.topic(&d.node_id, "detection"),
+                    self.topic(&d.node_id, NodeMessage::Detection),
                     serde_json::to_vec(d).unwrap_or_default(),
                 )
             })

@@ -11,6 +11,7 @@ use blastnet_aggregator::metrics::Kind;
 use blastnet_aggregator::testkit::{http_get, publish_all, Layout};
 use blastnet_aggregator::{start, AggregatorConfig, AggregatorHandle, CancellationToken};
 use blastnet_broker::{EmbeddedBroker, Mosquitto};
+use blastnet_contract::topic::NodeMessage;
 use blastnet_contract::{EnuFrame, Event, EventStatus, Geodetic, NodeState, UtcNs};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -119,7 +120,7 @@ async fn invalid_payloads_are_counted_by_reason_and_the_service_keeps_going() {
     let s = scene();
     let good = serde_json::to_value(&s.layout.detections(s.source, s.origin, 99)[0]).unwrap();
     let node = good["node_id"].as_str().unwrap().to_string();
-    let topic = s.layout.topic(&node, "detection");
+    let topic = s.layout.topic(&node, NodeMessage::Detection);
     let mut bad = Vec::new();
     bad.push((topic.clone(), b"{not json".to_vec()));
     let mut v = good.clone();
@@ -137,7 +138,7 @@ async fn invalid_payloads_are_counted_by_reason_and_the_service_keeps_going() {
     v["confidence"] = 1.5.into();
     bad.push((topic.clone(), v.to_string().into_bytes()));
     bad.push((
-        s.layout.topic(&node, "status"),
+        s.layout.topic(&node, NodeMessage::Status),
         br#"{"schema":"blastnet.status/1","node_id":"n01"}"#.to_vec(),
     ));
     play(&mut h, broker.port(), &s, 1, &bad).await;

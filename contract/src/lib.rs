@@ -1,22 +1,34 @@
 //! The blastnet contract: SPEC v1 wire types, the recording manifest, UTC time
 //! in integer nanoseconds, WGS84 geodesy and the sound-speed formulas that
-//! every part shares. Pure: no I/O.
+//! every part shares, and the vocabulary defined once for all of them: the
+//! MQTT topic grammar ([`topic`]), the classified kinds and their
+//! probability vector ([`SourceKind::CLASSIFIED`], [`ClassProbs`]), the
+//! broker address ([`BrokerUrl`]), the status skeleton ([`Status::new`]) and
+//! the field checker of every validator ([`Check`]). Pure: no I/O.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod blast;
+pub mod broker;
+pub mod check;
 pub mod geo;
 pub mod manifest;
 pub mod physics;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod time;
+pub mod topic;
 pub mod wire;
 
+pub use broker::{BrokerUrl, BrokerUrlError};
+pub use check::{Check, FieldError};
 pub use geo::{Ecef, Enu, EnuFrame, Geodetic};
 pub use manifest::{Environment, Manifest, ManifestError, NodeSpec, StreamSpec, TruthSource};
 pub use time::{TimeError, UtcNs, NS_PER_S};
 pub use wire::{
-    ArrivalRef, ClockInfo, ClockSource, Crlb, Detection, Event, EventStatus, NodeState, SourceKind,
-    Status, StreamKind, Uncertainty, YieldEstimate, DETECTION_SCHEMA, EVENT_SCHEMA, STATUS_SCHEMA,
+    ArrivalRef, ClassProbs, ClockInfo, ClockSource, Crlb, Detection, Event, EventStatus, NodeState,
+    SourceKind, Status, StreamKind, Uncertainty, YieldEstimate, DETECTION_SCHEMA, EVENT_SCHEMA,
+    STATUS_SCHEMA,
 };
 
 /// The software version reported in status messages.

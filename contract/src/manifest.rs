@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::check::{Check, FieldError};
 use crate::geo::Geodetic;
 use crate::time::UtcNs;
 use crate::wire::{SourceKind, StreamKind};
@@ -133,6 +134,16 @@ pub enum ManifestError {
     },
 }
 
+impl From<FieldError> for ManifestError {
+    fn from(e: FieldError) -> ManifestError {
+        ManifestError::Field {
+            source_name: e.file,
+            path: e.field,
+            message: e.message,
+        }
+    }
+}
+
 impl ManifestError {
     fn field(source_name: &str, path: impl Into<String>, message: impl Into<String>) -> Self {
         ManifestError::Field {
@@ -199,135 +210,108 @@ impl Manifest {
 
     /// Check what serde cannot: the format string, ranges, unique ids.
     pub fn validate(&self, src: &str) -> Result<(), ManifestError> {
-        if self.format != MANIFEST_FORMAT {
-            return Err(ManifestError::field(
-                src,
-                "format",
-                format!("expected \"{MANIFEST_FORMAT}\", got {:?}", self.format),
-            ));
-        }
-        if self.nodes.is_empty() {
-            return Err(ManifestError::field(
-                src,
-                "nodes",
-                "expected at least one node",
-            ));
-        }
+        let c = Check::new(src);
+        c.ensure(
+            self.format == MANIFEST_FORMAT,
+            "format",
+            format!("expected \"{MANIFEST_FORMAT}\", got {:?}", self.format),
+        )?;
+        c.ensure(
+            !self.nodes.is_empty(),
+            "nodes",
+            "expected at least one node",
+        )?;
         if let Some(env) = &self.environment {
-            if !(-80.0..=70.0).contains(&env.temperature_c) {
-                return Err(ManifestError::field(
-                    src,
-                    "environment.temperature_c",
-                    format!(
-                        "expected an air temperature in -80..70 °C, got {}",
-                        env.temperature_c
-                    ),
-                ));
-            }
-            if env
-                .wind_mps
-                .iter()
-                .any(|w| !w.is_finite() || w.abs() > 100.0)
-            {
-                return Err(ManifestError::field(
-                    src,
-                    "environment.wind_mps",
-                    "expected [east, north] in m/s, each within ±100",
-                ));
-            }
+            c.ensure(
+                (-80.0..=70.0).contains(&env.temperature_c),
+                "environment.temperature_c",
+                format!(
+                    "expected an air temperature in -80..70 °C, got {}",
+                    env.temperature_c
+                ),
+            )?;
+            c.ensure(
+                env.wind_mps
+                    .iter()
+                    .all(|w| w.is_finite() && w.abs() <= 100.0),
+                "environment.wind_mps",
+                "expected [east, north] in m/s, each within ±100",
+            )?;
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, node) in self.nodes.iter().enumerate() {
             let at = |f: &str| format!("nodes[{i}].{f}");
-            if node.id.is_empty() || node.id.contains(['/', '+', '#']) {
-                return Err(ManifestError::field(
-                    src,
-                    at("id"),
-                    format!(
-                        "expected a non-empty id without '/', '+' or '#', got {:?}",
-                        node.id
-                    ),
-                ));
-            }
-            if !seen.insert(node.id.as_str()) {
-                return Err(ManifestError::field(
-                    src,
-                    at("id"),
-                    format!("duplicate node id {:?}", node.id),
-                ));
-            }
-            check_position(src, &at(""), node.lat, node.lon, node.alt_m)?;
+            c.ensure(
+                !(node.id.is_empty() || node.id.contains(['/', '+', '#'])),
+                &at("id"),
+                format!(
+                    "expected a non-empty id without '/', '+' or '#', got {:?}",
+                    node.id
+                ),
+            )?;
+            c.ensure(
+                seen.insert(node.id.as_str()),
+                &at("id"),
+                format!("duplicate node id {:?}", node.id),
+            )?;
+            check_position(&c, &at(""), node.lat, node.lon, node.alt_m)?;
             if let Some(u) = node.position_uncertainty_m {
-                if !(u.is_finite() && (0.0..=1000.0).contains(&u)) {
-                    return Err(ManifestError::field(
-                        src,
-                        at("position_uncertainty_m"),
-                        format!("expected metres in 0..=1000, got {u}"),
-                    ));
-                }
+                c.ensure(
+                    u.is_finite() && (0.0..=1000.0).contains(&u),
+                    &at("position_uncertainty_m"),
+                    format!("expected metres in 0..=1000, got {u}"),
+                )?;
             }
-            if node.streams.is_empty() {
-                return Err(ManifestError::field(
-                    src,
-                    at("streams"),
-                    "expected at least one stream",
-                ));
-            }
+            c.ensure(
+                !node.streams.is_empty(),
+                &at("streams"),
+                "expected at least one stream",
+            )?;
             for (j, s) in node.streams.iter().enumerate() {
-                if s.file.is_empty() {
-                    return Err(ManifestError::field(
-                        src,
-                        at(&format!("streams[{j}].file")),
-                        "expected a WAV file name",
-                    ));
-                }
-                if !(s.sensitivity.is_finite() && s.sensitivity > 0.0) {
-                    return Err(ManifestError::field(
-                        src,
-                        at(&format!("streams[{j}].sensitivity")),
-                        format!(
-                            "expected a positive number (units per full scale), got {}",
-                            s.sensitivity
-                        ),
-                    ));
-                }
+                c.ensure(
+                    !s.file.is_empty(),
+                    &at(&format!("streams[{j}].file")),
+                    "expected a WAV file name",
+                )?;
+                c.ensure(
+                    s.sensitivity.is_finite() && s.sensitivity > 0.0,
+                    &at(&format!("streams[{j}].sensitivity")),
+                    format!(
+                        "expected a positive number (units per full scale), got {}",
+                        s.sensitivity
+                    ),
+                )?;
             }
         }
         for (i, t) in self.truth.iter().flatten().enumerate() {
-            check_position(src, &format!("truth[{i}]."), t.lat, t.lon, t.alt_m)?;
+            check_position(&c, &format!("truth[{i}]."), t.lat, t.lon, t.alt_m)?;
         }
         Ok(())
     }
 }
 
 fn check_position(
-    src: &str,
+    c: &Check<'_>,
     prefix: &str,
     lat: f64,
     lon: f64,
     alt: f64,
 ) -> Result<(), ManifestError> {
-    if !(-90.0..=90.0).contains(&lat) {
-        return Err(ManifestError::field(
-            src,
-            format!("{prefix}lat"),
-            format!("expected degrees in -90..90, got {lat}"),
-        ));
-    }
-    if !(-180.0..=180.0).contains(&lon) {
-        return Err(ManifestError::field(
-            src,
-            format!("{prefix}lon"),
-            format!("expected degrees in -180..180, got {lon}"),
-        ));
-    }
-    if !(-500.0..=50_000.0).contains(&alt) {
-        return Err(ManifestError::field(
-            src,
-            format!("{prefix}alt_m"),
-            format!("expected metres in -500..50000, got {alt}"),
-        ));
-    }
+    c.ensure(
+        (-90.0..=90.0).contains(&lat),
+        &format!("{prefix}lat"),
+        format!("expected degrees in -90..90, got {lat}"),
+    )?;
+    c.ensure(
+        (-180.0..=180.0).contains(&lon),
+        &format!("{prefix}lon"),
+        format!("expected degrees in -180..180, got {lon}"),
+    )?;
+    c.ensure(
+        (-500.0..=50_000.0).contains(&alt),
+        &format!("{prefix}alt_m"),
+        format!("expected metres in -500..50000, got {alt}"),
+    )?;
     Ok(())
 }
 

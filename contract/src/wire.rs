@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::geo::Geodetic;
 use crate::time::UtcNs;
 
 /// `schema` of a detection payload.
@@ -63,6 +64,25 @@ impl SourceKind {
         SourceKind::Unknown,
     ];
 
+    /// The classes the node's classifier tells apart, in the order of its
+    /// probability vector ([`ClassProbs`]): every kind but `Unknown`.
+    pub const CLASSIFIED: [SourceKind; 4] = [
+        SourceKind::Explosion,
+        SourceKind::Gunshot,
+        SourceKind::Launch,
+        SourceKind::OtherImpulsive,
+    ];
+
+    /// Index in [`SourceKind::CLASSIFIED`] (`None` for `Unknown`).
+    pub fn class_index(self) -> Option<usize> {
+        SourceKind::CLASSIFIED.iter().position(|&k| k == self)
+    }
+
+    /// The kind with this SPEC name.
+    pub fn from_name(name: &str) -> Option<SourceKind> {
+        SourceKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// The SPEC name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -80,6 +100,57 @@ impl SourceKind {
             self,
             SourceKind::Explosion | SourceKind::Gunshot | SourceKind::Launch
         )
+    }
+}
+
+/// Per-class probabilities, indexed like [`SourceKind::CLASSIFIED`]: the
+/// classifier's output. On the wire (the detection's `class_probs`
+/// extension) it is a map by class name: [`ClassProbs::to_map`] and
+/// [`ClassProbs::from_map`] convert.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ClassProbs(pub [f64; SourceKind::CLASSIFIED.len()]);
+
+impl ClassProbs {
+    /// Every class equally likely.
+    pub fn uniform() -> ClassProbs {
+        ClassProbs([1.0 / SourceKind::CLASSIFIED.len() as f64; SourceKind::CLASSIFIED.len()])
+    }
+
+    /// The probability of `kind` (0 for a kind the classifier does not output).
+    pub fn get(&self, kind: SourceKind) -> f64 {
+        kind.class_index().map_or(0.0, |i| self.0[i])
+    }
+
+    /// (kind, probability) in [`SourceKind::CLASSIFIED`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (SourceKind, f64)> + '_ {
+        SourceKind::CLASSIFIED
+            .into_iter()
+            .zip(self.0.iter().copied())
+    }
+
+    /// The wire form: class name → probability, every classified kind.
+    pub fn to_map(&self) -> BTreeMap<String, f64> {
+        self.iter()
+            .map(|(k, p)| (k.as_str().to_string(), p))
+            .collect()
+    }
+
+    /// From the wire form: names of classified kinds are read, a missing
+    /// one is 0, other names (`unknown`, classes added later) are ignored.
+    pub fn from_map(map: &BTreeMap<String, f64>) -> ClassProbs {
+        let mut p = ClassProbs::default();
+        for (name, &v) in map {
+            if let Some(i) = SourceKind::from_name(name).and_then(SourceKind::class_index) {
+                p.0[i] = v;
+            }
+        }
+        p
+    }
+}
+
+impl From<[f64; SourceKind::CLASSIFIED.len()]> for ClassProbs {
+    fn from(p: [f64; SourceKind::CLASSIFIED.len()]) -> ClassProbs {
+        ClassProbs(p)
     }
 }
 
@@ -155,6 +226,44 @@ pub struct Detection {
     pub clipped: bool,
 }
 
+impl Detection {
+    /// Detection `seq` of `node_id`, onset at `onset_utc`, heard at
+    /// `position` with `clock`: the SPEC schema and the identity of the
+    /// detection, with nothing measured yet (acoustic, `unknown` with
+    /// confidence 0, zero peak, SNR, duration and pick uncertainty, no
+    /// extensions). Set the measurements with struct update syntax:
+    /// `Detection { kind, confidence, ..Detection::new(..) }`.
+    pub fn new(
+        node_id: impl Into<String>,
+        seq: u64,
+        onset_utc: UtcNs,
+        position: Geodetic,
+        clock: ClockInfo,
+    ) -> Detection {
+        Detection {
+            schema: DETECTION_SCHEMA.into(),
+            node_id: node_id.into(),
+            seq,
+            onset_utc,
+            onset_uncertainty_s: 0.0,
+            stream: StreamKind::Acoustic,
+            kind: SourceKind::Unknown,
+            confidence: 0.0,
+            peak: 0.0,
+            snr_db: 0.0,
+            duration_s: 0.0,
+            lat: position.lat,
+            lon: position.lon,
+            alt_m: position.alt_m,
+            clock,
+            class_probs: BTreeMap::new(),
+            site: None,
+            position_uncertainty_m: None,
+            clipped: false,
+        }
+    }
+}
+
 /// Node state in a status message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -205,6 +314,35 @@ pub struct Status {
     /// Extension: air temperature the node measures or is configured with, °C.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature_c: Option<f64>,
+}
+
+impl Status {
+    /// A status of `node_id` in `state` at `time_utc` and `position`, with
+    /// the SPEC schema and this software's version; no clock, no noise
+    /// floors, no counters, empty spool. Fill the rest with struct update
+    /// syntax: `Status { spool_backlog: n, ..Status::new(..) }`.
+    pub fn new(
+        node_id: impl Into<String>,
+        state: NodeState,
+        time_utc: UtcNs,
+        position: Geodetic,
+    ) -> Status {
+        Status {
+            schema: STATUS_SCHEMA.into(),
+            node_id: node_id.into(),
+            state,
+            time_utc,
+            lat: position.lat,
+            lon: position.lon,
+            alt_m: position.alt_m,
+            clock: None,
+            noise_floor_db: BTreeMap::new(),
+            software_version: crate::VERSION.into(),
+            spool_backlog: 0,
+            counters: BTreeMap::new(),
+            temperature_c: None,
+        }
+    }
 }
 
 /// 1-sigma location uncertainty of an event.
@@ -330,30 +468,24 @@ mod tests {
 
     #[test]
     fn detection_round_trips_through_json_with_spec_field_names() {
-        let d = Detection {
-            schema: DETECTION_SCHEMA.into(),
-            node_id: "n01".into(),
-            seq: 42,
-            onset_utc: UtcNs::parse("2022-02-08T22:05:13.123456789Z").expect("valid"),
-            onset_uncertainty_s: 2e-5,
-            stream: StreamKind::Acoustic,
-            kind: SourceKind::Explosion,
-            confidence: 0.9,
-            peak: 120.5,
-            snr_db: 31.0,
-            duration_s: 0.012,
+        let d = crate::testing::DetectionBuilder::new(
+            "n01",
+            42,
+            UtcNs::parse("2022-02-08T22:05:13.123456789Z").expect("valid"),
+        )
+        .onset_uncertainty_s(2e-5)
+        .kind(SourceKind::Explosion, 0.9)
+        .peak(120.5)
+        .snr_db(31.0)
+        .duration_s(0.012)
+        .at(Geodetic {
             lat: 33.5,
             lon: 36.2,
             alt_m: 690.0,
-            clock: ClockInfo {
-                source: ClockSource::GpsPps,
-                uncertainty_s: 1e-6,
-            },
-            class_probs: BTreeMap::new(),
-            site: None,
-            position_uncertainty_m: None,
-            clipped: false,
-        };
+        })
+        .clock(ClockSource::GpsPps, 1e-6)
+        .build();
+        assert_eq!(d.stream, StreamKind::Acoustic);
         let v = serde_json::to_value(&d).expect("serialise");
         assert_eq!(v["schema"], "blastnet.detection/1");
         assert_eq!(v["onset_utc"], "2022-02-08T22:05:13.123456789Z");
@@ -361,6 +493,46 @@ mod tests {
         assert_eq!(v["clock"]["source"], "gps-pps");
         let back: Detection = serde_json::from_value(v).expect("parse");
         assert_eq!(back, d);
+    }
+
+    #[test]
+    fn class_probs_round_trip_through_the_wire_map() {
+        let p = ClassProbs([0.5, 0.25, 0.125, 0.125]);
+        let m = p.to_map();
+        assert_eq!(
+            m.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["explosion", "gunshot", "launch", "other_impulsive"]
+        );
+        assert_eq!(m["gunshot"], 0.25);
+        assert_eq!(ClassProbs::from_map(&m), p);
+        let mut extra = m.clone();
+        extra.insert("unknown".into(), 0.9);
+        extra.insert("drone".into(), 0.9);
+        extra.remove("launch");
+        let q = ClassProbs::from_map(&extra);
+        assert_eq!(q.get(SourceKind::Launch), 0.0);
+        assert_eq!(q.get(SourceKind::Unknown), 0.0);
+        assert_eq!(q.get(SourceKind::Explosion), 0.5);
+    }
+
+    #[test]
+    fn the_classified_kinds_are_every_kind_but_unknown_in_order() {
+        for (i, k) in SourceKind::CLASSIFIED.into_iter().enumerate() {
+            assert_eq!(k.class_index(), Some(i));
+            assert_eq!(SourceKind::ALL[i], k);
+            assert_eq!(SourceKind::from_name(k.as_str()), Some(k));
+        }
+        assert_eq!(SourceKind::Unknown.class_index(), None);
+        assert_eq!(SourceKind::from_name("drone"), None);
+    }
+
+    #[test]
+    fn a_new_status_has_the_schema_and_version() {
+        let s = Status::new("n01", NodeState::Online, UtcNs(0), Geodetic::default());
+        let v = serde_json::to_value(&s).expect("serialise");
+        assert_eq!(v["schema"], "blastnet.status/1");
+        assert_eq!(v["state"], "online");
+        assert_eq!(v["software_version"], crate::VERSION);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use blastnet_contract::{ClockSource, Geodetic, StreamKind};
+use blastnet_contract::{topic, BrokerUrl, Check, ClockSource, Geodetic, StreamKind};
 use blastnet_detector::DetectorConfig;
 use serde::Deserialize;
 
@@ -322,82 +322,6 @@ pub struct NodeConfig {
     pub source: SourceConfig,
 }
 
-struct Checker<'a> {
-    file: &'a str,
-}
-
-impl Checker<'_> {
-    fn err(&self, field: &str, msg: impl Into<String>) -> NodeError {
-        NodeError::Config {
-            file: self.file.to_string(),
-            field: field.to_string(),
-            msg: msg.into(),
-        }
-    }
-    fn secs(&self, field: &str, v: f64, min: f64, max: f64) -> Result<Duration, NodeError> {
-        if !(v.is_finite() && v >= min && v <= max) {
-            return Err(self.err(field, format!("expected seconds in {min}..={max}, got {v}")));
-        }
-        Ok(Duration::from_secs_f64(v))
-    }
-    fn range(&self, field: &str, v: f64, min: f64, max: f64) -> Result<f64, NodeError> {
-        if !(v.is_finite() && v >= min && v <= max) {
-            return Err(self.err(field, format!("expected a value in {min}..={max}, got {v}")));
-        }
-        Ok(v)
-    }
-    fn name(&self, field: &str, v: &str) -> Result<String, NodeError> {
-        let ok = !v.is_empty()
-            && v.len() <= 64
-            && v.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        if !ok {
-            return Err(self.err(
-                field,
-                format!("expected 1..64 characters of [A-Za-z0-9_.-], got {v:?}"),
-            ));
-        }
-        Ok(v.to_string())
-    }
-}
-
-/// Parse `mqtt://host:port` / `mqtts://host:port` (also `tcp://`, `ssl://`, bare `host:port`).
-pub fn parse_broker_url(url: &str) -> Result<(String, u16, bool), String> {
-    let (tls, rest) = if let Some(r) = url
-        .strip_prefix("mqtts://")
-        .or_else(|| url.strip_prefix("ssl://"))
-    {
-        (true, r)
-    } else if let Some(r) = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-    {
-        (false, r)
-    } else if url.contains("://") {
-        return Err(format!("expected a mqtt:// or mqtts:// URL, got {url:?}"));
-    } else {
-        (false, url)
-    };
-    let rest = rest.trim_end_matches('/');
-    let default_port = if tls { 8883 } else { 1883 };
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-            let port = p
-                .parse::<u16>()
-                .map_err(|_| format!("expected a port number after ':' in {url:?}, got {p:?}"))?;
-            (
-                h.trim_start_matches('[').trim_end_matches(']').to_string(),
-                port,
-            )
-        }
-        _ => (rest.to_string(), default_port),
-    };
-    if host.is_empty() || host.contains('/') {
-        return Err(format!("expected mqtt://HOST:PORT, got {url:?}"));
-    }
-    Ok((host, port, tls))
-}
-
 /// Deep-merge `over` into `base` (tables merge key by key, other values replace).
 fn merge(base: &mut toml::Table, over: toml::Table) {
     for (k, v) in over {
@@ -455,7 +379,7 @@ impl NodeConfig {
         file: &str,
         base_dir: &Path,
     ) -> Result<NodeConfig, NodeError> {
-        let c = Checker { file };
+        let c = Check::new(file);
         let abs = |p: &Path| {
             if p.is_absolute() {
                 p.to_path_buf()
@@ -478,26 +402,27 @@ impl NodeConfig {
             None => None,
         };
         let m = &raw.mqtt;
-        let (host, port, tls) = parse_broker_url(&m.url).map_err(|e| c.err("mqtt.url", e))?;
+        let BrokerUrl { host, port, tls } =
+            BrokerUrl::parse(&m.url).map_err(|e| c.err("mqtt.url", e.to_string()))?;
         if tls && !cfg!(feature = "tls") {
-            return Err(c.err(
-                "mqtt.url",
-                "mqtts:// needs a build with the `tls` cargo feature",
-            ));
+            return Err(c
+                .err(
+                    "mqtt.url",
+                    "mqtts:// needs a build with the `tls` cargo feature",
+                )
+                .into());
         }
+        // Leading and trailing '/' are forgiven here (the node always did).
         let prefix = m.prefix.trim_matches('/').to_string();
-        if prefix.is_empty() || prefix.contains(['+', '#']) {
-            return Err(c.err(
-                "mqtt.prefix",
-                format!("expected a topic prefix without + or #, got {:?}", m.prefix),
-            ));
-        }
+        topic::check_prefix(&prefix).map_err(|e| c.err("mqtt.prefix", e))?;
         let password = match (&m.password, &m.password_file) {
             (Some(_), Some(_)) => {
-                return Err(c.err(
-                    "mqtt.password_file",
-                    "set password or password_file, not both",
-                ))
+                return Err(c
+                    .err(
+                        "mqtt.password_file",
+                        "set password or password_file, not both",
+                    )
+                    .into())
             }
             (Some(p), None) => Some(p.clone()),
             (None, Some(f)) => {
@@ -513,19 +438,23 @@ impl NodeConfig {
             (None, None) => None,
         };
         if password.is_some() && m.username.is_none() {
-            return Err(c.err("mqtt.username", "a password is set but no username"));
+            return Err(c
+                .err("mqtt.username", "a password is set but no username")
+                .into());
         }
         let backoff_initial =
             c.secs("mqtt.backoff_initial_s", m.backoff_initial_s, 0.01, 3600.0)?;
         let backoff_max = c.secs("mqtt.backoff_max_s", m.backoff_max_s, 0.01, 86_400.0)?;
         if backoff_max < backoff_initial {
-            return Err(c.err(
-                "mqtt.backoff_max_s",
-                "expected backoff_max_s >= backoff_initial_s",
-            ));
+            return Err(c
+                .err(
+                    "mqtt.backoff_max_s",
+                    "expected backoff_max_s >= backoff_initial_s",
+                )
+                .into());
         }
         if m.inflight == 0 {
-            return Err(c.err("mqtt.inflight", "expected at least 1"));
+            return Err(c.err("mqtt.inflight", "expected at least 1").into());
         }
         let mqtt = MqttSettings {
             host,
@@ -546,7 +475,9 @@ impl NodeConfig {
         };
         let heartbeat = c.secs("status.heartbeat_s", raw.status.heartbeat_s, 0.1, 3600.0)?;
         if raw.state.spool_max_bytes < 4096 {
-            return Err(c.err("state.spool_max_bytes", "expected at least 4096 bytes"));
+            return Err(c
+                .err("state.spool_max_bytes", "expected at least 4096 bytes")
+                .into());
         }
         let drain = c.secs(
             "state.drain_timeout_s",
@@ -555,18 +486,16 @@ impl NodeConfig {
             86_400.0,
         )?;
         let k = &raw.clock;
-        let mode = match k.source.as_str() {
-            "auto" => ClockMode::Auto,
-            "gps-pps" => ClockMode::Fixed(ClockSource::GpsPps),
-            "ntp" => ClockMode::Fixed(ClockSource::Ntp),
-            "system" => ClockMode::Fixed(ClockSource::System),
-            other => {
-                return Err(c.err(
-                    "clock.source",
-                    format!("expected auto, gps-pps, ntp or system, got {other:?}"),
-                ))
-            }
-        };
+        let mode = c.one_of(
+            "clock.source",
+            &k.source,
+            &[
+                ("auto", ClockMode::Auto),
+                ("gps-pps", ClockMode::Fixed(ClockSource::GpsPps)),
+                ("ntp", ClockMode::Fixed(ClockSource::Ntp)),
+                ("system", ClockMode::Fixed(ClockSource::System)),
+            ],
+        )?;
         let clock = ClockSettings {
             mode,
             nominal_uncertainty_s: c.range(
@@ -611,10 +540,12 @@ impl NodeConfig {
                 .unwrap_or_else(|| state_dir.join("audio")),
         };
         if (a.snippets || a.continuous) && a.budget_bytes < 1 << 20 {
-            return Err(c.err(
-                "audio.budget_bytes",
-                "expected at least 1 MiB when audio keeping is on",
-            ));
+            return Err(c
+                .err(
+                    "audio.budget_bytes",
+                    "expected at least 1 MiB when audio keeping is on",
+                )
+                .into());
         }
         let runtime = NodeRuntimeConfig {
             node_id: node_id.clone(),
@@ -634,17 +565,15 @@ impl NodeConfig {
         let s = &raw.source;
         let source = match s.kind.as_str() {
             "replay" => {
-                let pace = match s.pace.as_str() {
-                    "fast" => Pace::Fast,
-                    "realtime" => Pace::RealTime {
+                let pace = match c.one_of(
+                    "source.pace",
+                    &s.pace,
+                    &[("fast", false), ("realtime", true)],
+                )? {
+                    false => Pace::Fast,
+                    true => Pace::RealTime {
                         speed: c.range("source.speed", s.speed, 1e-3, 1e6)?,
                     },
-                    other => {
-                        return Err(c.err(
-                            "source.pace",
-                            format!("expected fast or realtime, got {other:?}"),
-                        ))
-                    }
                 };
                 SourceConfig::Replay {
                     path: abs(&s.path),
@@ -654,44 +583,50 @@ impl NodeConfig {
             }
             "capture" => {
                 if position.is_none() {
-                    return Err(c.err(
-                        "position",
-                        "a capturing node needs [position] lat, lon, alt_m",
-                    ));
+                    return Err(c
+                        .err(
+                            "position",
+                            "a capturing node needs [position] lat, lon, alt_m",
+                        )
+                        .into());
                 }
                 let mut channels = Vec::new();
                 for (i, ch) in s.channels.iter().enumerate() {
-                    channels.push(match ch.as_str() {
-                        "acoustic" => Some(StreamKind::Acoustic),
-                        "seismic" => Some(StreamKind::Seismic),
-                        "unused" => None,
-                        other => {
-                            return Err(c.err(
-                                &format!("source.channels[{i}]"),
-                                format!("expected acoustic, seismic or unused, got {other:?}"),
-                            ))
-                        }
-                    });
+                    channels.push(c.one_of(
+                        &format!("source.channels[{i}]"),
+                        ch,
+                        &[
+                            ("acoustic", Some(StreamKind::Acoustic)),
+                            ("seismic", Some(StreamKind::Seismic)),
+                            ("unused", None),
+                        ],
+                    )?);
                 }
                 for kind in [StreamKind::Acoustic, StreamKind::Seismic] {
                     if channels.iter().filter(|k| **k == Some(kind)).count() > 1 {
-                        return Err(c.err(
-                            "source.channels",
-                            format!("{} is mapped to more than one channel", kind.as_str()),
-                        ));
+                        return Err(c
+                            .err(
+                                "source.channels",
+                                format!("{} is mapped to more than one channel", kind.as_str()),
+                            )
+                            .into());
                     }
                 }
                 if channels.iter().all(Option::is_none) {
-                    return Err(c.err(
-                        "source.channels",
-                        "expected at least one acoustic or seismic channel",
-                    ));
+                    return Err(c
+                        .err(
+                            "source.channels",
+                            "expected at least one acoustic or seismic channel",
+                        )
+                        .into());
                 }
                 if !(8..=192_000).contains(&s.sample_rate) {
-                    return Err(c.err(
-                        "source.sample_rate",
-                        format!("expected 8..=192000 Hz, got {}", s.sample_rate),
-                    ));
+                    return Err(c
+                        .err(
+                            "source.sample_rate",
+                            format!("expected 8..=192000 Hz, got {}", s.sample_rate),
+                        )
+                        .into());
                 }
                 SourceConfig::Capture(CaptureSettings {
                     device: s.device.clone(),
@@ -713,10 +648,12 @@ impl NodeConfig {
                 })
             }
             other => {
-                return Err(c.err(
-                    "source.kind",
-                    format!("expected replay or capture, got {other:?}"),
-                ))
+                return Err(c
+                    .err(
+                        "source.kind",
+                        format!("expected replay or capture, got {other:?}"),
+                    )
+                    .into())
             }
         };
         Ok(NodeConfig { runtime, source })
@@ -739,20 +676,14 @@ impl NodeRuntimeConfig {
         Ok(NodeConfig::from_toml(&text, "<replay>", Path::new("."))?.runtime)
     }
 
-    /// `{prefix}/{site}/node/{node}/detection`.
+    /// This node's detection topic ([`topic::detection`]).
     pub fn detection_topic(&self) -> String {
-        format!(
-            "{}/{}/node/{}/detection",
-            self.mqtt.prefix, self.site, self.node_id
-        )
+        topic::detection(&self.mqtt.prefix, &self.site, &self.node_id)
     }
 
-    /// `{prefix}/{site}/node/{node}/status`.
+    /// This node's status topic ([`topic::status`]).
     pub fn status_topic(&self) -> String {
-        format!(
-            "{}/{}/node/{}/status",
-            self.mqtt.prefix, self.site, self.node_id
-        )
+        topic::status(&self.mqtt.prefix, &self.site, &self.node_id)
     }
 }
 
@@ -828,21 +759,29 @@ mod tests {
     }
 
     #[test]
-    fn broker_urls_parse() {
+    fn broker_urls_are_the_contracts() {
+        // The grammar is tested in blastnet_contract::broker; here only
+        // that the node takes what it accepts and names the field.
+        let cfg = NodeConfig::from_toml(
+            "[mqtt]\nurl = \"127.0.0.1:1999\"\n",
+            "n.toml",
+            Path::new("."),
+        )
+        .unwrap();
         assert_eq!(
-            parse_broker_url("mqtt://h:1").unwrap(),
-            ("h".into(), 1, false)
+            (
+                cfg.runtime.mqtt.host.as_str(),
+                cfg.runtime.mqtt.port,
+                cfg.runtime.mqtt.tls
+            ),
+            ("127.0.0.1", 1999, false)
         );
-        assert_eq!(
-            parse_broker_url("mqtts://h").unwrap(),
-            ("h".into(), 8883, true)
+        let err = NodeConfig::from_toml("[mqtt]\nurl = \"mqtt://h:x\"\n", "n.toml", Path::new("."))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("expected mqtt://host[:port]"),
+            "{err}"
         );
-        assert_eq!(
-            parse_broker_url("127.0.0.1:1999").unwrap(),
-            ("127.0.0.1".into(), 1999, false)
-        );
-        assert!(parse_broker_url("mqtt://h:x").is_err());
-        assert!(parse_broker_url("ws://h:1").is_err());
     }
 
     #[test]

@@ -56,6 +56,16 @@ pub enum NodeError {
     Internal(String),
 }
 
+impl From<blastnet_contract::FieldError> for NodeError {
+    fn from(e: blastnet_contract::FieldError) -> NodeError {
+        NodeError::Config {
+            file: e.file,
+            field: e.field,
+            msg: e.message,
+        }
+    }
+}
+
 impl NodeError {
     pub(crate) fn io(path: impl Into<PathBuf>, what: &'static str, source: std::io::Error) -> Self {
         NodeError::Io {

@@ -19,6 +19,7 @@ pub mod capture;
 pub mod clock;
 pub mod config;
 mod error;
+mod outbox;
 mod pipeline;
 pub mod publisher;
 mod runtime;

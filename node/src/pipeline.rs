@@ -7,10 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use blastnet_contract::{
-    Detection, Geodetic, NodeState, SourceKind, Status, StreamKind, UtcNs, DETECTION_SCHEMA,
-    STATUS_SCHEMA, VERSION,
-};
+use blastnet_contract::{Detection, Geodetic, NodeState, Status, StreamKind, UtcNs};
 use blastnet_detector::{Detector, Pick};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +17,7 @@ use crate::config::NodeRuntimeConfig;
 use crate::error::NodeError;
 use crate::source::{SampleSource, SourceEvent, StreamInfo};
 use crate::spool::Spool;
-use crate::state::{NodeState as PersistState, ResumePoint, StateStore};
+use crate::state::{PersistedState, ResumePoint, StateStore};
 
 /// Pipeline → publisher, in order.
 #[derive(Debug)]
@@ -63,7 +60,7 @@ pub(crate) struct Pipeline<S: SampleSource> {
     streams: Vec<StreamDet>,
     spool: Arc<Spool>,
     store: StateStore,
-    state: PersistState,
+    state: PersistedState,
     resume_active: bool,
     position: Geodetic,
     tx: UnboundedSender<PubMsg>,
@@ -88,7 +85,7 @@ impl<S: SampleSource> Pipeline<S> {
         mut source: S,
         spool: Arc<Spool>,
         store: StateStore,
-        mut state: PersistState,
+        mut state: PersistedState,
         position: Geodetic,
         tx: UnboundedSender<PubMsg>,
         cancel: CancellationToken,
@@ -305,17 +302,7 @@ impl<S: SampleSource> Pipeline<S> {
     }
 
     fn detection(&self, seq: u64, stream: StreamKind, onset_utc: UtcNs, p: &Pick) -> Detection {
-        let names = [
-            SourceKind::Explosion,
-            SourceKind::Gunshot,
-            SourceKind::Launch,
-            SourceKind::OtherImpulsive,
-        ];
         Detection {
-            schema: DETECTION_SCHEMA.into(),
-            node_id: self.cfg.node_id.clone(),
-            seq,
-            onset_utc,
             onset_uncertainty_s: p.onset_uncertainty_s,
             stream,
             kind: p.kind,
@@ -323,18 +310,17 @@ impl<S: SampleSource> Pipeline<S> {
             peak: p.peak,
             snr_db: p.snr_db,
             duration_s: p.duration_s,
-            lat: self.position.lat,
-            lon: self.position.lon,
-            alt_m: self.position.alt_m,
-            clock: self.source.clock().info,
-            class_probs: names
-                .iter()
-                .zip(p.class_probs.iter())
-                .map(|(k, v)| (k.as_str().to_string(), *v))
-                .collect(),
+            class_probs: p.class_probs.to_map(),
             site: Some(self.cfg.site.clone()),
             position_uncertainty_m: self.cfg.position_uncertainty_m,
             clipped: p.features.clipped > 0.5,
+            ..Detection::new(
+                self.cfg.node_id.clone(),
+                seq,
+                onset_utc,
+                self.position,
+                self.source.clock().info,
+            )
         }
     }
 
@@ -380,18 +366,12 @@ impl<S: SampleSource> Pipeline<S> {
             counters.insert("audio_errors".into(), a.errors());
             counters.insert("audio_files_deleted".into(), a.deleted());
         }
+        let state = if impaired {
+            NodeState::Degraded
+        } else {
+            NodeState::Online
+        };
         Status {
-            schema: STATUS_SCHEMA.into(),
-            node_id: self.cfg.node_id.clone(),
-            state: if impaired {
-                NodeState::Degraded
-            } else {
-                NodeState::Online
-            },
-            time_utc: self.complete_until(at_end),
-            lat: self.position.lat,
-            lon: self.position.lon,
-            alt_m: self.position.alt_m,
             clock: Some(clock.info),
             noise_floor_db: self
                 .streams
@@ -399,10 +379,14 @@ impl<S: SampleSource> Pipeline<S> {
                 .filter(|s| s.det.samples_seen() > 0)
                 .map(|s| (s.info.kind.as_str().to_string(), s.det.noise_floor_db()))
                 .collect(),
-            software_version: VERSION.into(),
             spool_backlog: self.spool.backlog(),
             counters,
-            temperature_c: None,
+            ..Status::new(
+                self.cfg.node_id.clone(),
+                state,
+                self.complete_until(at_end),
+                self.position,
+            )
         }
     }
 

@@ -1,6 +1,10 @@
 //! The MQTT publisher: spool entries out in seq order, PUBACKs in, spool
 //! entries removed; heartbeats retained; a last will that says `offline`.
 //!
+//! The queue state (what to hand out next, what is in flight, what was
+//! acknowledged, where to restart after a reconnect) is the pure
+//! [`Outbox`]; this file does the I/O around it.
+//!
 //! Each connection gets a fresh rumqttc `EventLoop` (clean session). rumqttc
 //! keeps unacknowledged publishes only in memory and drops them when a new
 //! session starts, so the spool, not rumqttc, is the outbox: after every
@@ -14,11 +18,10 @@
 //! sent ahead of a detection spooled before it, so a subscriber that sees a
 //! status time has already seen every detection up to it.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use blastnet_contract::{NodeState, Status, UtcNs, STATUS_SCHEMA, VERSION};
+use blastnet_contract::{NodeState, Status, UtcNs};
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio::time::Instant;
@@ -27,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::config::NodeRuntimeConfig;
 use crate::error::NodeError;
+use crate::outbox::{Item, Outbox};
 use crate::pipeline::PubMsg;
 use crate::spool::Spool;
 
@@ -46,26 +50,10 @@ pub struct PublisherReport {
     pub drained: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Sent {
-    Detection(u64),
-    Status,
-    Final,
-}
-
 struct Conn {
     client: AsyncClient,
     events: mpsc::UnboundedReceiver<Result<Event, rumqttc::ConnectionError>>,
     task: tokio::task::JoinHandle<()>,
-    connected: bool,
-    /// Publishes handed to rumqttc, waiting for their packet id.
-    fifo: VecDeque<Sent>,
-    /// Packet id → what it carries.
-    inflight: HashMap<u16, Sent>,
-    /// Next seq to send (entries below were sent on this connection).
-    cursor: u64,
-    status_sent: bool,
-    final_sent: bool,
 }
 
 impl Drop for Conn {
@@ -81,7 +69,7 @@ pub(crate) struct Publisher {
     cancel: CancellationToken,
     latest: Option<Status>,
     ending: Option<Status>,
-    final_acked: bool,
+    outbox: Outbox,
     report: PublisherReport,
     backoff: Backoff,
 }
@@ -108,6 +96,7 @@ impl Publisher {
         cancel: CancellationToken,
     ) -> Publisher {
         let backoff = Backoff::new(cfg.mqtt.backoff_initial, cfg.mqtt.backoff_max);
+        let outbox = Outbox::new(usize::from(cfg.mqtt.inflight));
         Publisher {
             cfg,
             spool,
@@ -115,7 +104,7 @@ impl Publisher {
             cancel,
             latest: None,
             ending: None,
-            final_acked: false,
+            outbox,
             report: PublisherReport::default(),
             backoff,
         }
@@ -173,21 +162,14 @@ impl Publisher {
     }
 
     fn bare_status(&self) -> Status {
-        let pos = Default::default();
         Status {
-            schema: STATUS_SCHEMA.into(),
-            node_id: self.cfg.node_id.clone(),
-            state: NodeState::Online,
-            time_utc: UtcNs::now(),
-            lat: self.cfg.position.map_or(pos, |p| p.lat),
-            lon: self.cfg.position.map_or(pos, |p| p.lon),
-            alt_m: self.cfg.position.map_or(pos, |p| p.alt_m),
-            clock: None,
-            noise_floor_db: Default::default(),
-            software_version: VERSION.into(),
             spool_backlog: self.spool.backlog(),
-            counters: Default::default(),
-            temperature_c: None,
+            ..Status::new(
+                self.cfg.node_id.clone(),
+                NodeState::Online,
+                UtcNs::now(),
+                self.cfg.position.unwrap_or_default(),
+            )
         }
     }
 
@@ -207,16 +189,11 @@ impl Publisher {
                 }
             }
         });
+        self.outbox.disconnected();
         Ok(Conn {
             client,
             events,
             task,
-            connected: false,
-            fifo: VecDeque::new(),
-            inflight: HashMap::new(),
-            cursor: 0,
-            status_sent: true,
-            final_sent: false,
         })
     }
 
@@ -229,74 +206,61 @@ impl Publisher {
         serde_json::to_vec(&st).unwrap_or_default()
     }
 
-    /// Hand rumqttc as much as the in-flight window allows, in order.
-    fn pump(&mut self, c: &mut Conn) -> Result<(), NodeError> {
-        let window = usize::from(self.cfg.mqtt.inflight);
+    /// Hand rumqttc what the outbox asks for, as far as the in-flight
+    /// window allows, in order.
+    fn pump(&mut self, c: &Conn) -> Result<(), NodeError> {
         let det_topic = self.cfg.detection_topic();
         let status_topic = self.cfg.status_topic();
-        while c.fifo.len() + c.inflight.len() < window {
-            if let Some(seq) = self.spool.next_at_or_after(c.cursor) {
-                match self.spool.read(seq) {
-                    Ok(Some(payload)) => {
-                        if c.client
-                            .try_publish(&det_topic, QoS::AtLeastOnce, false, payload)
-                            .is_err()
-                        {
-                            return Ok(()); // request channel full: try again after the next event
-                        }
-                        c.fifo.push_back(Sent::Detection(seq));
+        let spool = Arc::clone(&self.spool);
+        while let Some(item) = self.outbox.next(|cursor| spool.next_at_or_after(cursor)) {
+            let (topic, payload) = match item {
+                Item::Detection(seq) => match self.spool.read(seq) {
+                    Ok(Some(payload)) => (&det_topic, payload),
+                    Ok(None) => {
+                        self.outbox.skip(item);
+                        continue;
                     }
-                    Ok(None) => {}
                     Err(e) => {
                         tracing::error!("{e}; dropping spool entry {seq}");
                         self.spool.discard(seq)?;
+                        self.outbox.skip(item);
+                        continue;
+                    }
+                },
+                // The outbox offers a status only after one was given (so
+                // the `None` arms are not reached).
+                Item::Status | Item::Final => {
+                    let st = match item {
+                        Item::Status => self.latest.as_ref(),
+                        _ => self.ending.as_ref(),
+                    };
+                    match st {
+                        Some(st) => (&status_topic, self.stamped(st)),
+                        None => {
+                            self.outbox.skip(item);
+                            continue;
+                        }
                     }
                 }
-                c.cursor = seq + 1;
-                continue;
+            };
+            let retain = !matches!(item, Item::Detection(_));
+            if c.client
+                .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+                .is_err()
+            {
+                return Ok(()); // request channel full: try again after the next event
             }
-            if !c.status_sent {
-                let Some(st) = self.latest.as_ref() else {
-                    c.status_sent = true;
-                    continue;
-                };
-                let payload = self.stamped(st);
-                if c.client
-                    .try_publish(&status_topic, QoS::AtLeastOnce, true, payload)
-                    .is_err()
-                {
-                    return Ok(());
-                }
-                c.fifo.push_back(Sent::Status);
-                c.status_sent = true;
-                continue;
-            }
-            if let (Some(st), false) = (self.ending.as_ref(), c.final_sent) {
-                let payload = self.stamped(st);
-                if c.client
-                    .try_publish(&status_topic, QoS::AtLeastOnce, true, payload)
-                    .is_err()
-                {
-                    return Ok(());
-                }
-                c.fifo.push_back(Sent::Final);
-                c.final_sent = true;
-                continue;
-            }
-            break;
+            self.outbox.handed(item);
         }
         Ok(())
     }
 
-    fn on_event(&mut self, c: &mut Conn, ev: Event) -> Result<(), NodeError> {
+    fn on_event(&mut self, ev: Event) -> Result<(), NodeError> {
         match ev {
             Event::Incoming(Packet::ConnAck(_)) => {
-                c.connected = true;
+                self.outbox.connected();
                 self.report.connections += 1;
                 self.backoff.reset();
-                c.cursor = 0;
-                c.status_sent = self.latest.is_none();
-                c.final_sent = false;
                 tracing::info!(
                     "connected to mqtt://{}:{} ({} spooled detection(s) to send)",
                     self.cfg.mqtt.host,
@@ -304,27 +268,21 @@ impl Publisher {
                     self.spool.backlog()
                 );
             }
-            Event::Outgoing(Outgoing::Publish(pkid)) => {
-                if let Some(s) = c.fifo.pop_front() {
-                    c.inflight.insert(pkid, s);
-                }
-            }
-            Event::Incoming(Packet::PubAck(ack)) => match c.inflight.remove(&ack.pkid) {
-                Some(Sent::Detection(seq)) => {
+            Event::Outgoing(Outgoing::Publish(pkid)) => self.outbox.outgoing(pkid),
+            Event::Incoming(Packet::PubAck(ack)) => {
+                if let Some(Item::Detection(seq)) = self.outbox.acked(ack.pkid) {
                     if self.spool.remove(seq)? {
                         self.report.acked += 1;
                     }
                 }
-                Some(Sent::Final) => self.final_acked = true,
-                Some(Sent::Status) | None => {}
-            },
+            }
             _ => {}
         }
         Ok(())
     }
 
     fn done(&self) -> bool {
-        self.ending.is_some() && self.final_acked && self.spool.backlog() == 0
+        self.ending.is_some() && self.outbox.final_acked() && self.spool.backlog() == 0
     }
 
     /// Run until the pipeline ended and everything is delivered, or the
@@ -340,7 +298,7 @@ impl Publisher {
                 next_attempt = None;
                 conn = Some(self.connect()?);
             }
-            if let Some(c) = conn.as_mut().filter(|c| c.connected) {
+            if let Some(c) = conn.as_ref().filter(|_| self.outbox.is_connected()) {
                 self.pump(c)?;
             }
             if self.done() {
@@ -359,13 +317,14 @@ impl Publisher {
                 }
                 ev = recv_event(&mut conn) => match ev {
                     Some(Ok(ev)) => {
-                        if let Some(c) = conn.as_mut() {
-                            self.on_event(c, ev)?;
+                        if conn.is_some() {
+                            self.on_event(ev)?;
                         }
                     }
                     Some(Err(e)) => {
                         let delay = self.backoff.next_delay(&mut rand::rng());
-                        let was = conn.take().is_some_and(|c| c.connected);
+                        let was = conn.take().is_some() && self.outbox.is_connected();
+                        self.outbox.disconnected();
                         if was {
                             tracing::warn!("mqtt connection lost: {e}; reconnecting in {:.1} s", delay.as_secs_f64());
                         } else {
@@ -375,6 +334,7 @@ impl Publisher {
                     }
                     None => {
                         conn = None;
+                        self.outbox.disconnected();
                         next_attempt = Some(Instant::now() + self.backoff.next_delay(&mut rand::rng()));
                     }
                 },
@@ -382,10 +342,11 @@ impl Publisher {
                     Some(PubMsg::Spooled(seq)) => tracing::trace!("seq {seq} spooled"),
                     Some(PubMsg::Status(st)) => {
                         self.latest = Some(*st);
-                        if let Some(c) = conn.as_mut() { c.status_sent = false; }
+                        self.outbox.status_updated();
                     }
                     Some(PubMsg::End { status, completed }) => {
                         self.ending = Some(*status);
+                        self.outbox.end();
                         let limit = if completed { self.cfg.drain_timeout } else { Some(SHUTDOWN_GRACE) };
                         if let Some(l) = limit {
                             let t = Instant::now() + l;
@@ -402,7 +363,7 @@ impl Publisher {
             }
         }
         if let Some(c) = conn.take() {
-            if c.connected {
+            if self.outbox.is_connected() {
                 let _ = c.client.try_disconnect();
                 let mut c = c;
                 let _ = tokio::time::timeout(Duration::from_secs(1), async {

@@ -4,7 +4,7 @@
 //! spooled detection.
 //!
 //! Crash window: the spool entry is written before the state file. If the
-//! node dies between the two, [`NodeState::reconcile`] reads the newer
+//! node dies between the two, [`PersistedState::reconcile`] reads the newer
 //! spool entries at start-up and moves `seq_next` and the checkpoint past
 //! them, so no seq is reused and no detection is spooled twice.
 
@@ -33,9 +33,10 @@ pub struct ResumePoint {
     pub last_onset: BTreeMap<String, UtcNs>,
 }
 
-/// The persistent state.
+/// The persistent state (not to be confused with the SPEC's
+/// `blastnet_contract::NodeState`, a node's online/offline state).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NodeState {
+pub struct PersistedState {
     /// `blastnet.node-state/1`.
     pub format: String,
     /// The seq the next detection gets.
@@ -45,9 +46,9 @@ pub struct NodeState {
     pub resume: Option<ResumePoint>,
 }
 
-impl Default for NodeState {
+impl Default for PersistedState {
     fn default() -> Self {
-        NodeState {
+        PersistedState {
             format: "blastnet.node-state/1".into(),
             seq_next: 1,
             resume: None,
@@ -77,20 +78,20 @@ impl StateStore {
     }
 
     /// Read the state; a missing file is a fresh node.
-    pub fn load(&self) -> Result<NodeState, NodeError> {
+    pub fn load(&self) -> Result<PersistedState, NodeError> {
         let p = self.path();
         match fs::read_to_string(&p) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| NodeError::Corrupt {
                 path: p,
                 msg: format!("expected a blastnet.node-state/1 JSON object: {e}"),
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NodeState::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PersistedState::default()),
             Err(e) => Err(NodeError::io(p, "cannot read node state", e)),
         }
     }
 
     /// Write the state atomically (tmp, fsync, rename, fsync folder).
-    pub fn save(&self, st: &NodeState) -> Result<(), NodeError> {
+    pub fn save(&self, st: &PersistedState) -> Result<(), NodeError> {
         let p = self.path();
         let tmp = self.dir.join("state.json.tmp");
         let text = serde_json::to_vec_pretty(st).map_err(|e| NodeError::Internal(e.to_string()))?;
@@ -115,7 +116,7 @@ impl StateStore {
     }
 }
 
-impl NodeState {
+impl PersistedState {
     /// Bring the state up to date with spool entries written after the last
     /// save (a crash between the two writes). Returns how many were found.
     pub fn reconcile(&mut self, spool: &Spool) -> Result<u64, NodeError> {
@@ -148,33 +149,17 @@ impl NodeState {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use blastnet_contract::{ClockInfo, ClockSource, SourceKind, StreamKind, DETECTION_SCHEMA};
+    use blastnet_contract::testing::DetectionBuilder;
+    use blastnet_contract::{ClockSource, SourceKind};
 
     fn det(seq: u64, onset: i64) -> Detection {
-        Detection {
-            schema: DETECTION_SCHEMA.into(),
-            node_id: "n".into(),
-            seq,
-            onset_utc: UtcNs(onset),
-            onset_uncertainty_s: 1e-5,
-            stream: StreamKind::Acoustic,
-            kind: SourceKind::Explosion,
-            confidence: 0.5,
-            peak: 1.0,
-            snr_db: 20.0,
-            duration_s: 0.01,
-            lat: 0.0,
-            lon: 0.0,
-            alt_m: 0.0,
-            clock: ClockInfo {
-                source: ClockSource::Replay,
-                uncertainty_s: 0.0,
-            },
-            class_probs: Default::default(),
-            site: None,
-            position_uncertainty_m: None,
-            clipped: false,
-        }
+        DetectionBuilder::new("n", seq, UtcNs(onset))
+            .onset_uncertainty_s(1e-5)
+            .kind(SourceKind::Explosion, 0.5)
+            .peak(1.0)
+            .snr_db(20.0)
+            .clock(ClockSource::Replay, 0.0)
+            .build()
     }
 
     #[test]

@@ -64,6 +64,16 @@ pub enum SimError {
     },
 }
 
+impl From<blastnet_contract::FieldError> for SimError {
+    fn from(e: blastnet_contract::FieldError) -> SimError {
+        SimError::Spec {
+            origin: e.file,
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
 impl SimError {
     pub(crate) fn spec(origin: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
         SimError::Spec {

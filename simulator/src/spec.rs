@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use blastnet_contract::{Geodetic, SourceKind, UtcNs};
+use blastnet_contract::{Check, Geodetic, SourceKind, UtcNs};
 use serde::{Deserialize, Serialize};
 
 use crate::error::SimError;
@@ -508,82 +508,70 @@ impl ScenarioSpec {
 
     /// Check ranges and references; `origin` (file or preset name) is named in errors.
     pub fn validate(&self, origin: &str) -> Result<(), SimError> {
-        let err = |f: String, m: String| Err(SimError::spec(origin, f, m));
+        let c = Check::new(origin);
         let finite3 = |a: &[f64; 3]| a.iter().all(|v| v.is_finite());
-        if self.name.is_empty() || self.name.contains(['/', '\\']) {
-            return err(
-                "name".into(),
-                format!(
-                    "expected a non-empty name without slashes, got {:?}",
-                    self.name
-                ),
-            );
-        }
-        if !(self.duration_s.is_finite() && self.duration_s > 0.0 && self.duration_s <= 86_400.0) {
-            return err(
-                "duration_s".into(),
-                format!("expected seconds in (0, 86400], got {}", self.duration_s),
-            );
-        }
+        c.ensure(
+            !(self.name.is_empty() || self.name.contains(['/', '\\'])),
+            "name",
+            format!(
+                "expected a non-empty name without slashes, got {:?}",
+                self.name
+            ),
+        )?;
+        c.ensure(
+            self.duration_s.is_finite() && self.duration_s > 0.0 && self.duration_s <= 86_400.0,
+            "duration_s",
+            format!("expected seconds in (0, 86400], got {}", self.duration_s),
+        )?;
         let env = &self.environment;
-        if !(-80.0..=70.0).contains(&env.temperature_c) {
-            return err(
-                "environment.temperature_c".into(),
-                format!("expected °C in -80..70, got {}", env.temperature_c),
-            );
-        }
-        if env
-            .wind_mps
-            .iter()
-            .any(|w| !w.is_finite() || w.abs() > 60.0)
-        {
-            return err(
-                "environment.wind_mps".into(),
-                "expected [east, north] m/s, each within ±60".into(),
-            );
-        }
-        if !(0.0..=100.0).contains(&env.relative_humidity_pct) {
-            return err(
-                "environment.relative_humidity_pct".into(),
-                format!("expected 0..100, got {}", env.relative_humidity_pct),
-            );
-        }
-        if !(env.pressure_pa > 10_000.0 && env.pressure_pa < 120_000.0) {
-            return err(
-                "environment.pressure_pa".into(),
-                format!("expected Pa in 10000..120000, got {}", env.pressure_pa),
-            );
-        }
-        if !(0.0..=1.0).contains(&env.ground_reflection) {
-            return err(
-                "environment.ground_reflection".into(),
-                format!("expected 0..1, got {}", env.ground_reflection),
-            );
-        }
-        if !(env.p_wave_mps > 100.0 && env.p_wave_mps < 10_000.0) {
-            return err(
-                "environment.p_wave_mps".into(),
-                format!("expected m/s in 100..10000, got {}", env.p_wave_mps),
-            );
-        }
-        if !(1000..=384_000).contains(&self.rates.acoustic_hz) {
-            return err(
-                "rates.acoustic_hz".into(),
-                format!(
-                    "expected Hz in 1000..384000, got {}",
-                    self.rates.acoustic_hz
-                ),
-            );
-        }
-        if self.rates.seismic_hz != 0 && !(50..=48_000).contains(&self.rates.seismic_hz) {
-            return err(
-                "rates.seismic_hz".into(),
-                format!(
-                    "expected 0 (none) or Hz in 50..48000, got {}",
-                    self.rates.seismic_hz
-                ),
-            );
-        }
+        c.ensure(
+            (-80.0..=70.0).contains(&env.temperature_c),
+            "environment.temperature_c",
+            format!("expected °C in -80..70, got {}", env.temperature_c),
+        )?;
+        c.ensure(
+            env.wind_mps
+                .iter()
+                .all(|w| w.is_finite() && w.abs() <= 60.0),
+            "environment.wind_mps",
+            "expected [east, north] m/s, each within ±60",
+        )?;
+        c.ensure(
+            (0.0..=100.0).contains(&env.relative_humidity_pct),
+            "environment.relative_humidity_pct",
+            format!("expected 0..100, got {}", env.relative_humidity_pct),
+        )?;
+        c.ensure(
+            env.pressure_pa > 10_000.0 && env.pressure_pa < 120_000.0,
+            "environment.pressure_pa",
+            format!("expected Pa in 10000..120000, got {}", env.pressure_pa),
+        )?;
+        c.ensure(
+            (0.0..=1.0).contains(&env.ground_reflection),
+            "environment.ground_reflection",
+            format!("expected 0..1, got {}", env.ground_reflection),
+        )?;
+        c.ensure(
+            env.p_wave_mps > 100.0 && env.p_wave_mps < 10_000.0,
+            "environment.p_wave_mps",
+            format!("expected m/s in 100..10000, got {}", env.p_wave_mps),
+        )?;
+        c.ensure(
+            (1000..=384_000).contains(&self.rates.acoustic_hz),
+            "rates.acoustic_hz",
+            format!(
+                "expected Hz in 1000..384000, got {}",
+                self.rates.acoustic_hz
+            ),
+        )?;
+        c.ensure(
+            self.rates.seismic_hz == 0 || (50..=48_000).contains(&self.rates.seismic_hz),
+            "rates.seismic_hz",
+            format!(
+                "expected 0 (none) or Hz in 50..48000, got {}",
+                self.rates.seismic_hz
+            ),
+        )?;
         let e = &self.errors;
         for (name, v) in [
             ("gps_sigma_h_m", e.gps_sigma_h_m),
@@ -592,124 +580,112 @@ impl ScenarioSpec {
             ("clock_drift_sigma_ppm", e.clock_drift_sigma_ppm),
             ("start_jitter_s", e.start_jitter_s),
         ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return err(
-                    format!("errors.{name}"),
-                    format!("expected a non-negative number, got {v}"),
-                );
-            }
+            c.ensure(
+                v.is_finite() && v >= 0.0,
+                &format!("errors.{name}"),
+                format!("expected a non-negative number, got {v}"),
+            )?;
         }
-        if e.start_jitter_s >= self.duration_s {
-            return err(
-                "errors.start_jitter_s".into(),
-                "expected less than duration_s".into(),
-            );
-        }
-        if self.nodes.is_empty() {
-            return err("nodes".into(), "expected at least one node".into());
-        }
+        c.ensure(
+            e.start_jitter_s < self.duration_s,
+            "errors.start_jitter_s",
+            "expected less than duration_s",
+        )?;
+        c.ensure(
+            !self.nodes.is_empty(),
+            "nodes",
+            "expected at least one node",
+        )?;
         let mut ids = std::collections::BTreeSet::new();
         for (i, n) in self.nodes.iter().enumerate() {
             let at = |f: &str| format!("nodes[{i}].{f}");
-            if n.id.is_empty() || n.id.contains(['/', '+', '#', '\\']) {
-                return err(
-                    at("id"),
-                    format!(
-                        "expected a non-empty id without '/', '+', '#', got {:?}",
-                        n.id
-                    ),
-                );
-            }
-            if !ids.insert(n.id.as_str()) {
-                return err(at("id"), format!("duplicate node id {:?}", n.id));
-            }
-            if !finite3(&n.at) || n.at[2] < 0.0 || n.at[2] > 1000.0 {
-                return err(
-                    at("at"),
-                    "expected finite [east, north, up] with up (height above ground) in 0..1000 m"
-                        .into(),
-                );
-            }
-            if !(60.0..=200.0).contains(&n.sensor.full_scale_db) {
-                return err(
-                    at("sensor.full_scale_db"),
-                    format!("expected dB SPL in 60..200, got {}", n.sensor.full_scale_db),
-                );
-            }
+            c.ensure(
+                !(n.id.is_empty() || n.id.contains(['/', '+', '#', '\\'])),
+                &at("id"),
+                format!(
+                    "expected a non-empty id without '/', '+', '#', got {:?}",
+                    n.id
+                ),
+            )?;
+            c.ensure(
+                ids.insert(n.id.as_str()),
+                &at("id"),
+                format!("duplicate node id {:?}", n.id),
+            )?;
+            c.ensure(
+                finite3(&n.at) && n.at[2] >= 0.0 && n.at[2] <= 1000.0,
+                &at("at"),
+                "expected finite [east, north, up] with up (height above ground) in 0..1000 m",
+            )?;
+            c.ensure(
+                (60.0..=200.0).contains(&n.sensor.full_scale_db),
+                &at("sensor.full_scale_db"),
+                format!("expected dB SPL in 60..200, got {}", n.sensor.full_scale_db),
+            )?;
             if let Some(d) = n.dies_at_s {
-                if !(d.is_finite() && d > 0.0) {
-                    return err(
-                        at("dies_at_s"),
-                        format!("expected a positive time, got {d}"),
-                    );
-                }
+                c.ensure(
+                    d.is_finite() && d > 0.0,
+                    &at("dies_at_s"),
+                    format!("expected a positive time, got {d}"),
+                )?;
             }
             if let Some(s) = n.clock_offset_sigma_s {
-                if !(s.is_finite() && s >= 0.0) {
-                    return err(
-                        at("clock_offset_sigma_s"),
-                        format!("expected a non-negative number, got {s}"),
-                    );
-                }
+                c.ensure(
+                    s.is_finite() && s >= 0.0,
+                    &at("clock_offset_sigma_s"),
+                    format!("expected a non-negative number, got {s}"),
+                )?;
             }
             let g = &n.geophone;
-            if !(g.full_scale_mps > 0.0 && g.full_scale_mps.is_finite()) {
-                return err(
-                    at("geophone.full_scale_mps"),
-                    "expected a positive number".into(),
-                );
-            }
-            if !(g.coupling_mps_per_pa >= 0.0 && g.coupling_mps_per_pa < 1e-3) {
-                return err(
-                    at("geophone.coupling_mps_per_pa"),
-                    "expected (m/s)/Pa in 0..1e-3 (typical 1e-6..1e-5)".into(),
-                );
-            }
+            c.ensure(
+                g.full_scale_mps > 0.0 && g.full_scale_mps.is_finite(),
+                &at("geophone.full_scale_mps"),
+                "expected a positive number",
+            )?;
+            c.ensure(
+                g.coupling_mps_per_pa >= 0.0 && g.coupling_mps_per_pa < 1e-3,
+                &at("geophone.coupling_mps_per_pa"),
+                "expected (m/s)/Pa in 0..1e-3 (typical 1e-6..1e-5)",
+            )?;
         }
-        let c = blastnet_contract::physics::sound_speed(env.temperature_c);
+        let sound_speed = blastnet_contract::physics::sound_speed(env.temperature_c);
         for (i, s) in self.sources.iter().enumerate() {
             let at = |f: &str| format!("sources[{i}].{f}");
             let pos = s.at();
-            if !finite3(&pos) || pos[2] < 0.0 || pos[2] > 20_000.0 {
-                return err(
-                    at("at"),
-                    "expected finite [east, north, up] with up in 0..20000 m".into(),
-                );
-            }
-            if !(s.time_s().is_finite() && s.time_s() >= -60.0 && s.time_s() <= self.duration_s) {
-                return err(
-                    at("time_s"),
-                    format!("expected -60..duration_s, got {}", s.time_s()),
-                );
-            }
+            c.ensure(
+                finite3(&pos) && pos[2] >= 0.0 && pos[2] <= 20_000.0,
+                &at("at"),
+                "expected finite [east, north, up] with up in 0..20000 m",
+            )?;
+            c.ensure(
+                s.time_s().is_finite() && s.time_s() >= -60.0 && s.time_s() <= self.duration_s,
+                &at("time_s"),
+                format!("expected -60..duration_s, got {}", s.time_s()),
+            )?;
             match s {
                 SourceSpec::Explosion {
                     yield_kg_tnt,
                     burst,
                     ..
                 } => {
-                    if !(*yield_kg_tnt > 0.0 && *yield_kg_tnt <= 1e6) {
-                        return err(
-                            at("yield_kg_tnt"),
-                            format!("expected kg TNT in (0, 1e6], got {yield_kg_tnt}"),
-                        );
-                    }
-                    if *burst == BurstSpec::Ground && pos[2] != 0.0 {
-                        return err(
-                            at("at"),
-                            format!(
-                                "a ground burst sits on the ground: expected up = 0, got {}",
-                                pos[2]
-                            ),
-                        );
-                    }
-                    if *burst == BurstSpec::Air && pos[2] < 1.0 {
-                        return err(
-                            at("at"),
-                            "an airburst needs up >= 1 m (use burst = \"ground\" on the ground)"
-                                .into(),
-                        );
-                    }
+                    c.ensure(
+                        *yield_kg_tnt > 0.0 && *yield_kg_tnt <= 1e6,
+                        &at("yield_kg_tnt"),
+                        format!("expected kg TNT in (0, 1e6], got {yield_kg_tnt}"),
+                    )?;
+                    c.ensure(
+                        !(*burst == BurstSpec::Ground && pos[2] != 0.0),
+                        &at("at"),
+                        format!(
+                            "a ground burst sits on the ground: expected up = 0, got {}",
+                            pos[2]
+                        ),
+                    )?;
+                    c.ensure(
+                        !(*burst == BurstSpec::Air && pos[2] < 1.0),
+                        &at("at"),
+                        "an airburst needs up >= 1 m (use burst = \"ground\" on the ground)",
+                    )?;
                 }
                 SourceSpec::Gunshot {
                     peak_db_at_1m,
@@ -717,45 +693,40 @@ impl ScenarioSpec {
                     bullet,
                     ..
                 } => {
-                    if !(100.0..=200.0).contains(peak_db_at_1m) {
-                        return err(
-                            at("peak_db_at_1m"),
-                            format!("expected dB SPL in 100..200, got {peak_db_at_1m}"),
-                        );
-                    }
-                    if !(*duration_ms > 0.01 && *duration_ms < 50.0) {
-                        return err(
-                            at("duration_ms"),
-                            format!("expected ms in 0.01..50, got {duration_ms}"),
-                        );
-                    }
+                    c.ensure(
+                        (100.0..=200.0).contains(peak_db_at_1m),
+                        &at("peak_db_at_1m"),
+                        format!("expected dB SPL in 100..200, got {peak_db_at_1m}"),
+                    )?;
+                    c.ensure(
+                        *duration_ms > 0.01 && *duration_ms < 50.0,
+                        &at("duration_ms"),
+                        format!("expected ms in 0.01..50, got {duration_ms}"),
+                    )?;
                     if let Some(b) = bullet {
                         let n = (b.direction[0].powi(2)
                             + b.direction[1].powi(2)
                             + b.direction[2].powi(2))
                         .sqrt();
-                        if !(n.is_finite() && n > 0.0) {
-                            return err(
-                                at("bullet.direction"),
-                                "expected a non-zero vector".into(),
-                            );
-                        }
-                        if !(b.speed_mps > c * 1.01 && b.speed_mps < 3000.0) {
-                            return err(
-                                at("bullet.speed_mps"),
-                                format!(
-                                    "expected a supersonic speed ({:.0}..3000 m/s), got {}",
-                                    c * 1.01,
-                                    b.speed_mps
-                                ),
-                            );
-                        }
-                        if !(b.calibre_m > 0.0 && b.length_m > 0.0 && b.range_m > 0.0) {
-                            return err(
-                                at("bullet"),
-                                "expected positive calibre_m, length_m, range_m".into(),
-                            );
-                        }
+                        c.ensure(
+                            n.is_finite() && n > 0.0,
+                            &at("bullet.direction"),
+                            "expected a non-zero vector",
+                        )?;
+                        c.ensure(
+                            b.speed_mps > sound_speed * 1.01 && b.speed_mps < 3000.0,
+                            &at("bullet.speed_mps"),
+                            format!(
+                                "expected a supersonic speed ({:.0}..3000 m/s), got {}",
+                                sound_speed * 1.01,
+                                b.speed_mps
+                            ),
+                        )?;
+                        c.ensure(
+                            b.calibre_m > 0.0 && b.length_m > 0.0 && b.range_m > 0.0,
+                            &at("bullet"),
+                            "expected positive calibre_m, length_m, range_m",
+                        )?;
                     }
                 }
                 SourceSpec::Launch {
@@ -764,47 +735,46 @@ impl ScenarioSpec {
                     rise_s,
                     ..
                 } => {
-                    if !(60.0..=200.0).contains(level_db_at_100m) {
-                        return err(
-                            at("level_db_at_100m"),
-                            format!("expected dB SPL in 60..200, got {level_db_at_100m}"),
-                        );
-                    }
-                    if !(*duration_s > 0.1 && *duration_s <= 60.0) {
-                        return err(
-                            at("duration_s"),
-                            format!("expected s in 0.1..60, got {duration_s}"),
-                        );
-                    }
-                    if !(*rise_s > 0.0 && *rise_s < *duration_s) {
-                        return err(at("rise_s"), "expected 0 < rise_s < duration_s".into());
-                    }
+                    c.ensure(
+                        (60.0..=200.0).contains(level_db_at_100m),
+                        &at("level_db_at_100m"),
+                        format!("expected dB SPL in 60..200, got {level_db_at_100m}"),
+                    )?;
+                    c.ensure(
+                        *duration_s > 0.1 && *duration_s <= 60.0,
+                        &at("duration_s"),
+                        format!("expected s in 0.1..60, got {duration_s}"),
+                    )?;
+                    c.ensure(
+                        *rise_s > 0.0 && *rise_s < *duration_s,
+                        &at("rise_s"),
+                        "expected 0 < rise_s < duration_s",
+                    )?;
                 }
             }
         }
         for (i, d) in self.distractors.iter().enumerate() {
             let at = |f: &str| format!("distractors[{i}].{f}");
-            if !ids.contains(d.node.as_str()) {
-                return err(at("node"), format!("no node with id {:?}", d.node));
-            }
-            if !(d.time_s.is_finite() && (0.0..=self.duration_s).contains(&d.time_s)) {
-                return err(
-                    at("time_s"),
-                    format!("expected 0..duration_s, got {}", d.time_s),
-                );
-            }
-            if !(20.0..=160.0).contains(&d.level_db) {
-                return err(
-                    at("level_db"),
-                    format!("expected dB SPL in 20..160, got {}", d.level_db),
-                );
-            }
-            if !(d.distance_m > 0.0 && d.distance_m < 500.0) {
-                return err(
-                    at("distance_m"),
-                    format!("expected m in (0, 500), got {}", d.distance_m),
-                );
-            }
+            c.ensure(
+                ids.contains(d.node.as_str()),
+                &at("node"),
+                format!("no node with id {:?}", d.node),
+            )?;
+            c.ensure(
+                d.time_s.is_finite() && (0.0..=self.duration_s).contains(&d.time_s),
+                &at("time_s"),
+                format!("expected 0..duration_s, got {}", d.time_s),
+            )?;
+            c.ensure(
+                (20.0..=160.0).contains(&d.level_db),
+                &at("level_db"),
+                format!("expected dB SPL in 20..160, got {}", d.level_db),
+            )?;
+            c.ensure(
+                d.distance_m > 0.0 && d.distance_m < 500.0,
+                &at("distance_m"),
+                format!("expected m in (0, 500), got {}", d.distance_m),
+            )?;
         }
         Ok(())
     }

@@ -9,14 +9,11 @@
 //!   sources in flight at any time: the combinatorial seeding dominates).
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use blastnet_aggregator_core::{Action, Engine, EngineConfig, NodeInfo, Phase, Propagation};
-use blastnet_contract::wire::DETECTION_SCHEMA;
-use blastnet_contract::{
-    ClockInfo, ClockSource, Detection, Enu, EnuFrame, Geodetic, SourceKind, StreamKind, UtcNs,
-};
+use blastnet_contract::testing::DetectionBuilder;
+use blastnet_contract::{Detection, Enu, EnuFrame, Geodetic, SourceKind, UtcNs};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -43,30 +40,13 @@ fn scenario(n_nodes: usize, period_s: f64, n_sources: usize) -> (Vec<NodeInfo>, 
     let mut dets = Vec::new();
     let mk = |id: &str, e: Enu, t: f64, kind| {
         let g = frame.to_geodetic(e);
-        Detection {
-            schema: DETECTION_SCHEMA.into(),
-            node_id: id.into(),
-            seq: 0,
-            onset_utc: t0.add_secs_f64(t),
-            onset_uncertainty_s: 0.5e-3,
-            stream: StreamKind::Acoustic,
-            kind,
-            confidence: 0.9,
-            peak: 100.0,
-            snr_db: 30.0,
-            duration_s: 0.01,
-            lat: g.lat,
-            lon: g.lon,
-            alt_m: g.alt_m,
-            clock: ClockInfo {
-                source: ClockSource::GpsPps,
-                uncertainty_s: 1e-6,
-            },
-            class_probs: BTreeMap::new(),
-            site: Some("city".into()),
-            position_uncertainty_m: None,
-            clipped: false,
-        }
+        DetectionBuilder::new(id, 0, t0.add_secs_f64(t))
+            .onset_uncertainty_s(0.5e-3)
+            .kind(kind, 0.9)
+            .peak(100.0)
+            .at(g)
+            .site("city")
+            .build()
     };
     for k in 0..n_sources {
         let src = Enu::new(

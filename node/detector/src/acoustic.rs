@@ -1,7 +1,8 @@
 //! Acoustic path.
 //!
 //! Front end (every sample, cheap): first difference (kills DC and wind
-//! leakage), non-overlapping rectangular realfft frames of ~5 ms, power in
+//! leakage), non-overlapping rectangular realfft frames (`frame_s`, default
+//! 2.5 ms, rounded up to a power of two samples), power in
 //! log-spaced bands, each band whitened by its own adaptive noise floor.
 //! A frame triggers when the whitened band energy exceeds `on_db`, or, while
 //! already on, when the positive whitened spectral flux alone does.
@@ -19,11 +20,11 @@ use realfft::{RealFftPlanner, RealToComplex};
 
 use crate::aic::aic_pick;
 use crate::classify::{Classifier, N_CLASSES};
-use crate::features::{measure, PulseGeometry, SpectralScratch};
+use crate::features::{measure, Features, PulseGeometry, SpectralScratch};
 use crate::filter::HighPass;
 use crate::ring::Ring;
 use crate::{DetectorConfig, Pick};
-use blastnet_contract::SourceKind;
+use blastnet_contract::{ClassProbs, SourceKind};
 
 const MAX_PENDING: usize = 64;
 /// Trigger history kept for the context features.
@@ -670,9 +671,58 @@ impl Acoustic {
         matches!((before, after), (Some(b), Some(a)) if a >= 2.0 * b && b > 0.0 && quiet <= 10.0 * b)
     }
 
-    /// Pick, measure and classify the candidate triggered at frame `f`.
+    /// Pick, measure and classify the candidate triggered at frame `f`:
+    /// load the raw window, high-pass a picking copy, AIC onset, first peak
+    /// and polarity, SNR gate, sub-sample onset, duplicate check, features,
+    /// classification. Each step that can refuse the candidate counts why.
     fn finish(&mut self, f: u64) -> Option<Pick> {
         let sustained = self.sustained(f);
+        let Some(win) = self.load_window(f) else {
+            self.stats.rejected_other += 1;
+            return None;
+        };
+        let len = self.pick_copy(&win);
+        let Some(peak) = self.first_peak(&win, len) else {
+            self.stats.rejected_other += 1;
+            return None;
+        };
+        let Some(noise_rms) = self.snr_gate(&win, len, &peak, sustained) else {
+            self.stats.rejected_snr += 1;
+            return None;
+        };
+        let (onset, sigma_samples, rise) = self.refine_onset(len, &peak, noise_rms);
+        let onset_abs = win.w0 as f64 + onset;
+        if onset_abs - self.last_onset < self.min_sep {
+            self.stats.rejected_duplicate += 1;
+            return None;
+        }
+        self.last_onset = onset_abs;
+
+        let geom = PulseGeometry {
+            onset: (onset.ceil() as usize).min(len - 1),
+            peak: peak.p,
+            rise_samples: rise,
+            noise_rms,
+            clipped: win.clipped,
+        };
+        let features = self.features(f, &win, &geom);
+        let (kind, confidence, class_probs) = self.classify(&features);
+        Some(Pick {
+            onset_index: onset_abs,
+            onset_uncertainty_s: sigma_samples / self.fs,
+            kind,
+            confidence,
+            class_probs,
+            peak: features.peak,
+            snr_db: features.snr_db,
+            duration_s: features.duration_s,
+            features,
+        })
+    }
+
+    /// Copy the raw window around the trigger frame `f` into `work`, note
+    /// saturation and remove the pre-window mean. `None`: too short a window.
+    fn load_window(&mut self, f: u64) -> Option<Window> {
         let n = self.n as u64;
         let frame_start = f * n;
         let w0 = frame_start
@@ -680,7 +730,6 @@ impl Acoustic {
             .max(self.ring.oldest());
         let w1 = self.samples.min(frame_start + n + self.post_n as u64);
         if w1 <= w0 + 16 {
-            self.stats.rejected_other += 1;
             return None;
         }
         let len = ((w1 - w0) as usize).min(self.work.len());
@@ -703,25 +752,37 @@ impl Acoustic {
         for v in y.iter_mut() {
             *v -= mean as f32;
         }
-        // The picking copy, only as far as the gate needs: high-passed at
-        // `pick_highpass_hz` so that low-frequency noise (wind, traffic)
-        // does not dominate the AIC.
-        let fe = (frame_start + n - w0) as usize;
-        let q_len = (fe + (2 * self.n + self.rise_win).max(self.n + self.slow_gate_n)).min(len);
-        let q = &mut self.pick_buf[..q_len];
-        q.copy_from_slice(&y[..q_len]);
-        self.pick_hp.run(q);
-        let len_full = len;
-        let len = q_len;
+        Some(Window {
+            w0,
+            len,
+            fe: (frame_start + n - w0) as usize,
+            clipped,
+        })
+    }
 
+    /// The picking copy in `pick_buf`, only as far as the gate needs:
+    /// high-passed at `pick_highpass_hz` so that low-frequency noise (wind,
+    /// traffic) does not dominate the AIC. Returns its length.
+    fn pick_copy(&mut self, win: &Window) -> usize {
+        let fe = win.fe;
+        let q_len = (fe + (2 * self.n + self.rise_win).max(self.n + self.slow_gate_n)).min(win.len);
+        let q = &mut self.pick_buf[..q_len];
+        q.copy_from_slice(&self.work[..q_len]);
+        self.pick_hp.run(q);
+        q_len
+    }
+
+    /// AIC onset, then the first excursion's peak; both copies are turned
+    /// so that the first excursion is positive. `None`: no change point, or
+    /// nothing but zeros after it.
+    fn first_peak(&mut self, win: &Window, len: usize) -> Option<FirstPeak> {
+        let fe = win.fe;
+        let q = &mut self.pick_buf[..len];
         // AIC from the window start to one frame past the trigger frame,
         // the change searched within the few frames before the trigger.
         let aic_end = (fe + self.n).min(len);
         let lo = fe.saturating_sub(4 * self.n).max(8);
-        let Some(k) = aic_pick(&q[..aic_end], lo, fe.min(aic_end)) else {
-            self.stats.rejected_other += 1;
-            return None;
-        };
+        let k = aic_pick(&q[..aic_end], lo, fe.min(aic_end))?;
 
         // Polarity of the first excursion, then its first peak.
         let a = k.saturating_sub(2);
@@ -734,21 +795,24 @@ impl Acoustic {
             }
         }
         if vmax <= 0.0 {
-            self.stats.rejected_other += 1;
             return None;
         }
         if q[imax] < 0.0 {
             for v in q.iter_mut() {
                 *v = -*v;
             }
-            for v in self.work[..len_full].iter_mut() {
+            for v in self.work[..win.len].iter_mut() {
                 *v = -*v;
             }
         }
-        let z = &self.pick_buf[..len];
-        let p = imax;
-        let pv = f64::from(z[p]);
+        Some(FirstPeak { k, a, b, p: imax })
+    }
 
+    /// The SNR gate on the picking copy: the pre-onset noise RMS if the
+    /// pulse stands `min_snr_db` above it, else `None`.
+    fn snr_gate(&self, win: &Window, len: usize, peak: &FirstPeak, sustained: bool) -> Option<f64> {
+        let z = &self.pick_buf[..len];
+        let k = peak.k;
         // Pre-onset noise.
         let noise_end = k.saturating_sub(self.rise_win / 2).max(16).min(len);
         let noise_rms = (z[..noise_end]
@@ -759,7 +823,7 @@ impl Acoustic {
             .sqrt();
         // The gate looks at the whole trigger frame after the pick, so that a
         // slowly rising sound (a launch) is judged by its level, not its first ms.
-        let gate_end = (fe + self.n).min(len).max(b);
+        let gate_end = (win.fe + self.n).min(len).max(peak.b);
         let level_db = |end: usize| -> f64 {
             let from = k.min(len - 1);
             let peak = z[from..end.max(from + 1)]
@@ -776,11 +840,15 @@ impl Acoustic {
         if gate_db < self.min_snr_db && sustained {
             gate_db = level_db((k + self.slow_gate_n).min(len).max(gate_end));
         }
-        if gate_db < self.min_snr_db {
-            self.stats.rejected_snr += 1;
-            return None;
-        }
+        (gate_db >= self.min_snr_db).then_some(noise_rms)
+    }
 
+    /// The sub-sample onset on the rising edge (in window samples), its
+    /// 1-sigma in samples, and the 10–90 % rise time in samples.
+    fn refine_onset(&self, len: usize, peak: &FirstPeak, noise_rms: f64) -> (f64, f64, f64) {
+        let z = &self.pick_buf[..len];
+        let (a, k, p) = (peak.a, peak.k, peak.p);
+        let pv = f64::from(z[p]);
         // Level crossings walking back from the peak.
         let crossing = |frac: f64| -> Option<f64> {
             let lvl = frac * pv;
@@ -825,28 +893,19 @@ impl Acoustic {
             None => (k as f64 + 0.5, pv, 0.25),
         };
         let noise_var = 2.0 * (noise_rms / slope.max(1e-30)).powi(2);
-        let sigma_samples = (model_var + noise_var).sqrt();
-        let onset_abs = w0 as f64 + onset;
-        if onset_abs - self.last_onset < self.min_sep {
-            self.stats.rejected_duplicate += 1;
-            return None;
-        }
-        self.last_onset = onset_abs;
+        (onset, (model_var + noise_var).sqrt(), rise)
+    }
 
-        let geom = PulseGeometry {
-            onset: (onset.ceil() as usize).min(len - 1),
-            peak: p,
-            rise_samples: rise,
-            noise_rms,
-            clipped,
-        };
+    /// The features of the pulse (on the whole window, gently high-passed)
+    /// and of its context in the trigger and frame-energy histories.
+    fn features(&mut self, f: u64, win: &Window, geom: &PulseGeometry) -> Features {
         // The feature copy: the whole window, gently high-passed.
-        self.hp.run(&mut self.work[..len_full]);
-        let mut features = measure(&self.work[..len_full], self.fs, &geom, &mut self.spectral);
+        self.hp.run(&mut self.work[..win.len]);
+        let mut features = measure(&self.work[..win.len], self.fs, geom, &mut self.spectral);
         // Context from the trigger history (frame-exact, so block-size free).
         let frame_dur = self.n as f64 / self.fs;
         let ctx = (CONTEXT_S / frame_dur).round() as u64;
-        let after = (self.post_n as u64).div_ceil(n);
+        let after = (self.post_n as u64).div_ceil(self.n as u64);
         let held = self.trig_count.min(TRIG_HIST);
         let (mut before, mut later) = (0usize, 0usize);
         for j in 0..held {
@@ -860,38 +919,50 @@ impl Acoustic {
         features.impulse_rate_before_hz = before as f64 / CONTEXT_S;
         features.impulse_rate_after_hz = later as f64 / (after as f64 * frame_dur);
         let ctx = self.context(f);
-        let (prominence, comparable) = (ctx.prominence_db, ctx.comparable);
-        features.local_prominence_db = prominence;
-        features.comparable_onsets = comparable;
+        features.local_prominence_db = ctx.prominence_db;
+        features.comparable_onsets = ctx.comparable;
         features.level_after_db = ctx.level_after_db;
         features.tail_db = ctx.tail_db;
-        // The optional isolation gate (off by default: the classifier sees
-        // prominence and comparable onsets as features) can only withhold
-        // a blast kind; the class probabilities stay the model's.
-        let isolated =
-            prominence >= self.gate.min_prominence_db && comparable <= self.gate.max_comparable;
+        features
+    }
+
+    /// The kind, its confidence and the class probabilities. The optional
+    /// isolation gate (off by default: the classifier sees prominence and
+    /// comparable onsets as features) can only withhold a blast kind; the
+    /// class probabilities stay the model's.
+    fn classify(&self, features: &Features) -> (SourceKind, f64, ClassProbs) {
+        let isolated = features.local_prominence_db >= self.gate.min_prominence_db
+            && features.comparable_onsets <= self.gate.max_comparable;
         let probs = self.classifier.probs(&features.vector());
         let (best, conf) = if isolated {
             self.classifier.decide(&probs)
         } else {
             (N_CLASSES - 1, probs[N_CLASSES - 1])
         };
-        let kind = [
-            SourceKind::Explosion,
-            SourceKind::Gunshot,
-            SourceKind::Launch,
-            SourceKind::OtherImpulsive,
-        ][best];
-        Some(Pick {
-            onset_index: onset_abs,
-            onset_uncertainty_s: sigma_samples / self.fs,
-            kind,
-            confidence: conf,
-            class_probs: probs,
-            peak: features.peak,
-            snr_db: features.snr_db,
-            duration_s: features.duration_s,
-            features,
-        })
+        (SourceKind::CLASSIFIED[best], conf, ClassProbs(probs))
     }
+}
+
+/// The raw window around a candidate, as loaded into `work`.
+struct Window {
+    /// Stream index of `work[0]`.
+    w0: u64,
+    /// Samples loaded.
+    len: usize,
+    /// Index of the end of the trigger frame in the window.
+    fe: usize,
+    /// Saturated around the trigger.
+    clipped: bool,
+}
+
+/// The AIC onset and the first excursion after it, in picking-copy samples.
+struct FirstPeak {
+    /// AIC change point.
+    k: usize,
+    /// Start of the first-excursion search (just before `k`).
+    a: usize,
+    /// End of the first-excursion search.
+    b: usize,
+    /// The first peak.
+    p: usize,
 }

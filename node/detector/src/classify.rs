@@ -24,10 +24,12 @@
 //! The class probabilities themselves stay calibrated and are published.
 
 use crate::features::{FEATURE_NAMES, N_FEATURES};
+use blastnet_contract::SourceKind;
 use serde::{Deserialize, Serialize};
 
-/// Number of classes: explosion, gunshot, launch, other_impulsive.
-pub const N_CLASSES: usize = 4;
+/// Number of classes: [`SourceKind::CLASSIFIED`] (explosion, gunshot, launch,
+/// other_impulsive), in that order.
+pub const N_CLASSES: usize = SourceKind::CLASSIFIED.len();
 
 /// The model's format string.
 pub const MODEL_FORMAT: &str = "blastnet-detector-gbdt/1";
@@ -109,8 +111,14 @@ impl Classifier {
         {
             return Err(format!("features: expected {FEATURE_NAMES:?}"));
         }
-        if m.classes.len() != N_CLASSES {
-            return Err(format!("classes: expected {N_CLASSES} names"));
+        if m.classes.len() != N_CLASSES
+            || m.classes
+                .iter()
+                .zip(SourceKind::CLASSIFIED)
+                .any(|(a, k)| a != k.as_str())
+        {
+            let names = SourceKind::CLASSIFIED.map(SourceKind::as_str);
+            return Err(format!("classes: expected {names:?}"));
         }
         if !(m.temperature.is_finite() && m.temperature > 0.0) {
             return Err("temperature: expected a positive number".into());

@@ -18,7 +18,7 @@ mod seismic_detector;
 pub use classify::{Classifier, Model, N_CLASSES};
 pub use features::{Features, FEATURE_NAMES, N_FEATURES};
 
-use blastnet_contract::{SourceKind, StreamKind};
+use blastnet_contract::{ClassProbs, SourceKind, StreamKind};
 use serde::{Deserialize, Serialize};
 
 /// Detector tuning. Every field has a physically motivated default; a TOML
@@ -256,8 +256,8 @@ pub struct Pick {
     pub kind: SourceKind,
     /// Calibrated probability that `kind` is right.
     pub confidence: f64,
-    /// Explosion, gunshot, launch, other_impulsive.
-    pub class_probs: [f64; 4],
+    /// Per-class probabilities ([`SourceKind::CLASSIFIED`] order).
+    pub class_probs: ClassProbs,
     /// Peak |x| in physical units (Pa or m/s).
     pub peak: f64,
     /// Peak over noise floor, dB.

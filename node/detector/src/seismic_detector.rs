@@ -4,7 +4,7 @@ use crate::aic::aic_pick;
 use crate::ring::Ring;
 use crate::seismic::{RecursiveStaLta, TriggerEvent, TriggerOnset};
 use crate::{DetectorConfig, Features, Pick};
-use blastnet_contract::SourceKind;
+use blastnet_contract::{ClassProbs, SourceKind};
 
 pub(crate) struct SeismicDetector {
     fs: f64,
@@ -140,7 +140,7 @@ impl SeismicDetector {
             onset_uncertainty_s: sigma / self.fs,
             kind: SourceKind::Unknown,
             confidence: 0.0,
-            class_probs: [0.25; 4],
+            class_probs: ClassProbs::uniform(),
             peak,
             snr_db,
             duration_s,

@@ -6,10 +6,9 @@
 use std::collections::BTreeMap;
 
 use blastnet_aggregator_core::{Action, Engine, EngineConfig, NodeInfo, Phase, Propagation};
-use blastnet_contract::wire::DETECTION_SCHEMA;
+use blastnet_contract::testing::DetectionBuilder;
 use blastnet_contract::{
-    ClockInfo, ClockSource, Detection, Enu, EnuFrame, Event, EventStatus, Geodetic, SourceKind,
-    StreamKind, UtcNs,
+    Detection, Enu, EnuFrame, Event, EventStatus, Geodetic, SourceKind, StreamKind, UtcNs,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -66,30 +65,13 @@ pub fn detection(
     conf: f64,
 ) -> Detection {
     let g = frame().to_geodetic(node.enu);
-    Detection {
-        schema: DETECTION_SCHEMA.into(),
-        node_id: node.id.clone(),
-        seq,
-        onset_utc: UtcNs(T0).add_secs_f64(onset_s),
-        onset_uncertainty_s: sigma,
-        stream,
-        kind,
-        confidence: conf,
-        peak: 120.0,
-        snr_db: 30.0,
-        duration_s: 0.01,
-        lat: g.lat,
-        lon: g.lon,
-        alt_m: g.alt_m,
-        clock: ClockInfo {
-            source: ClockSource::GpsPps,
-            uncertainty_s: 1e-6,
-        },
-        class_probs: BTreeMap::new(),
-        site: None,
-        position_uncertainty_m: None,
-        clipped: false,
-    }
+    DetectionBuilder::new(node.id.clone(), seq, UtcNs(T0).add_secs_f64(onset_s))
+        .onset_uncertainty_s(sigma)
+        .stream(stream)
+        .kind(kind, conf)
+        .peak(120.0)
+        .at(g)
+        .build()
 }
 
 /// A default engine that knows `nodes`, all online.
