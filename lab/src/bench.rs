@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use blastnet_contract::{SourceKind, StreamKind};
 use blastnet_detector::{Detector, DetectorConfig};
-use blastnet_simulator::scenes::{add_noise, render, Rng, CLASSES};
+use blastnet_simulator::scenes::{add_noise, render, Rng};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -120,7 +120,7 @@ fn write_wav(path: &std::path::Path, fs: u32, secs: f64) -> Result<usize> {
         buf.iter_mut().for_each(|v| *v = 0.0);
         add_noise(&mut rng, 0.02, 0.5, &mut buf[..len]);
         if len > 5 * fs as usize {
-            let kind: SourceKind = CLASSES[events % 4];
+            let kind: SourceKind = SourceKind::CLASSIFIED[events % 4];
             let peak = 0.02 * 10f64.powf(rng.range(15.0, 40.0) / 20.0);
             let onset = rng.range(1.0, 3.0);
             render(kind, &mut rng, f64::from(fs), onset, peak, &mut buf[..len]);

@@ -27,6 +27,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use blastnet_aggregator_core::{crlb, Arrival, Bound, Dims, Phase, Propagation};
 use blastnet_contract::blast::{peak_overpressure_pa, Burst};
+use blastnet_contract::check::{Check, FieldError};
 use blastnet_contract::{Enu, EnuFrame, Geodetic};
 use serde::Deserialize;
 
@@ -68,8 +69,7 @@ pub fn report_for(layout: &Path, over: &Overrides, csv: Option<&Path>) -> anyhow
     if let Some(s) = check(over.step_m, "step-m", 0.1, 100_000.0)? {
         plan.step_m = s;
     }
-    plan.check_grid()
-        .map_err(|m| anyhow::anyhow!("{file}: {m}"))?;
+    plan.check_grid(&Check::new(&file))?;
     let grid = plan.evaluate();
     let mut text = plan.report(&file, &grid);
     if let Some(path) = csv {
@@ -191,18 +191,6 @@ pub struct Grid {
     pub cells: Vec<PointResult>,
 }
 
-fn field_err(field: &str, expected: &str, got: impl std::fmt::Display) -> String {
-    format!("field {field}: expected {expected}, got {got}")
-}
-
-fn in_range(field: &str, v: f64, min: f64, max: f64) -> Result<f64, String> {
-    if v.is_finite() && v >= min && v <= max {
-        Ok(v)
-    } else {
-        Err(field_err(field, &format!("a value in {min}..={max}"), v))
-    }
-}
-
 impl Plan {
     /// Read and check a layout file (TOML, or JSON by extension). Errors name the file and field.
     pub fn from_file(path: &Path) -> anyhow::Result<Plan> {
@@ -212,28 +200,31 @@ impl Plan {
         let is_json = path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-        Plan::parse(&text, is_json).map_err(|m| anyhow::anyhow!("{file}: {m}"))
+        Plan::parse(&text, is_json, &file)
     }
 
-    /// Parse and check layout text; errors name the field (the caller adds the file).
-    pub fn parse(text: &str, json: bool) -> Result<Plan, String> {
+    /// Parse and check layout text; errors name `file` and the field.
+    pub fn parse(text: &str, json: bool, file: &str) -> anyhow::Result<Plan> {
         let raw: LayoutFile = if json {
             let mut de = serde_json::Deserializer::from_str(text);
             serde_path_to_error::deserialize(&mut de)
-                .map_err(|e| format!("field {}: {}", e.path(), e.inner()))?
+                .map_err(|e| anyhow::anyhow!("{file}: field {}: {}", e.path(), e.inner()))?
         } else {
-            let table: toml::Table = text
-                .parse()
-                .map_err(|e: toml::de::Error| format!("TOML syntax: {}", e.to_string().trim()))?;
+            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                anyhow::anyhow!("{file}: TOML syntax: {}", e.to_string().trim())
+            })?;
             serde_path_to_error::deserialize(toml::Value::Table(table))
-                .map_err(|e| format!("field {}: {}", e.path(), e.inner()))?
+                .map_err(|e| anyhow::anyhow!("{file}: field {}: {}", e.path(), e.inner()))?
         };
-        Plan::check(raw)
+        Ok(Plan::check(raw, &Check::new(file))?)
     }
 
-    fn check(raw: LayoutFile) -> Result<Plan, String> {
+    fn check(raw: LayoutFile, c: &Check) -> Result<Plan, FieldError> {
         if raw.nodes.len() < 3 {
-            return Err(field_err("nodes", "at least 3 nodes", raw.nodes.len()));
+            return Err(c.err(
+                "nodes",
+                format!("expected at least 3 nodes, got {}", raw.nodes.len()),
+            ));
         }
         let mut nodes = Vec::with_capacity(raw.nodes.len());
         for (i, n) in raw.nodes.iter().enumerate() {
@@ -243,22 +234,23 @@ impl Plan {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
             if !ok_id {
-                return Err(field_err(
+                return Err(c.err(
                     &format!("nodes[{i}].id"),
-                    "1..64 characters of [A-Za-z0-9_.-]",
-                    format!("{:?}", n.id),
+                    format!(
+                        "expected 1..64 characters of [A-Za-z0-9_.-], got {:?}",
+                        n.id
+                    ),
                 ));
             }
             if nodes.iter().any(|(id, _): &(String, Geodetic)| *id == n.id) {
-                return Err(field_err(
+                return Err(c.err(
                     &format!("nodes[{i}].id"),
-                    "a unique id",
-                    format!("{:?} again", n.id),
+                    format!("expected a unique id, got {:?} again", n.id),
                 ));
             }
-            let lat = in_range(&format!("nodes[{i}].lat"), n.lat, -90.0, 90.0)?;
-            let lon = in_range(&format!("nodes[{i}].lon"), n.lon, -180.0, 180.0)?;
-            let alt = in_range(&format!("nodes[{i}].alt_m"), n.alt_m, -1000.0, 10_000.0)?;
+            let lat = c.range(&format!("nodes[{i}].lat"), n.lat, -90.0, 90.0)?;
+            let lon = c.range(&format!("nodes[{i}].lon"), n.lon, -180.0, 180.0)?;
+            let alt = c.range(&format!("nodes[{i}].alt_m"), n.alt_m, -1000.0, 10_000.0)?;
             nodes.push((n.id.clone(), Geodetic::new(lat, lon, alt)));
         }
         let o = &raw.options;
@@ -266,24 +258,22 @@ impl Plan {
             "surface" => Burst::Surface,
             "free_air" => Burst::FreeAir,
             other => {
-                return Err(field_err(
+                return Err(c.err(
                     "options.burst",
-                    "\"surface\" or \"free_air\"",
-                    format!("{other:?}"),
+                    format!("expected \"surface\" or \"free_air\", got {other:?}"),
                 ))
             }
         };
         let threshold_pa = match (o.threshold_pa, o.threshold_db) {
             (Some(_), Some(_)) => {
-                return Err(field_err(
+                return Err(c.err(
                     "options.threshold_db",
-                    "either threshold_pa or threshold_db, not both",
-                    "both",
+                    "expected either threshold_pa or threshold_db, not both, got both",
                 ))
             }
-            (Some(p), None) => in_range("options.threshold_pa", p, 1e-4, 1e6)?,
+            (Some(p), None) => c.range("options.threshold_pa", p, 1e-4, 1e6)?,
             (None, Some(db)) => {
-                P_REF_PA * 10f64.powf(in_range("options.threshold_db", db, 14.0, 234.0)? / 20.0)
+                P_REF_PA * 10f64.powf(c.range("options.threshold_db", db, 14.0, 234.0)? / 20.0)
             }
             // 2 Pa = 100 dB re 20 µPa peak.
             (None, None) => 2.0,
@@ -293,45 +283,46 @@ impl Plan {
             .clone()
             .unwrap_or_else(|| vec![1.0, 2.0, 5.0, 10.0, 25.0]);
         if classes_m.is_empty() || classes_m.len() > CLASS_CHARS.len() {
-            return Err(field_err(
+            return Err(c.err(
                 "options.accuracy_classes_m",
-                &format!("1..={} bounds in metres", CLASS_CHARS.len()),
-                format!("{} bounds", classes_m.len()),
+                format!(
+                    "expected 1..={} bounds in metres, got {} bounds",
+                    CLASS_CHARS.len(),
+                    classes_m.len()
+                ),
             ));
         }
         for (i, w) in classes_m.iter().enumerate() {
             let f = format!("options.accuracy_classes_m[{i}]");
-            in_range(&f, *w, 1e-6, 1e7)?;
+            c.range(&f, *w, 1e-6, 1e7)?;
             if i > 0 && *w <= classes_m[i - 1] {
-                return Err(field_err(&f, "bounds in increasing order", w));
+                return Err(c.err(&f, format!("expected bounds in increasing order, got {w}")));
             }
         }
         let dims = match o.dims.as_deref().unwrap_or("ground") {
             "ground" => Dims::Ground,
             "free" => Dims::Free,
             other => {
-                return Err(field_err(
+                return Err(c.err(
                     "options.dims",
-                    "\"ground\" or \"free\"",
-                    format!("{other:?}"),
+                    format!("expected \"ground\" or \"free\", got {other:?}"),
                 ))
             }
         };
         let min_nodes = o.min_nodes.unwrap_or(4);
         if min_nodes < dims.unknowns() || min_nodes > nodes.len() {
-            return Err(field_err(
+            return Err(c.err(
                 "options.min_nodes",
-                &format!(
-                    "{}..={} (unknowns of the fix ..= number of nodes)",
+                format!(
+                    "expected {}..={} (unknowns of the fix ..= number of nodes), got {min_nodes}",
                     dims.unknowns(),
                     nodes.len()
                 ),
-                min_nodes,
             ));
         }
         let wind = o.wind_mps.unwrap_or([0.0, 0.0]);
         for (i, w) in wind.iter().enumerate() {
-            in_range(&format!("options.wind_mps[{i}]"), *w, -60.0, 60.0)?;
+            c.range(&format!("options.wind_mps[{i}]"), *w, -60.0, 60.0)?;
         }
         // Frame origin: centroid of the nodes' positions, mean altitude.
         let k = nodes.len() as f64;
@@ -344,21 +335,21 @@ impl Plan {
         let frame = EnuFrame::new(origin);
         let nodes_enu = nodes.iter().map(|n| frame.to_enu(n.1)).collect();
         let plan = Plan {
-            charge_kg: in_range("options.charge_kg", o.charge_kg.unwrap_or(1.0), 1e-6, 1e7)?,
+            charge_kg: c.range("options.charge_kg", o.charge_kg.unwrap_or(1.0), 1e-6, 1e7)?,
             burst,
-            pick_sigma_s: in_range(
+            pick_sigma_s: c.range(
                 "options.pick_sigma_s",
                 o.pick_sigma_s.unwrap_or(5e-4),
                 1e-9,
                 10.0,
             )?,
-            clock_sigma_s: in_range(
+            clock_sigma_s: c.range(
                 "options.clock_sigma_s",
                 o.clock_sigma_s.unwrap_or(1e-6),
                 0.0,
                 10.0,
             )?,
-            temperature_c: in_range(
+            temperature_c: c.range(
                 "options.temperature_c",
                 o.temperature_c.unwrap_or(15.0),
                 -60.0,
@@ -366,19 +357,19 @@ impl Plan {
             )?,
             wind_mps: wind,
             threshold_pa,
-            excess_db_per_km: in_range(
+            excess_db_per_km: c.range(
                 "options.excess_attenuation_db_per_km",
                 o.excess_attenuation_db_per_km.unwrap_or(0.0),
                 0.0,
                 1000.0,
             )?,
-            extent_m: in_range(
+            extent_m: c.range(
                 "options.grid_extent_m",
                 o.grid_extent_m.unwrap_or(2000.0),
                 1.0,
                 200_000.0,
             )?,
-            step_m: in_range(
+            step_m: c.range(
                 "options.grid_step_m",
                 o.grid_step_m.unwrap_or(50.0),
                 0.1,
@@ -386,7 +377,7 @@ impl Plan {
             )?,
             min_nodes,
             classes_m,
-            source_alt_m: in_range(
+            source_alt_m: c.range(
                 "options.source_alt_m",
                 o.source_alt_m.unwrap_or(mean_alt),
                 -1000.0,
@@ -397,19 +388,15 @@ impl Plan {
             frame,
             nodes_enu,
         };
-        plan.check_grid()?;
+        plan.check_grid(c)?;
         Ok(plan)
     }
 
     /// The grid must fit in [`MAX_CELLS`].
-    pub fn check_grid(&self) -> Result<(), String> {
+    pub fn check_grid(&self, c: &Check) -> Result<(), FieldError> {
         let side = 2 * (self.extent_m / self.step_m).floor() as usize + 1;
         if side.saturating_mul(side) > MAX_CELLS {
-            return Err(field_err(
-                "options.grid_step_m",
-                &format!("at most {MAX_CELLS} cells (grid_extent_m / grid_step_m <= 500)"),
-                format!("{side}×{side} cells"),
-            ));
+            return Err(c.err("options.grid_step_m", format!("expected at most {MAX_CELLS} cells (grid_extent_m / grid_step_m <= 500), got {side}×{side} cells")));
         }
         Ok(())
     }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use blastnet_aggregator::{AggregatorConfig, TimeBase};
+use blastnet_contract::broker::BrokerUrl;
+use blastnet_contract::topic::{self, NodeMessage, DEFAULT_PREFIX as PREFIX};
 use blastnet_contract::{Detection, Event, Manifest, Status, UtcNs};
 use blastnet_node::{CancellationToken, NodeRuntimeConfig, NodeSummary, Pace, ReplaySource};
 use blastnet_recording::{BareWavOptions, Scenario};
@@ -78,21 +80,13 @@ fn site_of(m: &Manifest) -> String {
     }
 }
 
+/// Host and port of a plain-TCP broker URL (replay does not speak TLS).
 fn parse_url(url: &str) -> anyhow::Result<(String, u16)> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .with_context(|| format!("--broker {url:?}: expected mqtt://host:port"))?;
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (
-            h.to_string(),
-            p.trim_end_matches('/')
-                .parse()
-                .with_context(|| format!("--broker {url:?}: port {p:?} is not a number"))?,
-        ),
-        None => (rest.trim_end_matches('/').to_string(), 1883),
-    };
-    Ok((host, port))
+    let b = BrokerUrl::parse(url).map_err(|e| anyhow::anyhow!("--broker: {e}"))?;
+    if b.tls {
+        anyhow::bail!("--broker {url:?}: replay connects without TLS; expected mqtt://host:port");
+    }
+    Ok((b.host, b.port))
 }
 
 /// Open the scenario named by `opts.path`, with a clear message if it is missing.
@@ -168,8 +162,8 @@ pub async fn run(
     mo.set_keep_alive(Duration::from_secs(30));
     mo.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut eventloop) = AsyncClient::new(mo, 1024);
-    let det_filter = format!("blastnet/{site}/node/+/detection");
-    let status_filter = format!("blastnet/{site}/node/+/status");
+    let det_filter = topic::node_kind_filter(PREFIX, &site, NodeMessage::Detection);
+    let status_filter = topic::node_kind_filter(PREFIX, &site, NodeMessage::Status);
     client
         .subscribe(&det_filter, QoS::AtLeastOnce)
         .await
@@ -195,7 +189,8 @@ pub async fn run(
                 }
                 Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                     let mut c = coll.lock().unwrap_or_else(|e| e.into_inner());
-                    if p.topic.ends_with("/detection") {
+                    let kind = topic::parse_node(PREFIX, &p.topic).ok().map(|t| t.kind);
+                    if kind == Some(NodeMessage::Detection) {
                         match serde_json::from_slice::<Detection>(&p.payload) {
                             Ok(d) => {
                                 let at = c.progress.entry(d.node_id.clone()).or_default();
@@ -204,6 +199,8 @@ pub async fn run(
                             }
                             Err(e) => tracing::warn!("{}: not a SPEC detection: {e}", p.topic),
                         }
+                    } else if kind != Some(NodeMessage::Status) {
+                        tracing::warn!("{}: not a node topic", p.topic);
                     } else if let Ok(s) = serde_json::from_slice::<Status>(&p.payload) {
                         let at = c.progress.entry(s.node_id.clone()).or_default();
                         *at = (*at).max(s.time_utc);

@@ -9,6 +9,7 @@
 // Several fixed-size arrays are walked in step: indices read clearer here.
 #![allow(clippy::needless_range_loop)]
 
+use blastnet_contract::SourceKind;
 use blastnet_detector::classify::{softmax, Classifier, Model, Tree, MODEL_FORMAT, N_CLASSES};
 use blastnet_detector::features::{FEATURE_NAMES, N_FEATURES};
 
@@ -267,9 +268,9 @@ fn model_of(trees: Vec<Tree>, temperature: f64, provenance: &str) -> Model {
         format: MODEL_FORMAT.into(),
         provenance: provenance.into(),
         features: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
-        classes: ["explosion", "gunshot", "launch", "other_impulsive"]
+        classes: SourceKind::CLASSIFIED
             .iter()
-            .map(|s| s.to_string())
+            .map(|k| k.as_str().to_string())
             .collect(),
         trees,
         temperature,

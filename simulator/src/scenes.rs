@@ -50,19 +50,6 @@ impl Rng {
     }
 }
 
-/// The four classes the detector tells apart, in `class_probs` order.
-pub const CLASSES: [SourceKind; 4] = [
-    SourceKind::Explosion,
-    SourceKind::Gunshot,
-    SourceKind::Launch,
-    SourceKind::OtherImpulsive,
-];
-
-/// Index of a class in [`CLASSES`] (`None` for `Unknown`).
-pub fn class_index(k: SourceKind) -> Option<usize> {
-    CLASSES.iter().position(|&c| c == k)
-}
-
 /// One rendered source with its truth.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TruthEvent {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use blastnet_contract::{SourceKind, StreamKind};
 use blastnet_detector::{Classifier, Detector, DetectorConfig, Pick};
-use blastnet_simulator::scenes::{add_noise, class_index, render, Rng};
+use blastnet_simulator::scenes::{add_noise, render, Rng};
 
 use super::shotspotter::read_wav_mono;
 use super::{detect, dump, dump_pick, EvalOptions};
@@ -75,7 +75,7 @@ pub(crate) fn sfx_examples(
                 .iter()
                 .find(|p| p.onset_index >= lead as f64 - 0.01 * f64::from(fs))
             {
-                if let Some(y) = class_index(kind) {
+                if let Some(y) = kind.class_index() {
                     out.push((
                         Example {
                             x: p.features.vector(),
@@ -267,7 +267,7 @@ pub(crate) fn false_alarms(
     let mut confident = [0usize; 3];
     let mut blame: std::collections::BTreeMap<String, usize> = Default::default();
     for (p, src) in &picks {
-        if let Some(k) = class_index(p.kind) {
+        if let Some(k) = p.kind.class_index() {
             by_kind[k] += 1;
         }
         if dump() {

@@ -25,9 +25,8 @@ pub mod training;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use blastnet_contract::StreamKind;
+use blastnet_contract::{SourceKind, StreamKind};
 use blastnet_detector::{Classifier, Detector, DetectorConfig, Pick};
-use blastnet_simulator::scenes::{class_index, CLASSES};
 
 use crate::train;
 use field::{false_alarms, print_reliability, sfx_examples};
@@ -91,7 +90,7 @@ pub fn run(args: &EvalOptions) -> Result<()> {
         Ok(ex) => {
             let right = ex
                 .iter()
-                .filter(|(e, p)| class_index(p.kind) == Some(e.y))
+                .filter(|(e, p)| p.kind.class_index() == Some(e.y))
                 .count();
             println!("\n## sounds-dev designed effects (held-out rows, first pick per clip)");
             println!(
@@ -100,7 +99,7 @@ pub fn run(args: &EvalOptions) -> Result<()> {
                 100.0 * right as f64 / ex.len().max(1) as f64
             );
             for (e, p) in &ex {
-                let got = class_index(p.kind).unwrap_or(3);
+                let got = p.kind.class_index().unwrap_or(3);
                 pairs.push((p.confidence, got == e.y));
                 confusion[e.y][got] += 1;
             }
@@ -116,7 +115,7 @@ pub fn run(args: &EvalOptions) -> Result<()> {
     for (k, row) in confusion.iter().enumerate() {
         println!(
             "  {:<16} {:>6} {:>6} {:>6} {:>6}",
-            CLASSES[k].as_str(),
+            SourceKind::CLASSIFIED[k].as_str(),
             row[0],
             row[1],
             row[2],
@@ -178,7 +177,7 @@ pub(crate) fn dump() -> bool {
 
 pub(crate) fn dump_pick(label: &str, p: &Pick) {
     let ungated = Classifier::builtin()
-        .map(|c| CLASSES[argmax(&c.probs(&p.features.vector()))].as_str())
+        .map(|c| SourceKind::CLASSIFIED[argmax(&c.probs(&p.features.vector()))].as_str())
         .unwrap_or("?");
     eprintln!(
         "DUMP\t{label}\t{}\t{:.3}\t{:.1}\t{:.1}\t{}\t{ungated}",

@@ -7,7 +7,6 @@ use anyhow::{bail, Context, Result};
 use blastnet_contract::{SourceKind, StreamKind, UtcNs};
 use blastnet_detector::{Classifier, DetectorConfig, Pick};
 use blastnet_recording::import::shotspotter as ss;
-use blastnet_simulator::scenes::class_index;
 
 use super::{detect, dump, dump_pick, median, nearest, pct};
 
@@ -173,7 +172,7 @@ pub(crate) fn print_shotspotter(
         100.0 * g as f64 / fp3.len().max(1) as f64
     );
     for p in fp3 {
-        let got = class_index(p.kind).unwrap_or(3);
+        let got = p.kind.class_index().unwrap_or(3);
         confusion[1][got] += 1;
         pairs.push((p.confidence, got == 1));
     }

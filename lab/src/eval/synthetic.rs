@@ -3,7 +3,7 @@
 use anyhow::Result;
 use blastnet_contract::{SourceKind, StreamKind};
 use blastnet_detector::{Classifier, DetectorConfig};
-use blastnet_simulator::scenes::{self, class_index, SceneSpec, CLASSES};
+use blastnet_simulator::scenes::{self, SceneSpec};
 
 use super::{detect, dump, dump_pick, median, nearest, pct, EvalOptions};
 
@@ -15,7 +15,7 @@ pub(crate) fn synth_spec(fs: f64) -> SceneSpec {
         duration_s: 60.0,
         spacing_s: 4.0,
         snr_db: (6.0, 45.0),
-        classes: CLASSES.to_vec(),
+        classes: SourceKind::CLASSIFIED.to_vec(),
         noise_rms: 0.02,
     }
 }
@@ -52,7 +52,7 @@ pub(crate) fn synthetic_eval(
             // the muzzle blast behind an N-wave may be picked instead).
             let win = 0.020 * f64::from(fs);
             for e in &sc.events {
-                let Some(ci) = class_index(e.kind) else {
+                let Some(ci) = e.kind.class_index() else {
                     continue;
                 };
                 let snr = 20.0 * (e.peak / sc.noise_rms).log10();
@@ -91,7 +91,7 @@ pub(crate) fn synthetic_eval(
                     }
                     // Scored on what the node reports: its `kind` (after
                     // the isolation gate) and that kind's confidence.
-                    let got = class_index(p.kind).unwrap_or(3);
+                    let got = p.kind.class_index().unwrap_or(3);
                     confusion[ci][got] += 1;
                     pairs.push((p.confidence, got == ci));
                     if snr >= AUDIBLE_DB && ci < 3 {

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use blastnet_contract::{SourceKind, StreamKind};
 use blastnet_detector::{Classifier, DetectorConfig};
-use blastnet_simulator::scenes::{self, class_index};
+use blastnet_simulator::scenes::{self};
 
 use super::field::{distractors, field_hours, print_reliability, sfx_examples, Half};
 use super::shotspotter::shotspotter;
@@ -32,7 +32,7 @@ pub(crate) fn synth_examples(
             } else {
                 0.005
             } * f64::from(fs);
-            if let (Some(p), Some(y)) = (nearest(&picks, e.onset_index, w), class_index(e.kind)) {
+            if let (Some(p), Some(y)) = (nearest(&picks, e.onset_index, w), e.kind.class_index()) {
                 out.push(Example {
                     x: p.features.vector(),
                     y,

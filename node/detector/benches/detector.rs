@@ -5,7 +5,7 @@
 
 use blastnet_contract::StreamKind;
 use blastnet_detector::{Detector, DetectorConfig};
-use blastnet_simulator::scenes::{add_noise, render, Rng, CLASSES};
+use blastnet_simulator::scenes::{add_noise, render, Rng};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn signal(fs: usize, secs: usize) -> Vec<f32> {
@@ -14,7 +14,14 @@ fn signal(fs: usize, secs: usize) -> Vec<f32> {
     add_noise(&mut rng, 0.02, 0.5, &mut x);
     for (i, c) in x.chunks_mut(5 * fs).enumerate() {
         let peak = 0.02 * 10f64.powf(rng.range(15.0, 40.0) / 20.0);
-        render(CLASSES[i % 4], &mut rng, fs as f64, 1.0, peak, c);
+        render(
+            SourceKind::CLASSIFIED[i % 4],
+            &mut rng,
+            fs as f64,
+            1.0,
+            peak,
+            c,
+        );
     }
     x
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use blastnet_contract::StreamKind;
 use blastnet_detector::{Detector, DetectorConfig};
-use blastnet_simulator::scenes::{scene, SceneSpec, CLASSES};
+use blastnet_simulator::scenes::{scene, SceneSpec};
 
 struct Counting;
 
@@ -48,7 +48,7 @@ fn count_allocs(kind: StreamKind, fs: f64) -> (usize, usize) {
         duration_s: 30.0,
         spacing_s: 3.0,
         snr_db: (15.0, 40.0),
-        classes: CLASSES.to_vec(),
+        classes: SourceKind::CLASSIFIED.to_vec(),
         noise_rms: if kind == StreamKind::Acoustic {
             0.02
         } else {

@@ -244,7 +244,7 @@ fn probs_of(det: &Detection) -> [f64; 5] {
     let mut p = [0.0; 5];
     if !det.class_probs.is_empty() {
         for (name, &v) in &det.class_probs {
-            if let Some(i) = SourceKind::ALL.iter().position(|k| k.as_str() == name) {
+            if let Some(i) = SourceKind::from_name(name).map(kind_index) {
                 if v.is_finite() && v > 0.0 {
                     p[i] += v;
                 }
