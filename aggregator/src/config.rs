@@ -28,7 +28,7 @@ pub enum ConfigError {
     /// The TOML does not parse or a key has the wrong type or is unknown.
     #[error("{origin}: {message}")]
     Syntax {
-        /// File name (or "<default>").
+        /// File name (or `"<default>"`).
         origin: String,
         /// toml's message, which names the key and the line.
         message: String,
@@ -36,7 +36,7 @@ pub enum ConfigError {
     /// A value parses but is not acceptable.
     #[error("{origin}: field `{field}`: {message}")]
     Field {
-        /// File name (or "<built-in>").
+        /// File name (or `"<built-in>"`).
         origin: String,
         /// Dotted key, e.g. `mqtt.broker`.
         field: String,

@@ -1,8 +1,8 @@
 //! WGS84 geodesy: geodetic <-> ECEF <-> local East-North-Up.
 //!
 //! Written out rather than taken from a crate: the formulas are a dozen lines,
-//! `../shared/CRATES.md` records that `map_3d`, `geoconv` and `nav-types`
-//! agree with them to 0.1 mm, and the aggregator needs only these three
+//! `map_3d`, `geoconv` and `nav-types` were checked to agree with them to
+//! 0.1 mm, and the aggregator needs only these three
 //! conversions. Source: NGA.STND.0036_1.0.0_WGS84 (2014), eq. 4-14 for
 //! geodetic -> ECEF; the inverse is Bowring's (1976) iteration, which
 //! converges to well below a millimetre in two steps for any terrestrial or

@@ -319,7 +319,7 @@ fn check_position(
 mod tests {
     use super::*;
 
-    /// The manifest example of SPEC.md v1, verbatim.
+    /// The manifest example of `contract/SPEC.md` (v1), verbatim.
     pub(crate) const SPEC_EXAMPLE: &str = r#"{
   "format": "blastnet-recording/1",
   "name": "damascus-salvo",

@@ -1,6 +1,6 @@
 //! SPEC v1 MQTT payloads: detection, status, event.
 //!
-//! Field names and meanings are exactly those of `SPEC.md`. Fields marked
+//! Field names and meanings are exactly those of `contract/SPEC.md` (v1). Fields marked
 //! "extension" are additions allowed by the SPEC ("code may add fields");
 //! they are optional on input so that payloads from other v1 producers parse.
 

@@ -11,7 +11,7 @@
 //! solver works internally with τ0 = c·t0 in metres so that the normal
 //! matrix is well scaled (all columns ~1). The LM loop is hand-written on
 //! nalgebra fixed-size 4×4 matrices: the problem has at most four unknowns,
-//! and CRATES.md measured ~0.6 µs per fix for this shape against ~3.4 µs for
+//! and it was measured at ~0.6 µs per fix for this shape against ~3.4 µs for
 //! the `levenberg-marquardt` crate (whose dynamic storage buys nothing here).
 
 use blastnet_contract::{Crlb, Enu, Uncertainty};
