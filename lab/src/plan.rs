@@ -746,7 +746,7 @@ alt_m = 300
 
     #[test]
     fn hearing_range_inverts_the_peak_law() {
-        let p = Plan::parse(SQUARE, false).unwrap();
+        let p = Plan::parse(SQUARE, false, "square.toml").unwrap();
         let r = p.hearing_range_m();
         assert!(
             (p.peak_pa(r) / 20.0 - 1.0).abs() < 1e-9,
@@ -760,13 +760,21 @@ alt_m = 300
 
     #[test]
     fn a_bad_field_is_named() {
-        let e = Plan::parse(&SQUARE.replace("lat = 40.002", "lat = 140.002"), false).unwrap_err();
-        assert!(e.contains("nodes[1].lat"), "{e}");
-        let e = Plan::parse(
-            &SQUARE.replace("charge_kg = 1.0", "charge_kg = \"big\""),
-            false,
-        )
-        .unwrap_err();
-        assert!(e.contains("options.charge_kg"), "{e}");
+        let bad_lat = SQUARE.replace("lat = 40.002", "lat = 140.002");
+        let e = Plan::parse(&bad_lat, false, "square.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("square.toml") && e.contains("nodes[1].lat"),
+            "{e}"
+        );
+        let bad_charge = SQUARE.replace("charge_kg = 1.0", "charge_kg = \"big\"");
+        let e = Plan::parse(&bad_charge, false, "square.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("square.toml") && e.contains("options.charge_kg"),
+            "{e}"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! STA/LTA path at 200 Hz.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use blastnet_contract::StreamKind;
+use blastnet_contract::{SourceKind, StreamKind};
 use blastnet_detector::{Detector, DetectorConfig};
 use blastnet_simulator::scenes::{add_noise, render, Rng};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

@@ -7,7 +7,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use blastnet_contract::StreamKind;
+use blastnet_contract::{SourceKind, StreamKind};
 use blastnet_detector::{Detector, DetectorConfig};
 use blastnet_simulator::scenes::{scene, SceneSpec};
 

@@ -87,7 +87,7 @@ fn picks_do_not_depend_on_block_size() {
         duration_s: 20.0,
         spacing_s: 3.0,
         snr_db: (15.0, 40.0),
-        classes: blastnet_simulator::scenes::CLASSES.to_vec(),
+        classes: SourceKind::CLASSIFIED.to_vec(),
         noise_rms: 0.02,
     };
     let sc = scene(3, &spec);
@@ -123,7 +123,7 @@ fn every_pick_is_emitted_within_the_stated_latency() {
         duration_s: 15.0,
         spacing_s: 3.0,
         snr_db: (20.0, 40.0),
-        classes: blastnet_simulator::scenes::CLASSES.to_vec(),
+        classes: SourceKind::CLASSIFIED.to_vec(),
         noise_rms: 0.02,
     };
     let sc = scene(5, &spec);
