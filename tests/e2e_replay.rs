@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::Command;
 
 use blastnet_contract::{Event, Manifest, SourceKind};
+use blastnet_recording::truth::{self, Judge};
 use blastnet_simulator::{random_array, write_scenario, WriteOptions};
 
 /// A copy of the shipped `recordings/<name>` in a temp folder: replay writes
@@ -52,25 +53,18 @@ fn replay(dir: &Path, broker: Option<&str>) -> (Manifest, Vec<Event>, String) {
 /// For each true blast, the horizontal error of the nearest event within 2 s
 /// and the tolerance it must meet; `None` when no event is near.
 fn errors(m: &Manifest, events: &[Event], gps_sigma_m: f64) -> Vec<Option<(f64, f64)>> {
-    let frame = blastnet_contract::EnuFrame::new(m.nodes[0].position());
-    let truth = m.truth.as_deref().unwrap_or(&[]);
-    truth
+    let judge = Judge {
+        frame: truth::frame(m).expect("nodes"),
+        window_s: 2.0,
+        k: 5.0,
+        gps_sigma_m,
+    };
+    m.truth
+        .as_deref()
+        .unwrap_or(&[])
         .iter()
         .filter(|t| t.kind.is_blast())
-        .map(|t| {
-            let tp = frame.to_enu(blastnet_contract::Geodetic::new(t.lat, t.lon, t.alt_m));
-            events
-                .iter()
-                .filter(|e| e.origin_utc.secs_since(t.time_utc).abs() < 2.0)
-                .map(|e| {
-                    let ep = frame.to_enu(blastnet_contract::Geodetic::new(e.lat, e.lon, e.alt_m));
-                    let crlb = e.crlb.as_ref().map_or(0.0, |c| c.horizontal_m);
-                    let sigma = e.uncertainty.horizontal_m.max(crlb);
-                    let tol = 5.0 * (sigma * sigma + gps_sigma_m * gps_sigma_m).sqrt();
-                    (tp.horizontal_distance(ep), tol)
-                })
-                .min_by(|a, b| a.0.total_cmp(&b.0))
-        })
+        .map(|t| judge.nearest(t, events))
         .collect()
 }
 
@@ -133,18 +127,20 @@ fn shipped_city_salvo_locates_every_explosion() {
     // No ghost: every event lies within 5 sigma (+ GPS error) of a true
     // source (any kind: a located launch or distractor is no ghost) heard
     // within 2 s of its origin.
-    let frame = blastnet_contract::EnuFrame::new(m.nodes[0].position());
+    let judge = Judge {
+        frame: truth::frame(&m).expect("nodes"),
+        window_s: 2.0,
+        k: 5.0,
+        gps_sigma_m: 1.0,
+    };
     let truth = m.truth.take().expect("truth");
     for e in &events {
-        let ep = frame.to_enu(blastnet_contract::Geodetic::new(e.lat, e.lon, e.alt_m));
-        let crlb = e.crlb.as_ref().map_or(0.0, |c| c.horizontal_m);
-        let sigma = e.uncertainty.horizontal_m.max(crlb);
-        let tol = 5.0 * (sigma * sigma + 1.0).sqrt();
-        let explained = truth.iter().any(|t| {
-            let tp = frame.to_enu(blastnet_contract::Geodetic::new(t.lat, t.lon, t.alt_m));
-            e.origin_utc.secs_since(t.time_utc).abs() < 2.0 && tp.horizontal_distance(ep) <= tol
-        });
-        assert!(explained, "ghost event {} at {ep:?}\n{log}", e.event_id);
+        let explained = truth.iter().any(|t| judge.matches(t, e));
+        assert!(
+            explained,
+            "ghost event {} at {:.5},{:.5}\n{log}",
+            e.event_id, e.lat, e.lon
+        );
     }
     m.truth = Some(
         truth

@@ -353,21 +353,13 @@ mod tests {
             (t.site, t.node, t.kind),
             ("s1", "n01", MessageKind::Detection)
         );
-        let t = parse_topic("a/b", "a/b/x/node/n/status").expect("ok");
-        assert_eq!((t.site, t.node, t.kind), ("x", "n", MessageKind::Status));
-        for bad in [
-            "blastnet/s1/node/n01",
-            "blastnet/s1/node/n01/detection/x",
-            "blastnet/s1/nodes/n01/detection",
-            "other/s1/node/n01/detection",
-            "blastnetx/s1/node/n01/detection",
-            "blastnet//node/n01/detection",
-        ] {
-            assert_eq!(
-                parse_topic("blastnet", bad).expect_err(bad).reason,
-                Reason::Topic
-            );
-        }
+        // The grammar's cases are tested in `blastnet_contract::topic`; here,
+        // that a refused topic is counted under its own reason.
+        let bad = "blastnet/s1/nodes/n01/detection";
+        assert_eq!(
+            parse_topic("blastnet", bad).expect_err(bad).reason,
+            Reason::Topic
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod pipeline;
 mod service;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
 pub mod testkit;
 
 pub use config::{AggregatorConfig, ConfigError, TimeBase};

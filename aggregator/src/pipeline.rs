@@ -40,14 +40,8 @@ const DEFAULT_CLOCK_UNCERTAINTY_S: f64 = 0.0;
 pub enum Output {
     /// Publish (MQTT), store and broadcast this event revision.
     Event(Box<EventOut>),
-    /// The engine flagged a node.
-    Flag {
-        /// Node.
-        node_id: String,
-        /// Why.
-        reason: String,
-    },
-    /// A node's registry entry changed (for the live map).
+    /// A node's registry entry changed (for the live map), also when the
+    /// engine flagged it (`NodeView::flagged`).
     Node(Box<NodeView>),
     /// Nodes mode: every node that came online is offline and the engine is flushed.
     Completed,
@@ -552,13 +546,10 @@ impl Pipeline {
                     self.metrics.nodes_flagged.fetch_add(1, Relaxed);
                     tracing::warn!(node = %node_id, "engine flagged node: {reason}");
                     if let Some(n) = self.nodes.get_mut(&node_id) {
-                        n.view.flagged = Some(reason.clone());
+                        n.view.flagged = Some(reason);
                         out.push(Output::Node(Box::new(n.view.clone())));
                     }
-                    out.push(Output::Flag { node_id, reason });
                 }
-                #[allow(unreachable_patterns)]
-                _ => {}
             }
         }
     }

@@ -473,7 +473,6 @@ impl Processor {
                     let mut map = self.nodes.write().unwrap_or_else(|p| p.into_inner());
                     map.insert(n.node_id.clone(), *n);
                 }
-                Output::Flag { .. } => {}
                 Output::Completed => {
                     tracing::info!("every node is offline: engine flushed");
                     let _ = self.completed_tx.send(true);

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
+use blastnet_contract::testing::DetectionBuilder;
 use blastnet_contract::topic::{self, NodeMessage};
 use blastnet_contract::{
-    physics, ClockInfo, ClockSource, Detection, EnuFrame, Geodetic, NodeState, SourceKind, Status,
-    StreamKind, UtcNs,
+    physics, ClockInfo, ClockSource, Detection, EnuFrame, Geodetic, NodeState, Status, UtcNs,
 };
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Outgoing, Packet, QoS};
 
@@ -87,25 +87,9 @@ impl Layout {
             .iter()
             .map(|(id, p)| {
                 let t = physics::travel_time(c, [0.0, 0.0], src, frame.to_enu(*p));
-                Detection {
-                    onset_uncertainty_s: 1e-4,
-                    stream: StreamKind::Acoustic,
-                    kind: SourceKind::Explosion,
-                    confidence: 0.9,
-                    peak: 50.0,
-                    snr_db: 30.0,
-                    duration_s: 0.01,
-                    ..Detection::new(
-                        id.clone(),
-                        seq,
-                        origin.add_secs_f64(t),
-                        *p,
-                        ClockInfo {
-                            source: ClockSource::GpsPps,
-                            uncertainty_s: 1e-6,
-                        },
-                    )
-                }
+                DetectionBuilder::new(id.clone(), seq, origin.add_secs_f64(t))
+                    .at(*p)
+                    .build()
             })
             .collect();
         v.sort_by_key(|d| d.onset_utc);

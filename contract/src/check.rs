@@ -146,6 +146,28 @@ impl<'a> Check<'a> {
         }
     }
 
+    /// The ids of a `nodes` list: each one non-empty MQTT topic level (no
+    /// '/', '+', '#', nor any of `also_refused`), none twice; errors name
+    /// `nodes[i].id`.
+    pub fn node_ids<'n>(
+        &self,
+        ids: impl IntoIterator<Item = &'n str>,
+        also_refused: &[char],
+    ) -> Result<(), FieldError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, id) in ids.into_iter().enumerate() {
+            let field = format!("nodes[{i}].id");
+            let bad = id.is_empty() || id.contains(['/', '+', '#']) || id.contains(also_refused);
+            self.ensure(
+                !bad,
+                &field,
+                format!("expected a non-empty id without '/', '+' or '#', got {id:?}"),
+            )?;
+            self.ensure(seen.insert(id), &field, format!("duplicate node id {id:?}"))?;
+        }
+        Ok(())
+    }
+
     /// Keep going: remember the error of `r` (if any) and return its value.
     pub fn collect<T>(&mut self, r: Result<T, FieldError>) -> Option<T> {
         match r {

@@ -238,22 +238,9 @@ impl Manifest {
                 "expected [east, north] in m/s, each within ±100",
             )?;
         }
-        let mut seen = std::collections::BTreeSet::new();
+        c.node_ids(self.nodes.iter().map(|n| n.id.as_str()), &[])?;
         for (i, node) in self.nodes.iter().enumerate() {
             let at = |f: &str| format!("nodes[{i}].{f}");
-            c.ensure(
-                !(node.id.is_empty() || node.id.contains(['/', '+', '#'])),
-                &at("id"),
-                format!(
-                    "expected a non-empty id without '/', '+' or '#', got {:?}",
-                    node.id
-                ),
-            )?;
-            c.ensure(
-                seen.insert(node.id.as_str()),
-                &at("id"),
-                format!("duplicate node id {:?}", node.id),
-            )?;
             check_position(&c, &at(""), node.lat, node.lon, node.alt_m)?;
             if let Some(u) = node.position_uncertainty_m {
                 c.ensure(

@@ -228,20 +228,7 @@ impl Plan {
         }
         let mut nodes = Vec::with_capacity(raw.nodes.len());
         for (i, n) in raw.nodes.iter().enumerate() {
-            let ok_id = !n.id.is_empty()
-                && n.id.len() <= 64
-                && n.id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-            if !ok_id {
-                return Err(c.err(
-                    &format!("nodes[{i}].id"),
-                    format!(
-                        "expected 1..64 characters of [A-Za-z0-9_.-], got {:?}",
-                        n.id
-                    ),
-                ));
-            }
+            c.name(&format!("nodes[{i}].id"), &n.id)?;
             if nodes.iter().any(|(id, _): &(String, Geodetic)| *id == n.id) {
                 return Err(c.err(
                     &format!("nodes[{i}].id"),

@@ -1,6 +1,8 @@
-//! Evaluation against a manifest's `truth`: which events match which true
-//! sources, their location errors, recall and ghosts. Read only by the replay
-//! summary, `blastnet eval` and tests — never by the node or the aggregator.
+//! Evaluation against a manifest's `truth`, in one place: [`evaluate`]
+//! matches events to true sources one to one (replay's summary, the release
+//! evaluation), [`Judge`] decides whether an event stands for a source within
+//! a tolerance of its reported uncertainty (the end-to-end and engine tests).
+//! Read only by evaluation and tests — never by the node or the aggregator.
 
 use blastnet_contract::{Enu, EnuFrame, Event, Manifest, TruthSource};
 
@@ -126,4 +128,62 @@ pub fn evaluate(manifest: &Manifest, events: &[Event], window_s: f64) -> Evaluat
         .filter(|&ei| !t_used.contains(&Some(ei)))
         .collect();
     out
+}
+
+/// The ENU frame truth and events are compared in: the first node's position.
+pub fn frame(manifest: &Manifest) -> Option<EnuFrame> {
+    manifest.nodes.first().map(|n| EnuFrame::new(n.position()))
+}
+
+/// What an event may be off by horizontally and still count: `k` sigma, sigma
+/// being the larger of its reported 1-sigma horizontal uncertainty and its
+/// Cramér–Rao bound, combined with the recording's GPS position error.
+pub fn tolerance_m(e: &Event, k: f64, gps_sigma_m: f64) -> f64 {
+    let crlb = e.crlb.as_ref().map_or(0.0, |c| c.horizontal_m);
+    let sigma = e.uncertainty.horizontal_m.max(crlb);
+    k * (sigma * sigma + gps_sigma_m * gps_sigma_m).sqrt()
+}
+
+/// Horizontal distance between a true source and an event, m.
+pub fn horizontal_error_m(frame: &EnuFrame, t: &TruthSource, e: &Event) -> f64 {
+    let tp = frame.to_enu(blastnet_contract::Geodetic::new(t.lat, t.lon, t.alt_m));
+    let ep = frame.to_enu(blastnet_contract::Geodetic::new(e.lat, e.lon, e.alt_m));
+    tp.horizontal_distance(ep)
+}
+
+/// A tolerance judge: an event stands for a true source when their times
+/// differ by less than `window_s` and it lies within [`tolerance_m`] of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Judge {
+    /// The comparison frame ([`frame`]).
+    pub frame: EnuFrame,
+    /// Origin-time window, s.
+    pub window_s: f64,
+    /// Sigmas of tolerance.
+    pub k: f64,
+    /// The recording's GPS position error (1-sigma horizontal), m.
+    pub gps_sigma_m: f64,
+}
+
+impl Judge {
+    /// Whether `e` stands for `t`.
+    pub fn matches(&self, t: &TruthSource, e: &Event) -> bool {
+        e.origin_utc.secs_since(t.time_utc).abs() < self.window_s
+            && horizontal_error_m(&self.frame, t, e) <= tolerance_m(e, self.k, self.gps_sigma_m)
+    }
+
+    /// The horizontal error of the event nearest to `t` among those within
+    /// the time window, with that event's tolerance; `None` when none is.
+    pub fn nearest(&self, t: &TruthSource, events: &[Event]) -> Option<(f64, f64)> {
+        events
+            .iter()
+            .filter(|e| e.origin_utc.secs_since(t.time_utc).abs() < self.window_s)
+            .map(|e| {
+                (
+                    horizontal_error_m(&self.frame, t, e),
+                    tolerance_m(e, self.k, self.gps_sigma_m),
+                )
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+    }
 }

@@ -596,22 +596,10 @@ impl ScenarioSpec {
             "nodes",
             "expected at least one node",
         )?;
-        let mut ids = std::collections::BTreeSet::new();
+        // A node id also names its WAV file: no backslash either.
+        c.node_ids(self.nodes.iter().map(|n| n.id.as_str()), &['\\'])?;
         for (i, n) in self.nodes.iter().enumerate() {
             let at = |f: &str| format!("nodes[{i}].{f}");
-            c.ensure(
-                !(n.id.is_empty() || n.id.contains(['/', '+', '#', '\\'])),
-                &at("id"),
-                format!(
-                    "expected a non-empty id without '/', '+', '#', got {:?}",
-                    n.id
-                ),
-            )?;
-            c.ensure(
-                ids.insert(n.id.as_str()),
-                &at("id"),
-                format!("duplicate node id {:?}", n.id),
-            )?;
             c.ensure(
                 finite3(&n.at) && n.at[2] >= 0.0 && n.at[2] <= 1000.0,
                 &at("at"),

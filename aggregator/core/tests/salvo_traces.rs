@@ -22,6 +22,7 @@ use blastnet_aggregator_core::{
 use blastnet_contract::{
     Detection, EnuFrame, Event, EventStatus, Geodetic, Manifest, SourceKind, UtcNs,
 };
+use blastnet_recording::truth::{self, Judge};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -59,12 +60,11 @@ fn salvo_manifest() -> Manifest {
 fn judge(events: &[Event]) -> Result<(), String> {
     let m = salvo_manifest();
     let truth = m.truth.clone().unwrap();
-    let frame = EnuFrame::new(m.nodes[0].position());
-    let pos = |lat, lon, alt| frame.to_enu(Geodetic::new(lat, lon, alt));
-    let tol = |e: &Event| {
-        let crlb = e.crlb.as_ref().map_or(0.0, |c| c.horizontal_m);
-        let s = e.uncertainty.horizontal_m.max(crlb);
-        5.0 * (s * s + 1.0).sqrt()
+    let judge = |window_s| Judge {
+        frame: truth::frame(&m).expect("nodes"),
+        window_s,
+        k: 5.0,
+        gps_sigma_m: 1.0,
     };
     let summary: Vec<String> = events
         .iter()
@@ -76,12 +76,7 @@ fn judge(events: &[Event]) -> Result<(), String> {
         })
         .collect();
     for t in truth.iter().filter(|t| t.kind == SourceKind::Explosion) {
-        let tp = pos(t.lat, t.lon, t.alt_m);
-        let hit = events.iter().any(|e| {
-            e.origin_utc.secs_since(t.time_utc).abs() < 1.0
-                && pos(e.lat, e.lon, e.alt_m).horizontal_distance(tp) <= tol(e)
-        });
-        if !hit {
+        if !events.iter().any(|e| judge(1.0).matches(t, e)) {
             return Err(format!(
                 "{} not located; events {summary:#?}",
                 t.label.as_deref().unwrap_or("?")
@@ -89,13 +84,11 @@ fn judge(events: &[Event]) -> Result<(), String> {
         }
     }
     for e in events {
-        let ep = pos(e.lat, e.lon, e.alt_m);
-        let explained = truth.iter().any(|t| {
-            e.origin_utc.secs_since(t.time_utc).abs() < 2.0
-                && pos(t.lat, t.lon, t.alt_m).horizontal_distance(ep) <= tol(e)
-        });
-        if !explained {
-            return Err(format!("ghost event {} at {ep:?}", e.event_id));
+        if !truth.iter().any(|t| judge(2.0).matches(t, e)) {
+            return Err(format!(
+                "ghost event {} at {:.5},{:.5}",
+                e.event_id, e.lat, e.lon
+            ));
         }
     }
     Ok(())
