@@ -744,7 +744,7 @@ impl ScenarioSpec {
         for (i, d) in self.distractors.iter().enumerate() {
             let at = |f: &str| format!("distractors[{i}].{f}");
             c.ensure(
-                ids.contains(d.node.as_str()),
+                self.nodes.iter().any(|n| n.id == d.node),
                 &at("node"),
                 format!("no node with id {:?}", d.node),
             )?;

@@ -19,9 +19,7 @@ use std::path::Path;
 use blastnet_aggregator_core::{
     Action, Engine, EngineConfig, NodeInfo, NodesWatermark, TraceEntry,
 };
-use blastnet_contract::{
-    Detection, EnuFrame, Event, EventStatus, Geodetic, Manifest, SourceKind, UtcNs,
-};
+use blastnet_contract::{Detection, Event, EventStatus, Manifest, SourceKind, UtcNs};
 use blastnet_recording::truth::{self, Judge};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
