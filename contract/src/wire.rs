@@ -67,10 +67,10 @@ impl SourceKind {
     /// The classes the node's classifier tells apart, in the order of its
     /// probability vector ([`ClassProbs`]): every kind but `Unknown`.
     pub const CLASSIFIED: [SourceKind; 4] = [
-        SourceKind::Explosion,
-        SourceKind::Gunshot,
-        SourceKind::Launch,
-        SourceKind::OtherImpulsive,
+        SourceKind::ALL[0],
+        SourceKind::ALL[1],
+        SourceKind::ALL[2],
+        SourceKind::ALL[3],
     ];
 
     /// Index in [`SourceKind::CLASSIFIED`] (`None` for `Unknown`).
