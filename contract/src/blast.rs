@@ -236,6 +236,17 @@ pub fn friedlander(ps: f64, td: f64, b: f64, t: f64) -> f64 {
     }
 }
 
+/// Whitham's N-wave of a supersonic projectile, unit peak: 1 − 2t/T for
+/// 0 ≤ t < T (the bow shock's compression, then the tail shock), zero
+/// elsewhere.
+pub fn n_wave(duration: f64, t: f64) -> f64 {
+    if (0.0..duration).contains(&t) {
+        1.0 - 2.0 * t / duration
+    } else {
+        0.0
+    }
+}
+
 /// Positive-phase impulse of a Friedlander wave, Pa·s:
 /// ∫₀^td p dt = Ps td (1/b − (1 − e^(−b))/b²).
 pub fn friedlander_impulse(ps: f64, td: f64, b: f64) -> f64 {

@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use blastnet_contract::blast;
+
 use realfft::num_complex::Complex;
 use realfft::RealFftPlanner;
 
@@ -30,17 +32,8 @@ impl Wave {
             return 0.0;
         }
         match self {
-            Wave::Friedlander { td, b } => {
-                let x = tau / td;
-                (1.0 - x) * (-b * x).exp()
-            }
-            Wave::Nwave { duration } => {
-                if tau < *duration {
-                    1.0 - 2.0 * tau / duration
-                } else {
-                    0.0
-                }
-            }
+            Wave::Friedlander { td, b } => blast::friedlander(1.0, *td, *b, tau),
+            Wave::Nwave { duration } => blast::n_wave(*duration, tau),
             Wave::DampedSine { freq, decay, phase } => {
                 (-tau / decay).exp() * (2.0 * std::f64::consts::PI * freq * tau + phase).sin()
             }

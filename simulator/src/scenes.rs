@@ -7,7 +7,7 @@
 //! value streams may change between versions, and the classifier's training
 //! must be bit-reproducible from its seeds.
 
-use blastnet_contract::SourceKind;
+use blastnet_contract::{blast, SourceKind};
 
 /// SplitMix64 (Steele et al. 2014): tiny, fast, good enough for noise.
 #[derive(Debug, Clone)]
@@ -61,14 +61,15 @@ pub struct TruthEvent {
     pub peak: f64,
 }
 
-/// Friedlander waveform `Ps (1 - t/td) exp(-b t/td)` for `t >= 0`, with a
-/// linear rise over `rise` seconds (0 = ideal shock).
+/// The Friedlander wave of the blast laws ([`blast::friedlander`], as the
+/// scenario renderer uses it) with a linear rise over `rise` seconds
+/// (0 = ideal shock).
 pub fn friedlander(t: f64, ps: f64, td: f64, b: f64, rise: f64) -> f64 {
     if t < 0.0 {
         return 0.0;
     }
     let r = if rise > 0.0 { (t / rise).min(1.0) } else { 1.0 };
-    r * ps * (1.0 - t / td) * (-b * t / td).exp()
+    r * blast::friedlander(ps, td, b, t)
 }
 
 /// Add `f(t)` (t in seconds since `t0_s`) to `out`, each sample the mean of
@@ -173,8 +174,8 @@ pub fn render(
                         + friedlander(u - refl_dt, refl_a * peak, td, b, rise)
                 };
                 let mut v = 0.0;
-                if nwave && t >= 0.0 && t < n_len {
-                    v += n_amp * peak * (1.0 - 2.0 * t / n_len);
+                if nwave {
+                    v += n_amp * peak * blast::n_wave(n_len, t);
                 }
                 let tm = t - n_lead;
                 v += muzzle(tm);
