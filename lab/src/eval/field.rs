@@ -244,6 +244,77 @@ pub(crate) fn field_hours(
     Ok((picks, inserted, synth_other))
 }
 
+/// False detections over simulated field hours without blasts.
+#[derive(Debug, Clone, Default)]
+pub struct FalseAlarmReport {
+    /// Hours of stream evaluated (whole 10 s chunks).
+    pub hours: f64,
+    /// Distractor-recording stretches inserted.
+    pub inserted: usize,
+    /// Synthetic other-impulsive sounds inserted.
+    pub synth_other: usize,
+    /// Every pick made.
+    pub picks: usize,
+    /// Picks by reported kind (explosion, gunshot, launch, other).
+    pub by_kind: [usize; 4],
+    /// False blasts with confidence at or above 0.8, 0.9, 0.95.
+    pub confident: [usize; 3],
+    /// False blasts by what they came from and the kind reported.
+    pub blame: std::collections::BTreeMap<String, usize>,
+}
+
+impl FalseAlarmReport {
+    /// Picks reported as a blast (every one is false here).
+    pub fn false_blasts(&self) -> usize {
+        self.by_kind[..3].iter().sum()
+    }
+
+    /// False blasts per node-hour.
+    pub fn per_hour(&self) -> f64 {
+        self.false_blasts() as f64 / self.hours
+    }
+}
+
+impl std::fmt::Display for FalseAlarmReport {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (hours, by_kind, blasts) = (self.hours, &self.by_kind, self.false_blasts());
+        writeln!(out, "\n## False alarms: {hours:.2} h of 48 kHz noise (level drifting 0.005–0.1 Pa, colour varying)")?;
+        writeln!(
+            out,
+            "with {} freesound distractor stretches (second halves: applause, car, crowd, rain, train, typing) and {} synthetic other-impulsive sounds",
+            self.inserted, self.synth_other
+        )?;
+        writeln!(
+            out,
+            "picks: {} (explosion {}, gunshot {}, launch {}, other {}); false blast detections: {blasts} = {:.2} per node-hour; non-blast picks {}",
+            self.picks,
+            by_kind[0],
+            by_kind[1],
+            by_kind[2],
+            by_kind[3],
+            self.per_hour(),
+            by_kind[3]
+        )?;
+        write!(
+            out,
+            "false blast detections with confidence >= 0.8 / 0.9 / 0.95: {:.1} / {:.1} / {:.1} per node-hour",
+            self.confident[0] as f64 / hours,
+            self.confident[1] as f64 / hours,
+            self.confident[2] as f64 / hours
+        )?;
+        if blasts > 0 {
+            write!(
+                out,
+                "\nfalse blasts by source (within the inserted span + 0.25 s):"
+            )?;
+            for (k, v) in &self.blame {
+                write!(out, "\n  {v:>5}  {k}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The false-alarm part of the report: field hours from the second halves
 /// of the distractors (the training draws from the first halves, with other
 /// seeds); every pick reported as a blast is a false blast.
@@ -260,58 +331,45 @@ pub(crate) fn false_alarms(
             Vec::new()
         }
     };
-    let (picks, inserted, synth_other) =
-        field_hours(&dist, Half::Second, args.noise_hours, 424_242, cfg, c)?;
-    let hours = (args.noise_hours * 360.0).ceil() / 360.0;
-    let mut by_kind = [0usize; 4];
-    let mut confident = [0usize; 3];
-    let mut blame: std::collections::BTreeMap<String, usize> = Default::default();
+    println!("{}", false_alarm_report(&dist, args.noise_hours, cfg, c)?);
+    Ok(())
+}
+
+/// Count what the detector reports over `hours` of simulated field life
+/// with stretches of `dist` (their second halves) and synthetic sounds.
+pub fn false_alarm_report(
+    dist: &[(String, Vec<f32>)],
+    hours: f64,
+    cfg: &DetectorConfig,
+    c: &Classifier,
+) -> Result<FalseAlarmReport> {
+    let (picks, inserted, synth_other) = field_hours(dist, Half::Second, hours, 424_242, cfg, c)?;
+    let mut r = FalseAlarmReport {
+        hours: (hours * 360.0).ceil() / 360.0,
+        inserted,
+        synth_other,
+        picks: picks.len(),
+        ..FalseAlarmReport::default()
+    };
     for (p, src) in &picks {
         if let Some(k) = p.kind.class_index() {
-            by_kind[k] += 1;
+            r.by_kind[k] += 1;
         }
         if dump() {
             dump_pick(&format!("fa:{src}"), p);
         }
         if p.kind.is_blast() {
-            *blame
+            *r.blame
                 .entry(format!("{src} as {}", p.kind.as_str()))
                 .or_default() += 1;
-            for (slot, lim) in confident.iter_mut().zip([0.8, 0.9, 0.95]) {
+            for (slot, lim) in r.confident.iter_mut().zip([0.8, 0.9, 0.95]) {
                 if p.confidence >= lim {
                     *slot += 1;
                 }
             }
         }
     }
-    let blasts = by_kind[..3].iter().sum::<usize>();
-    println!("\n## False alarms: {hours:.2} h of 48 kHz noise (level drifting 0.005–0.1 Pa, colour varying)");
-    println!(
-        "with {inserted} freesound distractor stretches (second halves: applause, car, crowd, rain, train, typing) and {synth_other} synthetic other-impulsive sounds"
-    );
-    println!(
-        "picks: {} (explosion {}, gunshot {}, launch {}, other {}); false blast detections: {blasts} = {:.2} per node-hour; non-blast picks {}",
-        picks.len(),
-        by_kind[0],
-        by_kind[1],
-        by_kind[2],
-        by_kind[3],
-        blasts as f64 / hours,
-        by_kind[3]
-    );
-    println!(
-        "false blast detections with confidence >= 0.8 / 0.9 / 0.95: {:.1} / {:.1} / {:.1} per node-hour",
-        confident[0] as f64 / hours,
-        confident[1] as f64 / hours,
-        confident[2] as f64 / hours
-    );
-    if blasts > 0 {
-        println!("false blasts by source (within the inserted span + 0.25 s):");
-        for (k, v) in &blame {
-            println!("  {v:>5}  {k}");
-        }
-    }
-    Ok(())
+    Ok(r)
 }
 
 pub(crate) fn print_reliability(bins: &[ReliabilityBin]) {

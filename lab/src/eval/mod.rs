@@ -30,7 +30,7 @@ use blastnet_detector::{Classifier, Detector, DetectorConfig, Pick};
 
 use crate::train;
 use field::{false_alarms, print_reliability, sfx_examples};
-use shotspotter::{print_shotspotter, shotspotter};
+use shotspotter::{shotspotter, ShotSpotterReport};
 use synthetic::synthetic_eval;
 pub use training::train_model;
 
@@ -83,7 +83,11 @@ pub fn run(args: &EvalOptions) -> Result<()> {
     }
     match shotspotter(&data, &cfg, &classifier, None) {
         _ if skip("shotspotter") => {}
-        Ok(ss) => print_shotspotter(&ss, &mut pairs, &mut confusion),
+        Ok(pulses) => {
+            let report = ShotSpotterReport { pulses };
+            print!("{report}");
+            report.score_fp3(&mut pairs, &mut confusion);
+        }
         Err(e) => println!("\n## ShotSpotter: skipped: {e:#}"),
     }
     match sfx_examples(&data, &cfg, &classifier, |i| i % 3 == 0, 1, 77) {

@@ -10,10 +10,15 @@ use blastnet_recording::import::shotspotter as ss;
 
 use super::{detect, dump, dump_pick, median, nearest, pct};
 
-pub(crate) struct SsPulse {
-    pub(crate) fp: String,
-    pub(crate) ss_snr_db: f64,
-    pub(crate) found: Option<(f64, Pick)>,
+/// One pulse ShotSpotter grouped into a shot, on a sensor whose audio is released.
+#[derive(Debug, Clone)]
+pub struct SsPulse {
+    /// Firing position (FP1..).
+    pub fp: String,
+    /// ShotSpotter's own SNR of the pulse, dB (NaN where not given).
+    pub ss_snr_db: f64,
+    /// (pick − their arrival in s, the pick), when a pick is within 10 ms.
+    pub found: Option<(f64, Pick)>,
 }
 
 pub(crate) fn read_wav_mono(path: &Path) -> Result<(Vec<f32>, u32)> {
@@ -104,76 +109,112 @@ pub(crate) fn shotspotter(
     Ok(out)
 }
 
-pub(crate) fn print_shotspotter(
-    ss: &[SsPulse],
-    pairs: &mut Vec<(f64, bool)>,
-    confusion: &mut [[usize; 4]; 4],
-) {
-    println!("\n## ShotSpotter Pittsburgh FP1–FP3 (grouped pulses on released sensors, match within 10 ms)");
-    for fp in ["FP1", "FP2", "FP3"] {
-        let v: Vec<&SsPulse> = ss.iter().filter(|p| p.fp == fp).collect();
-        let f = v.iter().filter(|p| p.found.is_some()).count();
-        println!(
-            "{fp}: detected {f}/{} = {:.1}%",
-            v.len(),
-            100.0 * f as f64 / v.len().max(1) as f64
-        );
-    }
-    let f = ss.iter().filter(|p| p.found.is_some()).count();
-    let mut snr_hit: Vec<f64> = ss
-        .iter()
-        .filter(|p| p.found.is_some())
-        .map(|p| p.ss_snr_db)
-        .collect();
-    let mut snr_miss: Vec<f64> = ss
-        .iter()
-        .filter(|p| p.found.is_none())
-        .map(|p| p.ss_snr_db)
-        .collect();
-    println!(
+/// Detection of ShotSpotter's grouped pulses, pulse by pulse.
+#[derive(Debug, Clone)]
+pub struct ShotSpotterReport {
+    /// Every grouped pulse on a released sensor, with the pick matched to it.
+    pub pulses: Vec<SsPulse>,
+}
+
+impl std::fmt::Display for ShotSpotterReport {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ss = &self.pulses;
+        writeln!(out, "\n## ShotSpotter Pittsburgh FP1–FP3 (grouped pulses on released sensors, match within 10 ms)")?;
+        for fp in ["FP1", "FP2", "FP3"] {
+            let v: Vec<&SsPulse> = ss.iter().filter(|p| p.fp == fp).collect();
+            let f = v.iter().filter(|p| p.found.is_some()).count();
+            writeln!(
+                out,
+                "{fp}: detected {f}/{} = {:.1}%",
+                v.len(),
+                100.0 * f as f64 / v.len().max(1) as f64
+            )?;
+        }
+        let f = ss.iter().filter(|p| p.found.is_some()).count();
+        let mut snr_hit: Vec<f64> = ss
+            .iter()
+            .filter(|p| p.found.is_some())
+            .map(|p| p.ss_snr_db)
+            .collect();
+        let mut snr_miss: Vec<f64> = ss
+            .iter()
+            .filter(|p| p.found.is_none())
+            .map(|p| p.ss_snr_db)
+            .collect();
+        writeln!(
+            out,
         "ShotSpotter's own signal_to_noise_dB: median {:.1} dB for detected pulses, {:.1} dB for missed ones",
         median(&mut snr_hit),
         median(&mut snr_miss)
-    );
-    for lim in [6.0, 10.0] {
-        let v: Vec<&SsPulse> = ss.iter().filter(|p| p.ss_snr_db >= lim).collect();
-        let f = v.iter().filter(|p| p.found.is_some()).count();
-        println!(
-            "  with their SNR >= {lim} dB: detected {f}/{} = {:.1}%",
-            v.len(),
-            100.0 * f as f64 / v.len().max(1) as f64
-        );
-    }
-    let mut d: Vec<f64> = ss
-        .iter()
-        .filter_map(|p| p.found.as_ref().map(|x| x.0))
-        .collect();
-    let mut a: Vec<f64> = d.iter().map(|v| v.abs()).collect();
-    println!(
-        "all: detected {f}/{} = {:.1}%",
-        ss.len(),
-        100.0 * f as f64 / ss.len().max(1) as f64
-    );
-    println!(
+    )?;
+        for lim in [6.0, 10.0] {
+            let v: Vec<&SsPulse> = ss.iter().filter(|p| p.ss_snr_db >= lim).collect();
+            let f = v.iter().filter(|p| p.found.is_some()).count();
+            writeln!(
+                out,
+                "  with their SNR >= {lim} dB: detected {f}/{} = {:.1}%",
+                v.len(),
+                100.0 * f as f64 / v.len().max(1) as f64
+            )?;
+        }
+        let mut d: Vec<f64> = ss
+            .iter()
+            .filter_map(|p| p.found.as_ref().map(|x| x.0))
+            .collect();
+        let mut a: Vec<f64> = d.iter().map(|v| v.abs()).collect();
+        writeln!(
+            out,
+            "all: detected {f}/{} = {:.1}%",
+            ss.len(),
+            100.0 * f as f64 / ss.len().max(1) as f64
+        )?;
+        writeln!(
+            out,
         "pick - ShotSpotter arrival: median {:+.2} ms, median |.| {:.2} ms, 90th pct |.| {:.2} ms (their times: 1 ms resolution, zero-crossing convention)",
         1e3 * median(&mut d),
         1e3 * median(&mut a),
         1e3 * pct(&mut a, 0.9)
-    );
-    let fp3: Vec<&Pick> = ss
-        .iter()
-        .filter(|p| p.fp == "FP3")
-        .filter_map(|p| p.found.as_ref().map(|x| &x.1))
-        .collect();
-    let g = fp3.iter().filter(|p| p.kind == SourceKind::Gunshot).count();
-    println!(
-        "FP3 (not trained on): classified gunshot {g}/{} = {:.1}%",
-        fp3.len(),
-        100.0 * g as f64 / fp3.len().max(1) as f64
-    );
-    for p in fp3 {
-        let got = p.kind.class_index().unwrap_or(3);
-        confusion[1][got] += 1;
-        pairs.push((p.confidence, got == 1));
+    )?;
+        let fp3: Vec<&Pick> = ss
+            .iter()
+            .filter(|p| p.fp == "FP3")
+            .filter_map(|p| p.found.as_ref().map(|x| &x.1))
+            .collect();
+        let g = fp3.iter().filter(|p| p.kind == SourceKind::Gunshot).count();
+        writeln!(
+            out,
+            "FP3 (not trained on): classified gunshot {g}/{} = {:.1}%",
+            fp3.len(),
+            100.0 * g as f64 / fp3.len().max(1) as f64
+        )?;
+        Ok(())
+    }
+}
+
+impl ShotSpotterReport {
+    /// Pulses detected over pulses grouped, for one firing position (or all
+    /// with `None`).
+    pub fn detected(&self, fp: Option<&str>) -> (usize, usize) {
+        let v: Vec<&SsPulse> = self
+            .pulses
+            .iter()
+            .filter(|p| fp.is_none_or(|f| p.fp == f))
+            .collect();
+        (v.iter().filter(|p| p.found.is_some()).count(), v.len())
+    }
+
+    /// Score the FP3 picks (not trained on) as gunshots: each one's
+    /// (confidence, right) into `pairs`, its decision into `confusion`.
+    pub fn score_fp3(&self, pairs: &mut Vec<(f64, bool)>, confusion: &mut [[usize; 4]; 4]) {
+        let fp3 = self
+            .pulses
+            .iter()
+            .filter(|p| p.fp == "FP3")
+            .filter_map(|p| p.found.as_ref().map(|x| &x.1));
+        for p in fp3 {
+            let got = p.kind.class_index().unwrap_or(3);
+            confusion[1][got] += 1;
+            pairs.push((p.confidence, got == 1));
+        }
     }
 }
