@@ -597,15 +597,7 @@ mod tests {
         let t0 = UtcNs(1_714_564_800_000_000_000);
         let trace = Shared::default();
         let mut p = Pipeline::with_trace(
-            PipelineConfig {
-                prefix: "blastnet".into(),
-                time_base: TimeBase::Nodes,
-                lateness_ns: 0,
-                retention_ns: 600_000_000_000,
-                max_payload_bytes: 65536,
-                engine: EngineConfig::default(),
-                expect_nodes: Vec::new(),
-            },
+            crate::testkit::nodes_mode_config(Vec::new()),
             Arc::new(Metrics::default()),
             Some(Box::new(trace.clone())),
         );

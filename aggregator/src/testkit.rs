@@ -200,3 +200,17 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, St
     }
     Ok((status, out))
 }
+
+/// Pipeline settings as a replay runs them: the nodes-mode watermark (waiting
+/// for `expect_nodes`), 600 s retention, 64 KiB payloads, the default engine.
+pub fn nodes_mode_config(expect_nodes: Vec<String>) -> crate::pipeline::PipelineConfig {
+    crate::pipeline::PipelineConfig {
+        prefix: topic::DEFAULT_PREFIX.into(),
+        time_base: crate::TimeBase::Nodes,
+        lateness_ns: 0,
+        retention_ns: 600_000_000_000,
+        max_payload_bytes: 65536,
+        engine: Default::default(),
+        expect_nodes,
+    }
+}

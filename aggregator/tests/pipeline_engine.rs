@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use blastnet_aggregator::config::TimeBase;
 use blastnet_aggregator::metrics::Metrics;
-use blastnet_aggregator::pipeline::{Output, Pipeline, PipelineConfig};
+use blastnet_aggregator::pipeline::{Output, Pipeline};
+use blastnet_aggregator::testkit::nodes_mode_config;
 use blastnet_aggregator::testkit::Layout;
 use blastnet_contract::{Enu, EnuFrame, Event, EventStatus, Geodetic, NodeState, UtcNs};
 
@@ -27,15 +27,7 @@ fn finals(out: &[Output]) -> Vec<Event> {
 /// Nodes mode, waiting for `expect_nodes` (as a replay does for its manifest's).
 fn pipeline_expecting(expect_nodes: Vec<String>) -> Pipeline {
     Pipeline::new(
-        PipelineConfig {
-            prefix: "blastnet".into(),
-            time_base: TimeBase::Nodes,
-            lateness_ns: 0,
-            retention_ns: 600_000_000_000,
-            max_payload_bytes: 65536,
-            engine: Default::default(),
-            expect_nodes,
-        },
+        nodes_mode_config(expect_nodes),
         Arc::new(Metrics::default()),
     )
 }
