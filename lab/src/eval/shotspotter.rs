@@ -121,13 +121,11 @@ impl std::fmt::Display for ShotSpotterReport {
         let ss = &self.pulses;
         writeln!(out, "\n## ShotSpotter Pittsburgh FP1–FP3 (grouped pulses on released sensors, match within 10 ms)")?;
         for fp in ["FP1", "FP2", "FP3"] {
-            let v: Vec<&SsPulse> = ss.iter().filter(|p| p.fp == fp).collect();
-            let f = v.iter().filter(|p| p.found.is_some()).count();
+            let (f, n) = self.detected_by(|p| p.fp == fp);
             writeln!(
                 out,
-                "{fp}: detected {f}/{} = {:.1}%",
-                v.len(),
-                100.0 * f as f64 / v.len().max(1) as f64
+                "{fp}: detected {f}/{n} = {:.1}%",
+                100.0 * f as f64 / n.max(1) as f64
             )?;
         }
         let f = ss.iter().filter(|p| p.found.is_some()).count();
@@ -148,13 +146,11 @@ impl std::fmt::Display for ShotSpotterReport {
         median(&mut snr_miss)
     )?;
         for lim in [6.0, 10.0] {
-            let v: Vec<&SsPulse> = ss.iter().filter(|p| p.ss_snr_db >= lim).collect();
-            let f = v.iter().filter(|p| p.found.is_some()).count();
+            let (f, n) = self.detected_by(|p| p.ss_snr_db >= lim);
             writeln!(
                 out,
-                "  with their SNR >= {lim} dB: detected {f}/{} = {:.1}%",
-                v.len(),
-                100.0 * f as f64 / v.len().max(1) as f64
+                "  with their SNR >= {lim} dB: detected {f}/{n} = {:.1}%",
+                100.0 * f as f64 / n.max(1) as f64
             )?;
         }
         let mut d: Vec<f64> = ss
@@ -192,14 +188,9 @@ impl std::fmt::Display for ShotSpotterReport {
 }
 
 impl ShotSpotterReport {
-    /// Pulses detected over pulses grouped, for one firing position (or all
-    /// with `None`).
-    pub fn detected(&self, fp: Option<&str>) -> (usize, usize) {
-        let v: Vec<&SsPulse> = self
-            .pulses
-            .iter()
-            .filter(|p| fp.is_none_or(|f| p.fp == f))
-            .collect();
+    /// (detected, grouped) over the pulses that `keep` selects.
+    pub fn detected_by(&self, keep: impl Fn(&SsPulse) -> bool) -> (usize, usize) {
+        let v: Vec<&SsPulse> = self.pulses.iter().filter(|p| keep(p)).collect();
         (v.iter().filter(|p| p.found.is_some()).count(), v.len())
     }
 
