@@ -8,7 +8,11 @@
 //! by (node_id, seq), the node registry (status -> [`NodeInfo`] for the
 //! engine; the nodes' data time and liveness in the core's
 //! [`NodesWatermark`], the rule the tests drive the engine by too), the
-//! watermark (wall or nodes), and the engine's actions.
+//! watermark (wall or nodes), and the engine's actions. In nodes mode
+//! (replays) detections and node changes reach the engine through a
+//! [`DataTimeOrder`], sorted by data time behind the watermark, so a replay's
+//! events do not depend on how the broker interleaved the nodes; live (wall
+//! mode) they reach it as they arrive.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::Write;
@@ -16,7 +20,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use blastnet_aggregator_core::{
-    Action, Engine, EngineConfig, NodeInfo, NodesWatermark, TraceEntry,
+    Action, DataTimeOrder, Engine, EngineConfig, NodeInfo, NodesWatermark, Release, TraceEntry,
 };
 use blastnet_contract::{
     ClockSource, Detection, Event, Geodetic, NodeState, Status, UtcNs, NS_PER_S,
@@ -226,6 +230,11 @@ pub struct Pipeline {
     /// The nodes' data time and liveness (fed in both modes; the nodes-mode
     /// watermark).
     clocks: NodesWatermark,
+    /// Nodes mode: detections and node changes held for the engine in
+    /// data-time order.
+    order: DataTimeOrder,
+    /// Nodes mode: each node's info as last handed to `order`.
+    ordered_nodes: HashMap<String, NodeInfo>,
     watermark: Option<UtcNs>,
     metrics: Arc<Metrics>,
     logged: HashSet<(String, Reason, Option<String>)>,
@@ -286,6 +295,8 @@ impl Pipeline {
             recent: Recent::default(),
             nodes: BTreeMap::new(),
             clocks: NodesWatermark::new(cfg.expect_nodes.clone()),
+            order: DataTimeOrder::new(),
+            ordered_nodes: HashMap::new(),
             watermark: None,
             metrics,
             logged: HashSet::new(),
@@ -408,13 +419,39 @@ impl Pipeline {
             // The engine registers a node it has not heard of from the detection itself.
             out.push(Output::Node(Box::new(entry.view.clone())));
         }
+        let site = self.recent.site(t.site);
+        match self.cfg.time_base {
+            // Replays: to the engine in data-time order, behind the watermark.
+            TimeBase::Nodes => self.order.push(d.clone()),
+            TimeBase::Wall => self.engine_detection(&d, out),
+        }
+        self.recent.insert(node, site, d);
+    }
+
+    fn engine_detection(&mut self, d: &Detection, out: &mut Vec<Output>) {
         if self.trace.is_some() {
             Trace::record(&mut self.trace, &TraceEntry::Detection(Box::new(d.clone())));
         }
-        self.engine.on_detection(&d, &mut self.actions);
-        let site = self.recent.site(t.site);
-        self.recent.insert(node, site, d);
+        self.engine.on_detection(d, &mut self.actions);
         self.drain_actions(out);
+    }
+
+    fn engine_node(&mut self, info: NodeInfo) {
+        if self.trace.is_some() {
+            Trace::record(&mut self.trace, &TraceEntry::Node(info.clone()));
+        }
+        self.engine.upsert_node(info);
+    }
+
+    /// Hand the engine what the data-time order released.
+    fn release(&mut self, calls: Vec<Release>, out: &mut Vec<Output>) {
+        for c in calls {
+            match c {
+                Release::Node(info) => self.engine_node(info),
+                Release::Detection(d) => self.engine_detection(&d, out),
+                Release::Advance(g) => self.advance_to(g, out),
+            }
+        }
     }
 
     fn on_status(&mut self, t: &NodeTopic<'_>, s: Status, out: &mut Vec<Output>) {
@@ -461,13 +498,25 @@ impl Pipeline {
             _ => {}
         }
         let info = entry.view.info();
-        if info != before {
-            if self.trace.is_some() {
-                Trace::record(&mut self.trace, &TraceEntry::Node(info.clone()));
-            }
-            self.engine.upsert_node(info);
-        }
         out.push(Output::Node(Box::new(entry.view.clone())));
+        match self.cfg.time_base {
+            // What the engine knows of a node follows that node's own
+            // statuses only (not whether one of its detections came first),
+            // at their data time.
+            TimeBase::Nodes => {
+                match self.ordered_nodes.get(&s.node_id) {
+                    None => self.order.register_node(info.clone()),
+                    Some(i) if *i != info => self.order.push_node(info.clone(), s.time_utc),
+                    Some(_) => {}
+                }
+                self.ordered_nodes.insert(s.node_id.clone(), info);
+            }
+            TimeBase::Wall => {
+                if info != before {
+                    self.engine_node(info);
+                }
+            }
+        }
         if self.cfg.time_base == TimeBase::Nodes {
             self.advance_nodes(out);
         }
@@ -487,9 +536,14 @@ impl Pipeline {
 
     fn advance_nodes(&mut self, out: &mut Vec<Output>) {
         let step = self.clocks.step();
+        let mut calls = Vec::new();
         if let Some(wm) = step.advance {
-            self.advance_to(wm, out);
+            self.order.advance(wm, &mut calls);
         }
+        if step.flush {
+            self.order.drain(&mut calls);
+        }
+        self.release(calls, out);
         if step.flush {
             Trace::record(&mut self.trace, &TraceEntry::Flush);
             self.engine.flush(&mut self.actions);
@@ -514,6 +568,9 @@ impl Pipeline {
 
     /// Finalise everything now (shutdown).
     pub fn flush(&mut self, out: &mut Vec<Output>) {
+        let mut calls = Vec::new();
+        self.order.drain(&mut calls);
+        self.release(calls, out);
         Trace::record(&mut self.trace, &TraceEntry::Flush);
         self.engine.flush(&mut self.actions);
         self.drain_actions(out);

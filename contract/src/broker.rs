@@ -90,6 +90,26 @@ impl BrokerUrl {
         if host.is_empty() {
             return Err(err("the host is empty".into()));
         }
+        let bracketed = rest.starts_with('[');
+        let host_ok = if bracketed {
+            // An IPv6 literal, maybe with a zone (`fe80::1%eth0`).
+            let (addr, zone) = host.split_once('%').unwrap_or((host, ""));
+            addr.contains(':')
+                && addr
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+                && zone
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        } else {
+            host.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        };
+        if !host_ok {
+            return Err(err(format!(
+                "host {host:?} is not a host name, an IPv4 address or a bracketed IPv6 address"
+            )));
+        }
         let port = match port {
             None => {
                 if tls {
@@ -138,6 +158,30 @@ impl fmt::Display for BrokerUrl {
 
 #[cfg(test)]
 mod tests {
+    /// Regression (fuzz target `mqtt_names`, input `[[]`): a bracket was
+    /// taken for a host, and the printed URL did not parse back.
+    #[test]
+    fn a_bracket_is_not_a_host() {
+        for bad in [
+            "[[]",
+            "mqtt://[[]:1883",
+            "a b:1883",
+            "mqtt://[x]:1883",
+            "ho]st",
+        ] {
+            let e = BrokerUrl::parse(bad).expect_err(bad);
+            assert!(e.to_string().contains("expected"), "{e}");
+        }
+        for good in [
+            "[::1]:1883",
+            "mqtts://[fe80::1%eth0]",
+            "broker-1.example_site.local",
+        ] {
+            let b = BrokerUrl::parse(good).expect(good);
+            assert_eq!(BrokerUrl::parse(&b.to_string()), Ok(b));
+        }
+    }
+
     use super::*;
 
     fn ok(url: &str) -> (String, u16, bool) {

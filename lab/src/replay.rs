@@ -295,6 +295,10 @@ pub async fn run(
         cfg.mqtt.client_id = format!("blastnet-replay-{}-{tag}", node.id);
         // A replay needs no fsync per detection: its state dir is thrown away.
         cfg.fsync = false;
+        // The aggregator hands picks to its engine in data-time order once
+        // every node's status has passed them: a status every data second
+        // keeps a real-time replay's events within about a second of live.
+        cfg.heartbeat = Duration::from_secs(1);
         let source = ReplaySource::new(&scenario, &node.id, opts.pace, 1e-6)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let id = node.id.clone();

@@ -12,6 +12,7 @@ pub mod config;
 pub mod engine;
 pub mod locate;
 pub mod propagation;
+pub mod release;
 pub mod stats;
 pub mod watermark;
 pub mod yield_est;
@@ -23,5 +24,6 @@ pub use locate::{
     Guesses, LocateError, LocateOptions, Solution,
 };
 pub use propagation::{Phase, Propagation};
+pub use release::{DataTimeOrder, Release};
 pub use watermark::{NodesWatermark, WatermarkStep};
 pub use yield_est::{estimate_yield, estimate_yield_multi};
