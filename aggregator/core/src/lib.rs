@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod calibration;
 pub mod config;
 pub mod engine;
 pub mod locate;
@@ -23,6 +24,7 @@ pub use locate::{
     closed_form, closed_form_of, crlb, default_ground_u, locate, Arrival, Bound, Dims, DimsChoice,
     Guesses, LocateError, LocateOptions, Solution,
 };
+pub use calibration::{Calibration, ErrorScale, NodeCalibration, SiteCalibration, StationTerm};
 pub use propagation::{Phase, Propagation};
 pub use release::{DataTimeOrder, Release};
 pub use watermark::{NodesWatermark, WatermarkStep};

@@ -339,27 +339,6 @@ pub fn import_test(test_dir: &Path, out: &Path) -> Result<Imported, RecordingErr
         path: mpath.clone(),
         source,
     })?;
-    let cpath = dir.join("aggregator.toml");
-    std::fs::write(&cpath, AGGREGATOR_TOML).map_err(|source| RecordingError::Open {
-        path: cpath.clone(),
-        source,
-    })?;
     Ok(Imported { dir, manifest })
 }
 
-/// Aggregator settings for the imported scenarios (`blastnet replay` reads
-/// `aggregator.toml` beside a manifest). The model sigma is what the data
-/// show without the survey: least-squares fits of ShotSpotter's own pulse
-/// times (shots heard by five or more released sensors) leave a residual
-/// scatter of 11 ms median (7–14 ms interquartile).
-pub const AGGREGATOR_TOML: &str = "\
-# Written by `blastnet import shotspotter`; `blastnet replay` applies it to
-# this scenario (--config overrides it).
-[engine]
-# Urban propagation over 0.3-1 km paths (diffraction around buildings, wind
-# and temperature gradients) departs from the straight-ray model by about
-# 10 ms: least-squares fits of ShotSpotter's own pulse times (five or more
-# sensors; no survey used) scatter by 11 ms median. The default 1 ms suits
-# simulated scenarios; here it would reject true arrivals as outliers.
-model_sigma_s = 0.010
-";

@@ -46,6 +46,7 @@ use blastnet_contract::{
     Detection, EnuFrame, Event, EventStatus, Geodetic, SourceKind, StreamKind, UtcNs,
 };
 
+use crate::calibration::{ErrorScale, TERM_MIN_EVENTS};
 use crate::config::EngineConfig;
 use crate::locate::Solution;
 use crate::propagation::{Phase, Propagation};
@@ -133,9 +134,20 @@ struct Det {
     node: usize,
     seq: u64,
     stream: StreamKind,
+    /// The onset less the node's station term (the raw onset is
+    /// `onset + term_s`).
     onset: UtcNs,
-    /// pick ⊕ clock ⊕ model, seconds.
+    /// pick ⊕ clock ⊕ position ⊕ station term ⊕ model, seconds.
     sigma: f64,
+    /// The variance in `sigma` other than the model's (pick, clock,
+    /// position, station term), s²: what the error-scale estimate subtracts.
+    known_var: f64,
+    /// The station term applied, s.
+    term_s: f64,
+    /// The onset as the node reported it.
+    raw_onset: UtcNs,
+    /// Whether a station term was established when the pick came in.
+    term_set: bool,
     probs: [f64; 5],
     peak: f64,
     /// The sensor saturated: `peak` is a lower bound.
@@ -168,6 +180,11 @@ struct Det {
 }
 
 impl Det {
+    /// The onset as the node reported it.
+    fn raw_onset(&self) -> UtcNs {
+        self.raw_onset
+    }
+
     /// Weak evidence of a source: a subordinate pick, or a probable echo
     /// quieter than the direct arrival it follows. A search ranks
     /// hypotheses by the sites they explain without weak picks, and a
@@ -230,6 +247,11 @@ pub struct Engine {
     scratch: SearchScratch,
     /// The median height of all known nodes (the search's ground plane).
     ground_all: f64,
+    /// The timing-error scale per deployment site: index 0 for picks
+    /// without a site, `1 + i` for `site_names[i]`.
+    scales: Vec<ErrorScale>,
+    /// Station terms of an earlier run, for nodes not yet registered.
+    restored_terms: HashMap<String, crate::calibration::StationTerm>,
 }
 
 /// Seconds of data time behind the newest onset that unassociated picks are
@@ -306,6 +328,8 @@ impl Engine {
             site_names: Vec::new(),
             scratch: SearchScratch::default(),
             ground_all: 0.0,
+            scales: Vec::new(),
+            restored_terms: HashMap::new(),
         }
     }
 
@@ -347,18 +371,25 @@ impl Engine {
         let pick = finite_or(det.onset_uncertainty_s, 1e-3);
         let clock = finite_or(det.clock.uncertainty_s, n.info.clock_uncertainty_s)
             .max(finite_or(n.info.clock_uncertainty_s, 0.0));
-        let m = self.cfg.model_sigma_s;
         // The node's position error, as time along the ray.
         let pos = det
             .position_uncertainty_m
             .filter(|u| u.is_finite() && *u >= 0.0)
             .map_or(0.0, |u| u / self.prop.sound_speed_mps);
-        let sigma = (pick * pick + clock * clock + m * m + pos * pos)
-            .sqrt()
-            .max(1e-6);
+        let ((term_s, term_sigma), term_set) = if det.stream == StreamKind::Acoustic {
+            (n.term.applied(), n.term.recent.len() >= TERM_MIN_EVENTS)
+        } else {
+            ((0.0, 0.0), false)
+        };
+        let known_var = pick * pick + clock * clock + pos * pos + term_sigma * term_sigma;
+        let site = det.site.as_deref().map(|name| self.site_index(name));
+        let m = self.scale(site).scale_s();
+        let sigma = (known_var + m * m).sqrt().max(1e-6);
+        let onset = det.onset_utc.add_secs_f64(-term_s);
+        let n = &self.nodes[node];
         let echo = det.stream == StreamKind::Acoustic
             && n.last_direct.is_some_and(|t| {
-                let dt = det.onset_utc.secs_since(t);
+                let dt = onset.secs_since(t);
                 dt > 0.0 && dt <= self.cfg.echo_window_s
             });
         let quiet_echo = echo && det.snr_db < n.last_direct_snr;
@@ -367,12 +398,16 @@ impl Engine {
             node,
             seq: det.seq,
             stream: det.stream,
-            onset: det.onset_utc,
+            onset,
+            raw_onset: det.onset_utc,
             sigma,
+            known_var,
+            term_s,
+            term_set,
             probs: probs_of(det),
             peak: det.peak,
             clipped: det.clipped,
-            site: det.site.as_deref().map(|name| self.site_index(name)),
+            site,
             echo,
             quiet_echo,
             // Beyond any digitiser's dynamic range: a noise floor of zero

@@ -14,6 +14,8 @@ use blastnet_contract::{Detection, EnuFrame, Geodetic, UtcNs};
 
 use super::publish::Outlier;
 use super::{dist, finite_or, Action, Engine, Member};
+use crate::calibration::{Calibration, ErrorScale, NodeCalibration, SiteCalibration, StationTerm};
+use crate::locate::Dims;
 use crate::propagation::Phase;
 use blastnet_contract::StreamKind;
 
@@ -61,6 +63,8 @@ pub(super) struct Node {
     /// latest onset or the watermark when it went offline): arrivals due
     /// before then still count as heard or missed.
     pub(super) offline_at: Option<UtcNs>,
+    /// Its station term (see [`crate::calibration`]).
+    pub(super) term: StationTerm,
 }
 
 /// Consecutive silent misses after which a node is presumed dead.
@@ -99,6 +103,7 @@ impl Engine {
                 n.enu = enu;
             }
             None => {
+                let id = node.id.clone();
                 self.node_ix.insert(node.id.clone(), self.nodes.len());
                 self.nodes.push(Node {
                     info: node,
@@ -111,6 +116,7 @@ impl Engine {
                     last_direct_snr: f64::NAN,
                     site: self.nodes.len(),
                     offline_at: None,
+                    term: self.restored_terms.get(&id).cloned().unwrap_or_default(),
                 });
             }
         }
@@ -167,6 +173,107 @@ impl Engine {
         }
     }
 
+    /// The timing-error scale of `site` (created with the prior on first use).
+    pub(super) fn scale(&mut self, site: Option<u32>) -> &mut ErrorScale {
+        let i = site.map_or(0, |s| s as usize + 1);
+        while self.scales.len() <= i {
+            self.scales.push(ErrorScale::new(self.cfg.model_sigma_s));
+        }
+        &mut self.scales[i]
+    }
+
+    /// Learn the timing-error scale from a final event's used acoustic
+    /// arrivals (see [`crate::calibration`]): each contributes r²·n/dof less
+    /// its known variance. Events without redundancy teach nothing.
+    pub(super) fn learn_scale(&mut self, members: &[Member], dims: Dims) {
+        let used: Vec<&Member> = members
+            .iter()
+            .filter(|m| m.used && m.phase == Phase::Acoustic && m.det.stream == StreamKind::Acoustic)
+            .collect();
+        let n = members.iter().filter(|m| m.used).count();
+        let k = dims.unknowns();
+        if n <= k || used.is_empty() {
+            return;
+        }
+        let inflate = n as f64 / (n - k) as f64;
+        let excess: f64 = used
+            .iter()
+            .map(|m| m.residual * m.residual * inflate - m.det.known_var)
+            .sum();
+        let site = used[0].det.site;
+        self.scale(site).learn(excess, used.len());
+    }
+
+    /// What the engine has learned (for the store).
+    pub fn calibration(&self) -> Calibration {
+        Calibration {
+            sites: self
+                .scales
+                .iter()
+                .enumerate()
+                .map(|(i, s)| SiteCalibration {
+                    site: i.checked_sub(1).map(|j| self.site_names[j].clone()),
+                    scale: s.clone(),
+                })
+                .collect(),
+            nodes: self
+                .nodes
+                .iter()
+                .filter(|n| n.term.events > 0)
+                .map(|n| NodeCalibration {
+                    node_id: n.info.id.clone(),
+                    term: n.term.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Resume from what an earlier run learned (before the first detection).
+    /// Nodes not yet known are registered when their status or first
+    /// detection arrives and take their term then.
+    pub fn restore_calibration(&mut self, c: &Calibration) {
+        for s in &c.sites {
+            let site = s.site.as_deref().map(|name| self.site_index(name));
+            let prior = self.cfg.model_sigma_s;
+            *self.scale(site) = ErrorScale {
+                prior_s: prior,
+                ..s.scale.clone()
+            };
+        }
+        for n in &c.nodes {
+            self.restored_terms.insert(n.node_id.clone(), n.term.clone());
+            if let Some(&i) = self.node_ix.get(&n.node_id) {
+                self.nodes[i].term = n.term.clone();
+            }
+        }
+    }
+
+    /// Every node's station term and its 1-sigma, s, with the events it
+    /// was learned from (terms not yet applied read 0).
+    pub fn station_terms(&self) -> Vec<(String, f64, f64, u64)> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let (d, s) = n.term.applied();
+                (n.info.id.clone(), d, s, n.term.events)
+            })
+            .collect()
+    }
+
+    /// The timing-error scale of each site, s (`None`: picks without a site).
+    pub fn error_scales(&self) -> Vec<(Option<String>, f64)> {
+        self.scales
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                (
+                    i.checked_sub(1).map(|j| self.site_names[j].clone()),
+                    s.scale_s(),
+                )
+            })
+            .collect()
+    }
+
     /// The index of deployment site `name` (a handful per engine).
     pub(super) fn site_index(&mut self, name: &str) -> u32 {
         let i = match self.site_names.iter().position(|s| s == name) {
@@ -213,18 +320,26 @@ impl Engine {
                     && m.phase == Phase::Acoustic
                     && m.det.stream == StreamKind::Acoustic
             });
-            let r = match used {
-                Some(m) => Some(m.residual),
+            let pick = match used {
+                Some(m) => Some((m.residual, m.det.term_s, m.det.term_set)),
                 None => outliers
                     .iter()
                     .find(|o| o.det.node == n && !o.echo)
-                    .map(|o| o.residual),
+                    .map(|o| (o.residual, o.det.term_s, o.det.term_set)),
             };
             let node = &mut self.nodes[n];
-            if r.is_none() && members.iter().all(|m| m.det.node != n) {
+            if pick.is_none() && members.iter().all(|m| m.det.node != n) {
                 node.silent_misses += 1;
             }
-            node.history.push_back(r);
+            if let Some((r, term, _)) = pick {
+                node.term.learn(r + term);
+            }
+            // A constant offset is what the station term absorbs; the clock
+            // verdict judges only residuals left once a term was set (a
+            // node whose delay changes after its term settled: a clock jump,
+            // a moved sensor).
+            node.history
+                .push_back(pick.and_then(|(r, _, set)| set.then_some(r)));
             while node.history.len() > HISTORY {
                 node.history.pop_front();
             }

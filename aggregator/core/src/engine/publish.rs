@@ -51,6 +51,7 @@ impl Engine {
             }
         }
         let extra = self.outliers_near(&ev);
+        self.learn_scale(&ev.members, ev.sol.dims);
         // Residual history per live node, for clock flags.
         self.record_residuals(&ev.members, &extra, out);
         let mut e = self.to_event(&ev, EventStatus::Final);
@@ -60,7 +61,7 @@ impl Engine {
                 node_id: self.nodes[o.det.node].info.id.clone(),
                 seq: o.det.seq,
                 stream: o.det.stream,
-                onset_utc: o.det.onset,
+                onset_utc: o.det.raw_onset(),
                 residual_s: o.residual,
                 reason: Some(o.reason),
             });
@@ -178,7 +179,7 @@ impl Engine {
             node_id: self.nodes[m.det.node].info.id.clone(),
             seq: m.det.seq,
             stream: m.det.stream,
-            onset_utc: m.det.onset,
+            onset_utc: m.det.raw_onset(),
             residual_s: m.residual,
             reason: m.reason.clone(),
         };
