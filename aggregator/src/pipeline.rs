@@ -20,10 +20,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use blastnet_aggregator_core::{
-    Action, DataTimeOrder, Engine, EngineConfig, NodeInfo, NodesWatermark, Release, TraceEntry,
+    Action, Calibration, DataTimeOrder, Engine, EngineConfig, NodeInfo, NodesWatermark, Release,
+    TraceEntry,
 };
 use blastnet_contract::{
-    ClockSource, Detection, Event, Geodetic, NodeState, Status, UtcNs, NS_PER_S,
+    ClockSource, Detection, Event, EventStatus, Geodetic, NodeState, Status, UtcNs, NS_PER_S,
 };
 use serde::Serialize;
 
@@ -49,6 +50,8 @@ pub enum Output {
     Node(Box<NodeView>),
     /// Nodes mode: every node that came online is offline and the engine is flushed.
     Completed,
+    /// What the engine has learned changed (a final event): store it.
+    Calibration(Box<Calibration>),
 }
 
 /// An event revision with the detections it refers to (those still remembered).
@@ -93,6 +96,13 @@ pub struct NodeView {
     pub spool_backlog: u64,
     /// Why the engine flagged it, if it did.
     pub flagged: Option<String>,
+    /// Its station term (a systematic delay the engine learned from its
+    /// residuals and subtracts from its onsets), s; `None` until learned.
+    pub station_term_s: Option<f64>,
+    /// 1-sigma of `station_term_s`, s.
+    pub station_term_sigma_s: Option<f64>,
+    /// Events the term was learned from.
+    pub station_term_events: u64,
 }
 
 impl NodeView {
@@ -121,6 +131,9 @@ impl NodeView {
             software_version: String::new(),
             spool_backlog: 0,
             flagged: None,
+            station_term_s: None,
+            station_term_sigma_s: None,
+            station_term_events: 0,
         }
     }
 
@@ -576,10 +589,37 @@ impl Pipeline {
         self.drain_actions(out);
     }
 
+    /// Resume from what an earlier run learned (the service reads it from
+    /// its store at start).
+    pub fn restore_calibration(&mut self, c: &Calibration) {
+        Trace::record(&mut self.trace, &TraceEntry::Calibration(Box::new(c.clone())));
+        self.engine.restore_calibration(c);
+        self.refresh_terms(&mut Vec::new());
+    }
+
+    /// Copy the engine's station terms into the node views; a view that
+    /// changed goes out.
+    fn refresh_terms(&mut self, out: &mut Vec<Output>) {
+        for (id, d, s, events) in self.engine.station_terms() {
+            if let Some(n) = self.nodes.get_mut(&id) {
+                let set = s > 0.0 || d != 0.0;
+                let (term, sigma) = if set { (Some(d), Some(s)) } else { (None, None) };
+                if n.view.station_term_s != term || n.view.station_term_events != events {
+                    n.view.station_term_s = term;
+                    n.view.station_term_sigma_s = sigma;
+                    n.view.station_term_events = events;
+                    out.push(Output::Node(Box::new(n.view.clone())));
+                }
+            }
+        }
+    }
+
     fn drain_actions(&mut self, out: &mut Vec<Output>) {
+        let mut finals = false;
         for a in std::mem::take(&mut self.actions) {
             match a {
                 Action::Publish(mut event) => {
+                    finals |= event.status == EventStatus::Final;
                     let mut detections = Vec::new();
                     for r in event.detections.iter().chain(event.outliers.iter()) {
                         if let Some((d, site)) = self.recent.get(&r.node_id, r.seq) {
@@ -608,6 +648,10 @@ impl Pipeline {
                     }
                 }
             }
+        }
+        if finals {
+            self.refresh_terms(out);
+            out.push(Output::Calibration(Box::new(self.engine.calibration())));
         }
     }
 }

@@ -287,7 +287,7 @@ pub async fn start(
     );
 
     let (completed_tx, completed_rx) = watch::channel(false);
-    let proc = Processor {
+    let mut proc = Processor {
         pipeline: Pipeline::with_trace(
             PipelineConfig {
                 prefix: cfg.mqtt.prefix.clone(),
@@ -309,6 +309,16 @@ pub async fn start(
         completed_tx,
         latest: HashMap::new(),
     };
+    // What earlier runs on this store learned (station terms, error scales).
+    let learned = store.calibration()?;
+    if !learned.nodes.is_empty() || !learned.sites.is_empty() {
+        tracing::info!(
+            "resuming with {} station terms and {} error scales from the store",
+            learned.nodes.len(),
+            learned.sites.len()
+        );
+    }
+    proc.pipeline.restore_calibration(&learned);
     let task = tokio::spawn(supervise(Supervisor {
         proc,
         cfg,
@@ -429,7 +439,7 @@ impl Processor {
         outs: &mut Vec<Output>,
         since: Option<Instant>,
         pub_tx: &mpsc::UnboundedSender<PublishReq>,
-        store_tx: &std::sync::mpsc::Sender<(Event, Vec<Detection>)>,
+        store_tx: &std::sync::mpsc::Sender<StoreReq>,
     ) {
         for o in outs.drain(..) {
             match o {
@@ -466,12 +476,15 @@ impl Processor {
                     if newer {
                         self.latest.insert(ev.event_id.clone(), ev.clone());
                     }
-                    let _ = store_tx.send((ev, e.detections));
+                    let _ = store_tx.send(StoreReq::Event(ev, e.detections));
                 }
                 Output::Node(n) => {
                     let _ = self.live_tx.send(http::live_node(&n));
                     let mut map = self.nodes.write().unwrap_or_else(|p| p.into_inner());
                     map.insert(n.node_id.clone(), *n);
+                }
+                Output::Calibration(c) => {
+                    let _ = store_tx.send(StoreReq::Calibration(c));
                 }
                 Output::Completed => {
                     tracing::info!("every node is offline: engine flushed");
@@ -483,6 +496,14 @@ impl Processor {
             let _ = self.completed_tx.send(false);
         }
     }
+}
+
+/// A write for the store thread.
+enum StoreReq {
+    /// An event revision and the detections it refers to.
+    Event(Event, Vec<Detection>),
+    /// What the engine learned.
+    Calibration(Box<blastnet_aggregator_core::Calibration>),
 }
 
 struct Supervisor {
@@ -513,15 +534,25 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
     } = s;
 
     // Store thread.
-    let (store_tx, store_rx) = std::sync::mpsc::channel::<(Event, Vec<Detection>)>();
+    let (store_tx, store_rx) = std::sync::mpsc::channel::<StoreReq>();
     let store_metrics = proc.metrics.clone();
     let store_thread = std::thread::Builder::new()
         .name("aggregator-store".into())
         .spawn(move || {
-            for (ev, dets) in store_rx {
-                if let Err(e) = store.put_event(&ev, &dets) {
-                    store_metrics.store_errors.fetch_add(1, Relaxed);
-                    tracing::error!(event = %ev.event_id, "storing event: {e}");
+            for req in store_rx {
+                match req {
+                    StoreReq::Event(ev, dets) => {
+                        if let Err(e) = store.put_event(&ev, &dets) {
+                            store_metrics.store_errors.fetch_add(1, Relaxed);
+                            tracing::error!(event = %ev.event_id, "storing event: {e}");
+                        }
+                    }
+                    StoreReq::Calibration(c) => {
+                        if let Err(e) = store.put_calibration(&c) {
+                            store_metrics.store_errors.fetch_add(1, Relaxed);
+                            tracing::error!("storing the station terms and error scales: {e}");
+                        }
+                    }
                 }
             }
         })

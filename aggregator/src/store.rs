@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use blastnet_aggregator_core::{Calibration, NodeCalibration, SiteCalibration};
 use blastnet_contract::{Detection, Event, UtcNs};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -83,6 +84,15 @@ const MIGRATIONS: &[&str] = &[
         node_id   TEXT NOT NULL,
         seq       INTEGER NOT NULL,
         PRIMARY KEY (event_id, node_id, seq)
+     );",
+    // 2: what the engine learned (error scales per site, station terms per node).
+    "CREATE TABLE error_scales (
+        site      TEXT PRIMARY KEY,
+        json      TEXT NOT NULL
+     );
+     CREATE TABLE station_terms (
+        node_id   TEXT PRIMARY KEY,
+        json      TEXT NOT NULL
      );",
 ];
 
@@ -315,6 +325,82 @@ impl Store {
         }
         out.reverse();
         Ok(out)
+    }
+
+    /// Replace what the engine learned (one transaction). A site without a
+    /// name is stored under the empty string.
+    pub fn put_calibration(&self, c: &Calibration) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        for s in &c.sites {
+            let json = serde_json::to_string(&s.scale).map_err(|source| StoreError::Corrupt {
+                path: self.name.to_string(),
+                what: "an error scale".into(),
+                source,
+            })?;
+            tx.execute(
+                "INSERT OR REPLACE INTO error_scales (site, json) VALUES (?1, ?2)",
+                params![s.site.as_deref().unwrap_or(""), json],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        for n in &c.nodes {
+            let json = serde_json::to_string(&n.term).map_err(|source| StoreError::Corrupt {
+                path: self.name.to_string(),
+                what: format!("the station term of {}", n.node_id),
+                source,
+            })?;
+            tx.execute(
+                "INSERT OR REPLACE INTO station_terms (node_id, json) VALUES (?1, ?2)",
+                params![n.node_id, json],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// What an earlier run learned (empty for a new store).
+    pub fn calibration(&self) -> Result<Calibration, StoreError> {
+        let conn = self.lock();
+        fn parse<T: serde::de::DeserializeOwned>(
+            name: &str,
+            what: String,
+            json: &str,
+        ) -> Result<T, StoreError> {
+            serde_json::from_str(json).map_err(|source| StoreError::Corrupt {
+                path: name.to_string(),
+                what,
+                source,
+            })
+        }
+        let mut c = Calibration::default();
+        let mut stmt = conn
+            .prepare_cached("SELECT site, json FROM error_scales ORDER BY site")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (site, json) = row.map_err(|e| self.err(e))?;
+            c.sites.push(SiteCalibration {
+                scale: parse(&self.name, format!("the error scale of site {site:?}"), &json)?,
+                site: (!site.is_empty()).then_some(site),
+            });
+        }
+        let mut stmt = conn
+            .prepare_cached("SELECT node_id, json FROM station_terms ORDER BY node_id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (node_id, json) = row.map_err(|e| self.err(e))?;
+            c.nodes.push(NodeCalibration {
+                term: parse(&self.name, format!("the station term of {node_id}"), &json)?,
+                node_id,
+            });
+        }
+        Ok(c)
     }
 
     /// One event with its revisions and detections; `None` if unknown.

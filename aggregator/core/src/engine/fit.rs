@@ -44,6 +44,23 @@ impl Engine {
         }
     }
 
+    /// The leverage of an acoustic arrival of 1-sigma `sigma` at node `n`
+    /// in the fit `sol`: its predicted variance under the unscaled
+    /// covariance (the Cramér–Rao bound) over its own variance.
+    pub(super) fn leverage(&self, sol: &Solution, n: usize, sigma: f64) -> f64 {
+        let src = sol.position.to_array();
+        let (_, g) = self.prop.travel_and_gradient(Phase::Acoustic, src, self.nodes[n].enu);
+        let gv = [g[0], g[1], g[2], 1.0];
+        let c = &sol.crlb.covariance;
+        let mut var = 0.0;
+        for i in 0..4 {
+            for j in 0..4 {
+                var += gv[i] * c[i][j] * gv[j];
+            }
+        }
+        var.max(0.0) / (sigma * sigma)
+    }
+
     pub(super) fn arrival_of(&self, m: &Member, tref: UtcNs) -> Arrival {
         Arrival {
             position: enu(self.nodes[m.det.node].enu),

@@ -80,6 +80,8 @@ pub enum TraceEntry {
     Advance(UtcNs),
     /// [`Engine::flush`].
     Flush,
+    /// [`Engine::restore_calibration`].
+    Calibration(Box<crate::calibration::Calibration>),
 }
 
 impl Engine {
@@ -91,6 +93,7 @@ impl Engine {
             TraceEntry::Detection(d) => self.on_detection(d, out),
             TraceEntry::Advance(w) => self.advance(*w, out),
             TraceEntry::Flush => self.flush(out),
+            TraceEntry::Calibration(c) => self.restore_calibration(c),
         }
     }
 }

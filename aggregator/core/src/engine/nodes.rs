@@ -15,7 +15,7 @@ use blastnet_contract::{Detection, EnuFrame, Geodetic, UtcNs};
 use super::publish::Outlier;
 use super::{dist, finite_or, Action, Engine, Member};
 use crate::calibration::{Calibration, ErrorScale, NodeCalibration, SiteCalibration, StationTerm};
-use crate::locate::Dims;
+use crate::locate::{Dims, Solution};
 use crate::propagation::Phase;
 use blastnet_contract::StreamKind;
 
@@ -274,6 +274,79 @@ impl Engine {
             .collect()
     }
 
+    /// Each used acoustic arrival's deleted residual (its residual against
+    /// the fit of the other arrivals, r / (1 − h) with h its leverage; none
+    /// where h > 0.5), by detection uid: what station terms learn from. A fit that used a
+    /// delayed arrival is pulled towards it and biases every other
+    /// residual (the others would learn terms that merely compensate), so
+    /// when one deleted residual stands out (beyond 3× the others' robust
+    /// spread) the event is solved again without it, and the residuals come
+    /// from that fit.
+    fn deleted_residuals(&self, sol: &Solution, members: &[Member], tref: UtcNs) -> Vec<(u64, f64)> {
+        // `left_out`: the arrival the fit `sol` did not use (its plain
+        // residual is already a deleted one).
+        let of = |sol: &Solution, ms: &[&Member], left_out: Option<u64>| -> Vec<(u64, f64)> {
+            ms.iter()
+                .filter(|m| m.phase == Phase::Acoustic && m.det.stream == StreamKind::Acoustic)
+                .filter_map(|m| {
+                    let a = self.arrival_of(m, tref);
+                    let r = a.time_s
+                        - sol.origin_s
+                        - self.prop.travel_time(
+                            m.phase,
+                            sol.position.to_array(),
+                            a.position.to_array(),
+                        );
+                    if left_out == Some(m.det.uid) {
+                        return Some((m.det.uid, r));
+                    }
+                    let h = self.leverage(sol, m.det.node, m.det.sigma);
+                    // A high-leverage arrival (a node the fit bends to
+                    // follow, e.g. the nearest to a source outside the
+                    // array) says little about its own delay.
+                    (h <= 0.5).then_some((m.det.uid, r / (1.0 - h)))
+                })
+                .collect()
+        };
+        let used: Vec<&Member> = members.iter().filter(|m| m.used).collect();
+        let first = of(sol, &used, None);
+        let Some(k) = (0..first.len()).max_by(|&a, &b| first[a].1.abs().total_cmp(&first[b].1.abs()))
+        else {
+            return first;
+        };
+        let mut rest: Vec<f64> = (0..first.len())
+            .filter(|&j| j != k)
+            .map(|j| first[j].1.abs())
+            .collect();
+        rest.sort_by(f64::total_cmp);
+        let spread = 1.4826 * rest.get(rest.len() / 2).copied().unwrap_or(f64::INFINITY);
+        if used.len() <= sol.dims.unknowns() + 1 || first[k].1.abs() <= 3.0 * spread {
+            return first;
+        }
+        let others: Vec<&Member> = used
+            .iter()
+            .copied()
+            .filter(|m| m.det.uid != first[k].0)
+            .collect();
+        let arr: Vec<_> = others.iter().map(|m| self.arrival_of(m, tref)).collect();
+        let mut opts = self.locate_opts(Some([
+            sol.position.e,
+            sol.position.n,
+            sol.position.u,
+            sol.origin_s,
+        ]));
+        opts.dims = match sol.dims {
+            Dims::Ground => crate::locate::DimsChoice::Ground,
+            Dims::Free => crate::locate::DimsChoice::Free,
+        };
+        opts.ground_u_m = Some(sol.position.u);
+        opts.max_outliers = 0;
+        match crate::locate::locate(&arr, &self.prop, &opts) {
+            Ok(clean) => of(&clean, &used, Some(first[k].0)),
+            Err(_) => first,
+        }
+    }
+
     /// The index of deployment site `name` (a handful per engine).
     pub(super) fn site_index(&mut self, name: &str) -> u32 {
         let i = match self.site_names.iter().position(|s| s == name) {
@@ -307,10 +380,13 @@ impl Engine {
     /// clock error (see [`clock_verdict`]).
     pub(super) fn record_residuals(
         &mut self,
+        sol: &Solution,
+        tref: UtcNs,
         members: &[Member],
         outliers: &[Outlier],
         out: &mut Vec<Action>,
     ) {
+        let deleted = self.deleted_residuals(sol, members, tref);
         for n in 0..self.nodes.len() {
             if !self.nodes[n].info.online {
                 continue;
@@ -321,7 +397,10 @@ impl Engine {
                     && m.det.stream == StreamKind::Acoustic
             });
             let pick = match used {
-                Some(m) => Some((m.residual, m.det.term_s, m.det.term_set)),
+                Some(m) => deleted
+                    .iter()
+                    .find(|d| d.0 == m.det.uid)
+                    .map(|d| (d.1, m.det.term_s, m.det.term_set)),
                 None => outliers
                     .iter()
                     .find(|o| o.det.node == n && !o.echo)

@@ -53,7 +53,7 @@ impl Engine {
         let extra = self.outliers_near(&ev);
         self.learn_scale(&ev.members, ev.sol.dims);
         // Residual history per live node, for clock flags.
-        self.record_residuals(&ev.members, &extra, out);
+        self.record_residuals(&ev.sol, ev.tref, &ev.members, &extra, out);
         let mut e = self.to_event(&ev, EventStatus::Final);
         e.revision = ev.revision + 1;
         for o in extra {
