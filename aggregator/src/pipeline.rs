@@ -592,7 +592,10 @@ impl Pipeline {
     /// Resume from what an earlier run learned (the service reads it from
     /// its store at start).
     pub fn restore_calibration(&mut self, c: &Calibration) {
-        Trace::record(&mut self.trace, &TraceEntry::Calibration(Box::new(c.clone())));
+        Trace::record(
+            &mut self.trace,
+            &TraceEntry::Calibration(Box::new(c.clone())),
+        );
         self.engine.restore_calibration(c);
         self.refresh_terms(&mut Vec::new());
     }
@@ -603,7 +606,11 @@ impl Pipeline {
         for (id, d, s, events) in self.engine.station_terms() {
             if let Some(n) = self.nodes.get_mut(&id) {
                 let set = s > 0.0 || d != 0.0;
-                let (term, sigma) = if set { (Some(d), Some(s)) } else { (None, None) };
+                let (term, sigma) = if set {
+                    (Some(d), Some(s))
+                } else {
+                    (None, None)
+                };
                 if n.view.station_term_s != term || n.view.station_term_events != events {
                     n.view.station_term_s = term;
                     n.view.station_term_sigma_s = sigma;

@@ -476,7 +476,7 @@ impl Processor {
                     if newer {
                         self.latest.insert(ev.event_id.clone(), ev.clone());
                     }
-                    let _ = store_tx.send(StoreReq::Event(ev, e.detections));
+                    let _ = store_tx.send(StoreReq::Event(Box::new(ev), e.detections));
                 }
                 Output::Node(n) => {
                     let _ = self.live_tx.send(http::live_node(&n));
@@ -501,7 +501,7 @@ impl Processor {
 /// A write for the store thread.
 enum StoreReq {
     /// An event revision and the detections it refers to.
-    Event(Event, Vec<Detection>),
+    Event(Box<Event>, Vec<Detection>),
     /// What the engine learned.
     Calibration(Box<blastnet_aggregator_core::Calibration>),
 }

@@ -383,7 +383,11 @@ impl Store {
         for row in rows {
             let (site, json) = row.map_err(|e| self.err(e))?;
             c.sites.push(SiteCalibration {
-                scale: parse(&self.name, format!("the error scale of site {site:?}"), &json)?,
+                scale: parse(
+                    &self.name,
+                    format!("the error scale of site {site:?}"),
+                    &json,
+                )?,
                 site: (!site.is_empty()).then_some(site),
             });
         }

@@ -40,6 +40,10 @@ pub struct ReplayOptions {
     /// Aggregator configuration whose `[engine]` and `[ingest]` sections apply
     /// (broker, sites, time base, store and HTTP are set by the replay).
     pub aggregator_config: Option<PathBuf>,
+    /// The aggregator's store file (`None`: in memory). Events and what the
+    /// engine learns (station terms, error scales) persist there, so a
+    /// later replay on the same file starts from what earlier ones taught.
+    pub store: Option<PathBuf>,
 }
 
 /// What a replay produced.
@@ -249,7 +253,10 @@ pub async fn run(
         .map(|n| n.id.clone())
         .collect();
     acfg.http_listen = opts.http_listen;
-    acfg.store.path = blastnet_aggregator::config::StorePath::Memory;
+    acfg.store.path = match &opts.store {
+        Some(p) => blastnet_aggregator::config::StorePath::File(p.clone()),
+        None => blastnet_aggregator::config::StorePath::Memory,
+    };
     acfg.mqtt.sites = vec![site.clone()];
     acfg.mqtt.client_id = format!("blastnet-replay-aggregator-{tag}");
     acfg.mqtt.clean_session = true;
@@ -443,13 +450,34 @@ pub fn scenario_folders(path: &Path) -> Option<Vec<PathBuf>> {
 
 /// Replay every scenario of a folder through one broker and print the
 /// aggregate evaluation (for an imported release such as ShotSpotter's),
-/// one line per scenario and an `all:` line, each handed to `line`.
+/// one line per scenario, then an `all:` line, a `rounds:` line (first and
+/// later rounds of bursts) and a `coverage:` line (true errors within the
+/// reported 1σ and 2σ ellipses), each handed to `line`. With a store file
+/// the scenarios are replayed in time order (earliest recording first), each
+/// starting from what the earlier ones taught the engine.
 pub fn replay_many(
     rt: &tokio::runtime::Runtime,
     opts: ReplayOptions,
-    dirs: Vec<PathBuf>,
+    mut dirs: Vec<PathBuf>,
     mut line: impl FnMut(&str),
 ) -> anyhow::Result<()> {
+    if opts.store.is_some() {
+        let start = |d: &PathBuf| {
+            Scenario::open(d)
+                .ok()
+                .and_then(|s| {
+                    s.manifest
+                        .nodes
+                        .iter()
+                        .flat_map(|n| n.streams.iter().map(|st| st.start_utc))
+                        .min()
+                })
+                .unwrap_or(UtcNs(i64::MAX))
+        };
+        dirs.sort_by_cached_key(|d| (start(d), d.clone()));
+    }
+    let (mut first, mut later) = ((0usize, 0usize), (0usize, 0usize));
+    let mut maha = Vec::new();
     let broker = match &opts.broker {
         Some(b) => b.clone(),
         None => blastnet_broker::EmbeddedBroker::start_on_free_port()?.url(),
@@ -474,6 +502,16 @@ pub fn replay_many(
         located += ev.located();
         ghosts += ev.ghosts.len();
         for x in ev.matches.iter() {
+            let r = if x.later_round {
+                &mut later
+            } else {
+                &mut first
+            };
+            r.0 += 1;
+            r.1 += usize::from(x.event.is_some() && x.horizontal_m <= 15.0);
+            if x.mahalanobis_h.is_finite() {
+                maha.push(x.mahalanobis_h);
+            }
             if let Some(i) = x.event {
                 horizontal.push(x.horizontal_m);
                 if let Some(c) = o.events[i].crlb.as_ref().filter(|c| c.horizontal_m > 0.0) {
@@ -505,6 +543,23 @@ pub fn replay_many(
         share(15.0),
         share(25.0),
         median(&ratio)
+    ));
+    let pct = |a: usize, b: usize| 100.0 * a as f64 / b.max(1) as f64;
+    line(&format!(
+        "rounds: first rounds {} of {} within 15 m ({:.1}%), later rounds of bursts {} of {} ({:.1}%)",
+        first.1,
+        first.0,
+        pct(first.1, first.0),
+        later.1,
+        later.0,
+        pct(later.1, later.0)
+    ));
+    let within = |k: f64| maha.iter().filter(|&&m| m <= k).count();
+    line(&format!(
+        "coverage: of {} located, {:.1}% within the reported 1σ ellipse (39% expected), {:.1}% within 2σ (86% expected)",
+        maha.len(),
+        pct(within(1.0), maha.len()),
+        pct(within(2.0), maha.len())
     ));
     Ok(())
 }

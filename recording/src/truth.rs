@@ -19,6 +19,13 @@ pub struct Match {
     pub error_3d_m: f64,
     /// Origin-time error, s.
     pub origin_s: f64,
+    /// The horizontal error's Mahalanobis distance under the event's
+    /// reported horizontal covariance (1: on the 1σ ellipse); NaN when
+    /// unlocated or the covariance is singular.
+    pub mahalanobis_h: f64,
+    /// Another true blast within 5 m fired less than 2 s before this one:
+    /// a later round of a burst.
+    pub later_round: bool,
 }
 
 /// The comparison of a run's events with the truth.
@@ -100,6 +107,16 @@ pub fn evaluate(manifest: &Manifest, events: &[Event], window_s: f64) -> Evaluat
             e_used[ei] = true;
         }
     }
+    let later_round = |ti: usize| {
+        truth.iter().enumerate().any(|(j, u)| {
+            let dt = truth[ti].time_utc.secs_since(u.time_utc);
+            j != ti
+                && u.kind.is_blast()
+                && dt > 0.0
+                && dt < 2.0
+                && tr_pos[j].distance(tr_pos[ti]) < 5.0
+        })
+    };
     let mut out = Evaluation::default();
     for (ti, t) in truth.iter().enumerate() {
         // `unknown` truth is a non-impulsive distractor (traffic): an event
@@ -112,6 +129,8 @@ pub fn evaluate(manifest: &Manifest, events: &[Event], window_s: f64) -> Evaluat
                 horizontal_m: tr_pos[ti].horizontal_distance(ev_pos[ei]),
                 error_3d_m: tr_pos[ti].distance(ev_pos[ei]),
                 origin_s: events[ei].origin_utc.secs_since(t.time_utc),
+                mahalanobis_h: mahalanobis_h(&events[ei], tr_pos[ti], ev_pos[ei]),
+                later_round: later_round(ti),
             }),
             (true, None) => out.matches.push(Match {
                 truth: ti,
@@ -119,6 +138,8 @@ pub fn evaluate(manifest: &Manifest, events: &[Event], window_s: f64) -> Evaluat
                 horizontal_m: f64::NAN,
                 error_3d_m: f64::NAN,
                 origin_s: f64::NAN,
+                mahalanobis_h: f64::NAN,
+                later_round: later_round(ti),
             }),
             (false, Some(ei)) => out.distractor_events.push(ei),
             (false, None) => {}
@@ -128,6 +149,18 @@ pub fn evaluate(manifest: &Manifest, events: &[Event], window_s: f64) -> Evaluat
         .filter(|&ei| !t_used.contains(&Some(ei)))
         .collect();
     out
+}
+
+/// √(dᵀ C⁻¹ d) for the horizontal error d under the event's EN covariance.
+fn mahalanobis_h(e: &Event, truth: Enu, at: Enu) -> f64 {
+    let c = &e.uncertainty.covariance_enu;
+    let (a, b, d) = (c[0][0], c[0][1], c[1][1]);
+    let det = a * d - b * b;
+    if !(det.is_finite() && det > 0.0) {
+        return f64::NAN;
+    }
+    let (x, y) = (at.e - truth.e, at.n - truth.n);
+    ((d * x * x - 2.0 * b * x * y + a * y * y) / det).sqrt()
 }
 
 /// The ENU frame truth and events are compared in: the first node's position.

@@ -61,6 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         progress: false,
         linger: Duration::from_secs(args.linger),
         aggregator_config: None,
+        store: None,
     };
     let scenario = replay::open_scenario(&opts)?;
     eprintln!(

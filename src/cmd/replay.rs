@@ -44,6 +44,12 @@ pub struct Args {
     /// apply, e.g. a larger `model_sigma_s` for urban multipath.
     #[arg(long, value_name = "aggregator.toml")]
     pub config: Option<PathBuf>,
+    /// Keep the aggregator's store in this SQLite file: the events, and the
+    /// station terms and error scales the engine learns, carry over to the
+    /// next replay on the same file (a folder of scenarios is then replayed
+    /// in time order, each starting from what the earlier ones taught).
+    #[arg(long, value_name = "FILE")]
+    pub store: Option<PathBuf>,
 }
 
 /// Run `blastnet replay`.
@@ -69,6 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         progress: true,
         linger: std::time::Duration::ZERO,
         aggregator_config: args.config.clone(),
+        store: args.store.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

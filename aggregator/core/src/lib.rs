@@ -18,13 +18,13 @@ pub mod stats;
 pub mod watermark;
 pub mod yield_est;
 
+pub use calibration::{Calibration, ErrorScale, NodeCalibration, SiteCalibration, StationTerm};
 pub use config::{ConfigError, EngineConfig};
 pub use engine::{Action, Engine, NodeInfo, TraceEntry};
 pub use locate::{
     closed_form, closed_form_of, crlb, default_ground_u, locate, Arrival, Bound, Dims, DimsChoice,
     Guesses, LocateError, LocateOptions, Solution,
 };
-pub use calibration::{Calibration, ErrorScale, NodeCalibration, SiteCalibration, StationTerm};
 pub use propagation::{Phase, Propagation};
 pub use release::{DataTimeOrder, Release};
 pub use watermark::{NodesWatermark, WatermarkStep};

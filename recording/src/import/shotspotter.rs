@@ -341,4 +341,3 @@ pub fn import_test(test_dir: &Path, out: &Path) -> Result<Imported, RecordingErr
     })?;
     Ok(Imported { dir, manifest })
 }
-

@@ -211,6 +211,16 @@ impl Engine {
                 snr: m.det.snr_db,
             })
             .collect();
+        let pattern: Vec<(usize, UtcNs, f64)> = self.events[k]
+            .members
+            .iter()
+            .filter(|m| m.used && m.det.stream == StreamKind::Acoustic)
+            .map(|m| (m.det.node, m.det.onset, m.det.known_var))
+            .collect();
+        self.patterns.push_back(pattern);
+        while self.patterns.len() > super::MAX_PATTERNS {
+            self.patterns.pop_front();
+        }
         for &DirectArrival {
             node: n,
             onset: t,

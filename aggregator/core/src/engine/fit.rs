@@ -49,7 +49,9 @@ impl Engine {
     /// covariance (the Cramér–Rao bound) over its own variance.
     pub(super) fn leverage(&self, sol: &Solution, n: usize, sigma: f64) -> f64 {
         let src = sol.position.to_array();
-        let (_, g) = self.prop.travel_and_gradient(Phase::Acoustic, src, self.nodes[n].enu);
+        let (_, g) = self
+            .prop
+            .travel_and_gradient(Phase::Acoustic, src, self.nodes[n].enu);
         let gv = [g[0], g[1], g[2], 1.0];
         let c = &sol.crlb.covariance;
         let mut var = 0.0;

@@ -180,6 +180,9 @@ struct Det {
     outshone: bool,
     /// Already tried as the pivot of the sweep (see [`Engine::sweep`]).
     swept: bool,
+    /// A probable echo already checked as a repeat of an earlier source
+    /// (see [`Engine::promote_repeats`]).
+    repeat_checked: bool,
 }
 
 impl Det {
@@ -253,9 +256,20 @@ pub struct Engine {
     /// The timing-error scale per deployment site: index 0 for picks
     /// without a site, `1 + i` for `site_names[i]`.
     scales: Vec<ErrorScale>,
+    /// The direct arrivals (node, onset, known variance) of the latest
+    /// sources, newest last: the patterns a later round of a burst repeats.
+    patterns: std::collections::VecDeque<Vec<(usize, UtcNs, f64)>>,
     /// Station terms of an earlier run, for nodes not yet registered.
     restored_terms: HashMap<String, crate::calibration::StationTerm>,
 }
+
+/// How far a shooter may move between the rounds of a burst, m (a step):
+/// it changes an arrival-time difference by up to twice this over the
+/// speed of sound.
+const REPEAT_MOVE_M: f64 = 1.0;
+
+/// Recent sources whose arrival patterns a later round may repeat.
+const MAX_PATTERNS: usize = 32;
 
 /// Seconds of data time behind the newest onset that unassociated picks are
 /// kept for when the watermark lags (it is `advance` that normally ages them out).
@@ -333,6 +347,7 @@ impl Engine {
             ground_all: 0.0,
             scales: Vec::new(),
             restored_terms: HashMap::new(),
+            patterns: std::collections::VecDeque::new(),
         }
     }
 
@@ -424,6 +439,7 @@ impl Engine {
             subordinate: false,
             outshone: false,
             swept: false,
+            repeat_checked: false,
         };
         self.next_uid += 1;
         let mut d = d;
@@ -575,6 +591,7 @@ impl Engine {
     /// the 1.2 km drone intercept's pivot had been judged with; 9 of 500
     /// interleavings lost a source without this).
     fn sweep(&mut self, ripe: UtcNs, out: &mut Vec<Action>) {
+        self.promote_repeats(ripe);
         loop {
             let next = (0..self.pending.len())
                 .filter(|&i| {
@@ -595,6 +612,69 @@ impl Engine {
                     self.rejudge_after(i, &found.members);
                 }
                 self.create_event(found, out);
+            }
+        }
+    }
+
+    /// Rapid fire: a burst's later rounds follow its first within the echo
+    /// window, and their picks are taken for echoes (which do not seed
+    /// sources). But a source fired again from the same place repeats its
+    /// arrival pattern exactly, whatever the propagation errors (non-line-of-
+    /// sight delays repeat too): every node hears it the same Δ after its
+    /// first arrival, within the pick errors and the shooter's movement
+    /// ([`REPEAT_MOVE_M`]). Echoes off different reflectors have different
+    /// delays at each node. So a probable echo that, with the picks of at
+    /// least `min_nodes_preliminary − 1` other nodes of one recent source,
+    /// repeats that source's pattern is no echo: it and those picks may seed
+    /// a source, judged by the search like any other.
+    fn promote_repeats(&mut self, ripe: UtcNs) {
+        let need = self.cfg.min_nodes_preliminary;
+        let move_s = 2.0 * REPEAT_MOVE_M / self.prop.sound_speed_mps;
+        for i in 0..self.pending.len() {
+            let q = self.pending[i];
+            if !q.echo || q.repeat_checked || q.onset >= ripe || q.stream != StreamKind::Acoustic {
+                continue;
+            }
+            self.pending[i].repeat_checked = true;
+            let mut best: Vec<usize> = Vec::new();
+            for pat in self.patterns.iter().rev() {
+                let Some(&(_, t0, v0)) = pat.iter().find(|p| p.0 == q.node) else {
+                    continue;
+                };
+                let dt = q.onset.secs_since(t0);
+                if !(dt > 0.0 && dt <= self.cfg.echo_window_s) {
+                    continue;
+                }
+                let mut set = vec![i];
+                for &(n, t, v) in pat.iter().filter(|p| p.0 != q.node) {
+                    let want = t.add_secs_f64(dt);
+                    let gate = self.cfg.gate_sigmas * (v + q.known_var.max(v0)).sqrt() + move_s;
+                    if let Some(j) = (0..self.pending.len())
+                        .filter(|&j| {
+                            let p = &self.pending[j];
+                            p.node == n
+                                && p.stream == StreamKind::Acoustic
+                                && p.onset.secs_since(want).abs() <= gate
+                        })
+                        .min_by(|&a, &b| {
+                            let da = self.pending[a].onset.secs_since(want).abs();
+                            let db = self.pending[b].onset.secs_since(want).abs();
+                            da.total_cmp(&db)
+                        })
+                    {
+                        set.push(j);
+                    }
+                }
+                if set.len() >= need && set.len() > best.len() {
+                    best = set;
+                }
+            }
+            for j in best {
+                let p = &mut self.pending[j];
+                p.echo = false;
+                p.quiet_echo = false;
+                p.subordinate = false;
+                p.swept = false;
             }
         }
     }

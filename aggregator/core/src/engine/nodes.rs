@@ -188,7 +188,9 @@ impl Engine {
     pub(super) fn learn_scale(&mut self, members: &[Member], dims: Dims) {
         let used: Vec<&Member> = members
             .iter()
-            .filter(|m| m.used && m.phase == Phase::Acoustic && m.det.stream == StreamKind::Acoustic)
+            .filter(|m| {
+                m.used && m.phase == Phase::Acoustic && m.det.stream == StreamKind::Acoustic
+            })
             .collect();
         let n = members.iter().filter(|m| m.used).count();
         let k = dims.unknowns();
@@ -241,7 +243,8 @@ impl Engine {
             };
         }
         for n in &c.nodes {
-            self.restored_terms.insert(n.node_id.clone(), n.term.clone());
+            self.restored_terms
+                .insert(n.node_id.clone(), n.term.clone());
             if let Some(&i) = self.node_ix.get(&n.node_id) {
                 self.nodes[i].term = n.term.clone();
             }
@@ -282,7 +285,12 @@ impl Engine {
     /// when one deleted residual stands out (beyond 3× the others' robust
     /// spread) the event is solved again without it, and the residuals come
     /// from that fit.
-    fn deleted_residuals(&self, sol: &Solution, members: &[Member], tref: UtcNs) -> Vec<(u64, f64)> {
+    fn deleted_residuals(
+        &self,
+        sol: &Solution,
+        members: &[Member],
+        tref: UtcNs,
+    ) -> Vec<(u64, f64)> {
         // `left_out`: the arrival the fit `sol` did not use (its plain
         // residual is already a deleted one).
         let of = |sol: &Solution, ms: &[&Member], left_out: Option<u64>| -> Vec<(u64, f64)> {
@@ -310,7 +318,8 @@ impl Engine {
         };
         let used: Vec<&Member> = members.iter().filter(|m| m.used).collect();
         let first = of(sol, &used, None);
-        let Some(k) = (0..first.len()).max_by(|&a, &b| first[a].1.abs().total_cmp(&first[b].1.abs()))
+        let Some(k) =
+            (0..first.len()).max_by(|&a, &b| first[a].1.abs().total_cmp(&first[b].1.abs()))
         else {
             return first;
         };
