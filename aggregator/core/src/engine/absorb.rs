@@ -211,15 +211,29 @@ impl Engine {
                 snr: m.det.snr_db,
             })
             .collect();
-        let pattern: Vec<(usize, UtcNs, f64)> = self.events[k]
-            .members
-            .iter()
-            .filter(|m| m.used && m.det.stream == StreamKind::Acoustic)
-            .map(|m| (m.det.node, m.det.onset, m.det.known_var))
-            .collect();
+        let ev = &self.events[k];
+        let pattern = super::Pattern {
+            id: ev.id.clone(),
+            src: ev.sol.position.to_array(),
+            origin: ev.tref.add_secs_f64(ev.sol.origin_s),
+            arrivals: ev
+                .members
+                .iter()
+                .filter(|m| m.used && m.det.stream == StreamKind::Acoustic)
+                .map(|m| (m.det.node, m.det.onset, m.det.known_var))
+                .collect(),
+        };
+        self.patterns.retain(|p| p.id != pattern.id);
         self.patterns.push_back(pattern);
         while self.patterns.len() > super::MAX_PATTERNS {
             self.patterns.pop_front();
+        }
+        // A new pattern: later picks may repeat it.
+        let first = direct.iter().map(|a| a.onset).min();
+        for q in &mut self.pending {
+            if first.is_some_and(|f| q.onset > f) {
+                q.repeat_checked = false;
+            }
         }
         for &DirectArrival {
             node: n,

@@ -48,7 +48,7 @@ use blastnet_contract::{
 
 use crate::calibration::{ErrorScale, TERM_MIN_EVENTS};
 use crate::config::EngineConfig;
-use crate::locate::Solution;
+use crate::locate::{Arrival, Solution};
 use crate::propagation::{Phase, Propagation};
 
 mod absorb;
@@ -180,8 +180,8 @@ struct Det {
     outshone: bool,
     /// Already tried as the pivot of the sweep (see [`Engine::sweep`]).
     swept: bool,
-    /// A probable echo already checked as a repeat of an earlier source
-    /// (see [`Engine::promote_repeats`]).
+    /// Already tried as a repeat of the recent sources (see
+    /// [`Engine::find_repeats`]); cleared when a new source is found.
     repeat_checked: bool,
 }
 
@@ -210,6 +210,19 @@ struct Member {
     used: bool,
     residual: f64,
     reason: Option<String>,
+}
+
+/// A source's arrival pattern (see [`Engine::find_repeats`]).
+#[derive(Debug, Clone)]
+struct Pattern {
+    /// The event it is of.
+    id: String,
+    /// Source position, ENU m.
+    src: [f64; 3],
+    /// Origin time.
+    origin: UtcNs,
+    /// Its used acoustic arrivals: (node, onset, known variance).
+    arrivals: Vec<(usize, UtcNs, f64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -256,9 +269,9 @@ pub struct Engine {
     /// The timing-error scale per deployment site: index 0 for picks
     /// without a site, `1 + i` for `site_names[i]`.
     scales: Vec<ErrorScale>,
-    /// The direct arrivals (node, onset, known variance) of the latest
-    /// sources, newest last: the patterns a later round of a burst repeats.
-    patterns: std::collections::VecDeque<Vec<(usize, UtcNs, f64)>>,
+    /// The latest sources, newest last: the patterns a later round of a
+    /// burst repeats (see [`Engine::find_repeats`]).
+    patterns: std::collections::VecDeque<Pattern>,
     /// Station terms of an earlier run, for nodes not yet registered.
     restored_terms: HashMap<String, crate::calibration::StationTerm>,
 }
@@ -591,7 +604,7 @@ impl Engine {
     /// the 1.2 km drone intercept's pivot had been judged with; 9 of 500
     /// interleavings lost a source without this).
     fn sweep(&mut self, ripe: UtcNs, out: &mut Vec<Action>) {
-        self.promote_repeats(ripe);
+        self.find_repeats(ripe, out);
         loop {
             let next = (0..self.pending.len())
                 .filter(|&i| {
@@ -616,40 +629,50 @@ impl Engine {
         }
     }
 
-    /// Rapid fire: a burst's later rounds follow its first within the echo
-    /// window, and their picks are taken for echoes (which do not seed
-    /// sources). But a source fired again from the same place repeats its
-    /// arrival pattern exactly, whatever the propagation errors (non-line-of-
-    /// sight delays repeat too): every node hears it the same Δ after its
-    /// first arrival, within the pick errors and the shooter's movement
-    /// ([`REPEAT_MOVE_M`]). Echoes off different reflectors have different
-    /// delays at each node. So a probable echo that, with the picks of at
-    /// least `min_nodes_preliminary − 1` other nodes of one recent source,
-    /// repeats that source's pattern is no echo: it and those picks may seed
-    /// a source, judged by the search like any other.
-    fn promote_repeats(&mut self, ripe: UtcNs) {
+    /// Rapid fire: a burst's later rounds follow its first by 0.3–1 s,
+    /// within the echo window and within one another's association gates,
+    /// and judged pick by pick they mix (round k at one node with round
+    /// k + 1 at the others). But a source fired again from the same place
+    /// repeats its arrival pattern exactly, whatever the propagation errors
+    /// (non-line-of-sight delays and station terms repeat too): every node
+    /// hears it the same Δ after its earlier arrival, within the pick errors
+    /// and the shooter's step ([`REPEAT_MOVE_M`]). Echoes off different
+    /// reflectors have different delays at each node. So before the sweep
+    /// judges picks one by one, each ripe pick is tried as a repeat of the
+    /// recent sources its node heard: the picks of the other nodes at their
+    /// earlier arrival + Δ, when at least `min_nodes_preliminary` nodes
+    /// repeat, are fitted from the earlier source's position and judged like
+    /// any hypothesis; an accepted repeat takes its picks first, so that the
+    /// rounds of a burst are assigned together, each pick used once.
+    fn find_repeats(&mut self, ripe: UtcNs, out: &mut Vec<Action>) {
         let need = self.cfg.min_nodes_preliminary;
         let move_s = 2.0 * REPEAT_MOVE_M / self.prop.sound_speed_mps;
-        for i in 0..self.pending.len() {
+        let mut i = 0;
+        while i < self.pending.len() {
             let q = self.pending[i];
-            if !q.echo || q.repeat_checked || q.onset >= ripe || q.stream != StreamKind::Acoustic {
+            i += 1;
+            if q.repeat_checked
+                || q.onset >= ripe
+                || q.stream != StreamKind::Acoustic
+                || self.nodes[q.node].flagged
+            {
                 continue;
             }
-            self.pending[i].repeat_checked = true;
-            let mut best: Vec<usize> = Vec::new();
+            self.pending[i - 1].repeat_checked = true;
+            let mut best: Option<(Vec<usize>, [f64; 4])> = None;
             for pat in self.patterns.iter().rev() {
-                let Some(&(_, t0, v0)) = pat.iter().find(|p| p.0 == q.node) else {
+                let Some(&(_, t0, v0)) = pat.arrivals.iter().find(|p| p.0 == q.node) else {
                     continue;
                 };
                 let dt = q.onset.secs_since(t0);
-                if !(dt > 0.0 && dt <= self.cfg.echo_window_s) {
+                if !(dt > 0.0 && dt <= self.window_s) {
                     continue;
                 }
-                let mut set = vec![i];
-                for &(n, t, v) in pat.iter().filter(|p| p.0 != q.node) {
+                let mut set = vec![i - 1];
+                for &(n, t, v) in pat.arrivals.iter().filter(|p| p.0 != q.node) {
                     let want = t.add_secs_f64(dt);
-                    let gate = self.cfg.gate_sigmas * (v + q.known_var.max(v0)).sqrt() + move_s;
-                    if let Some(j) = (0..self.pending.len())
+                    let gate = self.cfg.gate_sigmas * (v + v0.max(q.known_var)).sqrt() + move_s;
+                    let near = (0..self.pending.len())
                         .filter(|&j| {
                             let p = &self.pending[j];
                             p.node == n
@@ -659,24 +682,116 @@ impl Engine {
                         .min_by(|&a, &b| {
                             let da = self.pending[a].onset.secs_since(want).abs();
                             let db = self.pending[b].onset.secs_since(want).abs();
-                            da.total_cmp(&db)
-                        })
-                    {
-                        set.push(j);
-                    }
+                            da.total_cmp(&db).then(a.cmp(&b))
+                        });
+                    set.extend(near);
                 }
-                if set.len() >= need && set.len() > best.len() {
-                    best = set;
+                if set.len() >= need && best.as_ref().is_none_or(|b| set.len() > b.0.len()) {
+                    let origin = pat.origin.add_secs_f64(dt).secs_since(q.onset);
+                    best = Some((set, [pat.src[0], pat.src[1], pat.src[2], origin]));
                 }
             }
-            for j in best {
-                let p = &mut self.pending[j];
-                p.echo = false;
-                p.quiet_echo = false;
-                p.subordinate = false;
-                p.swept = false;
+            let found = match best {
+                Some((set, h)) => {
+                    let dets: Vec<Det> = set.iter().map(|&j| self.pending[j]).collect();
+                    self.evaluate_repeat(&dets, h, q.onset)
+                }
+                None => self.doublet(i - 1).and_then(|set| {
+                    // The earlier round of a burst whose first source no
+                    // pattern holds yet: located from its own picks.
+                    let dets: Vec<Det> = set.iter().map(|&j| self.pending[j]).collect();
+                    let arr: Vec<Arrival> = dets
+                        .iter()
+                        .map(|d| Arrival {
+                            position: enu(self.nodes[d.node].enu),
+                            time_s: d.onset.secs_since(q.onset),
+                            sigma_s: d.sigma,
+                            phase: Phase::Acoustic,
+                        })
+                        .collect();
+                    let idx: Vec<usize> = (0..arr.len()).collect();
+                    let guesses = crate::locate::closed_form_of(
+                        &arr,
+                        &idx,
+                        self.prop.sound_speed_mps,
+                        self.ground_all,
+                    );
+                    let found = guesses
+                        .iter()
+                        .find_map(|h| self.evaluate_repeat(&dets, h, q.onset));
+                    found
+                }),
+            };
+            if let Some(found) = found {
+                self.create_event(found, out);
+                // The pool changed: start again (checked picks stay checked).
+                i = 0;
             }
         }
+    }
+
+    /// A burst seen in the pool before any of its rounds is located: with
+    /// `pending[i]` as one round's pick at its node and a later pick of that
+    /// node as the next round's (Δ after it), the other nodes whose picks
+    /// repeat Δ later too (within the pick errors and the shooter's step),
+    /// each its earliest such pick consistent with `pending[i]`. Returns
+    /// the round's picks (`i` first) for the Δ repeated at the most nodes,
+    /// when at least `min_nodes_preliminary`.
+    fn doublet(&self, i: usize) -> Option<Vec<usize>> {
+        let q = self.pending[i];
+        let move_s = 2.0 * REPEAT_MOVE_M / self.prop.sound_speed_mps;
+        let acoustic = |j: usize| {
+            let p = &self.pending[j];
+            p.stream == StreamKind::Acoustic && !self.nodes[p.node].flagged
+        };
+        let gate = |a: &Det, b: &Det| {
+            self.cfg.gate_sigmas * (a.known_var + b.known_var + q.known_var).sqrt() + move_s
+        };
+        // Picks consistent with q at other nodes, by node, earliest first.
+        let mut near: Vec<usize> = (0..self.pending.len())
+            .filter(|&j| {
+                acoustic(j)
+                    && self.pending[j].node != q.node
+                    && self.consistent(&self.pending[j], &q)
+            })
+            .collect();
+        near.sort_by_key(|&j| (self.pending[j].node, self.pending[j].onset, j));
+        let mut best: Option<(usize, f64, Vec<usize>)> = None;
+        for k in 0..self.pending.len() {
+            let q2 = self.pending[k];
+            let dt = q2.onset.secs_since(q.onset);
+            if !(acoustic(k) && q2.node == q.node && dt > 0.0 && dt <= self.window_s) {
+                continue;
+            }
+            let mut set = vec![i];
+            let mut mismatch = 0.0;
+            let mut last_node = usize::MAX;
+            for &j in &near {
+                let p = self.pending[j];
+                if p.node == last_node {
+                    continue;
+                }
+                let want = p.onset.add_secs_f64(dt);
+                let partner = (0..self.pending.len())
+                    .filter(|&m| acoustic(m) && self.pending[m].node == p.node && m != j)
+                    .map(|m| self.pending[m].onset.secs_since(want).abs())
+                    .filter(|&e| e <= gate(&p, &q2))
+                    .min_by(f64::total_cmp);
+                if let Some(e) = partner {
+                    set.push(j);
+                    mismatch += e;
+                    last_node = p.node;
+                }
+            }
+            if set.len() >= self.cfg.min_nodes_preliminary
+                && best
+                    .as_ref()
+                    .is_none_or(|b| set.len() > b.0 || (set.len() == b.0 && mismatch < b.1))
+            {
+                best = Some((set.len(), mismatch, set));
+            }
+        }
+        best.map(|b| b.2)
     }
 
     /// The sweep's deferred pivot `p` found a source with `members`: the

@@ -235,6 +235,22 @@ impl Engine {
         self.judge_fit(found, sweep)
     }
 
+    /// A repeat of an earlier source (see `Engine::find_repeats`): `dets`
+    /// (one pick per node) fitted from `h` (the earlier source, origin
+    /// shifted) and judged as the sweep judges any hypothesis.
+    pub(in crate::engine) fn evaluate_repeat(
+        &self,
+        dets: &[Det],
+        h: [f64; 4],
+        tref: UtcNs,
+    ) -> Option<Found> {
+        let found = self.gather_fit(dets, h, tref)?;
+        match self.judge_fit(found, true) {
+            SeedVerdict::Accept(f) => Some(f),
+            _ => None,
+        }
+    }
+
     /// The local fit `found` of candidates `dets`, or a better one with an
     /// earlier pick in place of one of its own.
     fn try_earlier_picks(&self, dets: &[Det], found: Found) -> Found {
