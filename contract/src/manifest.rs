@@ -24,6 +24,13 @@ pub struct Manifest {
     /// Free text, provenance, licence.
     #[serde(default)]
     pub description: String,
+    /// Extension: the deployment site the recording was made at (the MQTT
+    /// `{site}` a replay publishes under; default: the scenario name).
+    /// Recordings of one deployment share it, so that what a replay teaches
+    /// the aggregator about the site (its station terms and timing-error
+    /// scale, kept in a store) applies to the next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
     /// Air temperature and wind during the recording.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<Environment>,
@@ -159,6 +166,7 @@ impl Manifest {
     /// bare WAV): v1 format, no environment, no ground truth.
     pub fn new(name: String, description: String, nodes: Vec<NodeSpec>) -> Manifest {
         Manifest {
+            site: None,
             format: MANIFEST_FORMAT.into(),
             name,
             description,

@@ -64,10 +64,12 @@ pub struct ReplayOutcome {
     pub data_seconds: f64,
 }
 
-/// MQTT topic segment for a scenario name.
+/// MQTT topic segment for a scenario: its site, else its name.
 fn site_of(m: &Manifest) -> String {
     let s: String = m
-        .name
+        .site
+        .as_deref()
+        .unwrap_or(&m.name)
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
@@ -178,6 +180,8 @@ pub async fn run(
         .context("subscribing")?;
     let (suback_tx, suback_rx) = tokio::sync::oneshot::channel();
     let coll = collected.clone();
+    let pubacks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let pubacks2 = pubacks.clone();
     let collect_task = tokio::spawn(async move {
         let mut suback_tx = Some(suback_tx);
         let mut subacks = 0;
@@ -190,6 +194,9 @@ pub async fn run(
                             let _ = tx.send(());
                         }
                     }
+                }
+                Ok(MqttEvent::Incoming(Packet::PubAck(_))) => {
+                    pubacks2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                     let mut c = coll.lock().unwrap_or_else(|e| e.into_inner());
@@ -386,6 +393,33 @@ pub async fn run(
     agg.shutdown();
     let summary = agg.join().await.context("aggregator")?;
     printer.abort();
+    // Leave no retained status behind: the next replay at the same site
+    // (a release's tests share one) must not hear these nodes' last words.
+    let ids: Vec<&str> = scenario
+        .manifest
+        .nodes
+        .iter()
+        .map(|n| n.id.as_str())
+        .collect();
+    for id in &ids {
+        let _ = client
+            .publish(
+                topic::status(PREFIX, &site, id),
+                QoS::AtLeastOnce,
+                true,
+                Vec::new(),
+            )
+            .await;
+    }
+    let cleared = tokio::time::timeout(Duration::from_secs(5), async {
+        while pubacks.load(std::sync::atomic::Ordering::Relaxed) < ids.len() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    if cleared.is_err() {
+        tracing::warn!("the broker did not acknowledge clearing the nodes' retained statuses");
+    }
     collect_task.abort();
     let _ = client.disconnect().await;
 

@@ -745,6 +745,7 @@ pub fn write_scenario(
         });
     }
     let manifest = Manifest {
+        site: None,
         format: MANIFEST_FORMAT.to_string(),
         name: spec.name.clone(),
         description: format!(

@@ -9,18 +9,18 @@
 //! and sensor survey errors make real arrivals depart from them by ~0.3 ms
 //! in open, well-surveyed terrain to ~10 ms in a city (fits of ShotSpotter's
 //! own pulse times in Pittsburgh scatter by 11 ms). No number suits every
-//! site, so the scale is estimated online, per site, from the residuals of
-//! the site's own over-determined events: s² = (ν₀·s₀² + Σ e²) / (ν₀ + n),
-//! where each arrival contributes its squared residual, inflated by n/dof
-//! for the parameters the fit absorbed, less its known pick, clock and
-//! position variance, and older arrivals are forgotten exponentially
-//! (memory [`SCALE_MEMORY_ARRIVALS`]) so that a change of season or weather
-//! is followed. The prior s₀ (`model_sigma_s`) is deliberately wide and
-//! weighs as half an event ([`PRIOR_WEIGHT_ARRIVALS`]): a scale too small breaks
-//! a source's arrivals into outliers and loses it (measured on ShotSpotter:
-//! 24 % of shots within 15 m at 1 ms, 75 % at 10 ms), one too wide costs a
-//! little precision and ghost protection until the first events have
-//! narrowed it.
+//! site, so the scale is estimated online, per site, from the site's own
+//! events: each event with at least two residual degrees of freedom gives a
+//! robust scale ([`event_scale`]: from the median absolute residual), and
+//! the site's scale is the median of the latest [`SCALE_MEMORY_EVENTS`]
+//! such scales and the prior (`model_sigma_s`, counted as one event). A
+//! median, so that events made of mixed-up picks (whose residuals are large)
+//! cannot inflate the scale, widen the gates and mix up more picks; a
+//! window, so that a change of season or weather is followed. The prior is
+//! deliberately wide: a scale too small breaks a source's arrivals into
+//! outliers and loses it (measured on ShotSpotter: 24 % of shots within
+//! 15 m at 1 ms), one too wide costs a little precision and ghost
+//! protection until the first events have narrowed it.
 //!
 //! **Station terms.** Part of the error repeats shot after shot at one
 //! sensor (a non-line-of-sight path, a survey error, a constant clock
@@ -37,12 +37,16 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-/// Weight of the prior scale, in arrivals (about half an event).
-pub const PRIOR_WEIGHT_ARRIVALS: f64 = 4.0;
-/// Memory of the scale estimate, in arrivals (about fifty events).
-pub const SCALE_MEMORY_ARRIVALS: f64 = 400.0;
-/// Raw residuals a station term is the trimmed mean of.
+/// Events whose scales the site's scale is the median of (with the prior).
+pub const SCALE_MEMORY_EVENTS: usize = 50;
+/// Latest events a node's direction-independent term is the trimmed mean of.
 pub const TERM_RECENT: usize = 8;
+/// Raw residuals a node keeps (with their sources' positions).
+pub const TERM_MEMORY: usize = 64;
+/// Sources closer than this share a direction-dependent delay at a node, m:
+/// a city block, the scale over which a path around buildings stays the
+/// same.
+pub const TERM_RADIUS_M: f64 = 50.0;
 /// Events with a residual at a node before its term is applied.
 pub const TERM_MIN_EVENTS: usize = 3;
 /// Smallest scale the estimate may reach, s: below any digitiser's timing.
@@ -53,10 +57,8 @@ const MIN_SCALE_S: f64 = 1e-5;
 pub struct ErrorScale {
     /// Prior scale, s.
     pub prior_s: f64,
-    /// Σ e² of the remembered arrivals, s².
-    pub sum_sq: f64,
-    /// Remembered arrivals (decayed count).
-    pub weight: f64,
+    /// The scales of the latest events (robust, per event), s, oldest first.
+    pub recent: VecDeque<f64>,
 }
 
 impl ErrorScale {
@@ -64,77 +66,161 @@ impl ErrorScale {
     pub fn new(prior_s: f64) -> Self {
         ErrorScale {
             prior_s,
-            sum_sq: 0.0,
-            weight: 0.0,
+            recent: VecDeque::new(),
         }
     }
 
-    /// The current estimate, s.
+    /// The current estimate, s: the median of the latest events' scales and
+    /// the prior (counted as one event).
     pub fn scale_s(&self) -> f64 {
-        let p = PRIOR_WEIGHT_ARRIVALS;
-        ((p * self.prior_s * self.prior_s + self.sum_sq) / (p + self.weight))
-            .sqrt()
-            .max(MIN_SCALE_S)
+        let mut v: Vec<f64> = self.recent.iter().copied().collect();
+        v.push(self.prior_s);
+        v.sort_by(f64::total_cmp);
+        median_sorted(&v).max(MIN_SCALE_S)
     }
 
-    /// Learn from one event: `excess_sq` is Σ (r²·n/dof − known variance)
-    /// over its `n` used arrivals.
-    pub fn learn(&mut self, excess_sq: f64, n: usize) {
-        if !(excess_sq.is_finite() && n > 0) {
+    /// Learn one event's scale, s (see [`event_scale`]).
+    pub fn learn(&mut self, event_scale_s: f64) {
+        if !event_scale_s.is_finite() {
             return;
         }
-        let keep = (1.0 - 1.0 / SCALE_MEMORY_ARRIVALS).powi(n as i32);
-        self.sum_sq = self.sum_sq * keep + excess_sq.max(0.0);
-        self.weight = self.weight * keep + n as f64;
+        self.recent.push_back(event_scale_s.max(MIN_SCALE_S));
+        while self.recent.len() > SCALE_MEMORY_EVENTS {
+            self.recent.pop_front();
+        }
     }
+}
+
+/// One event's timing-error scale, s, from its arrivals' residuals (scaled
+/// up for the parameters the fit absorbed) and their known variances (pick,
+/// clock, position, station term): the residuals' robust spread
+/// (1.4826 × their median absolute value) less what the known variances
+/// explain. Robust: a few mixed-up or delayed arrivals do not move it.
+pub fn event_scale(residuals_s: &[f64], known_var_s2: &[f64]) -> Option<f64> {
+    if residuals_s.len() < 4 {
+        return None;
+    }
+    let mut a: Vec<f64> = residuals_s.iter().map(|r| r.abs()).collect();
+    a.sort_by(f64::total_cmp);
+    let mut k: Vec<f64> = known_var_s2.to_vec();
+    k.sort_by(f64::total_cmp);
+    let spread = 1.4826 * median_sorted(&a);
+    Some((spread * spread - median_sorted(&k)).max(0.0).sqrt())
+}
+
+/// One raw residual of a node and where its source was.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TermSample {
+    /// Source latitude, degrees.
+    pub lat: f64,
+    /// Source longitude, degrees.
+    pub lon: f64,
+    /// The node's residual plus the term applied to its pick, s.
+    pub residual_s: f64,
 }
 
 /// A node's systematic delay, learned from its residuals.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StationTerm {
-    /// Raw residuals of its recent events (oldest first), s.
-    pub recent: VecDeque<f64>,
+    /// Recent raw residuals (oldest first), with their sources' positions.
+    pub recent: VecDeque<TermSample>,
     /// Events it had a residual in (ever).
     pub events: u64,
 }
 
 impl StationTerm {
-    /// The term applied to the node's onsets and its 1-sigma, s: (0, 0)
-    /// until [`TERM_MIN_EVENTS`] events.
+    /// The node's term over its latest [`TERM_RECENT`] events, whatever
+    /// their direction, and its standard error, s: (0, 0) until
+    /// [`TERM_MIN_EVENTS`] events. What `/api/nodes` reports.
     pub fn applied(&self) -> (f64, f64) {
-        let k = self.recent.len();
-        if k < TERM_MIN_EVENTS {
-            return (0.0, 0.0);
-        }
-        let mut s: Vec<f64> = self.recent.iter().copied().collect();
-        s.sort_by(f64::total_cmp);
-        let med = median_sorted(&s);
-        let mut dev: Vec<f64> = s.iter().map(|v| (v - med).abs()).collect();
-        dev.sort_by(f64::total_cmp);
-        let spread = 1.4826 * median_sorted(&dev);
-        // The mean of the values within 3 spreads of the median (a trimmed
-        // mean: it follows a changing delay faster than the median, and an
-        // echo taken for the arrival does not move it).
-        let near: Vec<f64> = s
+        let last: Vec<f64> = self
+            .recent
             .iter()
-            .copied()
-            .filter(|v| (v - med).abs() <= 3.0 * spread.max(1e-4))
+            .rev()
+            .take(TERM_RECENT)
+            .map(|s| s.residual_s)
             .collect();
-        let mean = near.iter().sum::<f64>() / near.len() as f64;
-        (mean, spread / (near.len() as f64).sqrt())
+        stats(&last).map_or((0.0, 0.0), |(mean, spread, k)| {
+            (mean, spread / (k as f64).sqrt())
+        })
     }
 
-    /// Learn one raw residual (the residual plus the term applied to the pick).
-    pub fn learn(&mut self, raw_residual_s: f64) {
-        if !raw_residual_s.is_finite() {
+    /// The term for a source at (`lat`, `lon`) and the 1-sigma of the node's
+    /// delay given it, s. A delay that depends on the source's direction (a
+    /// non-line-of-sight path around a building) repeats for sources within
+    /// [`TERM_RADIUS_M`] of one another: from [`TERM_MIN_EVENTS`] earlier
+    /// sources there the term is theirs (source-specific station terms, as
+    /// seismic networks use); otherwise the node's latest
+    /// [`TERM_RECENT`] events, whatever their direction. The 1-sigma is the
+    /// term's standard error plus the scatter of its residuals beyond the
+    /// site's timing-error scale `scale_s` (a delay that changes from source
+    /// to source is only partly a constant). `None` until learned.
+    pub fn at(&self, lat: f64, lon: f64, scale_s: f64) -> Option<(f64, f64)> {
+        let near: Vec<f64> = self
+            .recent
+            .iter()
+            .filter(|s| horizontal_m(s.lat, s.lon, lat, lon) <= TERM_RADIUS_M)
+            .map(|s| s.residual_s)
+            .collect();
+        let last: Vec<f64> = self
+            .recent
+            .iter()
+            .rev()
+            .take(TERM_RECENT)
+            .map(|s| s.residual_s)
+            .collect();
+        let (mean, spread, k) = stats(&near).or_else(|| stats(&last))?;
+        let var = spread * spread / k as f64 + (spread * spread - scale_s * scale_s).max(0.0);
+        Some((mean, var.sqrt()))
+    }
+
+    /// Learn one raw residual of a source at (`lat`, `lon`).
+    pub fn learn(&mut self, lat: f64, lon: f64, raw_residual_s: f64) {
+        if !(raw_residual_s.is_finite() && lat.is_finite() && lon.is_finite()) {
             return;
         }
-        self.recent.push_back(raw_residual_s);
-        while self.recent.len() > TERM_RECENT {
+        self.recent.push_back(TermSample {
+            lat,
+            lon,
+            residual_s: raw_residual_s,
+        });
+        while self.recent.len() > TERM_MEMORY {
             self.recent.pop_front();
         }
         self.events += 1;
     }
+}
+
+/// Distance between two nearby points, m (equirectangular; exact enough
+/// within kilometres).
+fn horizontal_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    const R: f64 = 6_371_000.0;
+    let k = std::f64::consts::PI / 180.0;
+    let x = (lon2 - lon1) * k * (0.5 * (lat1 + lat2) * k).cos();
+    let y = (lat2 - lat1) * k;
+    R * x.hypot(y)
+}
+
+/// (trimmed mean, robust spread, count) of `v` once it holds
+/// [`TERM_MIN_EVENTS`]: the mean of the values within 3 robust spreads of
+/// the median (an echo taken for an arrival does not move it).
+fn stats(v: &[f64]) -> Option<(f64, f64, usize)> {
+    if v.len() < TERM_MIN_EVENTS {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let med = median_sorted(&s);
+    let mut dev: Vec<f64> = s.iter().map(|x| (x - med).abs()).collect();
+    dev.sort_by(f64::total_cmp);
+    let spread = 1.4826 * median_sorted(&dev);
+    let near: Vec<f64> = s
+        .iter()
+        .copied()
+        .filter(|x| (x - med).abs() <= 3.0 * spread.max(1e-4))
+        .collect();
+    let mean = near.iter().sum::<f64>() / near.len() as f64;
+    Some((mean, spread, near.len()))
 }
 
 fn median_sorted(s: &[f64]) -> f64 {
@@ -180,30 +266,60 @@ mod tests {
     fn the_scale_leaves_its_prior_for_what_events_show() {
         let mut s = ErrorScale::new(0.010);
         assert!((s.scale_s() - 0.010).abs() < 1e-12);
-        // Ten clean events of 12 arrivals with 0.3 ms errors.
-        for _ in 0..10 {
-            s.learn(12.0 * 0.0003f64.powi(2), 12);
-        }
-        let v = s.scale_s();
-        assert!(v < 0.002, "{v}");
-        // A noisy site: 12 ms errors.
+        // Two clean events with 0.3 ms errors: the median leaves the prior.
+        s.learn(0.0003);
+        s.learn(0.0003);
+        assert!((s.scale_s() - 0.0003).abs() < 1e-12, "{}", s.scale_s());
+        // A noisy site (12 ms), and one event of mixed-up picks (200 ms).
         let mut s = ErrorScale::new(0.001);
-        for _ in 0..10 {
-            s.learn(8.0 * 0.012f64.powi(2), 8);
+        for v in [0.012, 0.011, 0.200, 0.013] {
+            s.learn(v);
         }
-        assert!((s.scale_s() - 0.012).abs() < 0.0015, "{}", s.scale_s());
+        assert!((s.scale_s() - 0.012).abs() < 1e-12, "{}", s.scale_s());
+    }
+
+    #[test]
+    fn an_event_scale_is_robust_to_one_delayed_arrival() {
+        let r = [0.001, -0.0012, 0.0008, -0.0009, 0.0011, 0.030];
+        let k = [1e-8; 6];
+        let s = event_scale(&r, &k).expect("six arrivals");
+        assert!(s > 0.001 && s < 0.002, "{s}");
+        assert_eq!(event_scale(&r[..3], &k[..3]), None);
     }
 
     #[test]
     fn a_term_is_the_trimmed_mean_delay_once_enough_events_agree() {
         let mut t = StationTerm::default();
-        t.learn(0.020);
-        t.learn(0.021);
+        t.learn(40.0, -80.0, 0.020);
+        t.learn(40.0, -80.0, 0.021);
         assert_eq!(t.applied(), (0.0, 0.0));
-        t.learn(0.35); // an echo mistaken for the arrival
-        t.learn(0.019);
+        assert_eq!(t.at(40.0, -80.0, 0.001), None);
+        t.learn(40.0, -80.0, 0.35); // an echo mistaken for the arrival
+        t.learn(40.0, -80.0, 0.019);
         let (d, s) = t.applied();
         assert!((d - 0.020).abs() < 1e-9, "{d}");
         assert!(s > 0.0 && s < 0.01, "{s}");
+    }
+
+    #[test]
+    fn a_term_depends_on_where_the_source_is_once_sources_there_taught_it() {
+        let mut t = StationTerm::default();
+        // Three sources from one place (delay 20 ms), three from another
+        // 1 km away (none).
+        for _ in 0..3 {
+            t.learn(40.0, -80.0, 0.020);
+        }
+        for _ in 0..3 {
+            t.learn(40.009, -80.0, 0.0);
+        }
+        let (here, _) = t.at(40.0, -80.0, 0.001).expect("learned");
+        let (there, _) = t.at(40.009, -80.0, 0.001).expect("learned");
+        assert!(
+            (here - 0.020).abs() < 1e-9 && there.abs() < 1e-9,
+            "{here} {there}"
+        );
+        // Elsewhere: the node's latest events, with their scatter as sigma.
+        let (d, s) = t.at(40.1, -80.0, 0.001).expect("global");
+        assert!(s > 0.005, "{d} {s}");
     }
 }

@@ -213,6 +213,9 @@ pub fn sensor_audio(test_dir: &Path) -> Result<Vec<SensorAudio>, RecordingError>
         .collect()
 }
 
+/// The site every imported test is recorded at (one city network).
+pub const SITE: &str = "shotspotter-pittsburgh";
+
 /// Import every test under `release` into `out/<FPn>-<test_xxx>/`.
 pub fn import_all(release: &Path, out: &Path) -> Result<Vec<Imported>, RecordingError> {
     test_dirs(release)?
@@ -320,6 +323,9 @@ pub fn import_test(test_dir: &Path, out: &Path) -> Result<Imported, RecordingErr
         });
     }
     let manifest = Manifest {
+        // One deployment: every test of the release was heard by the same
+        // city network, so what one test teaches applies to the next.
+        site: Some(SITE.into()),
         format: MANIFEST_FORMAT.into(),
         name: scen_name,
         description: format!(

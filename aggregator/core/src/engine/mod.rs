@@ -46,7 +46,7 @@ use blastnet_contract::{
     Detection, EnuFrame, Event, EventStatus, Geodetic, SourceKind, StreamKind, UtcNs,
 };
 
-use crate::calibration::{ErrorScale, TERM_MIN_EVENTS};
+use crate::calibration::ErrorScale;
 use crate::config::EngineConfig;
 use crate::locate::{Arrival, Solution};
 use crate::propagation::{Phase, Propagation};
@@ -407,14 +407,12 @@ impl Engine {
             .position_uncertainty_m
             .filter(|u| u.is_finite() && *u >= 0.0)
             .map_or(0.0, |u| u / self.prop.sound_speed_mps);
-        let ((term_s, term_sigma), term_set) = if det.stream == StreamKind::Acoustic {
-            (n.term.applied(), n.term.recent.len() >= TERM_MIN_EVENTS)
-        } else {
-            ((0.0, 0.0), false)
-        };
-        let known_var = pick * pick + clock * clock + pos * pos + term_sigma * term_sigma;
         let site = det.site.as_deref().map(|name| self.site_index(name));
         let m = self.scale(site).scale_s();
+        // Station terms apply when an event is finalised (they depend on
+        // where its source is; see `Engine::apply_terms`).
+        let (term_s, term_set) = (0.0, false);
+        let known_var = pick * pick + clock * clock + pos * pos;
         let sigma = (known_var + m * m).sqrt().max(1e-6);
         let onset = det.onset_utc.add_secs_f64(-term_s);
         let n = &self.nodes[node];

@@ -16,6 +16,7 @@ use super::publish::Outlier;
 use super::{dist, finite_or, Action, Engine, Member};
 use crate::calibration::{Calibration, ErrorScale, NodeCalibration, SiteCalibration, StationTerm};
 use crate::locate::{Dims, Solution};
+
 use crate::propagation::Phase;
 use blastnet_contract::StreamKind;
 
@@ -182,28 +183,50 @@ impl Engine {
         &mut self.scales[i]
     }
 
-    /// Learn the timing-error scale from a final event's used acoustic
-    /// arrivals (see [`crate::calibration`]): each contributes r²·n/dof less
-    /// its known variance. Events without redundancy teach nothing.
-    pub(super) fn learn_scale(&mut self, members: &[Member], dims: Dims) {
-        let used: Vec<&Member> = members
-            .iter()
-            .filter(|m| {
-                m.used && m.phase == Phase::Acoustic && m.det.stream == StreamKind::Acoustic
-            })
-            .collect();
-        let n = members.iter().filter(|m| m.used).count();
-        let k = dims.unknowns();
-        if n <= k || used.is_empty() {
-            return;
+    /// Correct a final event's picks by their nodes' station terms for a
+    /// source where it is (see [`StationTerm::at`]) and locate it again;
+    /// kept when the corrected fit explains at least as many arrivals.
+    /// Returns whether it was.
+    pub(super) fn apply_terms(&self, ev: &mut super::OpenEvent) -> bool {
+        let Some(frame) = self.frame else {
+            return false;
+        };
+        let at = frame.to_geodetic(ev.sol.position);
+        let site = ev.members.iter().find(|m| m.used).and_then(|m| m.det.site);
+        let scale = self
+            .scales
+            .get(site.map_or(0, |s| s as usize + 1))
+            .map_or(self.cfg.model_sigma_s, ErrorScale::scale_s);
+        let mut members = ev.members.clone();
+        let mut any = false;
+        for m in members.iter_mut() {
+            if m.det.stream != StreamKind::Acoustic || m.phase != Phase::Acoustic {
+                continue;
+            }
+            if let Some((term, sigma)) = self.nodes[m.det.node].term.at(at.lat, at.lon, scale) {
+                m.det.onset = m.det.raw_onset.add_secs_f64(-term);
+                m.det.term_s = term;
+                m.det.term_set = true;
+                m.det.known_var += sigma * sigma;
+                m.det.sigma = (m.det.sigma * m.det.sigma + sigma * sigma).sqrt();
+                any = true;
+            }
         }
-        let inflate = n as f64 / (n - k) as f64;
-        let excess: f64 = used
-            .iter()
-            .map(|m| m.residual * m.residual * inflate - m.det.known_var)
-            .sum();
-        let site = used[0].det.site;
-        self.scale(site).learn(excess, used.len());
+        if !any {
+            return false;
+        }
+        let s = &ev.sol;
+        let start = Some([s.position.e, s.position.n, s.position.u, s.origin_s]);
+        let before = ev.members.iter().filter(|m| m.used).count();
+        match self.solve_members(&mut members, ev.tref, start) {
+            Some(sol) if members.iter().filter(|m| m.used).count() >= before => {
+                ev.located_with = members.iter().filter(|m| m.used).count();
+                ev.members = members;
+                ev.sol = sol;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// What the engine has learned (for the store).
@@ -279,7 +302,7 @@ impl Engine {
 
     /// Each used acoustic arrival's deleted residual (its residual against
     /// the fit of the other arrivals, r / (1 − h) with h its leverage; none
-    /// where h > 0.5), by detection uid: what station terms learn from. A fit that used a
+    /// where h > 0.75), by detection uid: what station terms learn from. A fit that used a
     /// delayed arrival is pulled towards it and biases every other
     /// residual (the others would learn terms that merely compensate), so
     /// when one deleted residual stands out (beyond 3× the others' robust
@@ -312,7 +335,7 @@ impl Engine {
                     // A high-leverage arrival (a node the fit bends to
                     // follow, e.g. the nearest to a source outside the
                     // array) says little about its own delay.
-                    (h <= 0.5).then_some((m.det.uid, r / (1.0 - h)))
+                    (h <= 0.75).then_some((m.det.uid, r / (1.0 - h)))
                 })
                 .collect()
         };
@@ -396,6 +419,26 @@ impl Engine {
         out: &mut Vec<Action>,
     ) {
         let deleted = self.deleted_residuals(sol, members, tref);
+        let at = self.frame.map(|f| f.to_geodetic(sol.position));
+        // The site's timing-error scale learns from events with at least two
+        // residual degrees of freedom: their used acoustic residuals, scaled
+        // up by √(n/dof) for what the fit absorbed.
+        let used = members.iter().filter(|m| m.used).count();
+        if used >= sol.dims.unknowns() + 2 {
+            let inflate = (used as f64 / (used - sol.dims.unknowns()) as f64).sqrt();
+            let ac: Vec<&Member> = members
+                .iter()
+                .filter(|m| {
+                    m.used && m.phase == Phase::Acoustic && m.det.stream == StreamKind::Acoustic
+                })
+                .collect();
+            let known: Vec<f64> = ac.iter().map(|m| m.det.known_var).collect();
+            let r: Vec<f64> = ac.iter().map(|m| m.residual * inflate).collect();
+            if let Some(s) = crate::calibration::event_scale(&r, &known) {
+                let site = members.iter().find(|m| m.used).and_then(|m| m.det.site);
+                self.scale(site).learn(s);
+            }
+        }
         for n in 0..self.nodes.len() {
             if !self.nodes[n].info.online {
                 continue;
@@ -405,29 +448,34 @@ impl Engine {
                     && m.phase == Phase::Acoustic
                     && m.det.stream == StreamKind::Acoustic
             });
-            let pick = match used {
+            // The raw residual: the residual plus the term its pick carried.
+            let raw = match used {
                 Some(m) => deleted
                     .iter()
                     .find(|d| d.0 == m.det.uid)
-                    .map(|d| (d.1, m.det.term_s, m.det.term_set)),
+                    .map(|d| d.1 + m.det.term_s),
                 None => outliers
                     .iter()
                     .find(|o| o.det.node == n && !o.echo)
-                    .map(|o| (o.residual, o.det.term_s, o.det.term_set)),
+                    .map(|o| o.residual + o.det.term_s),
             };
+            let scale = self
+                .scale(members.iter().find(|m| m.used).and_then(|m| m.det.site))
+                .scale_s();
             let node = &mut self.nodes[n];
-            if pick.is_none() && members.iter().all(|m| m.det.node != n) {
+            if raw.is_none() && members.iter().all(|m| m.det.node != n) {
                 node.silent_misses += 1;
             }
-            if let Some((r, term, _)) = pick {
-                node.term.learn(r + term);
-            }
             // A constant offset is what the station term absorbs; the clock
-            // verdict judges only residuals left once a term was set (a
+            // verdict judges only what is left once a term was learned (a
             // node whose delay changes after its term settled: a clock jump,
             // a moved sensor).
+            let term_here = at.and_then(|a| node.term.at(a.lat, a.lon, scale));
             node.history
-                .push_back(pick.and_then(|(r, _, set)| set.then_some(r)));
+                .push_back(raw.zip(term_here).map(|(r, (t, _))| r - t));
+            if let (Some(r), Some(at)) = (raw, at) {
+                node.term.learn(at.lat, at.lon, r);
+            }
             while node.history.len() > HISTORY {
                 node.history.pop_front();
             }

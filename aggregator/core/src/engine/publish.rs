@@ -40,8 +40,9 @@ impl Engine {
     /// predictions listed as outliers, and its residuals recorded per node
     /// (clock flags).
     pub(super) fn finalise(&mut self, mut ev: OpenEvent, out: &mut Vec<Action>) {
+        let corrected = self.apply_terms(&mut ev);
         // Always locate the final set of arrivals.
-        if ev.members.iter().filter(|m| m.used).count() != ev.located_with {
+        if !corrected && ev.members.iter().filter(|m| m.used).count() != ev.located_with {
             let s = &ev.sol;
             let start = Some([s.position.e, s.position.n, s.position.u, s.origin_s]);
             let mut members = ev.members.clone();
@@ -51,7 +52,6 @@ impl Engine {
             }
         }
         let extra = self.outliers_near(&ev);
-        self.learn_scale(&ev.members, ev.sol.dims);
         // Residual history per live node, for clock flags.
         self.record_residuals(&ev.sol, ev.tref, &ev.members, &extra, out);
         let mut e = self.to_event(&ev, EventStatus::Final);
