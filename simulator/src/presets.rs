@@ -13,7 +13,7 @@ use crate::error::SimError;
 use crate::noise::{rng_for, uniform};
 use crate::spec::{
     BulletSpec, BurstSpec, DistractorKind, DistractorSpec, EnvironmentSpec, ErrorSpec, NodeSim,
-    NoiseSpec, RatesSpec, SampleFormat, ScenarioSpec, SensorSpec, SourceSpec,
+    NoiseSpec, RatesSpec, SampleFormat, ScenarioSpec, SensorSpec, SourceSpec, TerrainSpec,
 };
 
 /// The preset names with a one-line description each.
@@ -118,6 +118,8 @@ fn single_blast(seed: u64) -> ScenarioSpec {
         nodes,
         sources: vec![explosion([150.0, 250.0, 0.0], 2.0, 100.0, "ground burst, 100 kg TNT")],
         distractors,
+        terrain: TerrainSpec::default(),
+        walls: Vec::new(),
     }
 }
 
@@ -217,6 +219,8 @@ fn city_salvo(seed: u64) -> ScenarioSpec {
         nodes,
         sources,
         distractors,
+        terrain: TerrainSpec::default(),
+        walls: Vec::new(),
     }
 }
 
@@ -298,6 +302,8 @@ fn gunshot(seed: u64) -> ScenarioSpec {
         nodes,
         sources,
         distractors,
+        terrain: TerrainSpec::default(),
+        walls: Vec::new(),
     }
 }
 
@@ -413,6 +419,8 @@ pub fn random_array(
         nodes,
         sources,
         distractors: Vec::new(),
+        terrain: TerrainSpec::default(),
+        walls: Vec::new(),
     }
 }
 
