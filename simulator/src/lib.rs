@@ -24,11 +24,13 @@
 #![warn(missing_docs)]
 
 pub mod absorption;
+pub mod array;
 pub mod clips;
 mod error;
 mod noise;
 mod presets;
 pub mod propagation;
+mod random_scene;
 mod render;
 pub mod scenes;
 pub mod spec;
@@ -37,6 +39,7 @@ mod write;
 pub use error::SimError;
 pub use presets::{make_quiet, preset, random_array, PRESETS};
 pub use propagation::{arrival_utc, travel_time_geodetic};
+pub use random_scene::random_scene;
 pub use spec::{
     BulletSpec, BurstSpec, DistractorKind, DistractorSpec, EnvironmentSpec, ErrorSpec,
     GeophoneSpec, NodeSim, NoiseSpec, RatesSpec, SampleFormat, ScenarioSpec, SensorSpec,
