@@ -280,7 +280,9 @@ pub async fn run(
         .await
         .context("starting the aggregator")?;
     let http = agg.http_addr();
-    eprintln!("live map: http://{http}/");
+    if opts.progress || !opts.linger.is_zero() {
+        eprintln!("live map: http://{http}/");
+    }
     let mut events_rx = agg.subscribe();
     let printer = tokio::spawn(async move {
         loop {

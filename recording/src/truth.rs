@@ -1,5 +1,5 @@
 //! Evaluation against a manifest's `truth`, in one place: [`evaluate`]
-//! matches events to true sources one to one (replay's summary, the release
+//! (and [`evaluate_timed`]) matches events to true sources one to one (replay's summary, the release
 //! evaluation), [`Judge`] decides whether an event stands for a source within
 //! a tolerance of its reported uncertainty (the end-to-end and engine tests).
 //! Read only by evaluation and tests — never by the node or the aggregator.
@@ -76,6 +76,20 @@ impl Evaluation {
 /// Match events to true sources: greedily by 3-D distance, among pairs whose
 /// origin times differ by at most `window_s`.
 pub fn evaluate(manifest: &Manifest, events: &[Event], window_s: f64) -> Evaluation {
+    evaluate_timed(manifest, events, window_s, 0.0)
+}
+
+/// [`evaluate`] with the pair cost 3-D distance + `time_weight_mps` × |origin
+/// time difference|: the rounds of a burst fired from one place lie at the
+/// same distance from each event, and only their times tell which event is
+/// which (a sound speed, ~340 m/s, weighs a time error as the range error
+/// it would cause).
+pub fn evaluate_timed(
+    manifest: &Manifest,
+    events: &[Event],
+    window_s: f64,
+    time_weight_mps: f64,
+) -> Evaluation {
     let truth: &[TruthSource] = manifest.truth.as_deref().unwrap_or(&[]);
     let Some(first) = manifest.nodes.first() else {
         return Evaluation::default();
@@ -94,7 +108,8 @@ pub fn evaluate(manifest: &Manifest, events: &[Event], window_s: f64) -> Evaluat
         for (ei, e) in events.iter().enumerate() {
             let dt = e.origin_utc.secs_since(t.time_utc);
             if dt.abs() <= window_s {
-                pairs.push((tr_pos[ti].distance(ev_pos[ei]), ti, ei));
+                let cost = tr_pos[ti].distance(ev_pos[ei]) + time_weight_mps * dt.abs();
+                pairs.push((cost, ti, ei));
             }
         }
     }

@@ -9,8 +9,9 @@
 //!   Kingery–Bulmash (surface bursts) and Kinney–Graham (free air) —
 //!   [`blastnet_contract::blast`];
 //! - propagation: straight rays, sound speed from temperature plus wind along
-//!   the path, spherical spreading, the ground-reflected image path, exact
-//!   sub-sample delays — [`propagation`], `render.rs`;
+//!   the path, spherical spreading, the ground-reflected image path over
+//!   level or tilted ground, wall echoes, exact sub-sample delays —
+//!   [`propagation`], `render.rs`;
 //! - ISO 9613-1 atmospheric absorption as a causal minimum-phase filter — [`absorption`];
 //! - gun muzzle blasts and Whitham N-waves, rocket roar, air-coupled ground
 //!   motion and the seismic P wave of ground bursts — `write.rs`;
@@ -23,11 +24,13 @@
 #![warn(missing_docs)]
 
 pub mod absorption;
+pub mod array;
 pub mod clips;
 mod error;
 mod noise;
 mod presets;
 pub mod propagation;
+mod random_scene;
 mod render;
 pub mod scenes;
 pub mod spec;
@@ -36,10 +39,11 @@ mod write;
 pub use error::SimError;
 pub use presets::{make_quiet, preset, random_array, PRESETS};
 pub use propagation::{arrival_utc, travel_time_geodetic};
+pub use random_scene::random_scene;
 pub use spec::{
     BulletSpec, BurstSpec, DistractorKind, DistractorSpec, EnvironmentSpec, ErrorSpec,
     GeophoneSpec, NodeSim, NoiseSpec, RatesSpec, SampleFormat, ScenarioSpec, SensorSpec,
-    SourceSpec,
+    SourceSpec, TerrainSpec, WallSpec,
 };
 pub use write::{
     whitham_n_wave, write_scenario, WriteOptions, FRIEDLANDER_B, SURFACE_SEISMIC_COUPLING,

@@ -2,12 +2,13 @@
 //! and their validation.
 //!
 //! Positions are local East-North-Up metres from `origin`, whose altitude is
-//! the (flat) ground level: `at = [east, north, up]`, with `up` the height
-//! above ground. Times are seconds after `start_utc`.
+//! the ground level there: `at = [east, north, up]`, with `up` the height
+//! above the ground below the point (the ground is flat unless `terrain`
+//! tilts it). Times are seconds after `start_utc`.
 
 use std::path::Path;
 
-use blastnet_contract::{Check, Geodetic, SourceKind, UtcNs};
+use blastnet_contract::{Check, Enu, Environment, Geodetic, SourceKind, UtcNs};
 use serde::{Deserialize, Serialize};
 
 use crate::error::SimError;
@@ -47,15 +48,75 @@ pub struct ScenarioSpec {
     /// Local single-node distractors (door slams, claps, hammering, traffic).
     #[serde(default)]
     pub distractors: Vec<DistractorSpec>,
+    /// The ground's shape (flat when omitted).
+    #[serde(default, skip_serializing_if = "TerrainSpec::is_flat")]
+    pub terrain: TerrainSpec,
+    /// Reflecting walls (building faces, cliffs): each adds an echo.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub walls: Vec<WallSpec>,
+}
+
+/// The ground: the plane up = `slope` · [east, north] through the origin, so
+/// nodes and sources at one height above ground sit at different altitudes.
+/// A plane keeps the ground reflection one exact image path.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TerrainSpec {
+    /// Rise of the ground per metre [east, north] (0.02 = 2 %).
+    pub slope: [f64; 2],
+}
+
+impl TerrainSpec {
+    /// Whether the ground is level (the default, not written out).
+    pub fn is_flat(&self) -> bool {
+        self.slope == [0.0, 0.0]
+    }
+
+    /// Ground height at (east, north) in the scenario frame, m.
+    pub fn ground_u(&self, e: f64, n: f64) -> f64 {
+        self.slope[0] * e + self.slope[1] * n
+    }
+
+    /// The scenario-frame position of `at` = [east, north, height above ground].
+    pub fn place(&self, at: [f64; 3]) -> Enu {
+        Enu::new(at[0], at[1], self.ground_u(at[0], at[1]) + at[2])
+    }
+
+    /// The mirror image of `p` in the ground plane.
+    pub fn mirror(&self, p: Enu) -> Enu {
+        let n = [-self.slope[0], -self.slope[1], 1.0];
+        let n2 = n[0] * n[0] + n[1] * n[1] + n[2] * n[2];
+        // Signed height above the plane times |n|: the plane passes through the origin.
+        let k = 2.0 * (p.e * n[0] + p.n * n[1] + p.u * n[2]) / n2;
+        Enu::new(p.e - k * n[0], p.n - k * n[1], p.u - k * n[2])
+    }
+}
+
+/// A vertical reflecting wall standing on the ground (a building face, a
+/// cliff): a node on its face side hears an echo of every source on that
+/// side whose specular point lies on the wall.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WallSpec {
+    /// Centre of the wall's foot [east, north], m.
+    pub at: [f64; 2],
+    /// Direction the reflecting face looks to, degrees clockwise from north.
+    pub facing_deg: f64,
+    /// Length along the ground, m.
+    pub length_m: f64,
+    /// Height above the ground at its centre, m.
+    pub height_m: f64,
+    /// Pressure reflection coefficient (0..1).
+    pub reflection: f64,
 }
 
 /// The atmosphere and ground the simulation uses (uniform in space and time).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnvironmentSpec {
-    /// Air temperature, °C (sound speed; also written to the manifest).
+    /// Air temperature, °C (sound speed; also written to the manifest unless `reported`).
     pub temperature_c: f64,
-    /// Wind [east, north], m/s, blowing TO (SPEC convention; written to the manifest).
+    /// Wind [east, north], m/s, blowing TO (SPEC convention; written to the manifest unless `reported`).
     pub wind_mps: [f64; 2],
     /// Relative humidity, % (ISO 9613-1 absorption only).
     pub relative_humidity_pct: f64,
@@ -65,6 +126,11 @@ pub struct EnvironmentSpec {
     pub ground_reflection: f64,
     /// Near-surface P-wave speed, m/s (seismic direct wave of ground bursts).
     pub p_wave_mps: f64,
+    /// The weather the network is told, when it differs from the truth above
+    /// (a weather station's reading, a forecast): written to the manifest
+    /// instead, while the rendering uses the truth. Omitted: the truth.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reported: Option<Environment>,
 }
 
 impl Default for EnvironmentSpec {
@@ -76,6 +142,7 @@ impl Default for EnvironmentSpec {
             pressure_pa: 101_325.0,
             ground_reflection: 0.9,
             p_wave_mps: 800.0,
+            reported: None,
         }
     }
 }
@@ -556,6 +623,53 @@ impl ScenarioSpec {
             "environment.p_wave_mps",
             format!("expected m/s in 100..10000, got {}", env.p_wave_mps),
         )?;
+        if let Some(r) = &env.reported {
+            c.ensure(
+                (-80.0..=70.0).contains(&r.temperature_c),
+                "environment.reported.temperature_c",
+                format!("expected °C in -80..70, got {}", r.temperature_c),
+            )?;
+            c.ensure(
+                r.wind_mps.iter().all(|w| w.is_finite() && w.abs() <= 60.0),
+                "environment.reported.wind_mps",
+                "expected [east, north] m/s, each within ±60",
+            )?;
+        }
+        c.ensure(
+            self.terrain
+                .slope
+                .iter()
+                .all(|s| s.is_finite() && s.abs() <= 0.5),
+            "terrain.slope",
+            format!(
+                "expected [east, north] rise per metre, each within ±0.5, got {:?}",
+                self.terrain.slope
+            ),
+        )?;
+        for (i, w) in self.walls.iter().enumerate() {
+            let at = |f: &str| format!("walls[{i}].{f}");
+            c.ensure(
+                w.at.iter().all(|v| v.is_finite()) && w.facing_deg.is_finite(),
+                &at("at"),
+                "expected finite [east, north] and facing_deg",
+            )?;
+            c.ensure(
+                w.length_m > 0.0
+                    && w.length_m <= 10_000.0
+                    && w.height_m > 0.0
+                    && w.height_m <= 1000.0,
+                &at("length_m"),
+                format!(
+                    "expected length_m in (0, 10000] and height_m in (0, 1000], got {} and {}",
+                    w.length_m, w.height_m
+                ),
+            )?;
+            c.ensure(
+                (0.0..=1.0).contains(&w.reflection),
+                &at("reflection"),
+                format!("expected 0..1, got {}", w.reflection),
+            )?;
+        }
         c.ensure(
             (1000..=384_000).contains(&self.rates.acoustic_hz),
             "rates.acoustic_hz",

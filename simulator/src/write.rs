@@ -19,7 +19,7 @@ use crate::absorption::{Air, FirCache};
 use crate::clips::{list_clips, read_clip, resample, ClipRef};
 use crate::error::SimError;
 use crate::noise::{self, normal, rng_for, uniform};
-use crate::propagation::{bullet_shock, paths};
+use crate::propagation::{bullet_shock, paths, Reflectors};
 use crate::render::{render, Emission, TimeBase, Wave};
 use crate::spec::{BurstSpec, DistractorKind, NodeSim, SampleFormat, ScenarioSpec, SourceSpec};
 
@@ -130,7 +130,7 @@ fn plan<'a>(spec: &'a ScenarioSpec, seed: u64, opts: &WriteOptions) -> Result<Pl
                 (offset, drift, gps)
             };
             NodeTruth {
-                pos: Enu::new(n.at[0], n.at[1], n.at[2]),
+                pos: spec.terrain.place(n.at),
                 t0: t0_ns as f64 / NS_PER_S as f64,
                 t0_ns,
                 offset_ns: ns_round(offset),
@@ -251,8 +251,13 @@ fn acoustic_emissions(
     for (j, s) in spec.sources.iter().enumerate() {
         let t = p.source_times[j];
         let a = s.at();
-        let src = Enu::new(a[0], a[1], a[2]);
-        let all = paths(&p.frame, p.c, env.wind_mps, src, rcv, env.ground_reflection);
+        let src = spec.terrain.place(a);
+        let reflectors = Reflectors {
+            terrain: &spec.terrain,
+            ground: env.ground_reflection,
+            walls: &spec.walls,
+        };
+        let all = paths(&p.frame, p.c, env.wind_mps, src, rcv, &reflectors);
         match s {
             SourceSpec::Explosion {
                 yield_kg_tnt,
@@ -265,14 +270,9 @@ fn acoustic_emissions(
                 };
                 for path in all {
                     let r = path.length_m.max(0.1);
-                    let refl = if path.reflected {
-                        env.ground_reflection
-                    } else {
-                        1.0
-                    };
                     out.push(Emission {
                         arrival_s: t + path.travel_s,
-                        gain: refl * blast::peak_overpressure_pa(law, r, *yield_kg_tnt),
+                        gain: path.reflection * blast::peak_overpressure_pa(law, r, *yield_kg_tnt),
                         wave: Wave::Friedlander {
                             td: blast::positive_duration_s(law, r, *yield_kg_tnt),
                             b: FRIEDLANDER_B,
@@ -289,14 +289,9 @@ fn acoustic_emissions(
             } => {
                 for path in &all {
                     let r = path.length_m.max(1.0);
-                    let refl = if path.reflected {
-                        env.ground_reflection
-                    } else {
-                        1.0
-                    };
                     out.push(Emission {
                         arrival_s: t + path.travel_s,
-                        gain: refl * db_to_pa(*peak_db_at_1m) / r,
+                        gain: path.reflection * db_to_pa(*peak_db_at_1m) / r,
                         wave: Wave::Friedlander {
                             td: duration_ms * 1e-3,
                             b: FRIEDLANDER_B,
@@ -342,14 +337,9 @@ fn acoustic_emissions(
                 });
                 for path in &all {
                     let r = path.length_m.max(1.0);
-                    let refl = if path.reflected {
-                        env.ground_reflection
-                    } else {
-                        1.0
-                    };
                     out.push(Emission {
                         arrival_s: t + path.travel_s,
-                        gain: refl * db_to_pa(*level_db_at_100m) * 100.0 / r,
+                        gain: path.reflection * db_to_pa(*level_db_at_100m) * 100.0 / r,
                         wave: Wave::Sampled {
                             rate: fs,
                             data: data.clone(),
@@ -368,7 +358,8 @@ fn acoustic_emissions(
         .filter(|(_, d)| &d.node == id)
     {
         let src = Enu::new(rcv.e + d.distance_m, rcv.n, rcv.u);
-        let arrival = d.time_s + paths(&p.frame, p.c, env.wind_mps, src, rcv, 0.0)[0].travel_s;
+        let arrival =
+            d.time_s + paths(&p.frame, p.c, env.wind_mps, src, rcv, &Reflectors::NONE)[0].travel_s;
         let seed = p.seed;
         let mut rng = rng_for(seed, "distractor", k as u64);
         let peak = db_to_pa(d.level_db);
@@ -449,8 +440,10 @@ fn seismic_emissions(
         } = s
         {
             // The geophone sits on the ground below the microphone.
-            let r = Enu::new(at[0], at[1], at[2])
-                .distance(Enu::new(rcv.e, rcv.n, 0.0))
+            let terrain = &p.spec.terrain;
+            let r = terrain
+                .place(*at)
+                .distance(terrain.place([rcv.e, rcv.n, 0.0]))
                 .max(1.0);
             let sd = r / yield_kg_tnt.sqrt();
             out.push(Emission {
@@ -605,8 +598,7 @@ fn truth(p: &Plan) -> Vec<TruthSource> {
     let at_geo = |e: Enu| p.frame.to_geodetic(e);
     let mut out = Vec::new();
     for (j, s) in spec.sources.iter().enumerate() {
-        let a = s.at();
-        let g = at_geo(Enu::new(a[0], a[1], a[2]));
+        let g = at_geo(spec.terrain.place(s.at()));
         out.push(TruthSource {
             time_utc: UtcNs(spec.start_utc.0 + ns_round(p.source_times[j])),
             lat: g.lat,
@@ -755,7 +747,8 @@ pub fn write_scenario(
             env!("CARGO_PKG_VERSION"),
             if opts.ideal { "ideal (exact positions and clocks)" } else { "with GPS position and clock errors" },
         ),
-        environment: Some(Environment { temperature_c: spec.environment.temperature_c, wind_mps: spec.environment.wind_mps }),
+        // What the network is told: the reported weather if the spec has one, else the truth.
+        environment: Some(spec.environment.reported.unwrap_or(Environment { temperature_c: spec.environment.temperature_c, wind_mps: spec.environment.wind_mps })),
         nodes,
         truth: Some(truth(&p)),
     };

@@ -41,7 +41,15 @@ fn truth_geo(t: &TruthSource) -> Geodetic {
 /// and the onset (first non-zero sample after the previous silence) in the
 /// acoustic WAV. Returns (node, truth index, onset − predicted, sample period).
 fn onsets(dir: &Path, m: &Manifest) -> Vec<(String, usize, f64, f64)> {
-    let env = m.environment.unwrap();
+    onsets_under(dir, m, m.environment.unwrap())
+}
+
+/// [`onsets`] predicted in the weather `env` instead of the manifest's.
+fn onsets_under(
+    dir: &Path,
+    m: &Manifest,
+    env: blastnet_contract::Environment,
+) -> Vec<(String, usize, f64, f64)> {
     let mut out = Vec::new();
     for node in &m.nodes {
         let s = node
@@ -320,4 +328,60 @@ fn the_same_seed_writes_the_same_bytes_and_another_seed_other_noise() {
     let text = std::fs::read_to_string(dir.path().join("a/scenario.toml")).unwrap();
     let back = ScenarioSpec::from_toml(&text, Path::new("scenario.toml")).unwrap();
     assert_eq!(back, spec);
+}
+
+/// Random scenes stand on tilted ground, among walls, and tell the network a
+/// wrong weather: the direct arrivals rendered still follow the closed form
+/// from the manifest's node and truth positions (so both carry the terrain)
+/// under the TRUE weather, and the manifest states the reported one.
+#[test]
+fn random_scenes_render_arrivals_over_tilted_ground_under_the_true_weather() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    let mut walls = 0;
+    for seed in 0..4u64 {
+        let mut spec = quiet(blastnet_simulator::random_scene(seed));
+        assert!(
+            !spec.terrain.is_flat(),
+            "seed {seed}: the test needs a slope"
+        );
+        spec.sources.truncate(1);
+        walls += spec.walls.len();
+        let out = dir.path().join(format!("r{seed}"));
+        let m = write_scenario(
+            &spec,
+            seed,
+            &WriteOptions {
+                ideal: true,
+                distractor_dir: None,
+            },
+            &out,
+        )
+        .unwrap();
+        let reported = spec.environment.reported.unwrap();
+        assert_eq!(m.environment, Some(reported));
+        // The truth sits on (or above) the tilted ground: its altitude is the
+        // origin's plus the ground's rise plus its height.
+        let t = &m.truth.as_ref().unwrap()[0];
+        let a = spec.sources[0].at();
+        let frame = EnuFrame::new(spec.origin);
+        let u = frame.to_enu(truth_geo(t)).u;
+        assert!(
+            (u - spec.terrain.ground_u(a[0], a[1]) - a[2]).abs() < 1e-3,
+            "seed {seed}: up {u}"
+        );
+        let truth_env = blastnet_contract::Environment {
+            temperature_c: spec.environment.temperature_c,
+            wind_mps: spec.environment.wind_mps,
+        };
+        for (node, _, err, dt) in onsets_under(&out, &m, truth_env) {
+            assert!(
+                err >= -1e-9 && err < dt + 1e-9,
+                "seed {seed} node {node}: onset − predicted = {:.3} samples",
+                err / dt
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 24 && walls > 0, "{checked} {walls}");
 }

@@ -15,9 +15,12 @@
 //!   trains, second half feeds the false-alarm hour).
 //!
 //! Parts: [`synthetic`], [`shotspotter`], [`field`] (designed effects,
-//! distractors, false alarms), [`training`].
+//! distractors, false alarms), [`training`]. [`locate`] (`blastnet eval
+//! --locate N`) judges the whole pipeline's locations instead, over random
+//! scenes with exact truth.
 
 pub mod field;
+pub mod locate;
 pub mod shotspotter;
 pub mod synthetic;
 pub mod training;
