@@ -533,7 +533,9 @@ pub fn replay_many(
             ..opts.clone()
         };
         let o = rt.block_on(run(&one, |_| {}))?;
-        let ev = blastnet_recording::truth::evaluate(&o.scenario.manifest, &o.events, 2.0);
+        // Rounds of a burst lie at one place: their origin times tell them apart.
+        let ev =
+            blastnet_recording::truth::evaluate_timed(&o.scenario.manifest, &o.events, 2.0, 340.0);
         blasts += ev.matches.len();
         located += ev.located();
         ghosts += ev.ghosts.len();
@@ -656,7 +658,7 @@ pub fn summary(o: &ReplayOutcome) -> String {
         let _ = writeln!(s, "  {}", crate::report::event_line(e));
     }
     if m.truth.as_ref().is_some_and(|t| !t.is_empty()) {
-        let ev = blastnet_recording::truth::evaluate(m, &o.events, 2.0);
+        let ev = blastnet_recording::truth::evaluate_timed(m, &o.events, 2.0, 340.0);
         let n = ev.matches.len();
         let _ = writeln!(
             s,

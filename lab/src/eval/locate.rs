@@ -604,6 +604,7 @@ async fn run_scene(seed: u64, broker: &str, progress: bool) -> anyhow::Result<Sc
         progress: false,
         linger: Duration::ZERO,
         aggregator_config: None,
+        store: None,
     };
     let o = replay::run(&opts, |_| {})
         .await
