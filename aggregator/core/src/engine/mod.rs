@@ -689,10 +689,27 @@ impl Engine {
                     best = Some((set, [pat.src[0], pat.src[1], pat.src[2], origin]));
                 }
             }
+            // A repeat of a located source: its picks are no echoes of it
+            // (full support), unless much less prominent than a pick near
+            // them (`subordinate`: a re-trigger on the pulse's own coda
+            // repeats its pattern too). A doublet's picks keep their flags:
+            // a burst's echoes repeat too.
+            let unflag = |mut d: Det| {
+                d.echo = false;
+                d.quiet_echo = false;
+                d
+            };
             let found = match best {
                 Some((set, h)) => {
-                    let dets: Vec<Det> = set.iter().map(|&j| self.pending[j]).collect();
-                    self.evaluate_repeat(&dets, h, q.onset)
+                    let dets: Vec<Det> = set.iter().map(|&j| unflag(self.pending[j])).collect();
+                    // A repeat comes from where its source was (a step
+                    // away): a fit that wandered off is something else
+                    // (reverberation that happens to repeat).
+                    self.evaluate_repeat(&dets, h, q.onset).filter(|f| {
+                        let p = f.sol.position;
+                        let d = (p.e - h[0]).hypot(p.n - h[1]);
+                        d <= 3.0 * f.sol.uncertainty.horizontal_m + 2.0 * REPEAT_MOVE_M
+                    })
                 }
                 None => self.doublet(i - 1).and_then(|set| {
                     // The earlier round of a burst whose first source no
