@@ -12,6 +12,16 @@ pub struct EngineConfig {
     pub temperature_c: f64,
     /// Uniform wind [east, north], m/s, blowing TO.
     pub wind_mps: [f64; 2],
+    /// 1-sigma error of the air temperature the engine uses (a node's
+    /// thermometer or the configured value) as the temperature along the
+    /// paths, °C. Default 3 °C: the spread of a ±5 °C error (uniform), how
+    /// far a nearby weather report or a sensor in the sun may be from the
+    /// air between the nodes.
+    pub temperature_uncertainty_c: f64,
+    /// 1-sigma error of each wind component the engine uses, m/s. Default
+    /// 2 m/s: the spread of a ±3 m/s error (uniform), a regional wind
+    /// report against the wind near the ground.
+    pub wind_uncertainty_mps: f64,
     /// Apparent speed of the ground-coupled seismic phase, m/s.
     pub seismic_speed_mps: f64,
     /// Relative 1-sigma uncertainty of `seismic_speed_mps`.
@@ -90,6 +100,8 @@ impl Default for EngineConfig {
         EngineConfig {
             temperature_c: 15.0,
             wind_mps: [0.0, 0.0],
+            temperature_uncertainty_c: 3.0,
+            wind_uncertainty_mps: 2.0,
             seismic_speed_mps: 1500.0,
             seismic_speed_rel_sigma: 0.15,
             origin: None,
@@ -176,6 +188,8 @@ impl EngineConfig {
         }
         for (f, v) in [
             ("seismic_speed_rel_sigma", self.seismic_speed_rel_sigma),
+            ("temperature_uncertainty_c", self.temperature_uncertainty_c),
+            ("wind_uncertainty_mps", self.wind_uncertainty_mps),
             ("model_sigma_s", self.model_sigma_s),
             ("lateness_s", self.lateness_s),
             ("echo_window_s", self.echo_window_s),

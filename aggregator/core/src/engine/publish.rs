@@ -15,7 +15,7 @@ use blastnet_contract::{
 };
 
 use super::{dist, kind_index, Action, Det, Engine, Member, OpenEvent};
-use crate::locate::Dims;
+use crate::locate::{locate, Arrival, Dims, DimsChoice};
 use crate::propagation::Phase;
 use crate::yield_est::estimate_yield_multi;
 
@@ -135,6 +135,70 @@ impl Engine {
 
     /// `ev` as a contract event revision with `status` (the caller sets
     /// the revision number).
+    ///
+    /// The reported uncertainty is the fit's covariance plus what the
+    /// weather adds (see [`Engine::weather_covariance`]).
+    /// The covariance (e, n, u, t0) the weather's uncertainty adds to a
+    /// solution: the sound speed (from `temperature_uncertainty_c`) and
+    /// each wind component (`wind_uncertainty_mps`) are off by one sigma
+    /// along every path at once, so their errors do not average out over
+    /// the arrivals as independent pick errors do; the source moves by the
+    /// solution's sensitivity to each (a central difference: the event
+    /// solved again with the value one sigma up and down) times its sigma.
+    pub(super) fn weather_covariance(&self, ev: &OpenEvent) -> [[f64; 4]; 4] {
+        let mut cov = [[0.0; 4]; 4];
+        let used: Vec<Arrival> = ev
+            .members
+            .iter()
+            .filter(|m| m.used)
+            .map(|m| self.arrival_of(m, ev.tref))
+            .collect();
+        let s = &ev.sol;
+        let mut opts =
+            self.locate_opts(Some([s.position.e, s.position.n, s.position.u, s.origin_s]));
+        opts.dims = match s.dims {
+            Dims::Ground => DimsChoice::Ground,
+            Dims::Free => DimsChoice::Free,
+        };
+        opts.ground_u_m = Some(s.position.u);
+        opts.max_outliers = 0;
+        let c = self.prop.sound_speed_mps;
+        let t_k = self.cfg.temperature_c + 273.15;
+        let sigma_c = c * self.cfg.temperature_uncertainty_c / (2.0 * t_k.max(1.0));
+        let sigma_w = self.cfg.wind_uncertainty_mps;
+        let perturb = |k: usize, d: f64| {
+            let mut p = self.prop;
+            match k {
+                0 => p.sound_speed_mps += d,
+                1 => p.wind_mps[0] += d,
+                _ => p.wind_mps[1] += d,
+            }
+            locate(&used, &p, &opts).ok()
+        };
+        for (k, sigma) in [(0, sigma_c), (1, sigma_w), (2, sigma_w)] {
+            if !(sigma > 0.0) {
+                continue;
+            }
+            let (Some(a), Some(b)) = (perturb(k, sigma), perturb(k, -sigma)) else {
+                continue;
+            };
+            let d = [
+                0.5 * (a.position.e - b.position.e),
+                0.5 * (a.position.n - b.position.n),
+                0.5 * (a.position.u - b.position.u),
+                0.5 * (a.origin_s - b.origin_s),
+            ];
+            if d.iter().all(|v| v.is_finite()) {
+                for i in 0..4 {
+                    for j in 0..4 {
+                        cov[i][j] += d[i] * d[j];
+                    }
+                }
+            }
+        }
+        cov
+    }
+
     pub(super) fn to_event(&self, ev: &OpenEvent, status: EventStatus) -> Event {
         let frame = self
             .frame
@@ -219,7 +283,11 @@ impl Engine {
             lat: g.lat,
             lon: g.lon,
             alt_m: g.alt_m,
-            uncertainty: ev.sol.uncertainty.to_uncertainty(),
+            uncertainty: ev
+                .sol
+                .uncertainty
+                .plus(&self.weather_covariance(ev))
+                .to_uncertainty(),
             kind,
             confidence: conf.clamp(0.0, 1.0),
             detections,

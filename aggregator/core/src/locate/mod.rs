@@ -143,6 +143,18 @@ impl Bound {
         }
     }
 
+    /// This bound plus another covariance over (e, n, u, t0), e.g. what an
+    /// uncertain propagation model adds.
+    pub fn plus(&self, extra: &[[f64; 4]; 4]) -> Bound {
+        let mut c = Matrix4::zeros();
+        for i in 0..4 {
+            for j in 0..4 {
+                c[(i, j)] = self.covariance[i][j] + extra[i][j];
+            }
+        }
+        Bound::from_cov(&c)
+    }
+
     /// As the wire's `Crlb`.
     pub fn to_crlb(&self) -> Crlb {
         Crlb {
