@@ -28,6 +28,10 @@ pub struct EngineConfig {
     pub seismic_speed_rel_sigma: f64,
     /// Origin of the internal ENU frame; `None`: the first node seen.
     pub origin: Option<Geodetic>,
+    /// The site's ground height, m (as node `alt_m`): ground sources are
+    /// located on it. `None`: the median node's height (see the engine's
+    /// `Ground` for why not the lowest node).
+    pub ground_height_m: Option<f64>,
     /// Prior 1-sigma timing error of the straight-ray propagation model
     /// (temperature, wind, terrain, multipath, sensor position) at a site
     /// the engine has not learned yet, s. Each site's scale is then
@@ -105,6 +109,7 @@ impl Default for EngineConfig {
             seismic_speed_mps: 1500.0,
             seismic_speed_rel_sigma: 0.15,
             origin: None,
+            ground_height_m: None,
             model_sigma_s: 0.010,
             association_tolerance_s: 0.02,
             gate_sigmas: 4.0,
@@ -256,6 +261,15 @@ impl EngineConfig {
                 "at least 3",
                 self.max_seed_candidates.to_string(),
             );
+        }
+        if let Some(h) = self.ground_height_m {
+            if !(h.is_finite() && h.abs() < 20_000.0) {
+                return bad(
+                    "ground_height_m",
+                    "a finite height in metres (or absent)",
+                    h.to_string(),
+                );
+            }
         }
         if let Some(o) = self.origin {
             if !(o.lat.is_finite()

@@ -84,18 +84,9 @@ impl Engine {
         }
     }
 
-    /// Ground plane: the median height of all known nodes (stable across revisions).
-    pub(super) fn ground_u<'a>(&self, members: impl IntoIterator<Item = &'a Member>) -> f64 {
-        let mut h: Vec<f64> = members
-            .into_iter()
-            .map(|m| self.nodes[m.det.node].enu[2])
-            .collect();
-        h.sort_by(f64::total_cmp);
-        if h.is_empty() {
-            0.0
-        } else {
-            h[h.len() / 2]
-        }
+    /// The ground's height under a source at `p` (ENU, see [`Ground`]).
+    pub(super) fn ground_at(&self, p: [f64; 3]) -> f64 {
+        self.ground.at([p[0], p[1]])
     }
 
     /// Locate `members` (all but air-coupled duplicates), returning the
@@ -132,8 +123,19 @@ impl Engine {
             .collect();
         let mut opts = self.locate_opts(start);
         opts.dims = dims;
-        opts.ground_u_m = Some(self.ground_u(idx.iter().map(|&i| &members[i])));
-        let sol = locate(&arr, &self.prop, &opts).ok()?;
+        // The ground under the start (the array's middle without one), then
+        // under the solution if that is elsewhere (the ground may slope).
+        let at = start.map_or(self.ground.centre, |s| [s[0], s[1]]);
+        opts.ground_u_m = Some(self.ground.at(at));
+        let mut sol = locate(&arr, &self.prop, &opts).ok()?;
+        let under = self.ground.at([sol.position.e, sol.position.n]);
+        if sol.dims == crate::locate::Dims::Ground && (under - sol.position.u).abs() > 0.5 {
+            opts.ground_u_m = Some(under);
+            opts.start = Some([sol.position.e, sol.position.n, under, sol.origin_s]);
+            if let Ok(again) = locate(&arr, &self.prop, &opts) {
+                sol = again;
+            }
+        }
         for (j, &i) in idx.iter().enumerate() {
             let m = &mut members[i];
             m.residual = sol.residuals_s[j];

@@ -264,7 +264,9 @@ pub struct Engine {
     site_names: Vec<String>,
     /// Reused buffers of the search.
     scratch: SearchScratch,
-    /// The median height of all known nodes (the search's ground plane).
+    /// The ground sources stand on (see [`nodes::Ground`]).
+    ground: nodes::Ground,
+    /// Its height under the nodes' centroid (the search's ground plane).
     ground_all: f64,
     /// The timing-error scale per deployment site: index 0 for picks
     /// without a site, `1 + i` for `site_names[i]`.
@@ -357,6 +359,7 @@ impl Engine {
             pair_window: Vec::new(),
             site_names: Vec::new(),
             scratch: SearchScratch::default(),
+            ground: nodes::Ground::default(),
             ground_all: 0.0,
             scales: Vec::new(),
             restored_terms: HashMap::new(),

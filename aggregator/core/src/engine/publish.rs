@@ -216,7 +216,7 @@ impl Engine {
         // looks like after kilometres of air and a ground reflection (the
         // nodes' classifiers call most airbursts gunshots).
         let airburst = ev.sol.dims == Dims::Free && {
-            let height = ev.sol.position.u - self.ground_u(used.iter().copied());
+            let height = ev.sol.position.u - self.ground_at(ev.sol.position.to_array());
             let sigma_u = ev.sol.uncertainty.covariance[2][2].max(0.0).sqrt();
             height > AIRBURST_MIN_HEIGHT_M.max(3.0 * sigma_u)
         };
