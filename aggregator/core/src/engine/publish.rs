@@ -176,7 +176,7 @@ impl Engine {
             locate(&used, &p, &opts).ok()
         };
         for (k, sigma) in [(0, sigma_c), (1, sigma_w), (2, sigma_w)] {
-            if !(sigma > 0.0) {
+            if sigma.is_nan() || sigma <= 0.0 {
                 continue;
             }
             let (Some(a), Some(b)) = (perturb(k, sigma), perturb(k, -sigma)) else {
