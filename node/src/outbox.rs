@@ -125,7 +125,11 @@ impl Outbox {
         if self.has_status && !self.status_sent {
             return Some(Item::Status);
         }
-        if self.ending && !self.final_sent {
+        // The final status goes out once everything before it was
+        // acknowledged, so that it reports an empty spool (a final status
+        // handed out with detections still in flight said "backlog 2" while
+        // they were being acknowledged).
+        if self.ending && !self.final_sent && self.handed.is_empty() && self.inflight.is_empty() {
             return Some(Item::Final);
         }
         None
@@ -216,7 +220,7 @@ mod tests {
 
     #[test]
     fn detections_go_in_seq_order_then_the_heartbeat_then_the_final_status() {
-        let spool = BTreeSet::from([3, 4, 7]);
+        let mut spool = BTreeSet::from([3, 4, 7]);
         let mut o = Outbox::new(16);
         o.status_updated();
         o.end();
@@ -230,9 +234,18 @@ mod tests {
                 Item::Detection(4),
                 Item::Detection(7),
                 Item::Status,
-                Item::Final
             ]
         );
+        // The final status waits until everything before it is
+        // acknowledged: it reports an empty spool.
+        assert_eq!(pump(&mut o, &spool, &mut pkid), []);
+        for (id, item) in &sent {
+            assert_eq!(o.acked(*id), Some(*item));
+            if let Item::Detection(seq) = item {
+                spool.remove(seq);
+            }
+        }
+        assert_eq!(items(&pump(&mut o, &spool, &mut pkid)), [Item::Final]);
         assert_eq!(pump(&mut o, &spool, &mut pkid), [], "each is sent once");
     }
 
