@@ -133,16 +133,21 @@ impl StationTerm {
     /// their direction, and its standard error, s: (0, 0) until
     /// [`TERM_MIN_EVENTS`] events. What `/api/nodes` reports.
     pub fn applied(&self) -> (f64, f64) {
-        let last: Vec<f64> = self
-            .recent
-            .iter()
-            .rev()
-            .take(TERM_RECENT)
-            .map(|s| s.residual_s)
-            .collect();
-        stats(&last).map_or((0.0, 0.0), |(mean, spread, k)| {
+        let mut last = [0.0; TERM_RECENT];
+        let k = self.latest(&mut last);
+        stats(&mut last[..k]).map_or((0.0, 0.0), |(mean, spread, k)| {
             (mean, spread / (k as f64).sqrt())
         })
+    }
+
+    /// The latest [`TERM_RECENT`] raw residuals into `out`; how many.
+    fn latest(&self, out: &mut [f64; TERM_RECENT]) -> usize {
+        let mut k = 0;
+        for s in self.recent.iter().rev().take(TERM_RECENT) {
+            out[k] = s.residual_s;
+            k += 1;
+        }
+        k
     }
 
     /// The term for a source at (`lat`, `lon`) and the 1-sigma of the node's
@@ -156,20 +161,30 @@ impl StationTerm {
     /// site's timing-error scale `scale_s` (a delay that changes from source
     /// to source is only partly a constant). `None` until learned.
     pub fn at(&self, lat: f64, lon: f64, scale_s: f64) -> Option<(f64, f64)> {
-        let near: Vec<f64> = self
-            .recent
-            .iter()
-            .filter(|s| horizontal_m(s.lat, s.lon, lat, lon) <= TERM_RADIUS_M)
-            .map(|s| s.residual_s)
-            .collect();
-        let last: Vec<f64> = self
-            .recent
-            .iter()
-            .rev()
-            .take(TERM_RECENT)
-            .map(|s| s.residual_s)
-            .collect();
-        let (mean, spread, k) = stats(&near).or_else(|| stats(&last))?;
+        if self.recent.len() < TERM_MIN_EVENTS {
+            return None;
+        }
+        // Degrees² within the radius (equirectangular: exact enough within
+        // kilometres), without a trigonometric call per sample.
+        let deg = TERM_RADIUS_M / (EARTH_RADIUS_M * std::f64::consts::PI / 180.0);
+        let coslat = lat.to_radians().cos();
+        let mut near = [0.0; TERM_MEMORY];
+        let mut k = 0;
+        for s in self.recent.iter().take(TERM_MEMORY) {
+            let (dx, dy) = ((s.lon - lon) * coslat, s.lat - lat);
+            if dx * dx + dy * dy <= deg * deg {
+                near[k] = s.residual_s;
+                k += 1;
+            }
+        }
+        let (mean, spread, k) = match stats(&mut near[..k]) {
+            Some(v) => v,
+            None => {
+                let mut last = [0.0; TERM_RECENT];
+                let m = self.latest(&mut last);
+                stats(&mut last[..m])?
+            }
+        };
         let var = spread * spread / k as f64 + (spread * spread - scale_s * scale_s).max(0.0);
         Some((mean, var.sqrt()))
     }
@@ -191,36 +206,32 @@ impl StationTerm {
     }
 }
 
-/// Distance between two nearby points, m (equirectangular; exact enough
-/// within kilometres).
-fn horizontal_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
-    const R: f64 = 6_371_000.0;
-    let k = std::f64::consts::PI / 180.0;
-    let x = (lon2 - lon1) * k * (0.5 * (lat1 + lat2) * k).cos();
-    let y = (lat2 - lat1) * k;
-    R * x.hypot(y)
-}
+const EARTH_RADIUS_M: f64 = 6_371_000.0;
 
 /// (trimmed mean, robust spread, count) of `v` once it holds
 /// [`TERM_MIN_EVENTS`]: the mean of the values within 3 robust spreads of
 /// the median (an echo taken for an arrival does not move it).
-fn stats(v: &[f64]) -> Option<(f64, f64, usize)> {
+fn stats(v: &mut [f64]) -> Option<(f64, f64, usize)> {
     if v.len() < TERM_MIN_EVENTS {
         return None;
     }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let med = median_sorted(&s);
-    let mut dev: Vec<f64> = s.iter().map(|x| (x - med).abs()).collect();
-    dev.sort_by(f64::total_cmp);
-    let spread = 1.4826 * median_sorted(&dev);
-    let near: Vec<f64> = s
-        .iter()
-        .copied()
-        .filter(|x| (x - med).abs() <= 3.0 * spread.max(1e-4))
-        .collect();
-    let mean = near.iter().sum::<f64>() / near.len() as f64;
-    Some((mean, spread, near.len()))
+    v.sort_unstable_by(f64::total_cmp);
+    let med = median_sorted(v);
+    let mut dev = [0.0; TERM_MEMORY];
+    let n = v.len().min(TERM_MEMORY);
+    for (d, x) in dev.iter_mut().zip(v.iter()) {
+        *d = (x - med).abs();
+    }
+    dev[..n].sort_unstable_by(f64::total_cmp);
+    let spread = 1.4826 * median_sorted(&dev[..n]);
+    let (mut sum, mut k) = (0.0, 0);
+    for &x in v.iter() {
+        if (x - med).abs() <= 3.0 * spread.max(1e-4) {
+            sum += x;
+            k += 1;
+        }
+    }
+    Some((sum / k as f64, spread, k))
 }
 
 fn median_sorted(s: &[f64]) -> f64 {

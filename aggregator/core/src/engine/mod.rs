@@ -212,6 +212,55 @@ struct Member {
     reason: Option<String>,
 }
 
+/// The pending pool's acoustic picks by node, in onset order (indexes
+/// into the pool): what the burst search looks picks up in.
+struct PoolIndex {
+    by_node: Vec<Vec<(UtcNs, usize)>>,
+}
+
+impl PoolIndex {
+    fn new(pending: &[Det], nodes: usize) -> PoolIndex {
+        let mut by_node = vec![Vec::new(); nodes];
+        for (j, p) in pending.iter().enumerate() {
+            if p.stream == StreamKind::Acoustic && p.node < nodes {
+                by_node[p.node].push((p.onset, j));
+            }
+        }
+        for v in &mut by_node {
+            v.sort_unstable();
+        }
+        PoolIndex { by_node }
+    }
+
+    /// Node `n`'s picks with onset in (`from`, `to`], earliest first.
+    fn between(&self, n: usize, from: UtcNs, to: UtcNs) -> impl Iterator<Item = usize> + '_ {
+        let v = self.by_node.get(n).map_or(&[][..], |v| &v[..]);
+        let lo = v.partition_point(|e| e.0 <= from);
+        let hi = v.partition_point(|e| e.0 <= to);
+        v[lo..hi.max(lo)].iter().map(|e| e.1)
+    }
+
+    /// Node `n`'s pick nearest to `want` within `gate_s` (the earlier in
+    /// the pool on a tie), other than `not`.
+    fn nearest(&self, n: usize, want: UtcNs, gate_s: f64, not: Option<usize>) -> Option<usize> {
+        let from = want.add_secs_f64(-gate_s - 1e-9);
+        let to = want.add_secs_f64(gate_s);
+        let v = self.by_node.get(n)?;
+        let lo = v.partition_point(|e| e.0 <= from);
+        let hi = v.partition_point(|e| e.0 <= to);
+        v[lo..hi.max(lo)]
+            .iter()
+            .filter(|e| Some(e.1) != not && e.0.secs_since(want).abs() <= gate_s)
+            .min_by(|a, b| {
+                a.0.secs_since(want)
+                    .abs()
+                    .total_cmp(&b.0.secs_since(want).abs())
+                    .then(a.1.cmp(&b.1))
+            })
+            .map(|e| e.1)
+    }
+}
+
 /// A source's arrival pattern (see [`Engine::find_repeats`]).
 #[derive(Debug, Clone)]
 struct Pattern {
@@ -648,6 +697,14 @@ impl Engine {
     fn find_repeats(&mut self, ripe: UtcNs, out: &mut Vec<Action>) {
         let need = self.cfg.min_nodes_preliminary;
         let move_s = 2.0 * REPEAT_MOVE_M / self.prop.sound_speed_mps;
+        if !self
+            .pending
+            .iter()
+            .any(|q| !q.repeat_checked && q.onset < ripe && q.stream == StreamKind::Acoustic)
+        {
+            return;
+        }
+        let mut ix = PoolIndex::new(&self.pending, self.nodes.len());
         let mut i = 0;
         while i < self.pending.len() {
             let q = self.pending[i];
@@ -673,19 +730,7 @@ impl Engine {
                 for &(n, t, v) in pat.arrivals.iter().filter(|p| p.0 != q.node) {
                     let want = t.add_secs_f64(dt);
                     let gate = self.cfg.gate_sigmas * (v + v0.max(q.known_var)).sqrt() + move_s;
-                    let near = (0..self.pending.len())
-                        .filter(|&j| {
-                            let p = &self.pending[j];
-                            p.node == n
-                                && p.stream == StreamKind::Acoustic
-                                && p.onset.secs_since(want).abs() <= gate
-                        })
-                        .min_by(|&a, &b| {
-                            let da = self.pending[a].onset.secs_since(want).abs();
-                            let db = self.pending[b].onset.secs_since(want).abs();
-                            da.total_cmp(&db).then(a.cmp(&b))
-                        });
-                    set.extend(near);
+                    set.extend(ix.nearest(n, want, gate, None));
                 }
                 if set.len() >= need && best.as_ref().is_none_or(|b| set.len() > b.0.len()) {
                     let origin = pat.origin.add_secs_f64(dt).secs_since(q.onset);
@@ -714,7 +759,7 @@ impl Engine {
                         d <= 3.0 * f.sol.uncertainty.horizontal_m + 2.0 * REPEAT_MOVE_M
                     })
                 }
-                None => self.doublet(i - 1).and_then(|set| {
+                None => self.doublet(i - 1, &ix).and_then(|set| {
                     // The earlier round of a burst whose first source no
                     // pattern holds yet: located from its own picks.
                     let dets: Vec<Det> = set.iter().map(|&j| self.pending[j]).collect();
@@ -743,6 +788,7 @@ impl Engine {
             if let Some(found) = found {
                 self.create_event(found, out);
                 // The pool changed: start again (checked picks stay checked).
+                ix = PoolIndex::new(&self.pending, self.nodes.len());
                 i = 0;
             }
         }
@@ -755,50 +801,43 @@ impl Engine {
     /// each its earliest such pick consistent with `pending[i]`. Returns
     /// the round's picks (`i` first) for the Δ repeated at the most nodes,
     /// when at least `min_nodes_preliminary`.
-    fn doublet(&self, i: usize) -> Option<Vec<usize>> {
+    fn doublet(&self, i: usize, ix: &PoolIndex) -> Option<Vec<usize>> {
         let q = self.pending[i];
         let move_s = 2.0 * REPEAT_MOVE_M / self.prop.sound_speed_mps;
-        let acoustic = |j: usize| {
-            let p = &self.pending[j];
-            p.stream == StreamKind::Acoustic && !self.nodes[p.node].flagged
-        };
         let gate = |a: &Det, b: &Det| {
             self.cfg.gate_sigmas * (a.known_var + b.known_var + q.known_var).sqrt() + move_s
         };
-        // Picks consistent with q at other nodes, by node, earliest first.
-        let mut near: Vec<usize> = (0..self.pending.len())
-            .filter(|&j| {
-                acoustic(j)
-                    && self.pending[j].node != q.node
-                    && self.consistent(&self.pending[j], &q)
+        // Picks consistent with q at other nodes, per node, earliest first.
+        let nn = self.nodes.len();
+        let near: Vec<Vec<usize>> = (0..nn)
+            .map(|n| {
+                if n == q.node || self.nodes[n].flagged {
+                    return Vec::new();
+                }
+                let w = self.pair_window[n * nn + q.node] + 1.0;
+                ix.between(n, q.onset.add_secs_f64(-w), q.onset.add_secs_f64(w))
+                    .filter(|&j| self.consistent(&self.pending[j], &q))
+                    .collect()
             })
             .collect();
-        near.sort_by_key(|&j| (self.pending[j].node, self.pending[j].onset, j));
         let mut best: Option<(usize, f64, Vec<usize>)> = None;
-        for k in 0..self.pending.len() {
+        for k in ix.between(q.node, q.onset, q.onset.add_secs_f64(self.window_s)) {
             let q2 = self.pending[k];
             let dt = q2.onset.secs_since(q.onset);
-            if !(acoustic(k) && q2.node == q.node && dt > 0.0 && dt <= self.window_s) {
+            if dt <= 0.0 {
                 continue;
             }
             let mut set = vec![i];
             let mut mismatch = 0.0;
-            let mut last_node = usize::MAX;
-            for &j in &near {
-                let p = self.pending[j];
-                if p.node == last_node {
-                    continue;
-                }
-                let want = p.onset.add_secs_f64(dt);
-                let partner = (0..self.pending.len())
-                    .filter(|&m| acoustic(m) && self.pending[m].node == p.node && m != j)
-                    .map(|m| self.pending[m].onset.secs_since(want).abs())
-                    .filter(|&e| e <= gate(&p, &q2))
-                    .min_by(f64::total_cmp);
-                if let Some(e) = partner {
-                    set.push(j);
-                    mismatch += e;
-                    last_node = p.node;
+            for picks in &near {
+                for &j in picks {
+                    let p = self.pending[j];
+                    let want = p.onset.add_secs_f64(dt);
+                    if let Some(m) = ix.nearest(p.node, want, gate(&p, &q2), Some(j)) {
+                        set.push(j);
+                        mismatch += self.pending[m].onset.secs_since(want).abs();
+                        break;
+                    }
                 }
             }
             if set.len() >= self.cfg.min_nodes_preliminary

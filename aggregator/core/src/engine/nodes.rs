@@ -442,6 +442,9 @@ impl Engine {
                 self.scale(site).learn(s);
             }
         }
+        let scale = self
+            .scale(members.iter().find(|m| m.used).and_then(|m| m.det.site))
+            .scale_s();
         for n in 0..self.nodes.len() {
             if !self.nodes[n].info.online {
                 continue;
@@ -462,9 +465,6 @@ impl Engine {
                     .find(|o| o.det.node == n && !o.echo)
                     .map(|o| o.residual + o.det.term_s),
             };
-            let scale = self
-                .scale(members.iter().find(|m| m.used).and_then(|m| m.det.site))
-                .scale_s();
             let node = &mut self.nodes[n];
             if raw.is_none() && members.iter().all(|m| m.det.node != n) {
                 node.silent_misses += 1;
@@ -473,7 +473,7 @@ impl Engine {
             // verdict judges only what is left once a term was learned (a
             // node whose delay changes after its term settled: a clock jump,
             // a moved sensor).
-            let term_here = at.and_then(|a| node.term.at(a.lat, a.lon, scale));
+            let term_here = raw.and(at).and_then(|a| node.term.at(a.lat, a.lon, scale));
             node.history
                 .push_back(raw.zip(term_here).map(|(r, (t, _))| r - t));
             if let (Some(r), Some(at)) = (raw, at) {

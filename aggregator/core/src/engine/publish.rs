@@ -15,7 +15,7 @@ use blastnet_contract::{
 };
 
 use super::{dist, kind_index, Action, Det, Engine, Member, OpenEvent};
-use crate::locate::{locate, Arrival, Dims, DimsChoice};
+use crate::locate::Dims;
 use crate::propagation::Phase;
 use crate::yield_est::estimate_yield_multi;
 
@@ -142,53 +142,51 @@ impl Engine {
     /// solution: the sound speed (from `temperature_uncertainty_c`) and
     /// each wind component (`wind_uncertainty_mps`) are off by one sigma
     /// along every path at once, so their errors do not average out over
-    /// the arrivals as independent pick errors do; the source moves by the
-    /// solution's sensitivity to each (a central difference: the event
-    /// solved again with the value one sigma up and down) times its sigma.
+    /// the arrivals as independent pick errors do. To first order the
+    /// solution moves by δx = C·Jᵀ·W·δt for a change δt of the predicted
+    /// arrival times (C the fit's unscaled covariance, the Cramér–Rao bound;
+    /// J the arrivals' gradients in (e, n, u, t0); W their inverse
+    /// variances), δt from each parameter one sigma up and down.
     pub(super) fn weather_covariance(&self, ev: &OpenEvent) -> [[f64; 4]; 4] {
         let mut cov = [[0.0; 4]; 4];
-        let used: Vec<Arrival> = ev
-            .members
-            .iter()
-            .filter(|m| m.used)
-            .map(|m| self.arrival_of(m, ev.tref))
-            .collect();
         let s = &ev.sol;
-        let mut opts =
-            self.locate_opts(Some([s.position.e, s.position.n, s.position.u, s.origin_s]));
-        opts.dims = match s.dims {
-            Dims::Ground => DimsChoice::Ground,
-            Dims::Free => DimsChoice::Free,
-        };
-        opts.ground_u_m = Some(s.position.u);
-        opts.max_outliers = 0;
-        let c = self.prop.sound_speed_mps;
+        let src = s.position.to_array();
+        let c = &s.crlb.covariance;
         let t_k = self.cfg.temperature_c + 273.15;
-        let sigma_c = c * self.cfg.temperature_uncertainty_c / (2.0 * t_k.max(1.0));
+        let sigma_c =
+            self.prop.sound_speed_mps * self.cfg.temperature_uncertainty_c / (2.0 * t_k.max(1.0));
         let sigma_w = self.cfg.wind_uncertainty_mps;
-        let perturb = |k: usize, d: f64| {
-            let mut p = self.prop;
-            match k {
-                0 => p.sound_speed_mps += d,
-                1 => p.wind_mps[0] += d,
-                _ => p.wind_mps[1] += d,
-            }
-            locate(&used, &p, &opts).ok()
-        };
         for (k, sigma) in [(0, sigma_c), (1, sigma_w), (2, sigma_w)] {
             if sigma.is_nan() || sigma <= 0.0 {
                 continue;
             }
-            let (Some(a), Some(b)) = (perturb(k, sigma), perturb(k, -sigma)) else {
-                continue;
+            let shifted = |d: f64| {
+                let mut p = self.prop;
+                match k {
+                    0 => p.sound_speed_mps += d,
+                    1 => p.wind_mps[0] += d,
+                    _ => p.wind_mps[1] += d,
+                }
+                p
             };
-            let d = [
-                0.5 * (a.position.e - b.position.e),
-                0.5 * (a.position.n - b.position.n),
-                0.5 * (a.position.u - b.position.u),
-                0.5 * (a.origin_s - b.origin_s),
-            ];
-            if d.iter().all(|v| v.is_finite()) {
+            let (up, down) = (shifted(sigma), shifted(-sigma));
+            // Jᵀ·W·δt.
+            let mut v = [0.0; 4];
+            for m in ev.members.iter().filter(|m| m.used) {
+                let rcv = self.nodes[m.det.node].enu;
+                let (_, g) = self.prop.travel_and_gradient(m.phase, src, rcv);
+                let dt =
+                    0.5 * (up.travel_time(m.phase, src, rcv) - down.travel_time(m.phase, src, rcv));
+                let w = dt / (m.det.sigma * m.det.sigma);
+                for (vi, gi) in v.iter_mut().zip([g[0], g[1], g[2], 1.0]) {
+                    *vi += gi * w;
+                }
+            }
+            let mut d = [0.0; 4];
+            for (i, di) in d.iter_mut().enumerate() {
+                *di = (0..4).map(|j| c[i][j] * v[j]).sum();
+            }
+            if d.iter().all(|x| x.is_finite()) {
                 for i in 0..4 {
                     for j in 0..4 {
                         cov[i][j] += d[i] * d[j];
