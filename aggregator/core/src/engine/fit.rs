@@ -24,19 +24,24 @@ pub(super) struct Predicted {
     pub(super) sigma: f64,
 }
 
+/// gᵀ·C·g: the variance a covariance `c` over (e, n, u, t0) gives a
+/// quantity with gradient `g`.
+pub(super) fn quad_form(c: &[[f64; 4]; 4], g: [f64; 4]) -> f64 {
+    let mut var = 0.0;
+    for i in 0..4 {
+        for j in 0..4 {
+            var += g[i] * c[i][j] * g[j];
+        }
+    }
+    var
+}
+
 impl Engine {
     /// Predicted arrival (s on the event axis) and its 1-sigma at node `n` for `phase`.
     pub(super) fn predict(&self, sol: &Solution, n: usize, phase: Phase) -> Predicted {
         let src = sol.position.to_array();
         let (t, g) = self.prop.travel_and_gradient(phase, src, self.nodes[n].enu);
-        let gv = [g[0], g[1], g[2], 1.0];
-        let c = &sol.uncertainty.covariance;
-        let mut var = 0.0;
-        for i in 0..4 {
-            for j in 0..4 {
-                var += gv[i] * c[i][j] * gv[j];
-            }
-        }
+        let var = quad_form(&sol.uncertainty.covariance, [g[0], g[1], g[2], 1.0]);
         let m = self.prop.model_sigma(phase, t);
         Predicted {
             at: sol.origin_s + t,
@@ -52,14 +57,7 @@ impl Engine {
         let (_, g) = self
             .prop
             .travel_and_gradient(Phase::Acoustic, src, self.nodes[n].enu);
-        let gv = [g[0], g[1], g[2], 1.0];
-        let c = &sol.crlb.covariance;
-        let mut var = 0.0;
-        for i in 0..4 {
-            for j in 0..4 {
-                var += gv[i] * c[i][j] * gv[j];
-            }
-        }
+        let var = quad_form(&sol.crlb.covariance, [g[0], g[1], g[2], 1.0]);
         var.max(0.0) / (sigma * sigma)
     }
 

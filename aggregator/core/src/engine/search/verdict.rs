@@ -111,14 +111,10 @@ impl Engine {
                 let gate = match &sol_opt {
                     None => self.cfg.gate_sigmas * d.sigma + self.cfg.association_tolerance_s,
                     Some(Found { sol: s, .. }) => {
-                        let gv = [g[0], g[1], g[2], 1.0];
-                        let c = &s.uncertainty.covariance;
-                        let mut var = 0.0;
-                        for a in 0..4 {
-                            for b in 0..4 {
-                                var += gv[a] * c[a][b] * gv[b];
-                            }
-                        }
+                        let var = crate::engine::fit::quad_form(
+                            &s.uncertainty.covariance,
+                            [g[0], g[1], g[2], 1.0],
+                        );
                         // Plus the tolerance, as the first gate: a fit of a
                         // few picks can be confident and wrong; the picks it
                         // nearly explains must be seen to pull it right.
