@@ -622,11 +622,20 @@ impl Pipeline {
     }
 
     fn drain_actions(&mut self, out: &mut Vec<Output>) {
-        let mut finals = false;
+        // Nodes of the final events (what the engine learned from).
+        let mut finals: Vec<String> = Vec::new();
         for a in std::mem::take(&mut self.actions) {
             match a {
                 Action::Publish(mut event) => {
-                    finals |= event.status == EventStatus::Final;
+                    if event.status == EventStatus::Final {
+                        finals.extend(
+                            event
+                                .detections
+                                .iter()
+                                .chain(event.outliers.iter())
+                                .map(|r| r.node_id.clone()),
+                        );
+                    }
                     let mut detections = Vec::new();
                     for r in event.detections.iter().chain(event.outliers.iter()) {
                         if let Some((d, site)) = self.recent.get(&r.node_id, r.seq) {
@@ -656,9 +665,12 @@ impl Pipeline {
                 }
             }
         }
-        if finals {
+        if !finals.is_empty() {
             self.refresh_terms(out);
-            out.push(Output::Calibration(Box::new(self.engine.calibration())));
+            let c = self
+                .engine
+                .calibration_of(finals.iter().map(String::as_str));
+            out.push(Output::Calibration(Box::new(c)));
         }
     }
 }

@@ -479,3 +479,57 @@ impl Store {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use blastnet_aggregator_core::{ErrorScale, StationTerm};
+
+    /// What the engine learned comes back as it was stored, and a later
+    /// write of one node's term replaces that node's only.
+    #[test]
+    fn calibration_round_trips_and_updates_per_node() {
+        let store = Store::open(&StorePath::Memory, KeepRevisions::Latest).unwrap();
+        assert_eq!(store.calibration().unwrap(), Calibration::default());
+        let mut scale = ErrorScale::new(0.010);
+        scale.learn(0.004);
+        let mut term = StationTerm::default();
+        term.learn(40.0, -80.0, 0.020);
+        let c = Calibration {
+            sites: vec![
+                SiteCalibration {
+                    site: None,
+                    scale: ErrorScale::new(0.010),
+                },
+                SiteCalibration {
+                    site: Some("north".into()),
+                    scale,
+                },
+            ],
+            nodes: vec![
+                NodeCalibration {
+                    node_id: "n01".into(),
+                    term: term.clone(),
+                },
+                NodeCalibration {
+                    node_id: "n02".into(),
+                    term: StationTerm::default(),
+                },
+            ],
+        };
+        store.put_calibration(&c).unwrap();
+        assert_eq!(store.calibration().unwrap(), c);
+        term.learn(40.0, -80.0, 0.021);
+        let one = Calibration {
+            sites: c.sites.clone(),
+            nodes: vec![NodeCalibration {
+                node_id: "n02".into(),
+                term: term.clone(),
+            }],
+        };
+        store.put_calibration(&one).unwrap();
+        let back = store.calibration().unwrap();
+        assert_eq!(back.nodes[0], c.nodes[0]);
+        assert_eq!(back.nodes[1].term, term);
+    }
+}

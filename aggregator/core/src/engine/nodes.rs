@@ -232,18 +232,42 @@ impl Engine {
         }
     }
 
+    /// What the engine has learned about the sites and the nodes `ids`
+    /// (what one final event changed: the store keeps the rest).
+    pub fn calibration_of<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Calibration {
+        let mut c = Calibration {
+            sites: self.calibration_sites(),
+            nodes: Vec::new(),
+        };
+        for id in ids {
+            if let Some(&i) = self.node_ix.get(id) {
+                let n = &self.nodes[i];
+                if n.term.events > 0 && !c.nodes.iter().any(|x| x.node_id == id) {
+                    c.nodes.push(NodeCalibration {
+                        node_id: n.info.id.clone(),
+                        term: n.term.clone(),
+                    });
+                }
+            }
+        }
+        c
+    }
+
+    fn calibration_sites(&self) -> Vec<SiteCalibration> {
+        self.scales
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SiteCalibration {
+                site: i.checked_sub(1).map(|j| self.site_names[j].clone()),
+                scale: s.clone(),
+            })
+            .collect()
+    }
+
     /// What the engine has learned (for the store).
     pub fn calibration(&self) -> Calibration {
         Calibration {
-            sites: self
-                .scales
-                .iter()
-                .enumerate()
-                .map(|(i, s)| SiteCalibration {
-                    site: i.checked_sub(1).map(|j| self.site_names[j].clone()),
-                    scale: s.clone(),
-                })
-                .collect(),
+            sites: self.calibration_sites(),
             nodes: self
                 .nodes
                 .iter()
