@@ -373,15 +373,15 @@ impl Store {
                 source,
             })
         }
+        let rows = |sql: &str| -> Result<Vec<(String, String)>, StoreError> {
+            let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(|e| self.err(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        };
         let mut c = Calibration::default();
-        let mut stmt = conn
-            .prepare_cached("SELECT site, json FROM error_scales ORDER BY site")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(|e| self.err(e))?;
-        for row in rows {
-            let (site, json) = row.map_err(|e| self.err(e))?;
+        for (site, json) in rows("SELECT site, json FROM error_scales ORDER BY site")? {
             c.sites.push(SiteCalibration {
                 scale: parse(
                     &self.name,
@@ -391,14 +391,7 @@ impl Store {
                 site: (!site.is_empty()).then_some(site),
             });
         }
-        let mut stmt = conn
-            .prepare_cached("SELECT node_id, json FROM station_terms ORDER BY node_id")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(|e| self.err(e))?;
-        for row in rows {
-            let (node_id, json) = row.map_err(|e| self.err(e))?;
+        for (node_id, json) in rows("SELECT node_id, json FROM station_terms ORDER BY node_id")? {
             c.nodes.push(NodeCalibration {
                 term: parse(&self.name, format!("the station term of {node_id}"), &json)?,
                 node_id,

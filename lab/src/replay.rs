@@ -397,16 +397,11 @@ pub async fn run(
     printer.abort();
     // Leave no retained status behind: the next replay at the same site
     // (a release's tests share one) must not hear these nodes' last words.
-    let ids: Vec<&str> = scenario
-        .manifest
-        .nodes
-        .iter()
-        .map(|n| n.id.as_str())
-        .collect();
-    for id in &ids {
+    let ours = &scenario.manifest.nodes;
+    for n in ours {
         let _ = client
             .publish(
-                topic::status(PREFIX, &site, id),
+                topic::status(PREFIX, &site, &n.id),
                 QoS::AtLeastOnce,
                 true,
                 Vec::new(),
@@ -414,7 +409,7 @@ pub async fn run(
             .await;
     }
     let cleared = tokio::time::timeout(Duration::from_secs(5), async {
-        while pubacks.load(std::sync::atomic::Ordering::Relaxed) < ids.len() {
+        while pubacks.load(std::sync::atomic::Ordering::Relaxed) < ours.len() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })

@@ -149,8 +149,6 @@ struct Det {
     term_s: f64,
     /// The onset as the node reported it.
     raw_onset: UtcNs,
-    /// Whether a station term was established when the pick came in.
-    term_set: bool,
     probs: [f64; 5],
     peak: f64,
     /// The sensor saturated: `peak` is a lower bound.
@@ -461,12 +459,9 @@ impl Engine {
             .map_or(0.0, |u| u / self.prop.sound_speed_mps);
         let site = det.site.as_deref().map(|name| self.site_index(name));
         let m = self.scale(site).scale_s();
-        // Station terms apply when an event is finalised (they depend on
-        // where its source is; see `Engine::apply_terms`).
-        let (term_s, term_set) = (0.0, false);
         let known_var = pick * pick + clock * clock + pos * pos;
         let sigma = (known_var + m * m).sqrt().max(1e-6);
-        let onset = det.onset_utc.add_secs_f64(-term_s);
+        let onset = det.onset_utc;
         let n = &self.nodes[node];
         let echo = det.stream == StreamKind::Acoustic
             && n.last_direct.is_some_and(|t| {
@@ -483,8 +478,9 @@ impl Engine {
             raw_onset: det.onset_utc,
             sigma,
             known_var,
-            term_s,
-            term_set,
+            // Station terms apply when an event is finalised (they depend
+            // on where its source is; see `Engine::apply_terms`).
+            term_s: 0.0,
             probs: probs_of(det),
             peak: det.peak,
             clipped: det.clipped,

@@ -209,7 +209,6 @@ impl Engine {
             if let Some((term, sigma)) = self.nodes[m.det.node].term.at(at.lat, at.lon, scale) {
                 m.det.onset = m.det.raw_onset.add_secs_f64(-term);
                 m.det.term_s = term;
-                m.det.term_set = true;
                 m.det.known_var += sigma * sigma;
                 m.det.sigma = (m.det.sigma * m.det.sigma + sigma * sigma).sqrt();
                 any = true;
@@ -264,22 +263,6 @@ impl Engine {
             .collect()
     }
 
-    /// What the engine has learned (for the store).
-    pub fn calibration(&self) -> Calibration {
-        Calibration {
-            sites: self.calibration_sites(),
-            nodes: self
-                .nodes
-                .iter()
-                .filter(|n| n.term.events > 0)
-                .map(|n| NodeCalibration {
-                    node_id: n.info.id.clone(),
-                    term: n.term.clone(),
-                })
-                .collect(),
-        }
-    }
-
     /// Resume from what an earlier run learned (before the first detection).
     /// Nodes not yet known are registered when their status or first
     /// detection arrives and take their term then.
@@ -313,24 +296,10 @@ impl Engine {
             .collect()
     }
 
-    /// The timing-error scale of each site, s (`None`: picks without a site).
-    pub fn error_scales(&self) -> Vec<(Option<String>, f64)> {
-        self.scales
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                (
-                    i.checked_sub(1).map(|j| self.site_names[j].clone()),
-                    s.scale_s(),
-                )
-            })
-            .collect()
-    }
-
     /// Each used acoustic arrival's deleted residual (its residual against
     /// the fit of the other arrivals, r / (1 − h) with h its leverage; none
-    /// where h > 0.75), by detection uid: what station terms learn from. A fit that used a
-    /// delayed arrival is pulled towards it and biases every other
+    /// where h > 0.75), by detection uid: what station terms learn from. A
+    /// fit that used a delayed arrival is pulled towards it and biases every other
     /// residual (the others would learn terms that merely compensate), so
     /// when one deleted residual stands out (beyond 3× the others' robust
     /// spread) the event is solved again without it, and the residuals come
