@@ -8,26 +8,15 @@
 //! the manifest's GPS position error where the scenario has one (1 m, see
 //! recordings/README.md).
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
 use blastnet_contract::{Event, Manifest, SourceKind};
 use blastnet_recording::truth::{self, Judge};
 use blastnet_simulator::{random_array, write_scenario, WriteOptions};
-
-/// A copy of the shipped `recordings/<name>` in a temp folder: replay writes
-/// its outputs beside the scenario.
-fn shipped(name: &str) -> tempfile::TempDir {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("recordings")
-        .join(name);
-    let work = tempfile::tempdir().expect("tempdir");
-    for f in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let f = f.expect("entry").path();
-        std::fs::copy(&f, work.path().join(f.file_name().expect("name"))).expect("copy");
-    }
-    work
-}
+use common::shipped;
 
 fn replay(dir: &Path, broker: Option<&str>) -> (Manifest, Vec<Event>, String) {
     let events = dir.join("events.jsonl");

@@ -66,7 +66,10 @@ fn shipped_config(dir: &Path, tls_port: u16) -> String {
         "cafile /etc/mosquitto/blastnet/ca.crt",
         "certfile /etc/mosquitto/blastnet/server.crt",
         "keyfile /etc/mosquitto/blastnet/server.key",
-    ] {
+    ]
+    .into_iter()
+    .chain(blastnet_broker::MOSQUITTO_LIMITS.lines())
+    {
         assert!(
             text.lines().any(|l| l.trim() == must),
             "blastnet.conf lost {must:?}"
@@ -78,6 +81,7 @@ fn shipped_config(dir: &Path, tls_port: u16) -> String {
             || line.starts_with('#')
             || line.starts_with("persistence")
             || line.starts_with("autosave_interval")
+            || blastnet_broker::MOSQUITTO_LIMITS.lines().any(|l| l == line)
             || line == "listener 1883 127.0.0.1"
         {
             continue;

@@ -109,6 +109,8 @@ pub struct RawIngest {
     pub retention_s: Option<f64>,
     /// Largest accepted payload.
     pub max_payload_bytes: Option<usize>,
+    /// Write each accepted message to the store's inbox before acknowledging it.
+    pub inbox: Option<bool>,
 }
 
 /// The whole file as written.
@@ -212,6 +214,11 @@ pub struct IngestConfig {
     pub retention_s: f64,
     /// Largest accepted payload, bytes.
     pub max_payload_bytes: usize,
+    /// With a file store: every accepted message is written to the store's
+    /// inbox before the broker gets its acknowledgement, and read again at
+    /// start, so a crash loses nothing that was acknowledged. Replays turn it
+    /// off (their inputs are files already).
+    pub inbox: bool,
 }
 
 /// The validated aggregator configuration.
@@ -494,6 +501,7 @@ impl RawConfig {
             ingest: IngestConfig {
                 retention_s,
                 max_payload_bytes,
+                inbox: self.ingest.inbox.unwrap_or(true),
             },
             engine,
         })

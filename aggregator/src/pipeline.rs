@@ -252,6 +252,9 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     logged: HashSet<(String, Reason, Option<String>)>,
     trace: Option<Trace>,
+    /// The data time of the last message [`Pipeline::on_message`] accepted
+    /// (none if it refused or dropped it).
+    accepted: Option<UtcNs>,
 }
 
 /// Where the engine trace goes: any writer (the service opens
@@ -314,6 +317,7 @@ impl Pipeline {
             metrics,
             logged: HashSet::new(),
             trace,
+            accepted: None,
             cfg,
         }
     }
@@ -344,8 +348,16 @@ impl Pipeline {
         }
     }
 
+    /// Whether the last message given to [`Pipeline::on_message`] was
+    /// accepted (a new detection, or a valid status), and its data time:
+    /// what the service's inbox keeps.
+    pub fn last_accepted(&self) -> Option<UtcNs> {
+        self.accepted
+    }
+
     /// Handle one MQTT message.
     pub fn on_message(&mut self, topic: &str, payload: &[u8], out: &mut Vec<Output>) {
+        self.accepted = None;
         let t = match ingest::parse_topic(&self.cfg.prefix, topic) {
             Ok(t) => t,
             Err(e) => {
@@ -404,6 +416,7 @@ impl Pipeline {
             }
         }
         self.metrics.detections_accepted.fetch_add(1, Relaxed);
+        self.accepted = Some(d.onset_utc);
         if d.site.is_none() {
             d.site = Some(t.site.to_string());
         }
@@ -473,6 +486,7 @@ impl Pipeline {
             NodeState::Offline => "offline",
             NodeState::Degraded => "degraded",
         };
+        self.accepted = Some(s.time_utc);
         let has_position = !(s.lat == 0.0 && s.lon == 0.0);
         let metrics = &self.metrics;
         let entry = self.nodes.entry(s.node_id.clone()).or_insert_with(|| {

@@ -27,7 +27,7 @@ use crate::config::{AggregatorConfig, ConfigError};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::pipeline::{secs_to_ns, NodeView, Output, Pipeline, PipelineConfig, TraceWriter};
-use crate::store::{Store, StoreError};
+use crate::store::{InboxMessage, Store, StoreError};
 
 /// Why the aggregator could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -224,9 +224,16 @@ pub async fn start(
     let mut opts = MqttOptions::new(m.client_id.clone(), m.host.clone(), m.port);
     opts.set_keep_alive(m.keep_alive);
     opts.set_clean_session(m.clean_session);
-    let incoming_max = (cfg.ingest.max_payload_bytes * 2).max(1 << 20);
-    opts.set_max_packet_size(incoming_max, 4 << 20);
+    // The broker's limit (blastnet_contract::broker::MAX_PACKET_BYTES) both
+    // ways: a packet the broker let through is never refused here (a refused
+    // packet is redelivered forever).
+    let max_packet = blastnet_contract::broker::MAX_PACKET_BYTES;
+    opts.set_max_packet_size(max_packet, max_packet);
     opts.set_inflight(256);
+    // With an inbox, the broker gets each PUBACK only once the message is on
+    // disk (the inbox thread acknowledges); otherwise on receipt.
+    let inbox = cfg.ingest.inbox && store.is_durable();
+    opts.set_manual_acks(inbox);
     if let Some((u, p)) = &m.credentials {
         opts.set_credentials(u.clone(), p.clone());
     }
@@ -237,7 +244,10 @@ pub async fn start(
         .await
         .map_err(|e| AggregatorError::Task(format!("queueing the subscriptions: {e}")))?;
 
-    let (in_tx, in_rx) = mpsc::channel::<Incoming>(65_536);
+    // Small: what waits here is acknowledged only with an inbox; without
+    // one, the broker keeps the backlog (the event loop stops reading when
+    // this is full).
+    let (in_tx, in_rx) = mpsc::channel::<Incoming>(1024);
     let (ready_tx, ready_rx) = oneshot::channel::<()>();
     let last_error = Arc::new(std::sync::Mutex::new(String::from("no answer yet")));
     let mqtt_stop = CancellationToken::new();
@@ -308,6 +318,8 @@ pub async fn start(
         nodes,
         completed_tx,
         latest: HashMap::new(),
+        restored: HashMap::new(),
+        offsets: HashMap::new(),
     };
     // What earlier runs on this store learned (station terms, error scales).
     let learned = store.calibration()?;
@@ -323,6 +335,7 @@ pub async fn start(
         proc,
         cfg,
         store,
+        inbox,
         client,
         in_rx,
         shutdown: shutdown.clone(),
@@ -364,9 +377,13 @@ async fn mqtt_loop(mut s: MqttLoop) {
         };
         match ev {
             Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => {
-                if s.in_tx.send((p, Instant::now())).await.is_err() {
-                    // The processor has stopped: nothing more to deliver.
-                    break;
+                // The processor has stopped (shutting down): keep polling so
+                // that acknowledgements, events and the disconnect still go
+                // out; what arrives now is not acknowledged (with an inbox)
+                // and comes again to the next run.
+                tokio::select! {
+                    _ = s.stop.cancelled() => break,
+                    _ = s.in_tx.send((p, Instant::now())) => {}
                 }
             }
             Ok(rumqttc::Event::Incoming(Packet::ConnAck(ack))) => {
@@ -387,6 +404,14 @@ async fn mqtt_loop(mut s: MqttLoop) {
                     }
                 }
                 first_connack = false;
+                // The broker kept our session: its subscriptions hold, and
+                // it may already be sending the queued backlog, which fills
+                // the channel to the processor before our new SUBACK comes.
+                if ack.session_present {
+                    if let Some(tx) = s.ready.take() {
+                        let _ = tx.send(());
+                    }
+                }
             }
             Ok(rumqttc::Event::Incoming(Packet::SubAck(_))) => {
                 if let Some(tx) = s.ready.take() {
@@ -425,6 +450,12 @@ struct Processor {
     nodes: Arc<RwLock<BTreeMap<String, NodeView>>>,
     completed_tx: watch::Sender<bool>,
     latest: HashMap<String, Event>,
+    /// After a restart: the stored latest revision of each event the inbox
+    /// may open again (see [`Processor::resumed`]).
+    restored: HashMap<String, Event>,
+    /// After a restart: what to add to the engine's revision numbers of an
+    /// event published before it, so that revisions keep increasing.
+    offsets: HashMap<String, u32>,
 }
 
 /// One event revision to publish.
@@ -433,7 +464,40 @@ struct PublishReq {
     payload: Vec<u8>,
 }
 
+/// The (node, seq) of the detections an event uses, sorted.
+fn used_picks(ev: &Event) -> Vec<(&str, u64)> {
+    let mut v: Vec<(&str, u64)> = ev
+        .detections
+        .iter()
+        .map(|d| (d.node_id.as_str(), d.seq))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
 impl Processor {
+    /// An event revision made again from the inbox after a restart: `None`
+    /// if the store already holds it (the final revision with the same
+    /// picks, or a preliminary one of an event already final), else the
+    /// revision renumbered after the stored ones.
+    fn resumed(&mut self, mut ev: Event) -> Option<Event> {
+        if let Some(prev) = self.restored.get(&ev.event_id) {
+            if prev.status == blastnet_contract::EventStatus::Final
+                && (ev.status != blastnet_contract::EventStatus::Final
+                    || used_picks(&ev) == used_picks(prev))
+            {
+                return None;
+            }
+            let offset = prev.revision;
+            self.restored.remove(&ev.event_id);
+            self.offsets.insert(ev.event_id.clone(), offset);
+        }
+        if let Some(o) = self.offsets.get(&ev.event_id) {
+            ev.revision += o;
+        }
+        Some(ev)
+    }
+
     fn handle(
         &mut self,
         outs: &mut Vec<Output>,
@@ -444,7 +508,9 @@ impl Processor {
         for o in outs.drain(..) {
             match o {
                 Output::Event(e) => {
-                    let ev = e.event;
+                    let Some(ev) = self.resumed(e.event) else {
+                        continue;
+                    };
                     let site = ev.site.clone().unwrap_or_else(|| "default".to_string());
                     match serde_json::to_vec(&ev) {
                         Ok(payload) => {
@@ -498,6 +564,139 @@ impl Processor {
     }
 }
 
+/// How long a shutdown may take, from the signal to the process exit
+/// (the shipped systemd unit allows more: `TimeoutStopSec`).
+pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(4);
+
+/// A received message for the inbox thread: written there if the pipeline
+/// accepted it (`data_ns`), then acknowledged, in the order received.
+struct InboxReq {
+    publish: rumqttc::Publish,
+    data_ns: Option<i64>,
+}
+
+/// The inbox thread: batches what arrives, writes it in one transaction,
+/// then sends the PUBACKs. A failed write (a full disk) is retried every
+/// second and nothing is acknowledged meanwhile, so the broker holds the
+/// rest (its in-flight window is full).
+struct InboxWriter {
+    store: Store,
+    client: AsyncClient,
+    metrics: Arc<Metrics>,
+    retention_ns: i64,
+    stopping: Arc<AtomicBool>,
+}
+
+impl InboxWriter {
+    fn run(self, rx: std::sync::mpsc::Receiver<InboxReq>) {
+        let mut newest = i64::MIN;
+        let mut since_prune = 0usize;
+        let mut batch = Vec::new();
+        while let Ok(first) = rx.recv() {
+            batch.push(first);
+            while batch.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            let msgs: Vec<InboxMessage> = batch
+                .iter()
+                .filter_map(|r| {
+                    r.data_ns.map(|data_ns| InboxMessage {
+                        topic: r.publish.topic.clone(),
+                        payload: r.publish.payload.to_vec(),
+                        data_ns,
+                    })
+                })
+                .collect();
+            let mut logged = false;
+            while !msgs.is_empty() {
+                match self.store.inbox_append(&msgs) {
+                    Ok(()) => break,
+                    Err(e) => {
+                        self.metrics.store_errors.fetch_add(1, Relaxed);
+                        if !logged {
+                            tracing::error!(
+                                "writing {} messages to the inbox: {e}; not acknowledging them, retrying every second",
+                                msgs.len()
+                            );
+                            logged = true;
+                        }
+                        if self.stopping.load(Relaxed) {
+                            // Shutting down: the broker hands them over again.
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            }
+            if logged {
+                tracing::info!("inbox writes succeed again");
+            }
+            for r in batch.drain(..) {
+                if let Some(t) = r.data_ns {
+                    newest = newest.max(t);
+                }
+                // The request queue may be full for a moment: wait for room.
+                while let Err(e) = self.client.try_ack(&r.publish) {
+                    if self.stopping.load(Relaxed) {
+                        tracing::debug!("acknowledging: {e}");
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            since_prune += msgs.len();
+            if since_prune >= 1000 && newest > i64::MIN {
+                since_prune = 0;
+                if let Err(e) = self
+                    .store
+                    .inbox_prune(newest.saturating_sub(self.retention_ns))
+                {
+                    tracing::warn!("pruning the inbox: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Feed what the inbox holds (acknowledged by an earlier run, maybe not yet
+/// in an event) through the pipeline again. Events it re-opens keep their
+/// ids (they come from the data); what the store already has is not
+/// published again ([`Processor::resumed`]).
+fn resume_from_inbox(
+    proc: &mut Processor,
+    store: &Store,
+    outs: &mut Vec<Output>,
+    pub_tx: &mpsc::UnboundedSender<PublishReq>,
+    store_tx: &std::sync::mpsc::Sender<StoreReq>,
+) -> Result<(), AggregatorError> {
+    let msgs = store.inbox()?;
+    if msgs.is_empty() {
+        return Ok(());
+    }
+    let oldest = msgs.iter().map(|m| m.data_ns).min().unwrap_or(0);
+    // Events whose origin could precede their earliest pick by the longest
+    // travel time the engine allows.
+    let from = UtcNs(oldest.saturating_sub(secs_to_ns(600.0)));
+    for ev in store.events_between(Some(from), None, usize::MAX)? {
+        proc.restored.insert(ev.event_id.clone(), ev);
+    }
+    tracing::info!(
+        "resuming: {} messages from the inbox, {} stored events they may re-open",
+        msgs.len(),
+        proc.restored.len()
+    );
+    for m in &msgs {
+        proc.pipeline.on_message(&m.topic, &m.payload, outs);
+        if !outs.is_empty() {
+            proc.handle(outs, None, pub_tx, store_tx);
+        }
+    }
+    Ok(())
+}
+
 /// A write for the store thread.
 enum StoreReq {
     /// An event revision and the detections it refers to.
@@ -510,6 +709,8 @@ struct Supervisor {
     proc: Processor,
     cfg: AggregatorConfig,
     store: Store,
+    /// Messages go through the store's inbox before they are acknowledged.
+    inbox: bool,
     client: AsyncClient,
     in_rx: mpsc::Receiver<Incoming>,
     shutdown: CancellationToken,
@@ -524,6 +725,7 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
         mut proc,
         cfg,
         store,
+        inbox,
         client,
         mut in_rx,
         shutdown,
@@ -532,6 +734,27 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
         http_stop,
         http_task,
     } = s;
+
+    // Inbox thread: writes accepted messages, then acknowledges them.
+    let inbox_store = store.clone();
+    let (inbox_tx, inbox_thread) = if inbox {
+        let (tx, rx) = std::sync::mpsc::channel::<InboxReq>();
+        let w = InboxWriter {
+            store: store.clone(),
+            client: client.clone(),
+            metrics: proc.metrics.clone(),
+            retention_ns: secs_to_ns(cfg.ingest.retention_s),
+            stopping: Arc::new(AtomicBool::new(false)),
+        };
+        let stopping = w.stopping.clone();
+        let t = std::thread::Builder::new()
+            .name("aggregator-inbox".into())
+            .spawn(move || w.run(rx))
+            .map_err(|e| AggregatorError::Task(format!("spawning the inbox thread: {e}")))?;
+        (Some(tx), Some((t, stopping)))
+    } else {
+        (None, None)
+    };
 
     // Store thread.
     let (store_tx, store_rx) = std::sync::mpsc::channel::<StoreReq>();
@@ -574,9 +797,15 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
         }
     });
 
+    let mut outs = Vec::new();
+    if inbox {
+        // What an earlier run acknowledged: through the engine again, before
+        // anything new (the broker's redeliveries wait in `in_rx`).
+        resume_from_inbox(&mut proc, &inbox_store, &mut outs, &pub_tx, &store_tx)?;
+    }
+
     let mut tick = tokio::time::interval(cfg.time.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut outs = Vec::new();
     loop {
         tokio::select! {
             biased;
@@ -584,6 +813,10 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
             msg = in_rx.recv() => match msg {
                 Some((p, at)) => {
                     proc.pipeline.on_message(&p.topic, &p.payload, &mut outs);
+                    if let Some(tx) = &inbox_tx {
+                        let data_ns = proc.pipeline.last_accepted().map(|t| t.0);
+                        let _ = tx.send(InboxReq { publish: p, data_ns });
+                    }
                     if !outs.is_empty() {
                         proc.handle(&mut outs, Some(at), &pub_tx, &store_tx);
                     }
@@ -599,29 +832,70 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
         }
     }
 
-    // Shutdown: take what already arrived, flush the engine, publish and store the rest.
-    while let Ok((p, at)) = in_rx.try_recv() {
-        proc.pipeline.on_message(&p.topic, &p.payload, &mut outs);
-        proc.handle(&mut outs, Some(at), &pub_tx, &store_tx);
+    // Shutdown, within SHUTDOWN_BUDGET. With an inbox, what waits in
+    // `in_rx` is not acknowledged: the broker hands it over again to the
+    // next run. Without one it was acknowledged on receipt: take it (what
+    // the budget allows; the channel holds at most 1024).
+    let started = Instant::now();
+    if !inbox {
+        while started.elapsed() < SHUTDOWN_BUDGET / 2 {
+            let Ok((p, at)) = in_rx.try_recv() else { break };
+            proc.pipeline.on_message(&p.topic, &p.payload, &mut outs);
+            proc.handle(&mut outs, Some(at), &pub_tx, &store_tx);
+        }
     }
     in_rx.close();
-    proc.pipeline.flush(&mut outs);
-    proc.handle(&mut outs, None, &pub_tx, &store_tx);
+    // Finish the inbox: what was handed to it is written and acknowledged
+    // (a disk that stays full is given up on: those messages come again).
+    drop(inbox_tx);
+    if let Some((t, stopping)) = inbox_thread {
+        let budget = SHUTDOWN_BUDGET.saturating_sub(started.elapsed()) / 2;
+        let joined = tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + budget;
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            stopping.store(true, Relaxed);
+            t.join()
+        });
+        let _ = joined.await;
+    }
+    // Without an inbox, the events so far are finalised as they stand
+    // (nothing could re-open them). With one, open events stay open: the
+    // next run reads their picks from the inbox and finishes them with what
+    // arrives later, instead of a premature final revision now.
+    if !inbox {
+        proc.pipeline.flush(&mut outs);
+        proc.handle(&mut outs, None, &pub_tx, &store_tx);
+    }
     drop(pub_tx);
     drop(store_tx);
-    let _ = publisher.await;
+    let _ =
+        tokio::time::timeout(SHUTDOWN_BUDGET.saturating_sub(started.elapsed()), publisher).await;
     // The disconnect is queued behind the publishes, so they reach the broker first.
-    let _ = client.disconnect().await;
-    if tokio::time::timeout(Duration::from_secs(3), mqtt_task)
-        .await
-        .is_err()
-    {
-        mqtt_stop.cancel();
-    }
+    let left = SHUTDOWN_BUDGET.saturating_sub(started.elapsed());
+    let _ = tokio::time::timeout(left, client.disconnect()).await;
+    let left = SHUTDOWN_BUDGET
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_millis(100));
+    let _ = tokio::time::timeout(left, mqtt_task).await;
     mqtt_stop.cancel();
     http_stop.cancel();
-    let _ = http_task.await;
-    let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+    // Open websockets would hold a graceful HTTP shutdown forever.
+    let _ = tokio::time::timeout(Duration::from_millis(300), http_task).await;
+    let store_budget = SHUTDOWN_BUDGET.saturating_sub(started.elapsed());
+    let _ = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + store_budget;
+        while !store_thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if store_thread.is_finished() {
+            let _ = store_thread.join();
+        } else {
+            tracing::warn!("the store did not finish its writes within the shutdown budget");
+        }
+    })
+    .await;
     let _ = proc.completed_tx.send(true);
 
     let mut events: Vec<Event> = proc.latest.into_values().collect();

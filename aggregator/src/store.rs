@@ -30,6 +30,29 @@ pub enum StoreError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// Another process holds the store (one writer per file): stop it, or
+    /// give this one another `store.path`.
+    #[error(
+        "event store {path} is in use by {holder} (lock file {lock}); one aggregator per store"
+    )]
+    Locked {
+        /// The database file.
+        path: String,
+        /// The lock file.
+        lock: String,
+        /// Who holds it, as written in the lock file.
+        holder: String,
+    },
+    /// The lock file could not be created.
+    #[error("event store {path}: creating the lock file {lock}: {source}")]
+    Lock {
+        /// The database file.
+        path: String,
+        /// The lock file.
+        lock: String,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The file was written by a newer blastnet. Use that version or another file.
     #[error("event store {path}: schema version {found} is newer than this build's {supported}")]
     TooNew {
@@ -94,6 +117,16 @@ const MIGRATIONS: &[&str] = &[
         node_id   TEXT PRIMARY KEY,
         json      TEXT NOT NULL
      );",
+    // 3: the inbox: every node message the broker handed over, written
+    // before it is acknowledged, kept for the retention window of data time
+    // and read again after a crash.
+    "CREATE TABLE inbox (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        topic     TEXT NOT NULL,
+        payload   BLOB NOT NULL,
+        data_ns   INTEGER NOT NULL
+     );
+     CREATE INDEX inbox_data ON inbox(data_ns);",
 ];
 
 /// The newest schema version this build writes.
@@ -116,11 +149,78 @@ pub struct Store {
     conn: Arc<Mutex<Connection>>,
     name: Arc<str>,
     keep: KeepRevisions,
+    /// The single-writer lock (file stores), held while any clone lives.
+    writer_lock: Option<Arc<std::fs::File>>,
+}
+
+/// One message of the inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxMessage {
+    /// MQTT topic.
+    pub topic: String,
+    /// Payload as received.
+    pub payload: Vec<u8>,
+    /// Its data time (onset or status time), ns; 0 where it has none.
+    pub data_ns: i64,
+}
+
+/// Take the single-writer lock beside `db`: `<db>.lock`, locked exclusively
+/// (released by the OS when the process dies, so a crash leaves no stale lock)
+/// and holding the holder's pid and host for the message of the next one.
+fn lock_store(db: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read, Seek, Write};
+    let mut lock = db.as_os_str().to_owned();
+    lock.push(".lock");
+    let lock = std::path::PathBuf::from(lock);
+    let io = |source| StoreError::Lock {
+        path: db.display().to_string(),
+        lock: lock.display().to_string(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock)
+        .map_err(io)?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(StoreError::Locked {
+                path: db.display().to_string(),
+                lock: lock.display().to_string(),
+                holder: if holder.is_empty() {
+                    "another process".to_string()
+                } else {
+                    holder.to_string()
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    let me = format!(
+        "pid {} ({})",
+        std::process::id(),
+        std::env::args().next().unwrap_or_default()
+    );
+    f.set_len(0).map_err(io)?;
+    f.rewind().map_err(io)?;
+    f.write_all(me.as_bytes()).map_err(io)?;
+    f.flush().map_err(io)?;
+    Ok(f)
 }
 
 impl Store {
     /// Open (creating if needed) and migrate.
     pub fn open(path: &StorePath, keep: KeepRevisions) -> Result<Store, StoreError> {
+        let lock = match path {
+            StorePath::Memory => None,
+            StorePath::File(p) => Some(Arc::new(lock_store(p)?)),
+        };
         let (conn, name) = match path {
             StorePath::Memory => (Connection::open_in_memory(), ":memory:".to_string()),
             StorePath::File(p) => (Connection::open(p), p.display().to_string()),
@@ -144,6 +244,7 @@ impl Store {
             conn: Arc::new(Mutex::new(conn)),
             name: name.clone().into(),
             keep,
+            writer_lock: lock,
         };
         store.migrate()?;
         Ok(store)
@@ -194,6 +295,53 @@ impl Store {
             tracing::info!(store = %self.name, "event store migrated to schema version {}", i + 1);
         }
         Ok(())
+    }
+
+    /// Whether this store keeps anything on disk (the inbox only makes sense then).
+    pub fn is_durable(&self) -> bool {
+        self.writer_lock.is_some()
+    }
+
+    /// Append messages to the inbox in one transaction: once this returns
+    /// they survive a crash of the process.
+    pub fn inbox_append(&self, msgs: &[InboxMessage]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut st = tx
+                .prepare_cached("INSERT INTO inbox (topic, payload, data_ns) VALUES (?1, ?2, ?3)")
+                .map_err(|e| self.err(e))?;
+            for m in msgs {
+                st.execute(params![m.topic, m.payload, m.data_ns])
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Forget inbox messages whose data time is before `before_ns`; returns how many.
+    pub fn inbox_prune(&self, before_ns: i64) -> Result<usize, StoreError> {
+        self.lock()
+            .execute("DELETE FROM inbox WHERE data_ns < ?1", params![before_ns])
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every inbox message, in the order it was written.
+    pub fn inbox(&self) -> Result<Vec<InboxMessage>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare("SELECT topic, payload, data_ns FROM inbox ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(InboxMessage {
+                    topic: r.get(0)?,
+                    payload: r.get(1)?,
+                    data_ns: r.get(2)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
     /// The schema version in the file.

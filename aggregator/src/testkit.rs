@@ -120,7 +120,8 @@ pub async fn publish_all(
 ) -> Result<(), String> {
     let mut opts = MqttOptions::new(client_id, host, port);
     opts.set_keep_alive(Duration::from_secs(10));
-    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let max_packet = blastnet_contract::broker::MAX_PACKET_BYTES;
+    opts.set_max_packet_size(max_packet, max_packet);
     let (client, mut el) = AsyncClient::new(opts, msgs.len().max(1) + 8);
     for (t, p) in msgs {
         client

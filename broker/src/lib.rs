@@ -151,7 +151,7 @@ impl EmbeddedBroker {
 fn rumqttd_config(port: u16) -> rumqttd::Config {
     let connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 60_000,
-        max_payload_size: 1 << 20,
+        max_payload_size: blastnet_contract::broker::MAX_PACKET_BYTES,
         max_inflight_count: 500,
         auth: None,
         external_auth: None,
@@ -182,6 +182,20 @@ fn rumqttd_config(port: u16) -> rumqttd::Config {
         ..Default::default()
     }
 }
+
+/// The limits of the shipped Mosquitto configuration
+/// (`hardware/mosquitto/blastnet.conf` holds these lines; a test checks):
+/// - `max_packet_size`: [`blastnet_contract::broker::MAX_PACKET_BYTES`]; a
+///   larger publish disconnects its sender and reaches no subscriber;
+/// - `max_queued_messages`: QoS 1 messages queued per absent persistent
+///   session (the default, 1000, drops the rest: 40 s of a busy site);
+/// - `max_inflight_messages`: QoS 1 messages on their way to one client
+///   before its acknowledgements (the aggregator acknowledges once a batch is
+///   on disk; the default, 20, would cap it at 20 per write).
+///
+/// Every [`Mosquitto`] the tests start has them too.
+pub const MOSQUITTO_LIMITS: &str =
+    "max_packet_size 1048576\nmax_queued_messages 1000000\nmax_inflight_messages 1000\n";
 
 /// A Mosquitto broker process on a free 127.0.0.1 port, killed on drop.
 /// Persistence is on (in a private temp dir), so a stopped and restarted
@@ -222,7 +236,7 @@ impl Mosquitto {
         let port = free_port();
         let config = dir.path().join("mosquitto.conf");
         let text = format!(
-            "listener {port} 127.0.0.1\npersistence true\npersistence_location {d}/\nautosave_interval 1\nlog_dest file {d}/mosquitto.log\n{extra}",
+            "listener {port} 127.0.0.1\npersistence true\npersistence_location {d}/\nautosave_interval 1\nlog_dest file {d}/mosquitto.log\n{MOSQUITTO_LIMITS}{extra}",
             d = dir.path().display(),
             extra = extra.replace("{dir}", &dir.path().display().to_string()),
         );
@@ -369,5 +383,17 @@ mod tests {
         assert!(!wait_for_port(port, Duration::from_millis(300)));
         m.start_again().expect("restart");
         assert!(wait_for_port(port, Duration::from_secs(1)));
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    #[test]
+    fn the_mosquitto_packet_limit_is_the_clients_limit() {
+        let want = format!(
+            "max_packet_size {}",
+            blastnet_contract::broker::MAX_PACKET_BYTES
+        );
+        assert!(super::MOSQUITTO_LIMITS.lines().any(|l| l == want));
     }
 }

@@ -17,6 +17,15 @@ pub const DEFAULT_PORT: u16 = 1883;
 /// Default MQTT port over TLS.
 pub const DEFAULT_TLS_PORT: u16 = 8883;
 
+/// The largest MQTT packet any blastnet part sends or takes, bytes: the
+/// shipped Mosquitto configuration's `max_packet_size`, the embedded
+/// broker's limit and every blastnet client's. A broker with this limit
+/// refuses a larger publish (Mosquitto disconnects its sender), so no
+/// subscriber is ever handed a packet it would refuse and have redelivered
+/// forever. Payloads under it but over `ingest.max_payload_bytes` reach the
+/// aggregator, which acknowledges, counts and drops them.
+pub const MAX_PACKET_BYTES: usize = 1 << 20;
+
 const EXPECTED: &str = "mqtt://host[:port], mqtts://host[:port] or host[:port]";
 
 /// A parsed broker address.

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,10 @@ pub struct ReplayOutcome {
     pub elapsed: Duration,
     /// Seconds of recording replayed (longest node stream).
     pub data_seconds: f64,
+    /// Detections the aggregator accepted (each (node_id, seq) once).
+    pub accepted: u64,
+    /// Copies it dropped as already seen (a node re-sending after a lost PUBACK).
+    pub duplicates: u64,
 }
 
 /// MQTT topic segment for a scenario: its site, else its name.
@@ -166,7 +171,11 @@ pub async fn run(
     }));
     let mut mo = MqttOptions::new(format!("blastnet-replay-collect-{tag}"), host.clone(), port);
     mo.set_keep_alive(Duration::from_secs(30));
-    mo.set_max_packet_size(1 << 20, 1 << 20);
+    let max_packet = blastnet_contract::broker::MAX_PACKET_BYTES;
+    mo.set_max_packet_size(max_packet, max_packet);
+    // A persistent session: what the nodes publish while this subscriber
+    // reconnects (a broker restart) is queued for it, not lost.
+    mo.set_clean_session(false);
     let (client, mut eventloop) = AsyncClient::new(mo, 1024);
     let det_filter = topic::node_kind_filter(PREFIX, &site, NodeMessage::Detection);
     let status_filter = topic::node_kind_filter(PREFIX, &site, NodeMessage::Status);
@@ -182,11 +191,23 @@ pub async fn run(
     let coll = collected.clone();
     let pubacks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let pubacks2 = pubacks.clone();
+    let resubscribe = client.clone();
+    let filters = [det_filter.clone(), status_filter.clone()];
     let collect_task = tokio::spawn(async move {
         let mut suback_tx = Some(suback_tx);
         let mut subacks = 0;
+        let mut first = true;
         loop {
             match eventloop.poll().await {
+                Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
+                    // The broker lost the session (no persistence): subscribe again.
+                    if !first && !ack.session_present {
+                        for f in &filters {
+                            let _ = resubscribe.try_subscribe(f.clone(), QoS::AtLeastOnce);
+                        }
+                    }
+                    first = false;
+                }
                 Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
                     subacks += 1;
                     if subacks == 2 {
@@ -266,7 +287,11 @@ pub async fn run(
     };
     acfg.mqtt.sites = vec![site.clone()];
     acfg.mqtt.client_id = format!("blastnet-replay-aggregator-{tag}");
-    acfg.mqtt.clean_session = true;
+    // A persistent session, as a live aggregator has (a broker restart mid-
+    // replay loses nothing); removed at the end (`forget_sessions`). No
+    // inbox: a replay's inputs are files, read again by running it again.
+    acfg.mqtt.clean_session = false;
+    acfg.ingest.inbox = false;
     if let Some(env) = &scenario.manifest.environment {
         // Measured weather (not truth): the sound speed every node experienced.
         acfg.engine.temperature_c = env.temperature_c;
@@ -419,6 +444,17 @@ pub async fn run(
     }
     collect_task.abort();
     let _ = client.disconnect().await;
+    // The run's persistent sessions would otherwise stay on the broker
+    // (Mosquitto keeps them, and queues for them, until they expire).
+    forget_sessions(
+        &host,
+        port,
+        &[
+            format!("blastnet-replay-collect-{tag}"),
+            format!("blastnet-replay-aggregator-{tag}"),
+        ],
+    )
+    .await;
 
     let detections: Vec<Detection> = {
         let c = collected.lock().unwrap_or_else(|e| e.into_inner());
@@ -442,7 +478,34 @@ pub async fn run(
         broker_url,
         elapsed: started.elapsed(),
         data_seconds: span,
+        accepted: summary.metrics.detections_accepted.load(Relaxed),
+        duplicates: summary.metrics.detections_duplicate.load(Relaxed),
     })
+}
+
+/// End the persistent sessions of `ids`: connect once with a clean session
+/// under each id (which discards the stored one) and disconnect.
+async fn forget_sessions(host: &str, port: u16, ids: &[String]) {
+    for id in ids {
+        let mut mo = MqttOptions::new(id.clone(), host.to_string(), port);
+        mo.set_clean_session(true);
+        let (c, mut el) = AsyncClient::new(mo, 8);
+        let done = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match el.poll().await {
+                    Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                        let _ = c.try_disconnect();
+                    }
+                    Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        if done.is_err() {
+            tracing::debug!("clearing the session of {id}: no answer within 2 s");
+        }
+    }
 }
 
 /// Wait for the first of `tasks` to finish; return it and the rest.
@@ -648,6 +711,11 @@ pub fn summary(o: &ReplayOutcome) -> String {
             node.detections
         );
     }
+    let _ = writeln!(
+        s,
+        "aggregator: {} detections accepted, {} duplicates dropped",
+        o.accepted, o.duplicates
+    );
     let _ = writeln!(s, "{} events located", o.events.len());
     for e in &o.events {
         let _ = writeln!(s, "  {}", crate::report::event_line(e));

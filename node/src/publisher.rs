@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use blastnet_contract::{NodeState, Status, UtcNs};
+use blastnet_contract::{NodeState, Status};
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio::time::Instant;
@@ -116,23 +116,31 @@ impl Publisher {
         o.set_keep_alive(m.keep_alive);
         o.set_clean_session(true);
         o.set_inflight(m.inflight);
-        o.set_max_packet_size(1 << 20, 1 << 20);
+        let max_packet = blastnet_contract::broker::MAX_PACKET_BYTES;
+        o.set_max_packet_size(max_packet, max_packet);
         if let Some(u) = &m.username {
             o.set_credentials(u.clone(), m.password.clone().unwrap_or_default());
         }
         if m.tls {
             self.set_tls(&mut o)?;
         }
-        // The will: the broker publishes it (retained) if this connection dies.
-        let mut will = self.latest.clone().unwrap_or_else(|| self.bare_status());
-        will.state = NodeState::Offline;
-        let payload = serde_json::to_vec(&will).map_err(|e| NodeError::Internal(e.to_string()))?;
-        o.set_last_will(LastWill::new(
-            self.cfg.status_topic(),
-            payload,
-            QoS::AtLeastOnce,
-            true,
-        ));
+        // The will: the broker publishes it (retained) if this connection
+        // dies. Only once the node has said it is online, and at the data
+        // time of its latest status: a status stamped with the wall clock
+        // would carry a replayed node's data time years ahead (an aggregator
+        // following the nodes' data time would wait on it, or jump to it).
+        if let Some(latest) = &self.latest {
+            let mut will = latest.clone();
+            will.state = NodeState::Offline;
+            let payload =
+                serde_json::to_vec(&will).map_err(|e| NodeError::Internal(e.to_string()))?;
+            o.set_last_will(LastWill::new(
+                self.cfg.status_topic(),
+                payload,
+                QoS::AtLeastOnce,
+                true,
+            ));
+        }
         Ok(o)
     }
 
@@ -159,18 +167,6 @@ impl Publisher {
             field: "mqtt.url".into(),
             msg: "mqtts:// needs a build with the `tls` cargo feature".into(),
         })
-    }
-
-    fn bare_status(&self) -> Status {
-        Status {
-            spool_backlog: self.spool.backlog(),
-            ..Status::new(
-                self.cfg.node_id.clone(),
-                NodeState::Online,
-                UtcNs::now(),
-                self.cfg.position.unwrap_or_default(),
-            )
-        }
     }
 
     fn connect(&mut self) -> Result<Conn, NodeError> {

@@ -38,16 +38,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
-        let handle = blastnet_aggregator::start(cfg, shutdown.clone()).await?;
+        // Listen for the signal before anything else: a SIGTERM during
+        // start-up stops the process cleanly too.
+        let signals = signal_listener();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            signals.await;
+            tracing::info!(
+                "stopping: finishing the current step, flushing the engine and the store"
+            );
+            stop.cancel();
+        });
+        let handle = match blastnet_aggregator::start(cfg, shutdown.clone()).await {
+            Ok(h) => h,
+            Err(_) if shutdown.is_cancelled() => {
+                eprintln!("blastnet aggregator: stopped during start-up");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         eprintln!(
             "blastnet aggregator: live map at http://{}/",
             handle.http_addr()
         );
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("stopping: flushing the engine and the store");
-            shutdown.cancel();
-        });
         let summary = handle.join().await?;
         eprintln!(
             "blastnet aggregator: stopped after {} events",
@@ -57,18 +70,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })
 }
 
-/// Ctrl-C, or SIGTERM on Unix (systemd's stop).
-async fn wait_for_signal() {
+/// Ctrl-C, or SIGTERM on Unix (systemd's stop). On Unix the handlers are
+/// installed when this is called, not when the future is first polled.
+fn signal_listener() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let handlers = {
         use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+        signal(SignalKind::terminate())
+            .and_then(|t| Ok((t, signal(SignalKind::interrupt())?)))
+            .ok()
+    };
+    async move {
+        #[cfg(unix)]
+        if let Some((mut term, mut int)) = handlers {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = int.recv() => {}
                 _ = term.recv() => {}
             }
             return;
         }
+        let _ = tokio::signal::ctrl_c().await;
     }
-    let _ = tokio::signal::ctrl_c().await;
 }

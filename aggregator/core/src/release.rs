@@ -34,6 +34,14 @@ use crate::NodeInfo;
 /// it would see the night live.
 pub const STEP: i64 = 100_000_000;
 
+/// Data time after the last release beyond which the grid is not stepped
+/// cell by cell, ns: 600 s, longer than any event stays open (an event's
+/// deadline is its largest travel time plus lateness), so nothing is left
+/// for the steps in between to decide. The grid then jumps to the cell of
+/// the next data (or the watermark): a long quiet night, or a status whose
+/// time is years ahead, costs one step instead of one per 0.1 s.
+pub const MAX_QUIET: i64 = 600_000_000_000;
+
 /// One call for the engine, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Release {
@@ -60,6 +68,8 @@ pub struct DataTimeOrder {
     registrations: BTreeMap<String, NodeInfo>,
     /// The next grid point to step to (none before the first detection).
     next: Option<UtcNs>,
+    /// Data time of the latest call released (the grid's start before any).
+    last_release: Option<UtcNs>,
 }
 
 fn grid_floor(t: UtcNs) -> UtcNs {
@@ -133,10 +143,20 @@ impl DataTimeOrder {
                 if entry.key().0 > g {
                     break;
                 }
+                self.last_release = Some(entry.key().0);
                 out.push(entry.remove());
             }
             out.push(Release::Advance(g));
-            self.next = Some(UtcNs(g.0 + STEP));
+            let mut next = UtcNs(g.0 + STEP);
+            let quiet_since = *self.last_release.get_or_insert(g);
+            if g.0.saturating_sub(quiet_since.0) > MAX_QUIET {
+                let data = self
+                    .queue
+                    .first_key_value()
+                    .map_or(wm, |(k, _)| k.0.min(wm));
+                next = next.max(grid_floor(data));
+            }
+            self.next = Some(next);
         }
     }
 }
@@ -195,6 +215,30 @@ mod tests {
                 "@0", "c2", "@100", "a7", "b1", "@200", "@300", "@400", "a8", "@500", "@600",
                 "@700", "@800", "@900", "@1000"
             ]
+        );
+    }
+
+    #[test]
+    fn a_long_quiet_stretch_is_stepped_over_in_one_jump() {
+        let day = 86_400_000;
+        let mut o = DataTimeOrder::new();
+        let out = calls(
+            &mut o,
+            &[1000, 2 * day, 2 * day + 5000],
+            &[det("a", 1, 0), det("a", 2, 2 * day)],
+        );
+        // 0.1 s steps for the first 600 s after the last data, then one jump.
+        let steps = (MAX_QUIET / STEP) as usize;
+        assert!(out.len() < steps + 100, "{} calls", out.len());
+        let second = out
+            .iter()
+            .position(|c| matches!(c, Release::Detection(d) if d.seq == 2))
+            .unwrap();
+        let at = |ms: i64| Release::Advance(UtcNs(1_000_000_000_000 + ms * 1_000_000));
+        assert_eq!(
+            (&out[second - 1], &out[second + 1]),
+            (&at(MAX_QUIET / 1_000_000 + 100), &at(2 * day)),
+            "the last quiet step, then the jump to the next data's cell"
         );
     }
 

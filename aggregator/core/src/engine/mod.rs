@@ -880,6 +880,44 @@ impl Engine {
         t.secs_since(tref)
     }
 
+    /// A new event's id: its reference time (ms) and a hash of the picks it
+    /// was opened with, so that the same data gives the same id in any run
+    /// (an aggregator that reads its inbox again after a crash re-opens the
+    /// events it had published under the ids it had given them).
+    fn event_id(&mut self, tref: UtcNs, members: &[Member]) -> String {
+        let mut keys: Vec<(&str, u64, u8)> = members
+            .iter()
+            .map(|m| {
+                (
+                    self.nodes[m.det.node].info.id.as_str(),
+                    m.det.seq,
+                    m.det.stream as u8,
+                )
+            })
+            .collect();
+        keys.sort_unstable();
+        // FNV-1a, 64 bit: stable across builds and platforms (std's hasher is not).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for (node, seq, stream) in keys {
+            for b in node
+                .bytes()
+                .chain([0xff])
+                .chain(seq.to_le_bytes())
+                .chain([stream])
+            {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        let ms = tref.0.div_euclid(1_000_000);
+        let id = format!("ev-{ms}-{:08x}", (h >> 32) as u32 ^ h as u32);
+        if self.events.iter().any(|e| e.id == id) {
+            // The same picks cannot open two events at once; but never reuse a live id.
+            self.next_event += 1;
+            return format!("{id}-{}", self.next_event);
+        }
+        id
+    }
+
     /// Open an event for source `found` (taking its picks out of the pool
     /// and out of other events' outliers) and publish its first revision.
     fn create_event(&mut self, found: Found, out: &mut Vec<Action>) {
@@ -891,8 +929,7 @@ impl Engine {
             ev.members.retain(|m| m.used || !uids.contains(&m.det.uid));
         }
         let deadline = self.deadline(&sol, tref);
-        let id = format!("ev-{}-{}", tref.0.div_euclid(1_000_000), self.next_event);
-        self.next_event += 1;
+        let id = self.event_id(tref, &members);
         let located_with = members.iter().filter(|m| m.used).count();
         self.events.push(OpenEvent {
             id,
