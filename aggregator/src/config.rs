@@ -87,6 +87,18 @@ pub struct RawStore {
 pub struct RawHttp {
     /// `ip:port`.
     pub listen: Option<String>,
+    /// Bearer token every request must carry (required off loopback).
+    pub token: Option<String>,
+    /// File holding the token (first line).
+    pub token_file: Option<PathBuf>,
+    /// Origins (scheme://host:port) a websocket may come from besides the
+    /// server's own.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Seconds a client has to send a request's headers (and an idle
+    /// keep-alive connection is kept).
+    pub header_timeout_s: Option<f64>,
+    /// Open connections at most; more are closed at once.
+    pub max_connections: Option<usize>,
 }
 
 /// `[time]` as written.
@@ -221,6 +233,34 @@ pub struct IngestConfig {
     pub inbox: bool,
 }
 
+impl HttpConfig {
+    /// A non-loopback address serves the site's network: refused without a token.
+    pub fn check_listen(&self, listen: SocketAddr) -> Result<(), String> {
+        if listen.ip().is_loopback() || self.token.is_some() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{listen} is reachable from other machines, and no http.token (or http.token_file) is set: \
+                 set one (every request then needs `Authorization: Bearer <token>`), or listen on 127.0.0.1"
+            ))
+        }
+    }
+}
+
+/// HTTP access control and limits.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Bearer token (`Authorization: Bearer …`, or `?token=` for the map page
+    /// and its websocket); `None`: no authentication, loopback only.
+    pub token: Option<String>,
+    /// Websocket origins allowed besides the server's own.
+    pub allowed_origins: Vec<String>,
+    /// Time to send a request's headers, and idle keep-alive limit.
+    pub header_timeout: Duration,
+    /// Open connections at most.
+    pub max_connections: usize,
+}
+
 /// The validated aggregator configuration.
 #[derive(Debug, Clone)]
 pub struct AggregatorConfig {
@@ -230,6 +270,8 @@ pub struct AggregatorConfig {
     pub store: StoreConfig,
     /// HTTP listen address; port 0 picks a free port.
     pub http_listen: SocketAddr,
+    /// HTTP access and limits.
+    pub http: HttpConfig,
     /// Watermark.
     pub time: TimeConfig,
     /// Ingest limits.
@@ -440,6 +482,57 @@ impl RawConfig {
             )
         })?;
 
+        let token = match (self.http.token, self.http.token_file) {
+            (Some(_), Some(_)) => {
+                return Err(field_err(
+                    origin,
+                    "http.token_file",
+                    "give either http.token or http.token_file, not both",
+                ))
+            }
+            (Some(t), None) => Some(t),
+            (None, Some(f)) => {
+                let f = resolve(f);
+                let text = std::fs::read_to_string(&f).map_err(|e| {
+                    field_err(
+                        origin,
+                        "http.token_file",
+                        format!("cannot read {}: {e}", f.display()),
+                    )
+                })?;
+                Some(text.lines().next().unwrap_or_default().trim().to_string())
+            }
+            (None, None) => None,
+        };
+        if let Some(t) = &token {
+            c.ensure(
+                t.len() >= 16 && t.bytes().all(|b| b.is_ascii_graphic()),
+                "http.token",
+                "expected at least 16 printable ASCII characters (e.g. `openssl rand -hex 24`)",
+            )?;
+        }
+        let header_timeout_s = self.http.header_timeout_s.unwrap_or(10.0);
+        c.ensure(
+            header_timeout_s.is_finite() && (0.1..=600.0).contains(&header_timeout_s),
+            "http.header_timeout_s",
+            "expected 0.1 to 600 seconds",
+        )?;
+        let max_connections = c.within(
+            "http.max_connections",
+            self.http.max_connections.unwrap_or(1024),
+            1,
+            1_000_000,
+            "connections",
+        )?;
+        let http = HttpConfig {
+            token,
+            allowed_origins: self.http.allowed_origins.unwrap_or_default(),
+            header_timeout: Duration::from_secs_f64(header_timeout_s),
+            max_connections,
+        };
+        http.check_listen(http_listen)
+            .map_err(|e| field_err(origin, "http.listen", e))?;
+
         let base = c.one_of(
             "time.base",
             self.time.base.as_deref().unwrap_or("wall"),
@@ -492,6 +585,7 @@ impl RawConfig {
                 keep,
             },
             http_listen,
+            http,
             time: TimeConfig {
                 base,
                 lateness,

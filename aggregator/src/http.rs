@@ -50,6 +50,10 @@ pub struct AppState {
     pub live: broadcast::Sender<Arc<str>>,
     /// Whether the MQTT connection is up.
     pub mqtt_connected: Arc<AtomicBool>,
+    /// Bearer token every request but `/healthz` must carry, if set.
+    pub token: Option<Arc<str>>,
+    /// Websocket origins allowed besides the server's own.
+    pub allowed_origins: Arc<[String]>,
 }
 
 /// A live update as the websocket sends it.
@@ -64,16 +68,123 @@ pub fn live_node(n: &NodeView) -> Arc<str> {
 
 /// The router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let protected = Router::new()
         .route("/", get(index))
         .route("/api/events", get(events))
         .route("/api/events.geojson", get(events_geo))
         .route("/api/events/{id}", get(event_by_id))
         .route("/api/nodes", get(nodes))
-        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/ws", get(ws))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(protected)
         .with_state(state)
+}
+
+/// Byte-wise comparison whose time does not depend on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// With a token configured: `Authorization: Bearer <token>`, or `token=<token>`
+/// in the query (the map page in a browser, and its websocket, which cannot
+/// set headers). 401 otherwise.
+async fn require_token(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = &s.token else {
+        return next.run(req).await;
+    };
+    let header_ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| same_secret(t.trim().as_bytes(), token.as_bytes()));
+    let query_ok = req.uri().query().is_some_and(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.strip_prefix("token="))
+            .any(|t| same_secret(t.as_bytes(), token.as_bytes()))
+    });
+    if header_ok || query_ok {
+        next.run(req).await
+    } else {
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            "this aggregator needs its token: `Authorization: Bearer <token>` or `?token=<token>`"
+                .into(),
+        )
+        .into_response()
+    }
+}
+
+/// Serve `app` on `listener` until `stop`: HTTP/1.1 with upgrades (the
+/// websocket), a client gets `cfg.header_timeout` to send each request's
+/// headers (also the limit on an idle keep-alive connection: slow or idle
+/// clients cannot pile up), and beyond `cfg.max_connections` open
+/// connections a new one is closed at once (counted). Open websockets end
+/// with `stop`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    cfg: crate::config::HttpConfig,
+    metrics: Arc<Metrics>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
+    let mut logged_full = false;
+    loop {
+        let (sock, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors, mostly: wait for some to close.
+                    tracing::warn!("http accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            metrics.http_refused.fetch_add(1, Relaxed);
+            if !logged_full {
+                tracing::warn!(
+                    "http: {} connections open (http.max_connections); closing new ones until some end",
+                    cfg.max_connections
+                );
+                logged_full = true;
+            }
+            drop(sock);
+            continue;
+        };
+        logged_full = false;
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let timeout = cfg.header_timeout;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let io = hyper_util::rt::TokioIo::new(sock);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(timeout)
+                .serve_connection(io, svc)
+                .with_upgrades();
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!("http connection from {peer}: {e}");
+                },
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
 }
 
 struct ApiError(StatusCode, String);
@@ -206,7 +317,30 @@ async fn metrics(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn ws(State(s): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+async fn ws(
+    State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    // A browser sends the page's origin: only this server's own (or one
+    // configured) may open the live feed, so another site's page cannot
+    // read it through a visitor's browser. Tools that send no Origin pass.
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        let own = !host.is_empty()
+            && (origin == format!("http://{host}") || origin == format!("https://{host}"));
+        if !own && !s.allowed_origins.iter().any(|o| o == origin) {
+            return ApiError(
+                StatusCode::FORBIDDEN,
+                format!("websocket from origin {origin:?}: not this server's (add it to http.allowed_origins)"),
+            )
+            .into_response();
+        }
+    }
     upgrade.on_upgrade(move |socket| ws_session(s, socket))
 }
 

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub mqtt_connects: AtomicU64,
     /// Broker connection errors.
     pub mqtt_errors: AtomicU64,
+    /// HTTP connections closed at once for `http.max_connections`.
+    pub http_refused: AtomicU64,
     /// Latest watermark, ns since the epoch (gauge; 0 before the first).
     pub watermark_ns: AtomicI64,
     /// Decision latency histogram: receipt of the deciding message to the
@@ -159,6 +161,11 @@ impl Metrics {
             "blastnet_aggregator_mqtt_errors_total",
             "Broker connection errors.",
             self.mqtt_errors.load(Relaxed),
+        );
+        counter(
+            "blastnet_aggregator_http_refused_total",
+            "HTTP connections closed at once because http.max_connections were open.",
+            self.http_refused.load(Relaxed),
         );
 
         let name = "blastnet_aggregator_invalid_messages_total";

@@ -180,6 +180,15 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<AggregatorHandle, AggregatorError> {
     let metrics = Arc::new(Metrics::default());
+    // Also for addresses set in code (replay --http, demo): never an open
+    // API on the network.
+    cfg.http
+        .check_listen(cfg.http_listen)
+        .map_err(|e| ConfigError::Field {
+            origin: "aggregator configuration".into(),
+            field: "http.listen".into(),
+            message: e,
+        })?;
     let store = Store::open(&cfg.store.path, cfg.store.keep)?;
 
     let (events_tx, events_rx) = broadcast::channel::<Event>(4096);
@@ -206,17 +215,17 @@ pub async fn start(
         nodes: nodes.clone(),
         live: live_tx.clone(),
         mqtt_connected: mqtt_connected.clone(),
+        token: cfg.http.token.as_deref().map(Arc::from),
+        allowed_origins: cfg.http.allowed_origins.clone().into(),
     });
     let http_stop = CancellationToken::new();
-    let http_stop2 = http_stop.clone();
-    let http_task = tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_stop2.cancelled().await })
-            .await;
-        if let Err(e) = r {
-            tracing::error!("http server stopped: {e}");
-        }
-    });
+    let http_task = tokio::spawn(http::serve(
+        listener,
+        app,
+        cfg.http.clone(),
+        metrics.clone(),
+        http_stop.clone(),
+    ));
     tracing::info!("aggregator http listening on http://{http_addr}/");
 
     // MQTT.

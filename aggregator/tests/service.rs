@@ -405,3 +405,106 @@ async fn an_unreachable_broker_is_a_clear_error() {
     let msg = e.to_string();
     assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
 }
+
+/// Publish one payload of `bytes` bytes on `topic` from a client of its own
+/// (allowed to send packets of any size): whether the broker then closed
+/// that client's connection (it refuses packets over its `max_packet_size`).
+async fn oversized_publish(
+    port: u16,
+    id: &str,
+    topic: &str,
+    bytes: usize,
+    qos: rumqttc::QoS,
+) -> bool {
+    let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_max_packet_size(1 << 20, 256 << 20);
+    let (c, mut el) = rumqttc::AsyncClient::new(opts, 4);
+    c.publish(topic, qos, false, vec![b'x'; bytes])
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match el.poll().await {
+                Err(_) => return true,
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => return false,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    // No answer in 5 s (QoS 0 and the connection still up): not refused.
+    closed.unwrap_or(false)
+}
+
+/// Oversized payloads on a detection topic, QoS 0 and 1: the broker (with
+/// the shipped limits) refuses those over the packet limit and drops their
+/// sender; one under it but over `ingest.max_payload_bytes` reaches the
+/// aggregator, which counts it as too large and acknowledges it. The
+/// aggregator's own connection is never touched, and valid detections sent
+/// afterwards are located within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_payloads_are_refused_and_valid_traffic_after_them_is_located_at_once() {
+    for mosquitto in [true, false] {
+        let (_m, _e, port) = if mosquitto {
+            let m = Mosquitto::start_required();
+            let p = m.port();
+            (Some(m), None, p)
+        } else {
+            let e = EmbeddedBroker::start_on_free_port().unwrap();
+            let p = e.port();
+            (None, Some(e), p)
+        };
+        let mut h = start(
+            config(port, "agg-oversize", StorePath::Memory),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        let s = scene();
+        let topic = s.layout.topic("n01", NodeMessage::Detection);
+        for (i, (bytes, qos)) in [
+            (1 << 20, rumqttc::QoS::AtMostOnce),
+            (1 << 20, rumqttc::QoS::AtLeastOnce),
+            (100 << 20, rumqttc::QoS::AtMostOnce),
+            (100 << 20, rumqttc::QoS::AtLeastOnce),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let refused =
+                oversized_publish(port, &format!("hostile-{i}"), &topic, bytes, qos).await;
+            assert!(
+                refused,
+                "mosquitto {mosquitto}: a {bytes}-byte payload at {qos:?} was not refused by the broker"
+            );
+        }
+        // Under the packet limit, over the payload limit: the aggregator's refusal.
+        let big = vec![(topic.clone(), vec![b'x'; 100 << 10])];
+        publish_all("127.0.0.1", port, "big-but-allowed", &big, false)
+            .await
+            .unwrap();
+        let m = h.metrics();
+        wait_until(5.0, "the too-large payload counted", || {
+            m.invalid_count(Kind::Detection, Reason::TooLarge) == 1
+        })
+        .await;
+
+        let t = std::time::Instant::now();
+        play(&mut h, port, &s, 1, &[]).await;
+        let took = t.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "mosquitto {mosquitto}: the event took {took:?}"
+        );
+        assert_eq!(
+            m.mqtt_connects.load(Relaxed),
+            1,
+            "the aggregator never reconnected"
+        );
+        assert_eq!(m.mqtt_errors.load(Relaxed), 0);
+        h.shutdown();
+        let summary = h.join().await.unwrap();
+        assert_eq!(summary.events.len(), 1, "mosquitto {mosquitto}");
+        assert_eq!(summary.events[0].detections.len(), 5);
+    }
+}
