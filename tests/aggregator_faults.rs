@@ -309,3 +309,22 @@ fn kill_9_and_sigterm_mid_ingest_lose_nothing_and_store_nothing_twice() {
     let _ = std::fs::remove_file(&db);
     drop(broker);
 }
+
+/// The shipped systemd unit gives the aggregator at least the 5 s its
+/// SIGTERM handling promises (and `kill_9_and_sigterm_…` measures) before it
+/// would be killed.
+#[test]
+fn the_shipped_unit_waits_longer_than_the_shutdown_takes() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("hardware/systemd/blastnet-aggregator.service"),
+    )
+    .unwrap();
+    let secs: f64 = unit
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("TimeoutStopSec="))
+        .expect("TimeoutStopSec in the unit")
+        .parse()
+        .unwrap();
+    assert!(secs >= 5.0, "TimeoutStopSec={secs}");
+    assert!(blastnet_aggregator::SHUTDOWN_BUDGET < Duration::from_secs(5));
+}

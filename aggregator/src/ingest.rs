@@ -33,11 +33,14 @@ pub enum Reason {
     NodeMismatch,
     /// The payload's `site` is not the topic's site segment.
     SiteMismatch,
+    /// The node's position lies far outside its site (`engine.max_site_radius_m`
+    /// from the median of the site's nodes): its detections are not used.
+    FarFromSite,
 }
 
 impl Reason {
     /// Every reason, in metrics order.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::Topic,
         Reason::TooLarge,
         Reason::Json,
@@ -47,6 +50,7 @@ impl Reason {
         Reason::Range,
         Reason::NodeMismatch,
         Reason::SiteMismatch,
+        Reason::FarFromSite,
     ];
 
     /// The label used in metrics and logs.
@@ -61,6 +65,7 @@ impl Reason {
             Reason::Range => "range",
             Reason::NodeMismatch => "node_mismatch",
             Reason::SiteMismatch => "site_mismatch",
+            Reason::FarFromSite => "far_from_site",
         }
     }
 

@@ -18,5 +18,5 @@ pub mod store;
 pub mod testkit;
 
 pub use config::{AggregatorConfig, ConfigError, TimeBase};
-pub use service::{run, start, AggregatorError, AggregatorHandle, Summary};
+pub use service::{run, start, AggregatorError, AggregatorHandle, Summary, SHUTDOWN_BUDGET};
 pub use tokio_util::sync::CancellationToken;

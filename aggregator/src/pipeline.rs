@@ -103,6 +103,10 @@ pub struct NodeView {
     pub station_term_sigma_s: Option<f64>,
     /// Events the term was learned from.
     pub station_term_events: u64,
+    /// Why its position is not believed (far outside its site): then the
+    /// engine does not use it or its detections.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 impl NodeView {
@@ -134,6 +138,7 @@ impl NodeView {
             station_term_s: None,
             station_term_sigma_s: None,
             station_term_events: 0,
+            refused: None,
         }
     }
 
@@ -147,6 +152,7 @@ impl NodeView {
             clock_uncertainty_s: self.clock_uncertainty_s,
             online: self.online(),
             temperature_c: self.temperature_c,
+            refused: self.refused.is_some(),
         }
     }
 }
@@ -255,6 +261,62 @@ pub struct Pipeline {
     /// The data time of the last message [`Pipeline::on_message`] accepted
     /// (none if it refused or dropped it).
     accepted: Option<UtcNs>,
+    /// Node positions by site, for the site check.
+    site_geo: HashMap<String, SiteGeo>,
+}
+
+/// The positions of a site's nodes and their median: a node further than
+/// `engine.max_site_radius_m` from it is refused. The median is taken again
+/// when the site has grown by an eighth since the last time (amortised
+/// O(log n) per new node); with fewer than 3 nodes nothing is refused (two
+/// disagreeing positions do not say which one is wrong).
+#[derive(Default)]
+struct SiteGeo {
+    pos: BTreeMap<String, Geodetic>,
+    median: Option<blastnet_contract::EnuFrame>,
+    median_of: usize,
+}
+
+impl SiteGeo {
+    /// Record `node` at `p`; whether the median was taken again.
+    fn update(&mut self, node: &str, p: Geodetic) -> bool {
+        self.pos.insert(node.to_string(), p);
+        let n = self.pos.len();
+        if n < 3 || (self.median.is_some() && n < self.median_of + self.median_of / 8 + 1) {
+            return false;
+        }
+        let mut lat: Vec<f64> = self.pos.values().map(|g| g.lat).collect();
+        let mut lon: Vec<f64> = self.pos.values().map(|g| g.lon).collect();
+        let mut alt: Vec<f64> = self.pos.values().map(|g| g.alt_m).collect();
+        let med = |v: &mut Vec<f64>| blastnet_aggregator_core::stats::median_of(v).unwrap_or(0.0);
+        self.median = Some(blastnet_contract::EnuFrame::new(Geodetic::new(
+            med(&mut lat),
+            med(&mut lon),
+            med(&mut alt),
+        )));
+        self.median_of = n;
+        true
+    }
+
+    /// Why `p` is not believed, if it is not.
+    fn judge(&self, p: Geodetic, site: &str, radius_m: f64) -> Option<String> {
+        let frame = self.median?;
+        let d = frame.to_enu(p);
+        let d = d.e.hypot(d.n).hypot(d.u);
+        (d > radius_m).then(|| {
+            let m = frame.origin();
+            format!(
+                "position {:.5},{:.5} is {:.1} km from the median of site {site}'s {} nodes ({:.5},{:.5}); limit {:.1} km (engine.max_site_radius_m)",
+                p.lat,
+                p.lon,
+                d / 1000.0,
+                self.median_of,
+                m.lat,
+                m.lon,
+                radius_m / 1000.0
+            )
+        })
+    }
 }
 
 /// Where the engine trace goes: any writer (the service opens
@@ -318,6 +380,7 @@ impl Pipeline {
             logged: HashSet::new(),
             trace,
             accepted: None,
+            site_geo: HashMap::new(),
             cfg,
         }
     }
@@ -414,6 +477,28 @@ impl Pipeline {
                 self.metrics.detections_late.fetch_add(1, Relaxed);
                 return;
             }
+        }
+        if let Some(why) = self
+            .nodes
+            .get(&d.node_id)
+            .and_then(|e| e.view.refused.clone())
+        {
+            let topic = blastnet_contract::topic::node(
+                &self.cfg.prefix,
+                t.site,
+                &d.node_id,
+                blastnet_contract::topic::NodeMessage::Detection,
+            );
+            self.refuse(
+                Kind::Detection,
+                &topic,
+                Invalid {
+                    reason: Reason::FarFromSite,
+                    field: Some("lat".into()),
+                    detail: why,
+                },
+            );
+            return;
         }
         self.metrics.detections_accepted.fetch_add(1, Relaxed);
         self.accepted = Some(d.onset_utc);
@@ -524,6 +609,13 @@ impl Pipeline {
             }
             _ => {}
         }
+        let position = Geodetic::new(entry.view.lat, entry.view.lon, entry.view.alt_m);
+        if has_position {
+            self.check_site(t.site, &s.node_id, position, s.time_utc, out);
+        }
+        let Some(entry) = self.nodes.get(&s.node_id) else {
+            return;
+        };
         let info = entry.view.info();
         out.push(Output::Node(Box::new(entry.view.clone())));
         match self.cfg.time_base {
@@ -546,6 +638,62 @@ impl Pipeline {
         }
         if self.cfg.time_base == TimeBase::Nodes {
             self.advance_nodes(out);
+        }
+    }
+
+    /// The site check for `node`, whose position was just given: judge it,
+    /// or every node of the site when the site's median was taken again.
+    /// Nodes whose verdict changed, other than `node` (its caller hands it
+    /// on), are published and handed to the engine (nodes mode: at data
+    /// time `time`).
+    fn check_site(
+        &mut self,
+        site: &str,
+        node: &str,
+        p: Geodetic,
+        time: UtcNs,
+        out: &mut Vec<Output>,
+    ) {
+        let radius = self.cfg.engine.max_site_radius_m;
+        let g = self.site_geo.entry(site.to_string()).or_default();
+        let verdicts: Vec<(String, Option<String>)> = if g.update(node, p) {
+            g.pos
+                .iter()
+                .map(|(id, q)| (id.clone(), g.judge(*q, site, radius)))
+                .collect()
+        } else {
+            vec![(node.to_string(), g.judge(p, site, radius))]
+        };
+        for (id, verdict) in verdicts {
+            let Some(e) = self.nodes.get_mut(&id) else {
+                continue;
+            };
+            if e.view.refused == verdict {
+                continue;
+            }
+            match &verdict {
+                Some(r) => tracing::warn!(node = %id, "node refused: {r}"),
+                None => {
+                    tracing::info!(node = %id, "node no longer refused: its position agrees with site {site}")
+                }
+            }
+            e.view.refused = verdict;
+            if id == node {
+                continue;
+            }
+            let info = e.view.info();
+            out.push(Output::Node(Box::new(e.view.clone())));
+            match self.cfg.time_base {
+                TimeBase::Nodes => {
+                    if self.ordered_nodes.contains_key(&id) {
+                        self.order.push_node(info.clone(), time);
+                    } else {
+                        self.order.register_node(info.clone());
+                    }
+                    self.ordered_nodes.insert(id, info);
+                }
+                TimeBase::Wall => self.engine_node(info),
+            }
         }
     }
 

@@ -508,3 +508,87 @@ async fn oversized_payloads_are_refused_and_valid_traffic_after_them_is_located_
         assert_eq!(summary.events[0].detections.len(), 5);
     }
 }
+
+/// A node whose first status (heard before any other) puts it on the other
+/// side of the world is refused, with its reason in `/api/nodes`, once the
+/// site's other nodes show where the site is; the engine's frame follows
+/// them, and a blast is published final as soon as its own arrivals allow
+/// (live, wall-clock watermark), not when a window spanning the bad
+/// position's 16,000 km would close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_off_first_status_is_refused_and_events_come_on_time() {
+    let broker = EmbeddedBroker::start_on_free_port().unwrap();
+    let mut cfg = config(broker.port(), "agg-faroff", StorePath::Memory);
+    cfg.time.base = TimeBase::Wall;
+    let mut h = start(cfg, CancellationToken::new()).await.unwrap();
+    let s = scene();
+    let now = UtcNs::now();
+    let bad = blastnet_contract::Status::new(
+        "n99",
+        NodeState::Online,
+        now,
+        Geodetic::new(-33.86, 151.21, 20.0),
+    );
+    let mut msgs = vec![(
+        s.layout.topic("n99", NodeMessage::Status),
+        serde_json::to_vec(&bad).unwrap(),
+    )];
+    msgs.extend(s.layout.statuses(NodeState::Online, now));
+    publish_all("127.0.0.1", broker.port(), "faroff-status", &msgs, false)
+        .await
+        .unwrap();
+    let origin = UtcNs::now();
+    let dets = s.layout.detections(s.source, origin, 1);
+    let sent = std::time::Instant::now();
+    publish_all(
+        "127.0.0.1",
+        broker.port(),
+        "faroff-dets",
+        &s.layout.detection_messages(&dets),
+        false,
+    )
+    .await
+    .unwrap();
+    // Final once the wall-clock watermark (now - 2 s) passes the event's
+    // deadline (its last arrival, under 3.5 s across the 1.2 km ring, plus
+    // the engine's wait for stragglers): about 9 s without the bad node.
+    // 30 s allows for a slow machine; a window sized by the bad node's
+    // 11,900 km from the others would be 35,000 s.
+    let ev = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let e = h.events.recv().await.unwrap();
+            if e.status == EventStatus::Final {
+                return e;
+            }
+        }
+    })
+    .await;
+    let ev = match ev {
+        Ok(e) => e,
+        Err(_) => {
+            let (_, nodes) = http_get(h.http_addr(), "/api/nodes").await.unwrap();
+            let (_, metrics) = http_get(h.http_addr(), "/metrics").await.unwrap();
+            panic!("no final event within 30 s; nodes {nodes}\n{metrics}");
+        }
+    };
+    eprintln!("final after {:?}", sent.elapsed());
+    assert_eq!(ev.detections.len(), 5);
+    let miss = miss_m(&ev, s.source);
+    assert!(
+        miss <= 4.0 * ev.uncertainty.horizontal_m + 0.05,
+        "missed by {miss} m, 1-sigma {} m",
+        ev.uncertainty.horizontal_m
+    );
+    let (code, body) = http_get(h.http_addr(), "/api/nodes").await.unwrap();
+    assert_eq!(code, 200);
+    let nodes: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let n99 = nodes.iter().find(|n| n["node_id"] == "n99").unwrap();
+    let why = n99["refused"].as_str().unwrap_or_default();
+    assert!(why.contains("km from the median of site hill"), "{n99}");
+    assert!(nodes
+        .iter()
+        .filter(|n| n["node_id"] != "n99")
+        .all(|n| n["refused"].is_null()));
+    h.shutdown();
+    h.join().await.unwrap();
+}

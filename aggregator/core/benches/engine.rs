@@ -94,6 +94,7 @@ fn scenario(n_nodes: usize, period_s: f64, n_sources: usize) -> (Vec<NodeInfo>, 
             clock_uncertainty_s: 1e-6,
             online: true,
             temperature_c: None,
+            refused: false,
         })
         .collect();
     (infos, dets)

@@ -50,6 +50,7 @@ fn main() -> Res<()> {
             clock_uncertainty_s: 1e-6,
             online: true,
             temperature_c: None,
+            refused: false,
         });
     }
     let dtext = std::fs::read_to_string(&a[2]).map_err(|e| format!("{}: {e}", a[2]))?;

@@ -32,6 +32,13 @@ pub struct EngineConfig {
     /// located on it. `None`: the median node's height (see the engine's
     /// `Ground` for why not the lowest node).
     pub ground_height_m: Option<f64>,
+    /// A node further than this from the median position of its site's
+    /// nodes is refused (a bad GPS fix, a typo in a survey), m. Default
+    /// 50 km: ground-level sensors rarely hear even large blasts beyond a
+    /// few tens of km, and over such baselines the straight-ray model's
+    /// weather error alone exceeds any arrival-time precision, so a node
+    /// further out cannot share sources with the rest of its site.
+    pub max_site_radius_m: f64,
     /// Prior 1-sigma timing error of the straight-ray propagation model
     /// (temperature, wind, terrain, multipath, sensor position) at a site
     /// the engine has not learned yet, s. Each site's scale is then
@@ -110,6 +117,7 @@ impl Default for EngineConfig {
             seismic_speed_rel_sigma: 0.15,
             origin: None,
             ground_height_m: None,
+            max_site_radius_m: 50_000.0,
             model_sigma_s: 0.010,
             association_tolerance_s: 0.02,
             gate_sigmas: 4.0,
@@ -160,6 +168,13 @@ impl EngineConfig {
         };
         let pos = |v: f64| v.is_finite() && v > 0.0;
         let nonneg = |v: f64| v.is_finite() && v >= 0.0;
+        if !(self.max_site_radius_m.is_finite() && self.max_site_radius_m >= 100.0) {
+            return bad(
+                "max_site_radius_m",
+                "at least 100 m",
+                self.max_site_radius_m.to_string(),
+            );
+        }
         if !(self.temperature_c.is_finite() && (-80.0..=70.0).contains(&self.temperature_c)) {
             return bad(
                 "temperature_c",

@@ -31,6 +31,21 @@ pub fn chi2_quantile(dof: usize, p: f64) -> f64 {
     k * (1.0 - a + z * a.sqrt()).powi(3)
 }
 
+/// Median of `v` (reordered in place); the mean of the middle two for an
+/// even count; `None` when empty.
+pub fn median_of(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        0.5 * (v[m - 1] + v[m])
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -162,6 +162,7 @@ fn node_streams(trace: &str) -> (EngineConfig, Vec<(String, Stream)>) {
                 clock_uncertainty_s: ds.first().map_or(1e-6, |d| d.clock.uncertainty_s),
                 online: true,
                 temperature_c: None,
+                refused: false,
             };
             let mut msgs = vec![(start, Msg::Online(info.clone()))];
             for d in ds {

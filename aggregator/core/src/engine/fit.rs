@@ -188,7 +188,7 @@ impl Engine {
     pub(super) fn deadline(&self, sol: &Solution, tref: UtcNs) -> UtcNs {
         let mut latest = 0.0f64;
         for n in 0..self.nodes.len() {
-            if !self.nodes[n].info.online {
+            if !self.nodes[n].info.online || self.nodes[n].info.refused {
                 continue;
             }
             for ph in [Phase::Acoustic, Phase::Seismic] {

@@ -442,6 +442,9 @@ impl Engine {
     /// A validated, deduplicated detection.
     pub fn on_detection(&mut self, det: &Detection, out: &mut Vec<Action>) {
         let node = self.node_for(det);
+        if self.nodes[node].info.refused {
+            return;
+        }
         let n = &mut self.nodes[node];
         n.silent_misses = 0;
         n.hw = Some(n.hw.map_or(det.onset_utc, |h| h.max(det.onset_utc)));

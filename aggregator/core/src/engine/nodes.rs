@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 
-use blastnet_contract::{Detection, EnuFrame, Geodetic, UtcNs};
+use blastnet_contract::{Detection, Enu, EnuFrame, Geodetic, UtcNs};
 
 use super::publish::Outlier;
 use super::{dist, finite_or, Action, Engine, Member};
@@ -33,6 +33,11 @@ pub struct NodeInfo {
     pub online: bool,
     /// Air temperature it reports, °C.
     pub temperature_c: Option<f64>,
+    /// Its position is not believed (far outside its site, see the
+    /// aggregator's site check): it is neither expected to hear anything
+    /// nor part of the array's geometry, and its picks are not used.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
 }
 
 /// History of a node's residuals kept for clock flagging.
@@ -68,6 +73,11 @@ pub(super) struct Node {
     pub(super) term: StationTerm,
 }
 
+/// How far the frame's origin may lie from the median node before the
+/// frame is moved there, m: the ground model and "up" are the frame's, and
+/// 10 km off tilts them by 0.09°.
+const REANCHOR_M: f64 = 10_000.0;
+
 /// Consecutive silent misses after which a node is presumed dead.
 const PRESUMED_DEAD_AFTER: usize = 3;
 
@@ -75,6 +85,7 @@ impl Node {
     /// Whether the node should have reported an arrival due at `t`.
     pub(super) fn expected_at(&self, t: UtcNs) -> bool {
         (self.info.online || self.offline_at.is_some_and(|o| t <= o))
+            && !self.info.refused
             && !self.flagged
             && self.silent_misses < PRESUMED_DEAD_AFTER
     }
@@ -121,7 +132,51 @@ impl Engine {
                 });
             }
         }
+        self.reanchor_frame();
         self.refresh_derived();
+    }
+
+    /// Move the ENU frame to the median position of the nodes not refused
+    /// when it lies more than [`REANCHOR_M`] from it (the first node heard
+    /// fixed it, and that one was far off): node coordinates, open events
+    /// and recent sources are carried over through geodetic coordinates.
+    /// A configured `origin` is never moved.
+    fn reanchor_frame(&mut self) {
+        let (Some(old), None) = (self.frame, self.cfg.origin) else {
+            return;
+        };
+        let mut lat: Vec<f64> = Vec::new();
+        let mut lon: Vec<f64> = Vec::new();
+        let mut alt: Vec<f64> = Vec::new();
+        for n in self.nodes.iter().filter(|n| !n.info.refused) {
+            lat.push(n.info.position.lat);
+            lon.push(n.info.position.lon);
+            alt.push(n.info.position.alt_m);
+        }
+        let Some(mid) = crate::stats::median_of(&mut lat)
+            .zip(crate::stats::median_of(&mut lon))
+            .zip(crate::stats::median_of(&mut alt))
+            .map(|((la, lo), al)| Geodetic::new(la, lo, al))
+        else {
+            return;
+        };
+        let here = old.to_enu(mid);
+        if here.e.hypot(here.n).hypot(here.u) <= REANCHOR_M {
+            return;
+        }
+        let new = EnuFrame::new(mid);
+        let carry = |p: Enu| new.to_enu(old.to_geodetic(p));
+        for n in &mut self.nodes {
+            n.enu = new.to_enu(n.info.position).to_array();
+        }
+        for ev in &mut self.events {
+            ev.sol.position = carry(ev.sol.position);
+        }
+        for p in &mut self.patterns {
+            let e = carry(Enu::new(p.src[0], p.src[1], p.src[2]));
+            p.src = e.to_array();
+        }
+        self.frame = Some(new);
     }
 
     /// Sound speed from the online nodes' temperatures (mean) or the config;
@@ -130,7 +185,7 @@ impl Engine {
         let temps: Vec<f64> = self
             .nodes
             .iter()
-            .filter(|n| n.info.online)
+            .filter(|n| n.info.online && !n.info.refused)
             .filter_map(|n| n.info.temperature_c)
             .filter(|t| t.is_finite() && (-80.0..=70.0).contains(t))
             .collect();
@@ -153,7 +208,12 @@ impl Engine {
             self.cfg.association_tolerance_s,
         );
         self.pair_window = self.node_dist.iter().map(|d| d / c_min + tol).collect();
-        let pts: Vec<[f64; 3]> = self.nodes.iter().map(|n| n.enu).collect();
+        let pts: Vec<[f64; 3]> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.info.refused)
+            .map(|n| n.enu)
+            .collect();
         self.ground = match (self.cfg.ground_height_m, self.frame) {
             (Some(h), Some(f)) => Ground::level(h - f.origin().alt_m, &pts),
             _ => Ground::under(&pts),
@@ -169,7 +229,9 @@ impl Engine {
             let mut ap: f64 = 0.0;
             for (i, a) in self.nodes.iter().enumerate() {
                 for b in &self.nodes[i + 1..] {
-                    ap = ap.max(dist(a.enu, b.enu));
+                    if !a.info.refused && !b.info.refused {
+                        ap = ap.max(dist(a.enu, b.enu));
+                    }
                 }
             }
             self.window_s =
@@ -397,6 +459,7 @@ impl Engine {
             clock_uncertainty_s: finite_or(det.clock.uncertainty_s, 0.0),
             online: true,
             temperature_c: None,
+            refused: false,
         });
         self.nodes.len() - 1
     }
@@ -439,7 +502,7 @@ impl Engine {
             .scale(members.iter().find(|m| m.used).and_then(|m| m.det.site))
             .scale_s();
         for n in 0..self.nodes.len() {
-            if !self.nodes[n].info.online {
+            if !self.nodes[n].info.online || self.nodes[n].info.refused {
                 continue;
             }
             let used = members.iter().find(|m| {

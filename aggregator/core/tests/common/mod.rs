@@ -90,6 +90,7 @@ pub fn node_info(n: &Node, online: bool) -> NodeInfo {
         clock_uncertainty_s: 1e-6,
         online,
         temperature_c: None,
+        refused: false,
     }
 }
 
