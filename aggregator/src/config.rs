@@ -315,6 +315,30 @@ impl AggregatorConfig {
     }
 }
 
+/// A secret given inline or in a file (not both): its text, if any.
+fn secret(
+    origin: &str,
+    (key, inline): (&str, Option<String>),
+    (file_key, file): (&str, Option<PathBuf>),
+) -> Result<Option<String>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(field_err(
+            origin,
+            file_key,
+            format!("give either {key} or {file_key}, not both"),
+        )),
+        (Some(t), None) => Ok(Some(t)),
+        (None, Some(f)) => std::fs::read_to_string(&f).map(Some).map_err(|e| {
+            field_err(
+                origin,
+                file_key,
+                format!("cannot read {}: {e}", f.display()),
+            )
+        }),
+        (None, None) => Ok(None),
+    }
+}
+
 fn field_err(origin: &str, field: &str, message: impl Into<String>) -> ConfigError {
     Check::new(origin).err(field, message).into()
 }
@@ -371,28 +395,12 @@ impl RawConfig {
             "mqtt.broker",
             format!("expected mqtt:// (plain TCP; TLS is not built into the aggregator), got {broker:?}"),
         )?;
-        let password = match (m.password, m.password_file) {
-            (Some(_), Some(_)) => {
-                return Err(field_err(
-                    origin,
-                    "mqtt.password_file",
-                    "give either mqtt.password or mqtt.password_file, not both",
-                ))
-            }
-            (Some(p), None) => Some(p),
-            (None, Some(f)) => {
-                let f = resolve(f);
-                let text = std::fs::read_to_string(&f).map_err(|e| {
-                    field_err(
-                        origin,
-                        "mqtt.password_file",
-                        format!("cannot read {}: {e}", f.display()),
-                    )
-                })?;
-                Some(text.trim_end_matches(['\r', '\n']).to_string())
-            }
-            (None, None) => None,
-        };
+        let password = secret(
+            origin,
+            ("mqtt.password", m.password),
+            ("mqtt.password_file", m.password_file.map(resolve)),
+        )?
+        .map(|text| text.trim_end_matches(['\r', '\n']).to_string());
         let credentials = match (m.username, password) {
             (Some(u), Some(p)) => Some((u, p)),
             (Some(u), None) => Some((u, String::new())),
@@ -482,28 +490,12 @@ impl RawConfig {
             )
         })?;
 
-        let token = match (self.http.token, self.http.token_file) {
-            (Some(_), Some(_)) => {
-                return Err(field_err(
-                    origin,
-                    "http.token_file",
-                    "give either http.token or http.token_file, not both",
-                ))
-            }
-            (Some(t), None) => Some(t),
-            (None, Some(f)) => {
-                let f = resolve(f);
-                let text = std::fs::read_to_string(&f).map_err(|e| {
-                    field_err(
-                        origin,
-                        "http.token_file",
-                        format!("cannot read {}: {e}", f.display()),
-                    )
-                })?;
-                Some(text.lines().next().unwrap_or_default().trim().to_string())
-            }
-            (None, None) => None,
-        };
+        let token = secret(
+            origin,
+            ("http.token", self.http.token),
+            ("http.token_file", self.http.token_file.map(resolve)),
+        )?
+        .map(|text| text.lines().next().unwrap_or_default().trim().to_string());
         if let Some(t) = &token {
             c.ensure(
                 t.len() >= 16 && t.bytes().all(|b| b.is_ascii_graphic()),
