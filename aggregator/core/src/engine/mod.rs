@@ -301,12 +301,9 @@ pub struct Engine {
     next_uid: u64,
     next_event: u64,
     window_s: f64,
-    /// Distances between nodes, m (row-major, `nodes.len()`²).
-    node_dist: Vec<f64>,
-    /// Longest arrival-time difference of one source between two nodes:
-    /// distance over the slowest sound speed, plus the association
-    /// tolerance, s (row-major, as `node_dist`).
-    pair_window: Vec<f64>,
+    /// The array's geometry as far as the registry keeps it up to date per
+    /// node (see [`nodes::Geometry`]).
+    geometry: nodes::Geometry,
     /// Deployment site names detections came with.
     site_names: Vec<String>,
     /// Reused buffers of the search.
@@ -402,8 +399,7 @@ impl Engine {
             next_uid: 0,
             next_event: 0,
             window_s,
-            node_dist: Vec::new(),
-            pair_window: Vec::new(),
+            geometry: nodes::Geometry::default(),
             site_names: Vec::new(),
             scratch: SearchScratch::default(),
             ground: nodes::Ground::default(),
@@ -442,6 +438,7 @@ impl Engine {
     /// A validated, deduplicated detection.
     pub fn on_detection(&mut self, det: &Detection, out: &mut Vec<Action>) {
         let node = self.node_for(det);
+        self.settle_geometry();
         if self.nodes[node].info.refused {
             return;
         }
@@ -591,6 +588,7 @@ impl Engine {
     /// `lateness_s` has been delivered. Events that can receive no further
     /// physically possible arrival are finalised.
     pub fn advance(&mut self, watermark: UtcNs, out: &mut Vec<Action>) {
+        self.settle_geometry();
         self.watermark = Some(self.watermark.map_or(watermark, |w| w.max(watermark)));
         let horizon = self.horizon();
         let ripe = horizon.add_secs_f64(-self.window_s);
@@ -618,6 +616,7 @@ impl Engine {
 
     /// Finalise everything (end of a replay): every arrival is treated as delivered.
     pub fn flush(&mut self, out: &mut Vec<Action>) {
+        self.settle_geometry();
         self.watermark = Some(UtcNs(i64::MAX / 2));
         self.sweep(UtcNs(i64::MAX / 2), out);
         for k in 0..self.events.len() {
@@ -813,7 +812,7 @@ impl Engine {
                 if n == q.node || self.nodes[n].flagged {
                     return Vec::new();
                 }
-                let w = self.pair_window[n * nn + q.node] + 1.0;
+                let w = self.pair_window(n, q.node) + 1.0;
                 ix.between(n, q.onset.add_secs_f64(-w), q.onset.add_secs_f64(w))
                     .filter(|&j| self.consistent(&self.pending[j], &q))
                     .collect()

@@ -96,11 +96,13 @@ impl Engine {
         *self.frame.get_or_insert_with(|| EnuFrame::new(at))
     }
 
-    /// Add or update a node (position, clock, liveness, temperature).
+    /// Add or update a node (position, clock, liveness, temperature). O(n)
+    /// in the number of nodes (a node re-sending the same position costs no
+    /// geometry at all); see [`Geometry`].
     pub fn upsert_node(&mut self, node: NodeInfo) {
         let frame = self.frame(node.position);
         let enu = frame.to_enu(node.position).to_array();
-        match self.node_ix.get(&node.id) {
+        let (i, change) = match self.node_ix.get(&node.id) {
             Some(&i) => {
                 let n = &mut self.nodes[i];
                 if n.info.online && !node.online {
@@ -111,8 +113,16 @@ impl Engine {
                 } else if node.online {
                     n.offline_at = None;
                 }
+                let change = if n.enu != enu {
+                    Change::Moved
+                } else if n.info.refused != node.refused {
+                    Change::Refusal
+                } else {
+                    Change::Info
+                };
                 n.info = node;
                 n.enu = enu;
+                (i, change)
             }
             None => {
                 let id = node.id.clone();
@@ -130,10 +140,10 @@ impl Engine {
                     offline_at: None,
                     term: self.restored_terms.get(&id).cloned().unwrap_or_default(),
                 });
+                (self.nodes.len() - 1, Change::Added)
             }
-        }
-        self.reanchor_frame();
-        self.refresh_derived();
+        };
+        self.refresh_derived(i, change);
     }
 
     /// Move the ENU frame to the median position of the nodes not refused
@@ -176,38 +186,81 @@ impl Engine {
             let e = carry(Enu::new(p.src[0], p.src[1], p.src[2]));
             p.src = e.to_array();
         }
+        self.geometry.aperture_from_scratch(&self.nodes);
+        let site_m = self.geometry.site_m;
+        self.geometry.sites_from_scratch(&mut self.nodes, site_m);
         self.frame = Some(new);
     }
 
     /// Sound speed from the online nodes' temperatures (mean) or the config;
-    /// event window from the array aperture.
-    pub(super) fn refresh_derived(&mut self) {
-        let temps: Vec<f64> = self
+    /// the event window from the array's aperture; co-located nodes'
+    /// shared site; after node `i` changed as `change`. The ground and the
+    /// frame wait for [`Engine::settle_geometry`].
+    fn refresh_derived(&mut self, i: usize, change: Change) {
+        let (mut sum, mut k) = (0.0, 0usize);
+        for t in self
             .nodes
             .iter()
             .filter(|n| n.info.online && !n.info.refused)
             .filter_map(|n| n.info.temperature_c)
             .filter(|t| t.is_finite() && (-80.0..=70.0).contains(t))
-            .collect();
-        let t = if temps.is_empty() {
+        {
+            sum += t;
+            k += 1;
+        }
+        let t = if k == 0 {
             self.cfg.temperature_c
         } else {
-            temps.iter().sum::<f64>() / temps.len() as f64
+            sum / k as f64
         };
         self.prop.sound_speed_mps = blastnet_contract::physics::sound_speed(t);
         let site_m = self.prop.sound_speed_mps
             * (self.cfg.association_tolerance_s + self.cfg.gate_sigmas * self.cfg.model_sigma_s);
-        let n = self.nodes.len();
-        self.node_dist.clear();
-        for a in &self.nodes {
-            self.node_dist
-                .extend(self.nodes.iter().map(|b| dist(a.enu, b.enu)));
+        let g = &mut self.geometry;
+        match change {
+            Change::Info => {}
+            Change::Added => {
+                g.unsettled = true;
+                g.widen(&self.nodes, i);
+            }
+            Change::Refusal | Change::Moved => {
+                g.unsettled = true;
+                if g.aperture_pair.is_some_and(|(a, b)| a == i || b == i) {
+                    g.aperture_from_scratch(&self.nodes);
+                } else {
+                    g.widen(&self.nodes, i);
+                }
+            }
         }
-        let (c_min, tol) = (
-            self.prop.min_acoustic_speed(),
-            self.cfg.association_tolerance_s,
-        );
-        self.pair_window = self.node_dist.iter().map(|d| d / c_min + tol).collect();
+        if site_m != g.site_m || change == Change::Moved {
+            g.sites_from_scratch(&mut self.nodes, site_m);
+        } else if change == Change::Added {
+            g.add_site(&mut self.nodes, i);
+        }
+        if self.cfg.max_event_window_s.is_none() {
+            self.window_s = self.geometry.aperture / self.prop.min_acoustic_speed()
+                + self.cfg.association_tolerance_s
+                + 1.0;
+        }
+    }
+
+    /// Longest arrival-time difference of one source between nodes `a` and
+    /// `b`: their distance over the slowest sound speed, plus the
+    /// association tolerance, s.
+    pub(super) fn pair_window(&self, a: usize, b: usize) -> f64 {
+        dist(self.nodes[a].enu, self.nodes[b].enu) / self.prop.min_acoustic_speed()
+            + self.cfg.association_tolerance_s
+    }
+
+    /// What waits for the next detection or watermark after nodes were
+    /// added, moved or refused: the frame (see `reanchor_frame`) and the
+    /// ground, each O(n).
+    pub(super) fn settle_geometry(&mut self) {
+        if !self.geometry.unsettled {
+            return;
+        }
+        self.geometry.unsettled = false;
+        self.reanchor_frame();
         let pts: Vec<[f64; 3]> = self
             .nodes
             .iter()
@@ -219,24 +272,6 @@ impl Engine {
             _ => Ground::under(&pts),
         };
         self.ground_all = self.ground.at(self.ground.centre);
-        for i in 0..n {
-            let site = (0..i)
-                .find(|&j| self.node_dist[i * n + j] < site_m)
-                .map_or(i, |j| self.nodes[j].site);
-            self.nodes[i].site = site;
-        }
-        if self.cfg.max_event_window_s.is_none() {
-            let mut ap: f64 = 0.0;
-            for (i, a) in self.nodes.iter().enumerate() {
-                for b in &self.nodes[i + 1..] {
-                    if !a.info.refused && !b.info.refused {
-                        ap = ap.max(dist(a.enu, b.enu));
-                    }
-                }
-            }
-            self.window_s =
-                ap / self.prop.min_acoustic_speed() + self.cfg.association_tolerance_s + 1.0;
-        }
     }
 
     /// The timing-error scale of `site` (created with the prior on first use).
@@ -575,6 +610,113 @@ pub(super) struct Ground {
     pub(super) centre: [f64; 2],
 }
 
+/// How a node changed in [`Engine::upsert_node`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// New.
+    Added,
+    /// Another position.
+    Moved,
+    /// Refused, or no longer.
+    Refusal,
+    /// Liveness, clock or temperature only.
+    Info,
+}
+
+/// The registry's geometry, kept up to date per node without any n×n
+/// table (a site of 10,000 nodes registers in O(n) per node, in a few MB):
+/// - the aperture (largest distance between two nodes not refused) and
+///   the pair that spans it: a new node can only widen it (O(n)); a moved
+///   or refused node not of that pair likewise; one of that pair: measured
+///   again (O(n²), rare);
+/// - co-located nodes share a site: node i joins the site of the first
+///   earlier node within `site_m`, found through a grid of `site_m` cells
+///   (O(1) per node; every node again when `site_m` (the sound speed) or a
+///   position changes, O(n));
+/// - whether the ground and frame need another look ([`Engine::settle_geometry`]).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Geometry {
+    aperture: f64,
+    aperture_pair: Option<(usize, usize)>,
+    site_m: f64,
+    grid: std::collections::HashMap<[i64; 3], Vec<usize>>,
+    unsettled: bool,
+}
+
+impl Geometry {
+    fn widen(&mut self, nodes: &[Node], i: usize) {
+        if nodes[i].info.refused {
+            return;
+        }
+        for (j, b) in nodes.iter().enumerate() {
+            if j != i && !b.info.refused {
+                let d = dist(nodes[i].enu, b.enu);
+                if d > self.aperture {
+                    self.aperture = d;
+                    self.aperture_pair = Some((j.min(i), j.max(i)));
+                }
+            }
+        }
+    }
+
+    fn aperture_from_scratch(&mut self, nodes: &[Node]) {
+        self.aperture = 0.0;
+        self.aperture_pair = None;
+        for (i, a) in nodes.iter().enumerate() {
+            for (j, b) in nodes.iter().enumerate().skip(i + 1) {
+                if !a.info.refused && !b.info.refused {
+                    let d = dist(a.enu, b.enu);
+                    if d > self.aperture {
+                        self.aperture = d;
+                        self.aperture_pair = Some((i, j));
+                    }
+                }
+            }
+        }
+    }
+
+    fn cell(&self, p: [f64; 3]) -> [i64; 3] {
+        let s = self.site_m.max(1e-3);
+        [
+            (p[0] / s).floor() as i64,
+            (p[1] / s).floor() as i64,
+            (p[2] / s).floor() as i64,
+        ]
+    }
+
+    /// Node i's site: that of the earliest node before it within `site_m`.
+    fn add_site(&mut self, nodes: &mut [Node], i: usize) {
+        let c = self.cell(nodes[i].enu);
+        let mut first: Option<usize> = None;
+        for dx in -1..=1 {
+            for dy in -1..=1 {
+                for dz in -1..=1 {
+                    if let Some(v) = self.grid.get(&[c[0] + dx, c[1] + dy, c[2] + dz]) {
+                        for &j in v {
+                            if j < i
+                                && first.is_none_or(|f| j < f)
+                                && dist(nodes[i].enu, nodes[j].enu) < self.site_m
+                            {
+                                first = Some(j);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        nodes[i].site = first.map_or(i, |j| nodes[j].site);
+        self.grid.entry(c).or_default().push(i);
+    }
+
+    fn sites_from_scratch(&mut self, nodes: &mut [Node], site_m: f64) {
+        self.site_m = site_m;
+        self.grid.clear();
+        for i in 0..nodes.len() {
+            self.add_site(nodes, i);
+        }
+    }
+}
+
 impl Ground {
     /// The ground's height at (e, n).
     pub(super) fn at(&self, _p: [f64; 2]) -> f64 {
@@ -600,8 +742,13 @@ impl Ground {
     /// Level at the median node's height (see the type).
     fn under(pts: &[[f64; 3]]) -> Ground {
         let mut h: Vec<f64> = pts.iter().map(|p| p[2]).collect();
-        h.sort_by(f64::total_cmp);
-        Ground::level(h.get(h.len() / 2).copied().unwrap_or(0.0), pts)
+        let m = h.len() / 2;
+        let u = if h.is_empty() {
+            0.0
+        } else {
+            *h.select_nth_unstable_by(m, f64::total_cmp).1
+        };
+        Ground::level(u, pts)
     }
 }
 

@@ -117,7 +117,7 @@ impl Engine {
     pub(super) fn consistent(&self, a: &Det, b: &Det) -> bool {
         let dt = a.onset.secs_since(b.onset).abs();
         let s = (a.sigma * a.sigma + b.sigma * b.sigma).sqrt();
-        dt <= self.pair_window[a.node * self.nodes.len() + b.node] + self.cfg.gate_sigmas * s
+        dt <= self.pair_window(a.node, b.node) + self.cfg.gate_sigmas * s
     }
 
     /// Look for a source that explains pending[p] (the pivot) and other
