@@ -20,6 +20,7 @@ use blastnet_aggregator::metrics::Metrics;
 use blastnet_aggregator::pipeline::{Output, Pipeline, PipelineConfig};
 use blastnet_aggregator::testkit::Layout;
 use blastnet_aggregator_core::EngineConfig;
+use blastnet_contract::topic::NodeMessage;
 use blastnet_contract::{Enu, EnuFrame, Geodetic, NodeState, UtcNs};
 use criterion::{BatchSize, Criterion, Throughput};
 
@@ -115,19 +116,21 @@ fn traffic(seconds: f64, false_picks_per_source: usize) -> Traffic {
     }
 }
 
+fn pipeline_config() -> PipelineConfig {
+    PipelineConfig {
+        prefix: "blastnet".into(),
+        time_base: TimeBase::Nodes,
+        lateness_ns: 2_000_000_000,
+        retention_ns: 600_000_000_000,
+        max_payload_bytes: 65536,
+        max_nodes_per_site: 10_000,
+        engine: EngineConfig::default(),
+        expect_nodes: Vec::new(),
+    }
+}
+
 fn pipeline() -> Pipeline {
-    Pipeline::new(
-        PipelineConfig {
-            prefix: "blastnet".into(),
-            time_base: TimeBase::Nodes,
-            lateness_ns: 2_000_000_000,
-            retention_ns: 600_000_000_000,
-            max_payload_bytes: 65536,
-            engine: EngineConfig::default(),
-            expect_nodes: Vec::new(),
-        },
-        Arc::new(Metrics::default()),
-    )
+    Pipeline::new(pipeline_config(), Arc::new(Metrics::default()))
 }
 
 fn latency_report(name: &str, tr: &Traffic) {
@@ -227,7 +230,78 @@ fn bench_ingest(c: &mut Criterion, name: &str, tr: &Traffic) {
     g.finish();
 }
 
+/// Resident memory of this process, bytes (Linux; 0 elsewhere).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// 10,000 nodes registering by status (live, wall-clock mode: each one
+/// reaches the engine at once), then 100,000 detections from node ids the
+/// full site does not know: time and memory.
+fn registry_report() {
+    println!("== registry");
+    let mut cfg = pipeline_config();
+    cfg.time_base = TimeBase::Wall;
+    let before = rss_bytes();
+    let mut p = Pipeline::new(cfg, Arc::new(Metrics::default()));
+    let centre = blastnet_contract::Geodetic::new(40.44, -79.99, 250.0);
+    let layout = Layout::ring("big", centre, 10_000, 5_000.0);
+    let t0 = UtcNs::parse("2024-05-01T12:00:00Z").unwrap_or_default();
+    let msgs = layout.statuses(NodeState::Online, t0);
+    let mut out = Vec::new();
+    let t = Instant::now();
+    for (topic, payload) in &msgs {
+        p.on_message(topic, payload, &mut out);
+        out.clear();
+    }
+    let took = t.elapsed().as_secs_f64();
+    let after = rss_bytes();
+    println!(
+        "10000 nodes registered by status in {took:.3} s; RSS {:.1} MB more ({:.1} MB in all)",
+        after.saturating_sub(before) as f64 / 1e6,
+        after as f64 / 1e6
+    );
+    let stranger = |i: usize| {
+        blastnet_contract::testing::DetectionBuilder::new(format!("x{i}"), 1, t0.add_secs_f64(1.0))
+            .at(centre)
+            .build()
+    };
+    let dets: Vec<(String, Vec<u8>)> = (0..100_000)
+        .map(|i| {
+            let d = stranger(i);
+            (
+                blastnet_contract::topic::node(
+                    "blastnet",
+                    "big",
+                    &d.node_id,
+                    NodeMessage::Detection,
+                ),
+                serde_json::to_vec(&d).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let t = Instant::now();
+    for (topic, payload) in &dets {
+        p.on_message(topic, payload, &mut out);
+        out.clear();
+    }
+    let took = t.elapsed().as_secs_f64();
+    println!(
+        "100000 detections from unknown node ids refused in {took:.3} s: {:.0} per second; RSS {:.1} MB",
+        1e5 / took,
+        rss_bytes() as f64 / 1e6
+    );
+}
+
 fn main() {
+    registry_report();
     let clean = traffic(2000.0, 0);
     let noisy = traffic(2000.0, 5);
     latency_report("ingest_clean (every pick belongs to a source)", &clean);

@@ -123,6 +123,8 @@ pub struct RawIngest {
     pub max_payload_bytes: Option<usize>,
     /// Write each accepted message to the store's inbox before acknowledging it.
     pub inbox: Option<bool>,
+    /// Nodes a site may have.
+    pub max_nodes_per_site: Option<usize>,
 }
 
 /// The whole file as written.
@@ -231,6 +233,10 @@ pub struct IngestConfig {
     /// start, so a crash loses nothing that was acknowledged. Replays turn it
     /// off (their inputs are files already).
     pub inbox: bool,
+    /// Nodes a site may have; statuses and detections of further new node
+    /// ids are refused (reason `node_limit`), so random ids cannot grow the
+    /// registry without bound.
+    pub max_nodes_per_site: usize,
 }
 
 impl HttpConfig {
@@ -558,6 +564,13 @@ impl RawConfig {
             16 << 20,
             "bytes",
         )?;
+        let max_nodes_per_site = c.within(
+            "ingest.max_nodes_per_site",
+            self.ingest.max_nodes_per_site.unwrap_or(10_000),
+            1,
+            1_000_000,
+            "nodes",
+        )?;
         let engine = engine_config(origin, self.engine)?;
 
         Ok(AggregatorConfig {
@@ -588,6 +601,7 @@ impl RawConfig {
                 retention_s,
                 max_payload_bytes,
                 inbox: self.ingest.inbox.unwrap_or(true),
+                max_nodes_per_site,
             },
             engine,
         })

@@ -36,11 +36,14 @@ pub enum Reason {
     /// The node's position lies far outside its site (`engine.max_site_radius_m`
     /// from the median of the site's nodes): its detections are not used.
     FarFromSite,
+    /// The site already has `ingest.max_nodes_per_site` nodes: a new node
+    /// id is not registered (random ids cannot grow the registry).
+    NodeLimit,
 }
 
 impl Reason {
     /// Every reason, in metrics order.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::Topic,
         Reason::TooLarge,
         Reason::Json,
@@ -51,6 +54,7 @@ impl Reason {
         Reason::NodeMismatch,
         Reason::SiteMismatch,
         Reason::FarFromSite,
+        Reason::NodeLimit,
     ];
 
     /// The label used in metrics and logs.
@@ -66,6 +70,7 @@ impl Reason {
             Reason::NodeMismatch => "node_mismatch",
             Reason::SiteMismatch => "site_mismatch",
             Reason::FarFromSite => "far_from_site",
+            Reason::NodeLimit => "node_limit",
         }
     }
 

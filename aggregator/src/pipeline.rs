@@ -175,6 +175,8 @@ pub struct PipelineConfig {
     /// Nodes mode: nodes whose status the watermark waits for (see
     /// `TimeConfig::expect_nodes`).
     pub expect_nodes: Vec<String>,
+    /// Nodes a site may have; messages from further new node ids are refused.
+    pub max_nodes_per_site: usize,
 }
 
 /// Accepted detections remembered for dedupe and for storing with events.
@@ -263,6 +265,8 @@ pub struct Pipeline {
     accepted: Option<UtcNs>,
     /// Node positions by site, for the site check.
     site_geo: HashMap<String, SiteGeo>,
+    /// Nodes registered per site.
+    site_nodes: HashMap<String, usize>,
 }
 
 /// The positions of a site's nodes and their median: a node further than
@@ -381,6 +385,7 @@ impl Pipeline {
             trace,
             accepted: None,
             site_geo: HashMap::new(),
+            site_nodes: HashMap::new(),
             cfg,
         }
     }
@@ -467,6 +472,9 @@ impl Pipeline {
     }
 
     fn on_detection(&mut self, t: &NodeTopic<'_>, mut d: Detection, out: &mut Vec<Output>) {
+        if !self.admit(Kind::Detection, t.site, &d.node_id) {
+            return;
+        }
         let node = self.recent.node(&d.node_id);
         if self.recent.contains(node, d.seq) {
             self.metrics.detections_duplicate.fetch_add(1, Relaxed);
@@ -571,6 +579,9 @@ impl Pipeline {
             NodeState::Offline => "offline",
             NodeState::Degraded => "degraded",
         };
+        if !self.admit(Kind::Status, t.site, &s.node_id) {
+            return;
+        }
         self.accepted = Some(s.time_utc);
         let has_position = !(s.lat == 0.0 && s.lon == 0.0);
         let metrics = &self.metrics;
@@ -639,6 +650,33 @@ impl Pipeline {
         if self.cfg.time_base == TimeBase::Nodes {
             self.advance_nodes(out);
         }
+    }
+
+    /// Whether a message of node `id` at `site` may be taken: a known node,
+    /// or a new one while the site has fewer than `max_nodes_per_site`
+    /// (counted then). A refusal is counted, and logged once per site.
+    fn admit(&mut self, kind: Kind, site: &str, id: &str) -> bool {
+        if self.nodes.contains_key(id) {
+            return true;
+        }
+        let n = self.site_nodes.entry(site.to_string()).or_default();
+        if *n < self.cfg.max_nodes_per_site {
+            *n += 1;
+            return true;
+        }
+        let limit = self.cfg.max_nodes_per_site;
+        self.refuse(
+            kind,
+            &format!("{}/{site}/node/+", self.cfg.prefix),
+            Invalid {
+                reason: Reason::NodeLimit,
+                field: Some("node_id".into()),
+                detail: format!(
+                    "site {site} has {limit} nodes (ingest.max_nodes_per_site); node {id} is not registered"
+                ),
+            },
+        );
+        false
     }
 
     /// The site check for `node`, whose position was just given: judge it,
@@ -927,5 +965,30 @@ mod tests {
                 .collect()
         };
         assert_eq!(strip(live), strip(replayed));
+    }
+
+    #[test]
+    fn a_full_site_refuses_new_node_ids_and_keeps_its_nodes() {
+        let metrics = Arc::new(Metrics::default());
+        let mut cfg = crate::testkit::nodes_mode_config(Vec::new());
+        cfg.max_nodes_per_site = 3;
+        let mut p = Pipeline::new(cfg, metrics.clone());
+        let centre = blastnet_contract::Geodetic::new(40.44, -79.99, 250.0);
+        let layout = Layout::ring("hill", centre, 5, 300.0);
+        let t0 = UtcNs::parse("2024-05-01T12:00:00Z").unwrap();
+        let mut out = Vec::new();
+        for (topic, payload) in layout.statuses(NodeState::Online, t0) {
+            p.on_message(&topic, &payload, &mut out);
+        }
+        assert_eq!(p.nodes().count(), 3);
+        assert_eq!(metrics.invalid_count(Kind::Status, Reason::NodeLimit), 2);
+        // A detection of a node refused, and of a node registered.
+        let dets = layout.detections(centre, t0.add_secs_f64(1.0), 1);
+        for (topic, payload) in layout.detection_messages(&dets) {
+            p.on_message(&topic, &payload, &mut out);
+        }
+        assert_eq!(metrics.detections_accepted.load(Relaxed), 3);
+        assert_eq!(metrics.invalid_count(Kind::Detection, Reason::NodeLimit), 2);
+        assert_eq!(p.nodes().count(), 3);
     }
 }

@@ -314,6 +314,7 @@ pub async fn start(
                 lateness_ns: secs_to_ns(cfg.time.lateness.as_secs_f64()),
                 retention_ns: secs_to_ns(cfg.ingest.retention_s),
                 max_payload_bytes: cfg.ingest.max_payload_bytes,
+                max_nodes_per_site: cfg.ingest.max_nodes_per_site,
                 engine: cfg.engine.clone(),
                 expect_nodes: cfg.time.expect_nodes.clone(),
             },

@@ -211,6 +211,7 @@ pub fn nodes_mode_config(expect_nodes: Vec<String>) -> crate::pipeline::Pipeline
         lateness_ns: 0,
         retention_ns: 600_000_000_000,
         max_payload_bytes: 65536,
+        max_nodes_per_site: 10_000,
         engine: Default::default(),
         expect_nodes,
     }
