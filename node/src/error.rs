@@ -18,7 +18,11 @@ pub enum NodeError {
         msg: String,
     },
     /// A file or directory operation failed (state dir, spool, audio). Check
-    /// the path's permissions and free space; the node stops rather than lose data.
+    /// the path's permissions and free space. At start-up (the state folder
+    /// cannot be created or listed) the node stops; while running, a
+    /// detection that cannot be spooled or a state that cannot be saved is
+    /// logged and counted and the node goes on (it spools again once there
+    /// is room).
     #[error("{path}: {what}: {source}")]
     Io {
         /// The path.
@@ -28,13 +32,17 @@ pub enum NodeError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// A spool or state file is corrupt beyond what recovery can skip. Move it aside.
-    #[error("{path}: {msg}")]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// What was wrong.
-        msg: String,
+    /// The per-node seq counter reached `u64::MAX`: another detection would
+    /// need a seq already used (the SPEC's seq is monotonic), so detections
+    /// are refused rather than numbered again from 0. Give the node a new
+    /// `node_id` and an empty state folder; retrying does not help.
+    #[error(
+        "seq counter at {seq} (u64::MAX): refusing to spool a detection rather than \
+         wrap to 0 and reuse seqs; give the node a new node_id and an empty state folder"
+    )]
+    SeqExhausted {
+        /// The counter's value.
+        seq: u64,
     },
     /// The recording to replay cannot be read. Fix or skip the scenario.
     #[error(transparent)]

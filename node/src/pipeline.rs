@@ -39,6 +39,10 @@ pub(crate) enum PubMsg {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct PipelineReport {
     pub detections: u64,
+    /// Detections that could not be spooled (disk full, seq exhausted): lost.
+    pub spool_append_failures: u64,
+    /// State saves that failed (disk full): the next start reconciles from the spool.
+    pub state_write_failures: u64,
     pub skipped_on_resume: u64,
     pub evictions: u64,
     pub overruns: u64,
@@ -74,6 +78,8 @@ pub(crate) struct Pipeline<S: SampleSource> {
     last_overruns: u64,
     last_evictions: u64,
     last_errors: u64,
+    last_quarantined: u64,
+    last_append_failures: u64,
     /// Data time of the first sample (replay): status times never go before it.
     data_start: Option<UtcNs>,
 }
@@ -101,6 +107,7 @@ impl<S: SampleSource> Pipeline<S> {
         }
         // Resume: same source and not finished → skip what is already spooled.
         let mut resume_active = false;
+        let mut state_saved_at_start = Ok(false);
         match source.resume_key() {
             Some(key) => {
                 let same = state
@@ -123,13 +130,23 @@ impl<S: SampleSource> Pipeline<S> {
                         completed: false,
                         last_onset: BTreeMap::new(),
                     });
-                    store.save(&state)?;
+                    state_saved_at_start = store.save(&state).map(|()| true);
                 }
             }
             None => {
                 if state.resume.take().is_some() {
-                    store.save(&state)?;
+                    state_saved_at_start = store.save(&state).map(|()| true);
                 }
+            }
+        }
+        let mut report = PipelineReport::default();
+        match state_saved_at_start {
+            Ok(true) => spool.state_saved(state.seq_next),
+            Ok(false) => {}
+            Err(e) => {
+                // Not fatal: a node on a full disk must still start and drain.
+                tracing::error!("{e}; the node goes on with the state in memory");
+                report.state_write_failures += 1;
             }
         }
         let audio = AudioKeeper::new(&cfg.audio, &cfg.node_id, position, &infos)?;
@@ -146,13 +163,15 @@ impl<S: SampleSource> Pipeline<S> {
             tx,
             cancel,
             audio,
-            report: PipelineReport::default(),
+            report,
             picks: Vec::new(),
             last_hb_data: None,
             last_hb_wall: None,
             last_overruns: 0,
             last_evictions: 0,
             last_errors: 0,
+            last_quarantined: 0,
+            last_append_failures: 0,
             data_start,
         })
     }
@@ -190,7 +209,7 @@ impl<S: SampleSource> Pipeline<S> {
             if let Some(r) = self.state.resume.as_mut() {
                 r.completed = true;
             }
-            self.store.save(&self.state)?;
+            self.save_state();
             // The final heartbeat: everything up to the end of the data is published.
             self.heartbeat(true)?;
         }
@@ -276,16 +295,34 @@ impl<S: SampleSource> Pipeline<S> {
                     continue;
                 }
             }
-            let seq = self.state.seq_next;
-            let det = self.detection(seq, kind, onset_utc, p);
-            let payload =
-                serde_json::to_vec(&det).map_err(|e| NodeError::Internal(e.to_string()))?;
-            self.spool.append(seq, &payload)?;
-            self.state.seq_next = seq + 1;
+            // A detection that cannot be spooled (seq exhausted, disk
+            // full) is lost, logged and counted; the node goes on (it
+            // still drains its spool) and spools again once there is room.
+            // Its seq is not used: the next detection gets it.
+            let spooled = self.state.next_seq().and_then(|(seq, next)| {
+                let det = self.detection(seq, kind, onset_utc, p);
+                let payload =
+                    serde_json::to_vec(&det).map_err(|e| NodeError::Internal(e.to_string()))?;
+                self.spool.append(seq, &payload)?;
+                Ok((seq, next, det))
+            });
+            let (seq, next, det) = match spooled {
+                Ok(s) => s,
+                Err(e) => {
+                    self.report.spool_append_failures += 1;
+                    tracing::error!(
+                        "{e}; {} detection at {onset_utc} not spooled (lost; {} so far)",
+                        kind.as_str(),
+                        self.report.spool_append_failures
+                    );
+                    continue;
+                }
+            };
+            self.state.seq_next = next;
             if let Some(r) = self.state.resume.as_mut() {
                 r.last_onset.insert(kind.as_str().to_string(), onset_utc);
             }
-            self.store.save(&self.state)?;
+            self.save_state();
             self.report.detections += 1;
             tracing::debug!(
                 "seq {seq}: {} {} at {onset_utc}",
@@ -299,6 +336,22 @@ impl<S: SampleSource> Pipeline<S> {
             let _ = self.tx.send(PubMsg::Spooled(seq));
         }
         Ok(())
+    }
+
+    /// Save the state; a failure (a full disk) is logged and counted, not
+    /// fatal: the spool entry is written, and the next start reconciles
+    /// the state from the spool.
+    fn save_state(&mut self) {
+        match self.store.save(&self.state) {
+            Ok(()) => self.spool.state_saved(self.state.seq_next),
+            Err(e) => {
+                self.report.state_write_failures += 1;
+                tracing::error!(
+                    "{e}; state not saved (seq_next {} is recovered from the spool at the next start)",
+                    self.state.seq_next
+                );
+            }
+        }
     }
 
     fn detection(&self, seq: u64, stream: StreamKind, onset_utc: UtcNs, p: &Pick) -> Detection {
@@ -347,17 +400,28 @@ impl<S: SampleSource> Pipeline<S> {
         let overruns = self.source.overruns();
         let evictions = self.spool.evictions();
         let errors = self.source.errors();
+        let quarantined = self.spool.quarantined();
+        let append_failures = self.report.spool_append_failures;
         let impaired = !clock.synced
             || overruns > self.last_overruns
             || evictions > self.last_evictions
-            || errors > self.last_errors;
+            || errors > self.last_errors
+            || quarantined > self.last_quarantined
+            || append_failures > self.last_append_failures;
         self.last_overruns = overruns;
         self.last_evictions = evictions;
         self.last_errors = errors;
+        self.last_quarantined = quarantined;
+        self.last_append_failures = append_failures;
         let mut counters = BTreeMap::new();
         counters.insert("overruns".into(), overruns);
         counters.insert("spool_evictions".into(), evictions);
-        counters.insert("spool_discarded".into(), self.spool.discarded());
+        counters.insert("spool_quarantined".into(), quarantined);
+        counters.insert("spool_append_failures".into(), append_failures);
+        counters.insert(
+            "state_write_failures".into(),
+            self.report.state_write_failures,
+        );
         counters.insert("source_errors".into(), errors);
         counters.insert("clock_steps".into(), clock.steps);
         counters.insert("detections".into(), self.report.detections);

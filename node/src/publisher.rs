@@ -196,6 +196,8 @@ impl Publisher {
     fn stamped(&self, st: &Status) -> Vec<u8> {
         let mut st = st.clone();
         st.spool_backlog = self.spool.backlog();
+        st.counters
+            .insert("spool_quarantined".into(), self.spool.quarantined());
         st.counters.insert("published".into(), self.report.acked);
         st.counters
             .insert("connections".into(), self.report.connections);
@@ -204,21 +206,17 @@ impl Publisher {
 
     /// Hand rumqttc what the outbox asks for, as far as the in-flight
     /// window allows, in order.
-    fn pump(&mut self, c: &Conn) -> Result<(), NodeError> {
+    fn pump(&mut self, c: &Conn) {
         let det_topic = self.cfg.detection_topic();
         let status_topic = self.cfg.status_topic();
         let spool = Arc::clone(&self.spool);
         while let Some(item) = self.outbox.next(|cursor| spool.next_at_or_after(cursor)) {
             let (topic, payload) = match item {
+                // `read` checks the entry: a damaged one is quarantined
+                // (logged, counted) and skipped like one already gone.
                 Item::Detection(seq) => match self.spool.read(seq) {
-                    Ok(Some(payload)) => (&det_topic, payload),
-                    Ok(None) => {
-                        self.outbox.skip(item);
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::error!("{e}; dropping spool entry {seq}");
-                        self.spool.discard(seq)?;
+                    Some(payload) => (&det_topic, payload),
+                    None => {
                         self.outbox.skip(item);
                         continue;
                     }
@@ -244,11 +242,10 @@ impl Publisher {
                 .try_publish(topic, QoS::AtLeastOnce, retain, payload)
                 .is_err()
             {
-                return Ok(()); // request channel full: try again after the next event
+                return; // request channel full: try again after the next event
             }
             self.outbox.handed(item);
         }
-        Ok(())
     }
 
     fn on_event(&mut self, ev: Event) -> Result<(), NodeError> {
@@ -295,7 +292,7 @@ impl Publisher {
                 conn = Some(self.connect()?);
             }
             if let Some(c) = conn.as_ref().filter(|_| self.outbox.is_connected()) {
-                self.pump(c)?;
+                self.pump(c);
             }
             if self.done() {
                 self.report.drained = true;

@@ -12,7 +12,7 @@ use crate::pipeline::Pipeline;
 use crate::publisher::Publisher;
 use crate::source::SampleSource;
 use crate::spool::Spool;
-use crate::state::StateStore;
+use crate::state::{self, StateStore};
 
 /// What one run of a node did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -27,6 +27,12 @@ pub struct NodeSummary {
     pub skipped_on_resume: u64,
     /// Spool entries evicted to stay within the bound.
     pub evictions: u64,
+    /// Damaged spool entries moved to the quarantine (at start and before publishing).
+    pub quarantined: u64,
+    /// Detections that could not be spooled (disk full, seq exhausted).
+    pub spool_append_failures: u64,
+    /// State saves that failed (disk full).
+    pub state_write_failures: u64,
     /// Capture overruns.
     pub overruns: u64,
     /// Source read errors.
@@ -59,9 +65,15 @@ pub async fn run_node<S: SampleSource>(
     let store = StateStore::new(&cfg.state_dir, cfg.fsync)?;
     let (spool, rec) = Spool::open(&cfg.state_dir.join("spool"), cfg.spool_max_bytes, cfg.fsync)?;
     let spool = Arc::new(spool);
-    let mut state = store.load()?;
-    if state.reconcile(&spool)? > 0 {
-        store.save(&state)?;
+    // Nothing here writes unless it has to, and a failed write is logged,
+    // not fatal: a node on a full disk starts and drains its spool.
+    let state = state::recover(&store, &spool);
+    if rec.quarantined > 0 {
+        tracing::warn!(
+            "damaged spool entries at start: {} moved to {}",
+            rec.quarantined,
+            spool.quarantine_dir().display()
+        );
     }
     if rec.entries > 0 {
         tracing::info!(
@@ -96,7 +108,8 @@ pub async fn run_node<S: SampleSource>(
         pipe_cancel.clone(),
     )?;
     let pipe = tokio::task::spawn_blocking(move || pipeline.run());
-    let published = Publisher::new(cfg, spool, rx, shutdown).run().await;
+    let published = Publisher::new(cfg, spool.clone(), rx, shutdown).run().await;
+    let spool_quarantined = spool.quarantined();
     if published.is_err() {
         pipe_cancel.cancel();
     }
@@ -111,6 +124,9 @@ pub async fn run_node<S: SampleSource>(
         recovered: rec.entries,
         skipped_on_resume: r.skipped_on_resume,
         evictions: r.evictions,
+        quarantined: spool_quarantined,
+        spool_append_failures: r.spool_append_failures,
+        state_write_failures: r.state_write_failures,
         overruns: r.overruns,
         source_errors: r.source_errors,
         connections: p.connections,

@@ -6,9 +6,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use blastnet_contract::testing::DetectionBuilder;
 use blastnet_contract::{Detection, NodeState, Status, UtcNs};
+use blastnet_node::spool::Spool;
+use blastnet_node::state::{PersistedState, StateStore};
 use blastnet_node::{run_node, CancellationToken, NodeRuntimeConfig, Pace, ReplaySource};
 use blastnet_recording::Scenario;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 const RATE: u32 = 8000;
 
@@ -52,14 +56,10 @@ fn scenario(dir: &Path, pulses: &[(&str, Vec<f64>)]) -> UtcNs {
     start
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_nodes_in_one_process_publish_everything_in_seq_order() {
-    let tmp = tempfile::tempdir().unwrap();
-    let layout = [("a", vec![1.0, 3.5, 6.0, 9.0]), ("b", vec![1.2, 4.0, 8.5])];
-    let start = scenario(tmp.path(), &layout);
-    let broker = blastnet_broker::EmbeddedBroker::start_on_free_port().unwrap();
-
-    let mut o = rumqttc::MqttOptions::new("watcher", "127.0.0.1", broker.port());
+/// A subscriber on `blastnet/#` (subscribed when this returns): every
+/// message as (topic, payload), in arrival order.
+async fn watch(port: u16) -> UnboundedReceiver<(String, Vec<u8>)> {
+    let mut o = rumqttc::MqttOptions::new("watcher", "127.0.0.1", port);
     o.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut el) = rumqttc::AsyncClient::new(o, 16);
     client
@@ -68,6 +68,7 @@ async fn many_nodes_in_one_process_publish_everything_in_seq_order() {
         .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
+        let _client = client;
         while let Ok(ev) = el.poll().await {
             match ev {
                 rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) => {
@@ -81,6 +82,56 @@ async fn many_nodes_in_one_process_publish_everything_in_seq_order() {
         }
     });
     assert!(rx.recv().await.unwrap().is_none(), "subscribed first");
+    let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            if let Some(m) = m {
+                let _ = out_tx.send(m);
+            }
+        }
+    });
+    out_rx
+}
+
+/// Detections per node (parsed, and the bytes received) in arrival order,
+/// and the `offline` statuses, until `nodes` nodes said offline.
+#[allow(clippy::type_complexity)]
+async fn until_offline(
+    rx: &mut UnboundedReceiver<(String, Vec<u8>)>,
+    nodes: usize,
+) -> (
+    BTreeMap<String, Vec<(Detection, Vec<u8>)>>,
+    BTreeMap<String, Status>,
+) {
+    let mut dets: BTreeMap<String, Vec<(Detection, Vec<u8>)>> = BTreeMap::new();
+    let mut offline = BTreeMap::new();
+    while offline.len() < nodes {
+        let (topic, payload) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("every node says offline within 10 s")
+            .unwrap();
+        if topic.ends_with("/detection") {
+            let d: Detection = serde_json::from_slice(&payload).unwrap();
+            dets.entry(d.node_id.clone())
+                .or_default()
+                .push((d, payload));
+        } else if topic.ends_with("/status") {
+            let s: Status = serde_json::from_slice(&payload).unwrap();
+            if s.state == NodeState::Offline {
+                offline.insert(s.node_id.clone(), s);
+            }
+        }
+    }
+    (dets, offline)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_nodes_in_one_process_publish_everything_in_seq_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = [("a", vec![1.0, 3.5, 6.0, 9.0]), ("b", vec![1.2, 4.0, 8.5])];
+    let start = scenario(tmp.path(), &layout);
+    let broker = blastnet_broker::EmbeddedBroker::start_on_free_port().unwrap();
+    let mut rx = watch(broker.port()).await;
 
     let sc = Scenario::open(tmp.path()).unwrap();
     let mut runs = Vec::new();
@@ -102,27 +153,11 @@ async fn many_nodes_in_one_process_publish_everything_in_seq_order() {
         assert_eq!(s.acked, s.detections);
     }
 
-    // Collect until both nodes said offline.
-    let mut dets: BTreeMap<String, Vec<Detection>> = BTreeMap::new();
-    let mut offline = BTreeMap::new();
-    while offline.len() < layout.len() {
-        let msg = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        let Some((topic, payload)) = msg else {
-            continue;
-        };
-        if topic.ends_with("/detection") {
-            let d: Detection = serde_json::from_slice(&payload).unwrap();
-            dets.entry(d.node_id.clone()).or_default().push(d);
-        } else if topic.ends_with("/status") {
-            let s: Status = serde_json::from_slice(&payload).unwrap();
-            if s.state == NodeState::Offline {
-                offline.insert(s.node_id.clone(), s);
-            }
-        }
-    }
+    let (received, offline) = until_offline(&mut rx, layout.len()).await;
+    let dets: BTreeMap<String, Vec<Detection>> = received
+        .into_iter()
+        .map(|(id, v)| (id, v.into_iter().map(|(d, _)| d).collect()))
+        .collect();
     for (id, at) in &layout {
         let got = &dets[*id];
         let seqs: Vec<u64> = got.iter().map(|d| d.seq).collect();
@@ -174,4 +209,211 @@ async fn a_full_spool_evicts_the_oldest_and_counts_it() {
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
     assert!(bytes <= 4096, "spool holds {bytes} bytes");
+}
+
+/// The payload node `node` would have spooled as `seq`.
+fn spooled_payload(node: &str, seq: u64) -> Vec<u8> {
+    let onset = UtcNs::parse("2024-05-31T23:00:00Z")
+        .unwrap()
+        .add_secs_f64(seq as f64);
+    serde_json::to_vec(&DetectionBuilder::new(node, seq, onset).build()).unwrap()
+}
+
+fn detection_seqs(dets: &BTreeMap<String, Vec<(Detection, Vec<u8>)>>, node: &str) -> Vec<u64> {
+    dets.get(node)
+        .map(|v| v.iter().map(|(d, _)| d.seq).collect())
+        .unwrap_or_default()
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A spool left by an earlier run with a truncated entry (2), random bytes
+/// under an old-format name (4) and a 2 MB entry (6, a valid detection
+/// padded past the packet limit) among good entries of both formats (1, 3,
+/// 5 with a checksum, 7 without). The node quarantines and counts the three,
+/// publishes the good ones byte for byte in seq order, then its own
+/// detections above them, and drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_spool_entries_are_quarantined_and_the_good_ones_published_in_seq_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    scenario(tmp.path(), &[("q", vec![2.0, 6.0])]);
+    let st = tmp.path().join("st");
+    let spool_dir = st.join("spool");
+    {
+        let (spool, _) = Spool::open(&spool_dir, 64 << 20, true).unwrap();
+        for seq in [1, 2, 3, 5] {
+            spool.append(seq, &spooled_payload("q", seq)).unwrap();
+        }
+        let p2 = spool.path_of(2).unwrap();
+        std::fs::write(&p2, &spooled_payload("q", 2)[..50]).unwrap();
+    }
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let random: Vec<u8> = (0..600)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(spool_dir.join(format!("{:020}.json", 4)), random).unwrap();
+    let mut huge = spooled_payload("q", 6);
+    huge.resize(2 << 20, b' ');
+    std::fs::write(spool_dir.join(format!("{:020}.json", 6)), huge).unwrap();
+    std::fs::write(
+        spool_dir.join(format!("{:020}.json", 7)),
+        spooled_payload("q", 7),
+    )
+    .unwrap();
+
+    let broker = blastnet_broker::EmbeddedBroker::start_on_free_port().unwrap();
+    let mut rx = watch(broker.port()).await;
+    let cfg = NodeRuntimeConfig::for_replay("q", "t", &broker.url(), &st).unwrap();
+    let sc = Scenario::open(tmp.path()).unwrap();
+    let src = ReplaySource::new(&sc, "q", Pace::Fast, 1e-6).unwrap();
+    let s = run_node(cfg, src, CancellationToken::new()).await.unwrap();
+    assert!(s.completed && s.drained, "{s:?}");
+    assert_eq!(s.quarantined, 3, "{s:?}");
+    assert_eq!((s.recovered, s.detections, s.acked), (4, 2, 6), "{s:?}");
+
+    let (dets, offline) = until_offline(&mut rx, 1).await;
+    assert_eq!(detection_seqs(&dets, "q"), [1, 3, 5, 7, 8, 9]);
+    for (d, bytes) in &dets["q"][..4] {
+        assert_eq!(
+            bytes,
+            &spooled_payload("q", d.seq),
+            "seq {} published as spooled",
+            d.seq
+        );
+    }
+    assert_eq!(offline["q"].counters["spool_quarantined"], 3);
+    assert_eq!(
+        names_in(&st.join("quarantine")).len(),
+        3,
+        "moved, not deleted"
+    );
+    assert!(names_in(&spool_dir).is_empty());
+}
+
+/// Start-up and publishing on a full disk. Writes are made to fail through
+/// the node's own write paths: a directory stands where `state.json.tmp`,
+/// `state.json.bak.tmp` and the next spool entry's `.tmp` go, so every
+/// state save and every append fails (EISDIR here, ENOSPC on a full disk;
+/// `spool::tests` has a real ENOSPC through `/dev/full`), while reads,
+/// renames and removes work as they do on a full disk. The node starts,
+/// publishes and removes its three spooled entries, counts its two
+/// detections as not spooled and exits drained. With room again (the
+/// directories gone) the next run spools and publishes them above seq 3,
+/// which no state write recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_writes_fail_starts_and_drains_its_spool() {
+    let tmp = tempfile::tempdir().unwrap();
+    scenario(tmp.path(), &[("w", vec![2.0, 6.0])]);
+    let st = tmp.path().join("st");
+    let spool_dir = st.join("spool");
+    {
+        let (spool, _) = Spool::open(&spool_dir, 1 << 20, true).unwrap();
+        for seq in 1..=3 {
+            spool.append(seq, &spooled_payload("w", seq)).unwrap();
+        }
+        // The state was saved after seq 1 only: start-up must reconcile (and
+        // try to save).
+        StateStore::new(&st, true)
+            .unwrap()
+            .save(&PersistedState {
+                seq_next: 2,
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    let blockers = [
+        st.join("state.json.tmp"),
+        st.join("state.json.bak.tmp"),
+        spool_dir.join(format!("{:020}.tmp", 4)),
+    ];
+    for b in &blockers {
+        std::fs::create_dir(b).unwrap();
+    }
+
+    let broker = blastnet_broker::EmbeddedBroker::start_on_free_port().unwrap();
+    let mut rx = watch(broker.port()).await;
+    let sc = Scenario::open(tmp.path()).unwrap();
+    let run = || {
+        let cfg = NodeRuntimeConfig::for_replay("w", "t", &broker.url(), &st).unwrap();
+        let src = ReplaySource::new(&sc, "w", Pace::Fast, 1e-6).unwrap();
+        run_node(cfg, src, CancellationToken::new())
+    };
+    let s = run().await.unwrap();
+    assert!(s.completed && s.drained, "{s:?}");
+    assert_eq!((s.recovered, s.acked, s.detections), (3, 3, 0), "{s:?}");
+    assert_eq!(s.spool_append_failures, 2, "{s:?}");
+    assert!(s.state_write_failures > 0, "{s:?}");
+    let (dets, offline) = until_offline(&mut rx, 1).await;
+    assert_eq!(detection_seqs(&dets, "w"), [1, 2, 3]);
+    assert_eq!(offline["w"].counters["spool_append_failures"], 2);
+    // Acknowledged entries are removed, but for the highest: no state
+    // save records that seq 3 was used, so its file does.
+    let entry3 = format!(
+        "{:020}-{:08x}.json",
+        3,
+        crc32fast::hash(&spooled_payload("w", 3))
+    );
+    assert_eq!(names_in(&spool_dir), [entry3, format!("{:020}.tmp", 4)]);
+    let on_disk: PersistedState =
+        serde_json::from_slice(&std::fs::read(st.join("state.json")).unwrap()).unwrap();
+    assert_eq!(on_disk.seq_next, 2, "no state write got through");
+
+    for b in &blockers {
+        std::fs::remove_dir(b).unwrap();
+    }
+    let s = run().await.unwrap();
+    assert!(s.completed && s.drained, "{s:?}");
+    assert_eq!((s.detections, s.acked, s.spool_append_failures), (2, 3, 0));
+    assert_eq!(s.state_write_failures, 0);
+    let (dets, _) = until_offline(&mut rx, 1).await;
+    // 3 again (its acknowledgement was not recorded), then the new ones
+    // above it.
+    assert_eq!(detection_seqs(&dets, "w"), [3, 4, 5]);
+    assert_eq!(dets["w"][0].1, spooled_payload("w", 3));
+    let on_disk: PersistedState =
+        serde_json::from_slice(&std::fs::read(st.join("state.json")).unwrap()).unwrap();
+    assert_eq!(on_disk.seq_next, 6);
+}
+
+/// A node whose counter is one below u64::MAX numbers one detection and
+/// refuses the next two (logged, counted) instead of numbering them 0 and
+/// 1; it keeps running and drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_at_the_last_seq_refuses_to_spool_instead_of_wrapping() {
+    let tmp = tempfile::tempdir().unwrap();
+    scenario(tmp.path(), &[("m", vec![2.0, 5.0, 8.0])]);
+    let st = tmp.path().join("st");
+    StateStore::new(&st, true)
+        .unwrap()
+        .save(&PersistedState {
+            seq_next: u64::MAX - 1,
+            ..Default::default()
+        })
+        .unwrap();
+    let broker = blastnet_broker::EmbeddedBroker::start_on_free_port().unwrap();
+    let mut rx = watch(broker.port()).await;
+    let cfg = NodeRuntimeConfig::for_replay("m", "t", &broker.url(), &st).unwrap();
+    let sc = Scenario::open(tmp.path()).unwrap();
+    let src = ReplaySource::new(&sc, "m", Pace::Fast, 1e-6).unwrap();
+    let s = run_node(cfg, src, CancellationToken::new()).await.unwrap();
+    assert!(s.completed && s.drained, "{s:?}");
+    assert_eq!((s.detections, s.spool_append_failures), (1, 2), "{s:?}");
+    let (dets, offline) = until_offline(&mut rx, 1).await;
+    assert_eq!(detection_seqs(&dets, "m"), [u64::MAX - 1]);
+    assert_eq!(offline["m"].counters["spool_append_failures"], 2);
+    let on_disk: PersistedState =
+        serde_json::from_slice(&std::fs::read(st.join("state.json")).unwrap()).unwrap();
+    assert_eq!(on_disk.seq_next, u64::MAX);
 }
