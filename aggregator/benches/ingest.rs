@@ -300,18 +300,35 @@ fn registry_report() {
     );
 }
 
-/// A noise storm: 200 nodes on a 2 km grid each sending random picks at
-/// 5 per second for 60 s (60,000 picks: a fireworks night, hail on the
-/// microphones), with a real blast every 10 s. Processing time per pick,
-/// the blasts located, the events that are none of them.
+/// A noise storm: nodes on a 2 km grid each sending random picks at a
+/// steady rate for 60 s (a fireworks night, hail on the microphones), with
+/// a real blast every 10 s. Processing time per pick, the blasts located,
+/// the events that are none of them. `BLASTNET_STORM=nodes,rate` (default
+/// 50 nodes at 2 picks/s; issue #17's target is 200 at 5/s, which the
+/// search cannot yet keep up with).
 fn storm_report() {
-    println!("== noise storm");
+    let (nodes, rate) = std::env::var("BLASTNET_STORM")
+        .ok()
+        .and_then(|v| {
+            let (n, r) = v.split_once(',')?;
+            Some((
+                n.trim().parse::<usize>().ok()?,
+                r.trim().parse::<f64>().ok()?,
+            ))
+        })
+        .unwrap_or((50, 2.0));
+    println!("== noise storm: {nodes} nodes, {rate} random picks/s each");
     let centre = Geodetic::new(40.4406, -79.9959, 250.0);
     let frame = EnuFrame::new(centre);
     let mut layout = Layout::ring("storm", centre, 1, 1.0);
     layout.nodes.clear();
-    for i in 0..200 {
-        let (e, n) = ((i % 15) as f64 * 140.0 - 1000.0, (i / 15) as f64 * 150.0 - 1000.0);
+    let side = (nodes as f64).sqrt().ceil() as usize;
+    let step = 2000.0 / side.max(2) as f64;
+    for i in 0..nodes {
+        let (e, n) = (
+            (i % side) as f64 * step - 1000.0,
+            (i / side) as f64 * step - 1000.0,
+        );
         layout.nodes.push((
             format!("s{i:03}"),
             frame.to_geodetic(Enu::new(e, n, 3.0 * (i % 4) as f64)),
@@ -337,14 +354,18 @@ fn storm_report() {
         let at = t0.add_secs_f64(5.0 + 10.0 * b as f64);
         sources.push((src, at));
         for mut d in layout.detections(src, at, 0) {
-            let k = layout.nodes.iter().position(|n| n.0 == d.node_id).unwrap_or(0);
+            let k = layout
+                .nodes
+                .iter()
+                .position(|n| n.0 == d.node_id)
+                .unwrap_or(0);
             push(&mut d, k, &mut timed);
         }
     }
     for k in 0..layout.nodes.len() {
         let mut t = 0.0;
         loop {
-            t += -(1.0 - rng.next_f64()).ln() / 5.0;
+            t += -(1.0 - rng.next_f64()).ln() / rate;
             if t >= 60.0 {
                 break;
             }
@@ -402,8 +423,8 @@ fn storm_report() {
         .count();
     let ghosts = finals.values().filter(|e| !near(e)).count();
     println!(
-        "{picks} picks ({} random) from 200 nodes over 60 s: processed in {took:.2} s ({:.0} picks/s, {:.1} us each); {located}/6 blasts located, {ghosts} other events; RSS {:.1} MB",
-        picks - 6 * 200,
+        "{picks} picks ({} random) from {nodes} nodes over 60 s: processed in {took:.2} s ({:.0} picks/s, {:.1} us each); {located}/6 blasts located, {ghosts} other events; RSS {:.1} MB",
+        picks - 6 * nodes,
         picks as f64 / took,
         took / picks as f64 * 1e6,
         rss_bytes() as f64 / 1e6

@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use blastnet_contract::{NodeState, Status};
+use blastnet_contract::{NodeState, Status, UtcNs};
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio::time::Instant;
@@ -68,6 +68,8 @@ pub(crate) struct Publisher {
     rx: UnboundedReceiver<PubMsg>,
     cancel: CancellationToken,
     latest: Option<Status>,
+    /// The node's data time at start (see [`Publisher::new`]).
+    start: UtcNs,
     ending: Option<Status>,
     outbox: Outbox,
     report: PublisherReport,
@@ -89,11 +91,15 @@ async fn sleep_until_opt(t: Option<Instant>) {
 }
 
 impl Publisher {
+    /// `start` is the node's data time when it starts (the wall clock live,
+    /// the first sample's time in a replay): the time of the offline will
+    /// of a connection made before the first status.
     pub fn new(
         cfg: NodeRuntimeConfig,
         spool: Arc<Spool>,
         rx: UnboundedReceiver<PubMsg>,
         cancel: CancellationToken,
+        start: UtcNs,
     ) -> Publisher {
         let backoff = Backoff::new(cfg.mqtt.backoff_initial, cfg.mqtt.backoff_max);
         let outbox = Outbox::new(usize::from(cfg.mqtt.inflight));
@@ -103,6 +109,7 @@ impl Publisher {
             rx,
             cancel,
             latest: None,
+            start,
             ending: None,
             outbox,
             report: PublisherReport::default(),
@@ -125,22 +132,27 @@ impl Publisher {
             self.set_tls(&mut o)?;
         }
         // The will: the broker publishes it (retained) if this connection
-        // dies. Only once the node has said it is online, and at the data
-        // time of its latest status: a status stamped with the wall clock
-        // would carry a replayed node's data time years ahead (an aggregator
+        // dies. At the data time of the latest status, or before the first
+        // one the node's start: never the wall clock in a replay, which
+        // would put a replayed node's data time years ahead (an aggregator
         // following the nodes' data time would wait on it, or jump to it).
-        if let Some(latest) = &self.latest {
-            let mut will = latest.clone();
-            will.state = NodeState::Offline;
-            let payload =
-                serde_json::to_vec(&will).map_err(|e| NodeError::Internal(e.to_string()))?;
-            o.set_last_will(LastWill::new(
-                self.cfg.status_topic(),
-                payload,
-                QoS::AtLeastOnce,
-                true,
-            ));
-        }
+        let mut will = self.latest.clone().unwrap_or_else(|| Status {
+            spool_backlog: self.spool.backlog(),
+            ..Status::new(
+                self.cfg.node_id.clone(),
+                NodeState::Online,
+                self.start,
+                self.cfg.position.unwrap_or_default(),
+            )
+        });
+        will.state = NodeState::Offline;
+        let payload = serde_json::to_vec(&will).map_err(|e| NodeError::Internal(e.to_string()))?;
+        o.set_last_will(LastWill::new(
+            self.cfg.status_topic(),
+            payload,
+            QoS::AtLeastOnce,
+            true,
+        ));
         Ok(o)
     }
 

@@ -95,6 +95,8 @@ pub async fn run_node<S: SampleSource>(
     if cfg.position_uncertainty_m.is_none() {
         cfg.position_uncertainty_m = source.position_uncertainty_m();
     }
+    // Live: the wall clock; a replay: where its data starts.
+    let start = source.data_time().unwrap_or_else(UtcNs::now);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let pipe_cancel = shutdown.child_token();
     let pipeline = Pipeline::new(
@@ -108,7 +110,9 @@ pub async fn run_node<S: SampleSource>(
         pipe_cancel.clone(),
     )?;
     let pipe = tokio::task::spawn_blocking(move || pipeline.run());
-    let published = Publisher::new(cfg, spool.clone(), rx, shutdown).run().await;
+    let published = Publisher::new(cfg, spool.clone(), rx, shutdown, start)
+        .run()
+        .await;
     let spool_quarantined = spool.quarantined();
     if published.is_err() {
         pipe_cancel.cancel();
