@@ -582,18 +582,13 @@ impl Pipeline {
         if !self.admit(Kind::Status, t.site, &s.node_id) {
             return;
         }
-        // Nodes mode: an offline status no newer than the node's latest is
-        // its will (the broker lost the connection, e.g. a broker restart),
-        // not the end of its data: the node comes back and goes on where its
-        // data left off, and the watermark keeps waiting for it. Its real
-        // last status comes at the end of its data.
+        // Nodes mode: a node's will (the broker lost its connection, e.g. a
+        // broker restart) is not the end of its data: the node comes back
+        // and goes on where its data left off, and the watermark keeps
+        // waiting for it. Its own last status comes at the end of its data.
         if self.cfg.time_base == TimeBase::Nodes
             && s.state == NodeState::Offline
-            && self
-                .nodes
-                .get(&s.node_id)
-                .and_then(|e| e.view.last_status_utc)
-                .is_some_and(|last| s.time_utc <= last)
+            && s.counters.get(blastnet_contract::WILL_COUNTER) == Some(&1)
         {
             tracing::debug!(node = %s.node_id, "connection lost (its will): waiting for it to come back");
             return;

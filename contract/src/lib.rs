@@ -28,7 +28,7 @@ pub use time::{TimeError, UtcNs, NS_PER_S};
 pub use wire::{
     ArrivalRef, ClassProbs, ClockInfo, ClockSource, Crlb, Detection, Event, EventStatus, NodeState,
     SourceKind, Status, StreamKind, Uncertainty, YieldEstimate, DETECTION_SCHEMA, EVENT_SCHEMA,
-    STATUS_SCHEMA,
+    STATUS_SCHEMA, WILL_COUNTER,
 };
 
 /// The software version reported in status messages.

@@ -276,6 +276,12 @@ pub enum NodeState {
     Degraded,
 }
 
+/// The `counters` entry (value 1) that marks a status as a node's last
+/// will: published by the broker when the node's connection was lost, at
+/// the data time of the node's latest status. The node may come back; its
+/// own last status (offline, at the end of its data) carries no such entry.
+pub const WILL_COUNTER: &str = "connection_lost";
+
 /// Node health (`blastnet.status/1`), retained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {

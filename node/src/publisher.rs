@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use blastnet_contract::{NodeState, Status, UtcNs};
+use blastnet_contract::{NodeState, Status, UtcNs, WILL_COUNTER};
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio::time::Instant;
@@ -146,6 +146,9 @@ impl Publisher {
             )
         });
         will.state = NodeState::Offline;
+        // Marks it as the will (the broker lost the connection), not the
+        // node's own last status at the end of its data.
+        will.counters.insert(WILL_COUNTER.into(), 1);
         let payload = serde_json::to_vec(&will).map_err(|e| NodeError::Internal(e.to_string()))?;
         o.set_last_will(LastWill::new(
             self.cfg.status_topic(),
