@@ -144,7 +144,7 @@ impl Metrics {
         );
         counter(
             "blastnet_aggregator_store_errors_total",
-            "Event store writes that failed.",
+            "Store writes that failed (each attempt; a failed write is retried every second).",
             self.store_errors.load(Relaxed),
         );
         counter(

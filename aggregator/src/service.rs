@@ -707,6 +707,67 @@ fn resume_from_inbox(
     Ok(())
 }
 
+/// The store thread: writes in order; a write that fails (a full disk, a
+/// locked file) is retried every second, with everything after it waiting
+/// behind it, until it succeeds (or the shutdown budget gives up on it:
+/// with an inbox, the next start makes those events again).
+fn store_writer(store: &Store, rx: &std::sync::mpsc::Receiver<StoreReq>, metrics: &Metrics) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut backlog: std::collections::VecDeque<StoreReq> = std::collections::VecDeque::new();
+    let mut closed = false;
+    let mut failing = false;
+    loop {
+        if backlog.is_empty() {
+            match rx.recv() {
+                Ok(r) => backlog.push_back(r),
+                Err(_) => return,
+            }
+        } else if closed {
+            std::thread::sleep(Duration::from_secs(1));
+        } else {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(r) => backlog.push_back(r),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => closed = true,
+            }
+        }
+        backlog.extend(rx.try_iter());
+        while let Some(req) = backlog.front() {
+            let written = match req {
+                StoreReq::Event(ev, dets) => store
+                    .put_event(ev, dets)
+                    .map_err(|e| format!("storing event {}: {e}", ev.event_id)),
+                StoreReq::Calibration(c) => store
+                    .put_calibration(c)
+                    .map_err(|e| format!("storing the station terms and error scales: {e}")),
+            };
+            match written {
+                Ok(()) => {
+                    backlog.pop_front();
+                    if failing {
+                        tracing::info!("store writes succeed again");
+                        failing = false;
+                    }
+                }
+                Err(e) => {
+                    metrics.store_errors.fetch_add(1, Relaxed);
+                    if !failing {
+                        tracing::error!(
+                            "{e}; retrying every second ({} writes waiting)",
+                            backlog.len()
+                        );
+                        failing = true;
+                    }
+                    break;
+                }
+            }
+        }
+        if closed && backlog.is_empty() {
+            return;
+        }
+    }
+}
+
 /// A write for the store thread.
 enum StoreReq {
     /// An event revision and the detections it refers to.
@@ -771,24 +832,7 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
     let store_metrics = proc.metrics.clone();
     let store_thread = std::thread::Builder::new()
         .name("aggregator-store".into())
-        .spawn(move || {
-            for req in store_rx {
-                match req {
-                    StoreReq::Event(ev, dets) => {
-                        if let Err(e) = store.put_event(&ev, &dets) {
-                            store_metrics.store_errors.fetch_add(1, Relaxed);
-                            tracing::error!(event = %ev.event_id, "storing event: {e}");
-                        }
-                    }
-                    StoreReq::Calibration(c) => {
-                        if let Err(e) = store.put_calibration(&c) {
-                            store_metrics.store_errors.fetch_add(1, Relaxed);
-                            tracing::error!("storing the station terms and error scales: {e}");
-                        }
-                    }
-                }
-            }
-        })
+        .spawn(move || store_writer(&store, &store_rx, &store_metrics))
         .map_err(|e| AggregatorError::Task(format!("spawning the store thread: {e}")))?;
 
     // Publisher.

@@ -22,7 +22,8 @@ use crate::config::{KeepRevisions, StorePath};
 pub enum StoreError {
     /// SQLite refused (disk full, corrupt file, locked by another process).
     /// At open: fix the path or stop the other process. At write: the event
-    /// was still published; the error is counted and logged.
+    /// was still published; the error is counted and logged, and the write
+    /// retried every second until it succeeds.
     #[error("event store {path}: {source}")]
     Sqlite {
         /// The database file (or `:memory:`).

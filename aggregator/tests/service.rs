@@ -592,3 +592,61 @@ async fn a_far_off_first_status_is_refused_and_events_come_on_time() {
     h.shutdown();
     h.join().await.unwrap();
 }
+
+/// A store that refuses writes for a while (another connection holds the
+/// file's write lock, as a full disk would refuse them) gets every event
+/// revision once it takes writes again: the final event is served by the
+/// API, with all its revisions, and nothing was lost on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revisions_the_store_refused_are_written_once_it_takes_writes_again() {
+    let broker = EmbeddedBroker::start_on_free_port().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.db");
+    let mut h = start(
+        config(broker.port(), "agg-retry", StorePath::File(db.clone())),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let blocker = rusqlite::Connection::open(&db).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let s = scene();
+    play(&mut h, broker.port(), &s, 1, &[]).await;
+    let mut announced = Vec::new();
+    while let Ok(ev) = h.events.try_recv() {
+        announced.push(ev);
+    }
+    let last = announced.last().expect("an event").clone();
+    assert_eq!(last.status, EventStatus::Final);
+    let m = h.metrics();
+    wait_until(20.0, "a refused store write", || {
+        m.store_errors.load(Relaxed) >= 1
+    })
+    .await;
+    blocker.execute_batch("COMMIT").unwrap();
+    drop(blocker);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let record = loop {
+        let (code, body) = http_get(h.http_addr(), &format!("/api/events/{}", last.event_id))
+            .await
+            .unwrap();
+        if code == 200 {
+            let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if r["event"]["revision"] == last.revision {
+                break r;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the event was not stored after the lock was released"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        record["revisions"].as_array().unwrap().len(),
+        announced.len(),
+        "every revision stored"
+    );
+    h.shutdown();
+    h.join().await.unwrap();
+}
