@@ -660,6 +660,9 @@ impl InboxWriter {
             since_prune += msgs.len();
             if since_prune >= 1000 && newest > i64::MIN {
                 since_prune = 0;
+                // Not past the wall clock: one status stamped years ahead
+                // must not empty the inbox.
+                let newest = newest.min(UtcNs::now().0);
                 if let Err(e) = self
                     .store
                     .inbox_prune(newest.saturating_sub(self.retention_ns))
