@@ -161,6 +161,14 @@ impl ManifestError {
     }
 }
 
+/// Nodes a manifest may have: a replay runs every node as its own node
+/// runtime (a thread, a spool, a broker connection), all at once.
+pub const MAX_NODES: usize = 1024;
+
+/// Largest manifest file read, bytes (a 1,024-node manifest with a few
+/// streams each and its truth is well under 4 MB).
+pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
 impl Manifest {
     /// A manifest for a recording blastnet writes itself (kept node audio, a
     /// bare WAV): v1 format, no environment, no ground truth.
@@ -228,6 +236,14 @@ impl Manifest {
             !self.nodes.is_empty(),
             "nodes",
             "expected at least one node",
+        )?;
+        c.ensure(
+            self.nodes.len() <= MAX_NODES,
+            "nodes",
+            format!(
+                "expected at most {MAX_NODES} nodes (a replay runs each as its own node runtime with its own broker connection), got {}; split the recording",
+                self.nodes.len()
+            ),
         )?;
         if let Some(env) = &self.environment {
             c.ensure(
@@ -353,6 +369,20 @@ mod tests {
         Manifest::from_json(text, "scen/manifest.json")
             .expect_err("must be refused")
             .to_string()
+    }
+
+    #[test]
+    fn too_many_nodes_is_a_clear_error() {
+        let mut m = Manifest::from_json(SPEC_EXAMPLE, "SPEC.md").expect("valid");
+        let node = m.nodes[0].clone();
+        m.nodes = (0..=MAX_NODES)
+            .map(|i| NodeSpec {
+                id: format!("n{i}"),
+                ..node.clone()
+            })
+            .collect();
+        let e = err_of(&m.to_json_pretty());
+        assert!(e.contains("nodes") && e.contains("at most 1024"), "{e}");
     }
 
     #[test]

@@ -139,6 +139,24 @@ impl Scenario {
 
     /// Open and validate a manifest file, and check every stream against its WAV.
     pub fn from_manifest(manifest_path: &Path) -> Result<Scenario> {
+        let bytes = std::fs::metadata(manifest_path)
+            .map_err(|source| RecordingError::Open {
+                path: manifest_path.to_path_buf(),
+                source,
+            })?
+            .len();
+        if bytes > blastnet_contract::manifest::MAX_MANIFEST_BYTES {
+            return Err(RecordingError::Open {
+                path: manifest_path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "{bytes} bytes: a manifest is read whole, at most {} MiB",
+                        blastnet_contract::manifest::MAX_MANIFEST_BYTES >> 20
+                    ),
+                ),
+            });
+        }
         let text =
             std::fs::read_to_string(manifest_path).map_err(|source| RecordingError::Open {
                 path: manifest_path.to_path_buf(),
