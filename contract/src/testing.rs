@@ -120,3 +120,16 @@ impl DetectionBuilder {
         self.0
     }
 }
+
+/// `n` pseudo-random bytes (xorshift64 from `seed`): a corrupted file's contents.
+pub fn noise_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.max(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

@@ -748,15 +748,7 @@ mod tests {
         let p2 = s.path_of(2).unwrap();
         let truncated = payload(2)[..40].to_vec();
         fs::write(&p2, &truncated).unwrap();
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let random: Vec<u8> = (0..700)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let random = blastnet_contract::testing::noise_bytes(700, 0x2545_F491_4F6C_DD1D);
         fs::write(dir.join(entry_name(3, None)), &random).unwrap();
         // An entry of the previous version (no checksum), good.
         fs::write(dir.join(entry_name(4, None)), payload(4)).unwrap();

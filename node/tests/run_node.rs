@@ -212,6 +212,20 @@ async fn a_full_spool_evicts_the_oldest_and_counts_it() {
 }
 
 /// The payload node `node` would have spooled as `seq`.
+/// Replay node `id` of the scenario in `dir` (state in `state`) through the
+/// broker at `url`, as fast as it goes, to its end.
+async fn replay_node(
+    dir: &Path,
+    id: &str,
+    url: &str,
+    state: &Path,
+) -> Result<blastnet_node::NodeSummary, blastnet_node::NodeError> {
+    let cfg = NodeRuntimeConfig::for_replay(id, "t", url, state).unwrap();
+    let sc = Scenario::open(dir).unwrap();
+    let src = ReplaySource::new(&sc, id, Pace::Fast, 1e-6).unwrap();
+    run_node(cfg, src, CancellationToken::new()).await
+}
+
 fn spooled_payload(node: &str, seq: u64) -> Vec<u8> {
     let onset = UtcNs::parse("2024-05-31T23:00:00Z")
         .unwrap()
@@ -254,15 +268,7 @@ async fn damaged_spool_entries_are_quarantined_and_the_good_ones_published_in_se
         let p2 = spool.path_of(2).unwrap();
         std::fs::write(&p2, &spooled_payload("q", 2)[..50]).unwrap();
     }
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let random: Vec<u8> = (0..600)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let random = blastnet_contract::testing::noise_bytes(600, 0x9E37_79B9_7F4A_7C15);
     std::fs::write(spool_dir.join(format!("{:020}.json", 4)), random).unwrap();
     let mut huge = spooled_payload("q", 6);
     huge.resize(2 << 20, b' ');
@@ -275,10 +281,9 @@ async fn damaged_spool_entries_are_quarantined_and_the_good_ones_published_in_se
 
     let broker = blastnet_broker::EmbeddedBroker::start_on_free_port().unwrap();
     let mut rx = watch(broker.port()).await;
-    let cfg = NodeRuntimeConfig::for_replay("q", "t", &broker.url(), &st).unwrap();
-    let sc = Scenario::open(tmp.path()).unwrap();
-    let src = ReplaySource::new(&sc, "q", Pace::Fast, 1e-6).unwrap();
-    let s = run_node(cfg, src, CancellationToken::new()).await.unwrap();
+    let s = replay_node(tmp.path(), "q", &broker.url(), &st)
+        .await
+        .unwrap();
     assert!(s.completed && s.drained, "{s:?}");
     assert_eq!(s.quarantined, 3, "{s:?}");
     assert_eq!((s.recovered, s.detections, s.acked), (4, 2, 6), "{s:?}");
@@ -344,12 +349,8 @@ async fn a_node_whose_writes_fail_starts_and_drains_its_spool() {
 
     let broker = blastnet_broker::EmbeddedBroker::start_on_free_port().unwrap();
     let mut rx = watch(broker.port()).await;
-    let sc = Scenario::open(tmp.path()).unwrap();
-    let run = || {
-        let cfg = NodeRuntimeConfig::for_replay("w", "t", &broker.url(), &st).unwrap();
-        let src = ReplaySource::new(&sc, "w", Pace::Fast, 1e-6).unwrap();
-        run_node(cfg, src, CancellationToken::new())
-    };
+    let url = broker.url();
+    let run = || replay_node(tmp.path(), "w", &url, &st);
     let s = run().await.unwrap();
     assert!(s.completed && s.drained, "{s:?}");
     assert_eq!((s.recovered, s.acked, s.detections), (3, 3, 0), "{s:?}");
@@ -404,10 +405,9 @@ async fn a_node_at_the_last_seq_refuses_to_spool_instead_of_wrapping() {
         .unwrap();
     let broker = blastnet_broker::EmbeddedBroker::start_on_free_port().unwrap();
     let mut rx = watch(broker.port()).await;
-    let cfg = NodeRuntimeConfig::for_replay("m", "t", &broker.url(), &st).unwrap();
-    let sc = Scenario::open(tmp.path()).unwrap();
-    let src = ReplaySource::new(&sc, "m", Pace::Fast, 1e-6).unwrap();
-    let s = run_node(cfg, src, CancellationToken::new()).await.unwrap();
+    let s = replay_node(tmp.path(), "m", &broker.url(), &st)
+        .await
+        .unwrap();
     assert!(s.completed && s.drained, "{s:?}");
     assert_eq!((s.detections, s.spool_append_failures), (1, 2), "{s:?}");
     let (dets, offline) = until_offline(&mut rx, 1).await;
