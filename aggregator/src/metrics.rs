@@ -49,6 +49,9 @@ pub struct Metrics {
     pub store_errors: AtomicU64,
     /// Nodes flagged by the engine (e.g. clock offset).
     pub nodes_flagged: AtomicU64,
+    /// Detections beyond their node's seed budget (`engine.seed_rate_hz`):
+    /// they support sources but seed no search.
+    pub detections_unseeded: AtomicU64,
     /// Nodes currently online (gauge).
     pub nodes_online: AtomicI64,
     /// Nodes known (gauge).
@@ -151,6 +154,11 @@ impl Metrics {
             "blastnet_aggregator_nodes_flagged_total",
             "Nodes flagged by the engine.",
             self.nodes_flagged.load(Relaxed),
+        );
+        counter(
+            "blastnet_aggregator_detections_unseeded_total",
+            "Detections beyond their node's seed budget (engine.seed_rate_hz): they support sources but seed no search.",
+            self.detections_unseeded.load(Relaxed),
         );
         counter(
             "blastnet_aggregator_mqtt_connects_total",

@@ -552,6 +552,9 @@ impl Pipeline {
             Trace::record(&mut self.trace, &TraceEntry::Detection(Box::new(d.clone())));
         }
         self.engine.on_detection(d, &mut self.actions);
+        self.metrics
+            .detections_unseeded
+            .store(self.engine.unseeded(), Relaxed);
         self.drain_actions(out);
     }
 

@@ -102,6 +102,17 @@ pub struct EngineConfig {
     pub clock_flag_min_events: usize,
     /// At most this many pending detections are considered when seeding an event.
     pub max_seed_candidates: usize,
+    /// Searches a node's picks may seed, per second of data time, sustained
+    /// (a token bucket of `seed_burst`): its other picks still support
+    /// sources, found from other nodes' picks. A node hears a salvo's
+    /// sources and a burst's rounds a few a second for a few seconds; steady
+    /// faster picking is noise (hail, wind, a fireworks night), and each
+    /// search costs a thousand hypotheses. A source heard by k nodes is
+    /// sought from every one of its picks that seeds: under a storm of
+    /// r picks/s at each, about k·rate/r of them. 0 lifts the limit.
+    pub seed_rate_hz: f64,
+    /// See `seed_rate_hz`: picks in a row that seed at any rate.
+    pub seed_burst: usize,
     /// Relative 1-sigma error of calibrated peak pressures, for yield bounds.
     pub yield_pressure_rel_sigma: f64,
 }
@@ -135,6 +146,8 @@ impl Default for EngineConfig {
             clock_flag_threshold_s: 0.02,
             clock_flag_min_events: 3,
             max_seed_candidates: 32,
+            seed_rate_hz: 1.0,
+            seed_burst: 20,
             yield_pressure_rel_sigma: 0.3,
         }
     }
@@ -213,6 +226,7 @@ impl EngineConfig {
             ("model_sigma_s", self.model_sigma_s),
             ("lateness_s", self.lateness_s),
             ("echo_window_s", self.echo_window_s),
+            ("seed_rate_hz", self.seed_rate_hz),
             ("yield_pressure_rel_sigma", self.yield_pressure_rel_sigma),
         ] {
             if !nonneg(v) {
@@ -268,6 +282,13 @@ impl EngineConfig {
                 "clock_flag_min_events",
                 "at least 2",
                 self.clock_flag_min_events.to_string(),
+            );
+        }
+        if self.seed_rate_hz > 0.0 && self.seed_burst < 1 {
+            return bad(
+                "seed_burst",
+                "at least 1 (with seed_rate_hz > 0)",
+                self.seed_burst.to_string(),
             );
         }
         if self.max_seed_candidates < 3 {

@@ -20,7 +20,7 @@ pub mod yield_est;
 
 pub use calibration::{Calibration, ErrorScale, NodeCalibration, SiteCalibration, StationTerm};
 pub use config::{ConfigError, EngineConfig};
-pub use engine::{Action, Engine, NodeInfo, TraceEntry};
+pub use engine::{Action, Engine, NodeInfo, TraceEntry, Work};
 pub use locate::{
     closed_form, closed_form_of, crlb, default_ground_u, locate, Arrival, Bound, Dims, DimsChoice,
     Guesses, LocateError, LocateOptions, Solution,

@@ -660,3 +660,105 @@ fn nodes_going_offline_before_the_flush_still_count_as_listening() {
     eng.flush(&mut out);
     check_all_located_no_ghosts(&finals(&out), &sources, "offline before flush");
 }
+
+/// `nodes` nodes over 2 km, three ground sources 8 s apart heard by every
+/// node (1 ms pick noise), and a storm of uncorrelated picks at `rate` per
+/// node per second for `secs` s (hail on the microphones, a fireworks night).
+fn storm_scene(
+    seed: u64,
+    nodes: usize,
+    rate: f64,
+    secs: f64,
+) -> (Vec<Node>, Vec<Source>, Vec<Detection>) {
+    let mut r = rng(seed);
+    let nodes = square_array(&mut r, nodes, 2000.0);
+    let p = prop(15.0);
+    let sources: Vec<Source> = (0..3)
+        .map(|i| Source {
+            enu: Enu::new(
+                r.random_range(-800.0..800.0),
+                r.random_range(-800.0..800.0),
+                0.0,
+            ),
+            t: 3.0 + 8.0 * i as f64 + r.random_range(0.0..2.0),
+        })
+        .collect();
+    let mut dets = Vec::new();
+    for s in &sources {
+        for n in &nodes {
+            let t = arrival(&p, s, n, 1e-3, &mut r);
+            dets.push(detection(
+                n,
+                0,
+                t,
+                1e-3,
+                StreamKind::Acoustic,
+                SourceKind::Explosion,
+                0.9,
+            ));
+        }
+    }
+    let picks = (rate * secs).round() as usize;
+    for n in &nodes {
+        for _ in 0..picks {
+            dets.push(detection(
+                n,
+                0,
+                r.random_range(0.0..secs),
+                1e-3,
+                StreamKind::Acoustic,
+                SourceKind::OtherImpulsive,
+                0.6,
+            ));
+        }
+    }
+    (nodes, sources, dets)
+}
+
+/// A noise storm: 30 nodes at 4 random picks a second each (issue #17).
+/// The work is bounded by the configuration, not by the noise: each node's
+/// picks seed at most `seed_burst` + `seed_rate_hz`·t searches (each pick
+/// is searched online and in the sweep), and a hypothesis is refined only
+/// where its support beats what the local pick rates explain by chance
+/// among all the hypotheses drawn (one search over pure noise in a hundred
+/// refines one: bounded here at one in ten). Every source is still located.
+/// Not asserted, and open: chance events among the noise (seeds 800–805
+/// gave 0, 2, 0, 1, 0 and 1 beside the three sources).
+#[test]
+fn a_noise_storm_costs_bounded_work_and_every_source_is_located() {
+    let (n, rate, secs) = (30, 4.0, 24.0);
+    let (nodes, sources, dets) = storm_scene(800, n, rate, secs);
+    let picks = dets.len() as u64;
+    let mut eng = dense_engine(&nodes);
+    let cfg = EngineConfig::default();
+    let out = run(&mut eng, dets);
+    let f = finals(&out);
+    for s in &sources {
+        assert!(
+            f.iter().any(|e| matches(e, s)),
+            "source at {:?} t {:.2} not located among {:?}",
+            s.enu,
+            s.t,
+            summary(&f)
+        );
+    }
+    let work = eng.work();
+    let seeds_most = n as f64 * (cfg.seed_burst as f64 + cfg.seed_rate_hz * (secs + 10.0));
+    eprintln!(
+        "{picks} picks, {} unseeded, {work:?}, {} finals",
+        eng.unseeded(),
+        f.len()
+    );
+    assert!(eng.unseeded() > 0, "the seed budget never bit");
+    assert!(
+        work.searches as f64 <= 2.0 * seeds_most,
+        "{} searches for {picks} picks: more than the seed budget allows ({seeds_most:.0} seeds)",
+        work.searches
+    );
+    assert!(
+        work.refined * 10 <= work.searches,
+        "{} of {} searches refined a hypothesis",
+        work.refined,
+        work.searches
+    );
+}

@@ -178,6 +178,10 @@ struct Det {
     outshone: bool,
     /// Already tried as the pivot of the sweep (see [`Engine::sweep`]).
     swept: bool,
+    /// Within its node's seed budget (see `EngineConfig::seed_rate_hz`): it
+    /// may be the pivot of a search (unless a probable echo) and of a
+    /// repeat (see [`Engine::find_repeats`]).
+    seeds: bool,
     /// Already tried as a repeat of the recent sources (see
     /// [`Engine::find_repeats`]); cleared when a new source is found.
     repeat_checked: bool,
@@ -286,6 +290,15 @@ struct OpenEvent {
     deadline: UtcNs,
 }
 
+/// Counts of the association's work (see [`Engine::work`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Work {
+    /// Searches for a source, each with one pick as the pivot.
+    pub searches: u64,
+    /// Hypotheses of those searches refined by a least-squares fit.
+    pub refined: u64,
+}
+
 /// The association engine. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -298,7 +311,15 @@ pub struct Engine {
     events: Vec<OpenEvent>,
     watermark: Option<UtcNs>,
     max_onset: Option<UtcNs>,
+    /// The onset from which the pool holds every pick delivered: the
+    /// earliest onset seen, raised as old picks leave the pool (the
+    /// coincidence test's background rate is counted over it only).
+    pool_from: Option<UtcNs>,
     next_uid: u64,
+    /// Picks beyond their node's seed budget (see `EngineConfig::seed_rate_hz`).
+    unseeded: u64,
+    /// Searches run, and hypotheses they refined (see [`Engine::work`]).
+    work: Work,
     next_event: u64,
     window_s: f64,
     /// The array's geometry as far as the registry keeps it up to date per
@@ -396,7 +417,10 @@ impl Engine {
             events: Vec::new(),
             watermark: None,
             max_onset: None,
+            pool_from: None,
             next_uid: 0,
+            unseeded: 0,
+            work: Work::default(),
             next_event: 0,
             window_s,
             geometry: nodes::Geometry::default(),
@@ -430,6 +454,18 @@ impl Engine {
         self.events.len()
     }
 
+    /// Picks that did not seed a search: beyond their node's seed budget
+    /// (see `EngineConfig::seed_rate_hz`).
+    pub fn unseeded(&self) -> u64 {
+        self.unseeded
+    }
+
+    /// The association's work so far: searches run and hypotheses refined
+    /// (a least-squares fit each; most of a search's cost).
+    pub fn work(&self) -> Work {
+        self.work
+    }
+
     /// Detections waiting for an event.
     pub fn pending_detections(&self) -> usize {
         self.pending.len()
@@ -445,6 +481,10 @@ impl Engine {
         let n = &mut self.nodes[node];
         n.silent_misses = 0;
         n.hw = Some(n.hw.map_or(det.onset_utc, |h| h.max(det.onset_utc)));
+        self.pool_from = Some(
+            self.pool_from
+                .map_or(det.onset_utc, |f| f.min(det.onset_utc)),
+        );
         self.max_onset = Some(
             self.max_onset
                 .map_or(det.onset_utc, |h| h.max(det.onset_utc)),
@@ -498,6 +538,7 @@ impl Engine {
             subordinate: false,
             outshone: false,
             swept: false,
+            seeds: false,
             repeat_checked: false,
         };
         self.next_uid += 1;
@@ -510,6 +551,11 @@ impl Engine {
             return;
         }
         self.note_candidate(&d);
+        if d.stream == StreamKind::Acoustic {
+            let (rate, burst) = (self.cfg.seed_rate_hz, self.cfg.seed_burst);
+            d.seeds = self.nodes[node].take_seed(d.onset, rate, burst);
+            self.unseeded += u64::from(!d.seeds);
+        }
         self.pending.push(d);
         // Bound the pool even if `advance` is never called. Generously: the
         // watermark may lag the newest onset by a status period (10 s) or
@@ -520,13 +566,15 @@ impl Engine {
             let limit = mo.add_secs_f64(-keep_s);
             if self.pending.first().is_some_and(|p| p.onset < limit) {
                 self.pending.retain(|p| p.onset >= limit);
+                self.pool_from = self.pool_from.map(|f| f.max(limit));
             }
         }
         if det.stream == StreamKind::Acoustic {
             // A source confirmed by enough nodes is published at once; weaker
             // evidence waits for the sweep, when all of it is in.
             if let Some(last) = self.pending.len().checked_sub(1) {
-                if self.pending[last].uid == d_uid && !self.pending[last].echo {
+                let d = &self.pending[last];
+                if d.uid == d_uid && d.seeds && !d.echo {
                     if let Some(found) = self.search(last, false) {
                         self.create_event(found, out);
                     }
@@ -612,6 +660,7 @@ impl Engine {
         // the coincidence test.
         let keep = ripe.add_secs_f64(-self.window_s - DENSITY_WINDOW_S);
         self.pending.retain(|p| p.onset >= keep);
+        self.pool_from = self.pool_from.map(|f| f.max(keep));
     }
 
     /// Finalise everything (end of a replay): every arrival is treated as delivered.
@@ -653,26 +702,36 @@ impl Engine {
     /// interleavings lost a source without this).
     fn sweep(&mut self, ripe: UtcNs, out: &mut Vec<Action>) {
         self.find_repeats(ripe, out);
+        // The pivots in order, until a source is found (it changes the
+        // pool); then again. A search without a source changes nothing
+        // else, so the order stands until then.
+        let mut order: Vec<usize> = Vec::new();
         loop {
-            let next = (0..self.pending.len())
-                .filter(|&i| {
-                    let q = &self.pending[i];
-                    !q.swept
-                        && q.onset < ripe
-                        && q.stream == StreamKind::Acoustic
-                        && !q.echo
-                        && !self.nodes[q.node].flagged
-                })
-                .min_by_key(|&i| (self.pending[i].outshone, self.pending[i].onset));
-            let Some(i) = next else {
-                return;
-            };
-            self.pending[i].swept = true;
-            if let Some(found) = self.search(i, true) {
-                if self.pending[i].outshone {
-                    self.rejudge_after(i, &found.members);
+            order.clear();
+            order.extend((0..self.pending.len()).filter(|&i| {
+                let q = &self.pending[i];
+                !q.swept
+                    && q.seeds
+                    && q.onset < ripe
+                    && q.stream == StreamKind::Acoustic
+                    && !q.echo
+                    && !self.nodes[q.node].flagged
+            }));
+            order.sort_by_key(|&i| (self.pending[i].outshone, self.pending[i].onset, i));
+            let mut found_one = false;
+            for &i in &order {
+                self.pending[i].swept = true;
+                if let Some(found) = self.search(i, true) {
+                    if self.pending[i].outshone {
+                        self.rejudge_after(i, &found.members);
+                    }
+                    self.create_event(found, out);
+                    found_one = true;
+                    break;
                 }
-                self.create_event(found, out);
+            }
+            if !found_one {
+                return;
             }
         }
     }
@@ -708,6 +767,7 @@ impl Engine {
             let q = self.pending[i];
             i += 1;
             if q.repeat_checked
+                || !q.seeds
                 || q.onset >= ripe
                 || q.stream != StreamKind::Acoustic
                 || self.nodes[q.node].flagged

@@ -71,6 +71,9 @@ pub(super) struct Node {
     pub(super) offline_at: Option<UtcNs>,
     /// Its station term (see [`crate::calibration`]).
     pub(super) term: StationTerm,
+    /// Its seed budget (see `EngineConfig::seed_rate_hz`): tokens, and the
+    /// onset they were counted at.
+    pub(super) seeds: (f64, Option<UtcNs>),
 }
 
 /// How far the frame's origin may lie from the median node before the
@@ -82,6 +85,27 @@ const REANCHOR_M: f64 = 10_000.0;
 const PRESUMED_DEAD_AFTER: usize = 3;
 
 impl Node {
+    /// Whether a pick at `onset` may seed a search, taking a token of the
+    /// node's seed budget if so (see `EngineConfig::seed_rate_hz`). Tokens
+    /// accrue in data time (a node delivers in order), to `burst`.
+    pub(super) fn take_seed(&mut self, onset: UtcNs, rate_hz: f64, burst: usize) -> bool {
+        if rate_hz <= 0.0 {
+            return true;
+        }
+        let cap = burst as f64;
+        let (tokens, at) = self.seeds;
+        let tokens = match at {
+            None => cap,
+            Some(t) => (tokens + rate_hz * onset.secs_since(t).max(0.0)).min(cap),
+        };
+        let seeds = tokens >= 1.0;
+        self.seeds = (
+            if seeds { tokens - 1.0 } else { tokens },
+            Some(onset.max(at.unwrap_or(onset))),
+        );
+        seeds
+    }
+
     /// Whether the node should have reported an arrival due at `t`.
     pub(super) fn expected_at(&self, t: UtcNs) -> bool {
         (self.info.online || self.offline_at.is_some_and(|o| t <= o))
@@ -139,6 +163,7 @@ impl Engine {
                     site: self.nodes.len(),
                     offline_at: None,
                     term: self.restored_terms.get(&id).cloned().unwrap_or_default(),
+                    seeds: (0.0, None),
                 });
                 (self.nodes.len() - 1, Change::Added)
             }

@@ -66,7 +66,7 @@ pub(in crate::engine) enum SeedVerdict {
 }
 
 /// P(at least `k` successes) among independent trials with probabilities `ps`.
-fn poisson_binomial_tail(ps: &[f64], k: usize) -> f64 {
+pub(in crate::engine) fn poisson_binomial_tail(ps: &[f64], k: usize) -> f64 {
     if k == 0 {
         return 1.0;
     }
@@ -496,13 +496,7 @@ impl Engine {
                     sigs[sigs.len() / 2]
                 }
             };
-            // Over the part of the window this node has delivered: online,
-            // a far node's window may reach past its newest pick, and
-            // counting the undelivered part as empty would understate the
-            // rate (and make a coincidence look significant).
-            let delivered = self.due_time(n).secs_since(centre);
-            let span = DENSITY_WINDOW_S + delivered.clamp(-DENSITY_WINDOW_S, DENSITY_WINDOW_S);
-            let rate = count as f64 / span.max(MIN_DENSITY_SPAN_S);
+            let rate = count as f64 / self.density_span(n, centre);
             let gate = self.cfg.gate_sigmas * (s * s + sig * sig).sqrt();
             let p = 1.0 - (-rate * 2.0 * gate).exp();
             match sites.iter_mut().find(|x| x.site == node.site) {
@@ -537,6 +531,21 @@ impl Engine {
         let mut ps: Vec<f64> = used_p[k..].to_vec();
         ps.extend(sites.iter().filter(|x| !x.used).map(|x| x.p));
         poisson_binomial_tail(&ps, n_used - k)
+    }
+
+    /// The part of the window of `DENSITY_WINDOW_S` around `centre` over
+    /// which the pool holds node `n`'s picks, s (at least
+    /// `MIN_DENSITY_SPAN_S`): online, a far node's window may reach past
+    /// its newest pick, and the sweep judges picks near the pool's oldest;
+    /// counting the part not held as empty would understate the rate (and
+    /// make a coincidence look significant: in a storm of 5 random picks a
+    /// second, the sweep's first hypotheses explained twice the nodes the
+    /// rate over the whole window predicted).
+    pub(in crate::engine) fn density_span(&self, n: usize, centre: UtcNs) -> f64 {
+        let w = DENSITY_WINDOW_S;
+        let from = self.pool_from.map_or(-w, |f| f.secs_since(centre)).max(-w);
+        let to = self.due_time(n).secs_since(centre).min(w);
+        (to - from).max(MIN_DENSITY_SPAN_S)
     }
 
     /// Live nodes outside `used_nodes` whose predicted arrival is already due
