@@ -328,3 +328,317 @@ fn the_shipped_unit_waits_longer_than_the_shutdown_takes() {
     assert!(secs >= 5.0, "TimeoutStopSec={secs}");
     assert!(blastnet_aggregator::SHUTDOWN_BUDGET < Duration::from_secs(5));
 }
+
+const SOAK_SITE: &str = "soak";
+/// Sources per soak round (4 s apart: one round is 200 s of data).
+const ROUND_SOURCES: usize = 50;
+
+/// Round `k` of the soak: `ROUND_SOURCES` sources inside the ring, 4 s
+/// apart, after the earlier rounds' (seq continues), with online statuses
+/// every 10 s of data time.
+fn soak_round(layout: &Layout, k: usize) -> Vec<(String, Vec<u8>)> {
+    let frame = EnuFrame::new(centre());
+    let t0 = UtcNs::parse("2024-05-01T12:00:00Z").unwrap();
+    let span = 4.0 * ROUND_SOURCES as f64;
+    let mut rng: u64 = 0x2545_f491_4f6c_dd1d ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut uniform = move || {
+        rng = rng
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (rng >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut msgs = Vec::new();
+    let from = 5.0 + span * k as f64;
+    let mut next_status = from;
+    for j in 0..ROUND_SOURCES {
+        let at = from + 4.0 * j as f64;
+        while next_status <= at {
+            msgs.extend(layout.statuses(NodeState::Online, t0.add_secs_f64(next_status)));
+            next_status += 10.0;
+        }
+        let (r, a) = (400.0 * uniform().sqrt(), std::f64::consts::TAU * uniform());
+        let src = frame.to_geodetic(Enu::new(r * a.cos(), r * a.sin(), 0.0));
+        let i = k * ROUND_SOURCES + j;
+        let dets = layout.detections(src, t0.add_secs_f64(at), i as u64 + 1);
+        msgs.extend(layout.detection_messages(&dets));
+    }
+    msgs
+}
+
+/// Final event ids published on the site's event topic, collected by a
+/// persistent subscriber (it outlives broker restarts) until `stop`.
+fn event_listener(
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<BTreeSet<String>> {
+    use rumqttc::{Client, Event as MqttEvent, MqttOptions, Packet, QoS};
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let mut opts = MqttOptions::new("soak-listener", "127.0.0.1", port);
+        opts.set_clean_session(false);
+        // Acknowledged once recorded: one the client read but did not hand
+        // over before a broker restart comes again.
+        opts.set_manual_acks(true);
+        opts.set_keep_alive(Duration::from_secs(5));
+        let max = blastnet_contract::broker::MAX_PACKET_BYTES;
+        opts.set_max_packet_size(max, max);
+        let (client, mut conn) = Client::new(opts, 1024);
+        let topic = blastnet_contract::topic::event("blastnet", SOAK_SITE);
+        let mut finals = BTreeSet::new();
+        let mut ready = Some(tx);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            match conn.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(MqttEvent::Incoming(Packet::ConnAck(_)))) => {
+                    // (Again after a broker restart: the session may be gone.)
+                    let _ = client.subscribe(topic.clone(), QoS::AtLeastOnce);
+                }
+                Ok(Ok(MqttEvent::Incoming(Packet::SubAck(_)))) => {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(Ok(MqttEvent::Incoming(Packet::Publish(p)))) => {
+                    if let Ok(e) = serde_json::from_slice::<Event>(&p.payload) {
+                        if e.status == EventStatus::Final {
+                            finals.insert(e.event_id);
+                        }
+                    }
+                    let _ = client.try_ack(&p);
+                }
+                Ok(Err(_)) => std::thread::sleep(Duration::from_millis(200)),
+                _ => {}
+            }
+        }
+        finals
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("the soak's event listener subscribed");
+    handle
+}
+
+/// The soak (issue #17): rounds of 250 detections through Mosquitto into
+/// the aggregator process on one store, each round followed at a random
+/// moment of its ingest by one fault of the mix, in turn: `kill -9` and a
+/// restart, SIGTERM and a restart, Mosquitto stopped for 3 s, a 200 kB
+/// payload on a node's detection topic. Then the counts against a
+/// fault-free run of everything sent: detections sent, in stored events,
+/// lost, stored twice; events expected, published (a persistent
+/// subscriber), stored. `BLASTNET_SOAK_S` sets how long the rounds go on
+/// (default 20 s; `scripts/soak` runs 10 minutes). Asserted: nothing lost,
+/// nothing twice, every event of the fault-free run stored and no other,
+/// and every stored revision acknowledged by the broker (a final revision
+/// not acknowledged before a `kill -9` goes out again at the restart: the
+/// event outbox).
+#[test]
+fn soak_under_a_fault_mix_loses_nothing_and_stores_nothing_twice() {
+    let secs: u64 = std::env::var("BLASTNET_SOAK_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let mut broker = Mosquitto::start_required();
+    let port = broker.port();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.db");
+    let http = blastnet_broker::free_port();
+    let config = write_config(dir.path(), port, http, &db);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("crash", SOAK_SITE);
+    std::fs::write(&config, text).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = event_listener(port, stop.clone());
+
+    let layout = Layout::ring(SOAK_SITE, centre(), NODES, 600.0);
+    let t0 = UtcNs::parse("2024-05-01T12:00:00Z").unwrap();
+    let mut sent = layout.statuses(NodeState::Online, t0);
+    let publish = |msgs: &[(String, Vec<u8>)], id: &str| {
+        rt.block_on(publish_all("127.0.0.1", port, id, msgs, false))
+            .unwrap()
+    };
+    publish(&sent, "soak-pub");
+    let mut run = 0;
+    let log = |run: usize| dir.path().join(format!("run{run}.log"));
+    let mut agg = spawn(&config, &log(run));
+    wait_up(&rt, http, &mut agg, &log(run));
+
+    let start = Instant::now();
+    let mut faults = [0usize; 4];
+    let mut round = 0;
+    let mut clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let msgs = soak_round(&layout, round);
+        publish(&msgs, "soak-pub");
+        sent.extend(msgs);
+        clock = clock
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        std::thread::sleep(Duration::from_millis((clock >> 33) % 200));
+        let fault = round % faults.len();
+        faults[fault] += 1;
+        match fault {
+            0 => {
+                agg.kill().unwrap();
+                agg.wait().unwrap();
+                run += 1;
+                agg = spawn(&config, &log(run));
+                wait_up(&rt, http, &mut agg, &log(run));
+            }
+            1 => {
+                terminate(&mut agg, &log(run));
+                run += 1;
+                agg = spawn(&config, &log(run));
+                wait_up(&rt, http, &mut agg, &log(run));
+            }
+            2 => {
+                broker.stop();
+                std::thread::sleep(Duration::from_secs(3));
+                broker.start_again().unwrap();
+                wait_up(&rt, http, &mut agg, &log(run));
+            }
+            _ => {
+                let topic = blastnet_contract::topic::detection("blastnet", SOAK_SITE, "n01");
+                publish(&[(topic, vec![b'x'; 200_000])], "soak-poison");
+            }
+        }
+        round += 1;
+    }
+    // The end of the data: statuses past the last arrival, then offline.
+    let end = 5.0 + 4.0 * (round * ROUND_SOURCES) as f64 + 30.0;
+    let mut tail = layout.statuses(NodeState::Online, t0.add_secs_f64(end));
+    tail.extend(layout.statuses(NodeState::Offline, t0.add_secs_f64(end + 1.0)));
+    publish(&tail, "soak-pub");
+    sent.extend(tail);
+
+    // The fault-free reference: everything sent, through an in-process
+    // aggregator with no store (its own client id: the soak's aggregator
+    // keeps its session).
+    let reference = rt.block_on(async {
+        let mut cfg = AggregatorConfig::for_broker(&format!("mqtt://127.0.0.1:{port}")).unwrap();
+        cfg.mqtt.client_id = "soak-reference".into();
+        cfg.mqtt.sites = vec![SOAK_SITE.into()];
+        cfg.mqtt.prefix = "soak-reference".into();
+        cfg.time.base = TimeBase::Nodes;
+        cfg.store.path = StorePath::Memory;
+        cfg.http_listen = "127.0.0.1:0".parse().unwrap();
+        let mut h = blastnet_aggregator::start(cfg, CancellationToken::new())
+            .await
+            .unwrap();
+        let moved: Vec<(String, Vec<u8>)> = sent
+            .iter()
+            .map(|(t, p)| (t.replacen("blastnet/", "soak-reference/", 1), p.clone()))
+            .collect();
+        publish_all("127.0.0.1", port, "soak-pub-ref", &moved, false)
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(120), h.completed())
+            .await
+            .expect("reference run completes");
+        h.shutdown();
+        h.join().await.unwrap().events
+    });
+    let want = finals(&reference);
+
+    // Wait for the soak's aggregator to store them all, then stop it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = get(
+            &rt,
+            http,
+            &format!("/api/events?limit={}", 4 * want.len() + 10),
+        )
+        .map(|body| finals(&serde_json::from_str::<Vec<Event>>(&body).unwrap()).len());
+        if got.is_some_and(|n| n >= want.len()) || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    terminate(&mut agg, &log(run));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let published = listener.join().unwrap();
+
+    let store = blastnet_aggregator::store::Store::open_file(&db).unwrap();
+    let all = store
+        .events_between(None, None, 4 * want.len() + 10)
+        .unwrap();
+    let stored = finals(&all);
+    let detections: BTreeSet<(String, u64)> = sent
+        .iter()
+        .filter(|(t, _)| t.ends_with("/detection"))
+        .filter_map(|(_, p)| serde_json::from_slice::<blastnet_contract::Detection>(p).ok())
+        .map(|d| (d.node_id, d.seq))
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut twice = 0;
+    for (picks, _, _) in stored.values() {
+        for p in picks {
+            twice += usize::from(!seen.insert(p.clone()));
+        }
+    }
+    let want_picks: BTreeSet<_> = want.values().flat_map(|v| v.0.iter().cloned()).collect();
+    let lost = want_picks.difference(&seen).count();
+    let expected: BTreeSet<&String> = want.keys().collect();
+    let got_published = expected
+        .iter()
+        .filter(|id| published.contains(**id))
+        .count();
+    let got_stored = expected
+        .iter()
+        .filter(|id| stored.contains_key(**id))
+        .count();
+    println!(
+        "soak: {:.0} s, {round} rounds, faults kill -9 {} / SIGTERM {} / broker stop {} / 200 kB payload {}; \
+         detections sent {}, in stored events {}, lost {lost}, stored twice {twice}; \
+         events expected {}, published {got_published}, stored {got_stored} ({} stored in all)",
+        start.elapsed().as_secs_f64(),
+        faults[0],
+        faults[1],
+        faults[2],
+        faults[3],
+        detections.len(),
+        seen.len(),
+        want.len(),
+        stored.len(),
+    );
+    assert!(
+        want.len() >= round * ROUND_SOURCES * 99 / 100,
+        "the reference locates {} of {}",
+        want.len(),
+        round * ROUND_SOURCES
+    );
+    assert_eq!(lost, 0, "detections of the reference's events not stored");
+    assert_eq!(twice, 0, "detections stored in two events");
+    assert_eq!(
+        got_stored,
+        want.len(),
+        "events of the fault-free run stored"
+    );
+    assert_eq!(
+        stored.len(),
+        want.len(),
+        "no event stored beyond the fault-free run's"
+    );
+    // The event outbox: every revision stored was acknowledged by the
+    // broker (what a killed run had not got acknowledged went out again at
+    // the restart). What the subscriber received is reported, not asserted:
+    // with broker restarts in the mix it receives fewer than Mosquitto
+    // acknowledged (measured: none missing in four 65-round runs without
+    // them, 4–200 of 550 with them; open, on the broker's side or the
+    // subscriber's).
+    let unpublished = store.unpublished().unwrap();
+    assert!(
+        unpublished.is_empty(),
+        "{} stored revisions the broker never acknowledged, e.g. {}",
+        unpublished.len(),
+        unpublished[0].event_id
+    );
+    drop(broker);
+}

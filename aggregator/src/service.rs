@@ -243,6 +243,13 @@ pub async fn start(
     // disk (the inbox thread acknowledges); otherwise on receipt.
     let inbox = cfg.ingest.inbox && store.is_durable();
     opts.set_manual_acks(inbox);
+    // The store thread's queue (made here: the MQTT loop marks what the
+    // broker acknowledged), and with an inbox the event outbox.
+    let (store_tx, store_rx) = std::sync::mpsc::channel::<StoreReq>();
+    let tracker: Option<Tracker> = inbox.then(|| {
+        store.track_publishing();
+        Tracker::default()
+    });
     if let Some((u, p)) = &m.credentials {
         opts.set_credentials(u.clone(), p.clone());
     }
@@ -270,6 +277,7 @@ pub async fn start(
         metrics: metrics.clone(),
         connected: mqtt_connected.clone(),
         last_error: last_error.clone(),
+        tracker: tracker.clone().map(|t| (t, store_tx.clone())),
     }));
 
     let timeout = cfg.mqtt.connect_timeout;
@@ -345,6 +353,9 @@ pub async fn start(
         proc,
         cfg,
         store,
+        store_tx,
+        store_rx,
+        tracker,
         inbox,
         client,
         in_rx,
@@ -375,6 +386,9 @@ struct MqttLoop {
     metrics: Arc<Metrics>,
     connected: Arc<AtomicBool>,
     last_error: Arc<std::sync::Mutex<String>>,
+    /// With an inbox: the outbox's bookkeeping, and where acknowledged
+    /// revisions are marked.
+    tracker: Option<(Tracker, std::sync::mpsc::Sender<StoreReq>)>,
 }
 
 async fn mqtt_loop(mut s: MqttLoop) {
@@ -429,6 +443,28 @@ async fn mqtt_loop(mut s: MqttLoop) {
                 }
             }
             Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) if pkid != 0 => {
+                if let Some((t, _)) = &s.tracker {
+                    let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
+                    if !t.by_pkid.contains_key(&pkid) {
+                        let key = t.queued.pop_front().flatten();
+                        t.by_pkid.insert(pkid, key);
+                    }
+                }
+            }
+            Ok(rumqttc::Event::Incoming(Packet::PubAck(ack))) => {
+                if let Some((t, store_tx)) = &s.tracker {
+                    let key = t
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .by_pkid
+                        .remove(&ack.pkid)
+                        .flatten();
+                    if let Some((id, revision)) = key {
+                        let _ = store_tx.send(StoreReq::Published(id, revision));
+                    }
+                }
+            }
             Ok(_) => {}
             Err(e) => {
                 s.connected.store(false, Relaxed);
@@ -472,7 +508,25 @@ struct Processor {
 struct PublishReq {
     topic: String,
     payload: Vec<u8>,
+    /// Its event id and revision, marked published in the store once the
+    /// broker acknowledges it (with an inbox; see [`PubTracker`]).
+    key: Option<(String, u32)>,
 }
+
+/// The event outbox's bookkeeping: which publish the broker acknowledged.
+/// The publisher queues each revision's key before handing it to the
+/// client; the client sends publishes in that order, each under a new
+/// packet id (a resend after a reconnect keeps its id); a PUBACK names the
+/// id. A revision acknowledged is marked published in the store; one not
+/// acknowledged (the process killed, the broker gone) is published again
+/// at the next start ([`Store::unpublished`]).
+#[derive(Default)]
+struct PubTracker {
+    queued: std::collections::VecDeque<Option<(String, u32)>>,
+    by_pkid: HashMap<u16, Option<(String, u32)>>,
+}
+
+type Tracker = Arc<std::sync::Mutex<PubTracker>>;
 
 /// The (node, seq) of the detections an event uses, sorted.
 fn used_picks(ev: &Event) -> Vec<(&str, u64)> {
@@ -527,6 +581,7 @@ impl Processor {
                             let _ = pub_tx.send(PublishReq {
                                 topic: topic::event(&self.prefix, &site),
                                 payload,
+                                key: Some((ev.event_id.clone(), ev.revision)),
                             });
                         }
                         Err(err) => {
@@ -743,6 +798,9 @@ fn store_writer(store: &Store, rx: &std::sync::mpsc::Receiver<StoreReq>, metrics
                 StoreReq::Calibration(c) => store
                     .put_calibration(c)
                     .map_err(|e| format!("storing the station terms and error scales: {e}")),
+                StoreReq::Published(id, revision) => store
+                    .mark_published(id, *revision)
+                    .map_err(|e| format!("marking event {id} revision {revision} published: {e}")),
             };
             match written {
                 Ok(()) => {
@@ -777,12 +835,17 @@ enum StoreReq {
     Event(Box<Event>, Vec<Detection>),
     /// What the engine learned.
     Calibration(Box<blastnet_aggregator_core::Calibration>),
+    /// The broker acknowledged this revision of this event.
+    Published(String, u32),
 }
 
 struct Supervisor {
     proc: Processor,
     cfg: AggregatorConfig,
     store: Store,
+    store_tx: std::sync::mpsc::Sender<StoreReq>,
+    store_rx: std::sync::mpsc::Receiver<StoreReq>,
+    tracker: Option<Tracker>,
     /// Messages go through the store's inbox before they are acknowledged.
     inbox: bool,
     client: AsyncClient,
@@ -799,6 +862,9 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
         mut proc,
         cfg,
         store,
+        store_tx,
+        store_rx,
+        tracker,
         inbox,
         client,
         mut in_rx,
@@ -831,7 +897,11 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
     };
 
     // Store thread.
-    let (store_tx, store_rx) = std::sync::mpsc::channel::<StoreReq>();
+    let unpublished = if tracker.is_some() {
+        store.unpublished()?
+    } else {
+        Vec::new()
+    };
     let store_metrics = proc.metrics.clone();
     let store_thread = std::thread::Builder::new()
         .name("aggregator-store".into())
@@ -839,11 +909,18 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
         .map_err(|e| AggregatorError::Task(format!("spawning the store thread: {e}")))?;
 
     // Publisher.
+    let awaiting = tracker.clone();
     let (pub_tx, mut pub_rx) = mpsc::unbounded_channel::<PublishReq>();
     let pub_client = client.clone();
     let pub_metrics = proc.metrics.clone();
     let publisher = tokio::spawn(async move {
         while let Some(r) = pub_rx.recv().await {
+            if let Some(t) = &tracker {
+                t.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .queued
+                    .push_back(r.key.clone());
+            }
             if let Err(e) = pub_client
                 .publish(r.topic.clone(), QoS::AtLeastOnce, false, r.payload)
                 .await
@@ -853,6 +930,25 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
             }
         }
     });
+
+    // The outbox: what an earlier run stored but the broker never
+    // acknowledged (killed before, or the broker gone), published again.
+    if !unpublished.is_empty() {
+        tracing::info!(
+            "publishing {} event revisions again that the broker did not acknowledge",
+            unpublished.len()
+        );
+    }
+    for ev in unpublished {
+        let site = ev.site.clone().unwrap_or_else(|| "default".to_string());
+        if let Ok(payload) = serde_json::to_vec(&ev) {
+            let _ = pub_tx.send(PublishReq {
+                topic: topic::event(&proc.prefix, &site),
+                payload,
+                key: Some((ev.event_id.clone(), ev.revision)),
+            });
+        }
+    }
 
     let mut outs = Vec::new();
     if inbox {
@@ -929,6 +1025,22 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
     drop(store_tx);
     let _ =
         tokio::time::timeout(SHUTDOWN_BUDGET.saturating_sub(started.elapsed()), publisher).await;
+    // The outbox: wait (within half the budget left) for the broker's
+    // acknowledgements of what was published, so that the next start does
+    // not publish it again.
+    if let Some(t) = awaiting {
+        let until = Instant::now() + SHUTDOWN_BUDGET.saturating_sub(started.elapsed()) / 2;
+        loop {
+            let open = {
+                let t = t.lock().unwrap_or_else(|p| p.into_inner());
+                !t.queued.is_empty() || t.by_pkid.values().any(Option::is_some)
+            };
+            if !open || Instant::now() >= until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
     // The disconnect is queued behind the publishes, so they reach the broker first.
     let left = SHUTDOWN_BUDGET.saturating_sub(started.elapsed());
     let _ = tokio::time::timeout(left, client.disconnect()).await;

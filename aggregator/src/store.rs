@@ -8,6 +8,7 @@
 //! per second at most, and one connection keeps `:memory:` stores working.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use blastnet_aggregator_core::{Calibration, NodeCalibration, SiteCalibration};
@@ -128,6 +129,11 @@ const MIGRATIONS: &[&str] = &[
         data_ns   INTEGER NOT NULL
      );
      CREATE INDEX inbox_data ON inbox(data_ns);",
+    // 4: the event outbox: whether the broker acknowledged the latest
+    // revision of an event (earlier rows count as published). A restart
+    // publishes again what it did not.
+    "ALTER TABLE events ADD COLUMN published INTEGER NOT NULL DEFAULT 1;
+     CREATE INDEX events_unpublished ON events(published) WHERE published = 0;",
 ];
 
 /// The newest schema version this build writes.
@@ -152,6 +158,10 @@ pub struct Store {
     keep: KeepRevisions,
     /// The single-writer lock (file stores), held while any clone lives.
     writer_lock: Option<Arc<std::fs::File>>,
+    /// A revision stored is unpublished until [`Store::mark_published`]
+    /// (the aggregator with an inbox tracks its publishes); otherwise
+    /// stored as published.
+    outbox: Arc<AtomicBool>,
 }
 
 /// One message of the inbox.
@@ -246,6 +256,7 @@ impl Store {
             name: name.clone().into(),
             keep,
             writer_lock: lock,
+            outbox: Arc::new(AtomicBool::new(false)),
         };
         store.migrate()?;
         Ok(store)
@@ -366,14 +377,17 @@ impl Store {
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         let now = UtcNs::now().0;
+        let published = i64::from(!self.outbox.load(Ordering::Relaxed));
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         tx.execute(
-            "INSERT INTO events (event_id, revision, origin_ns, status, json, updated_ns)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO events (event_id, revision, origin_ns, status, json, updated_ns, published)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT(event_id) DO UPDATE SET
                revision = excluded.revision, origin_ns = excluded.origin_ns,
-               status = excluded.status, json = excluded.json, updated_ns = excluded.updated_ns
+               status = excluded.status, json = excluded.json, updated_ns = excluded.updated_ns,
+               published = MAX(excluded.published,
+                               events.published AND excluded.revision = events.revision)
              WHERE excluded.revision >= events.revision",
             params![
                 event.event_id,
@@ -381,7 +395,8 @@ impl Store {
                 event.origin_utc.0,
                 status,
                 json,
-                now
+                now,
+                published
             ],
         )
         .map_err(|e| self.err(e))?;
@@ -421,6 +436,45 @@ impl Store {
             what: what.to_string(),
             source,
         })
+    }
+
+    /// Track publishing (see [`Store::mark_published`]): revisions stored
+    /// from now on count as unpublished until marked.
+    pub fn track_publishing(&self) {
+        self.outbox.store(true, Ordering::Relaxed);
+    }
+
+    /// The broker acknowledged revision `revision` of `event_id`: it is
+    /// not published again after a restart (a newer revision stored
+    /// meanwhile stays unpublished).
+    pub fn mark_published(&self, event_id: &str, revision: u32) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "UPDATE events SET published = 1 WHERE event_id = ?1 AND revision = ?2",
+                params![event_id, revision],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Latest revisions the broker never acknowledged (see
+    /// [`Store::track_publishing`]), oldest origin first.
+    pub fn unpublished(&self) -> Result<Vec<Event>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT event_id, json FROM events WHERE published = 0 ORDER BY origin_ns, event_id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, json) = row.map_err(|e| self.err(e))?;
+            out.push(self.parse_event(&format!("event {id}"), &json)?);
+        }
+        Ok(out)
     }
 
     /// Latest revisions of events whose origin is in `[from, to)`, oldest
