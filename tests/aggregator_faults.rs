@@ -142,6 +142,43 @@ fn terminate(child: &mut Child, log: &Path) -> Duration {
     }
 }
 
+/// The fault-free reference: `msgs` (on `blastnet/...` topics) moved under
+/// `prefix` and published through an in-process aggregator with no store
+/// (client ids `{name}-reference` and `{name}-pub-ref`); its events.
+fn fault_free(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    name: &str,
+    prefix: &str,
+    site: &str,
+    msgs: &[(String, Vec<u8>)],
+) -> Vec<Event> {
+    rt.block_on(async {
+        let mut cfg = AggregatorConfig::for_broker(&format!("mqtt://127.0.0.1:{port}")).unwrap();
+        cfg.mqtt.client_id = format!("{name}-reference");
+        cfg.mqtt.sites = vec![site.into()];
+        cfg.mqtt.prefix = prefix.into();
+        cfg.time.base = TimeBase::Nodes;
+        cfg.store.path = StorePath::Memory;
+        cfg.http_listen = "127.0.0.1:0".parse().unwrap();
+        let mut h = blastnet_aggregator::start(cfg, CancellationToken::new())
+            .await
+            .unwrap();
+        let moved: Vec<(String, Vec<u8>)> = msgs
+            .iter()
+            .map(|(t, p)| (t.replacen("blastnet/", &format!("{prefix}/"), 1), p.clone()))
+            .collect();
+        publish_all("127.0.0.1", port, &format!("{name}-pub-ref"), &moved, false)
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(120), h.completed())
+            .await
+            .expect("reference run completes");
+        h.shutdown();
+        h.join().await.unwrap().events
+    })
+}
+
 /// A final event as compared: (used picks, lat, lon).
 type Final = (BTreeSet<(String, u64)>, f64, f64);
 
@@ -176,25 +213,7 @@ fn kill_9_and_sigterm_mid_ingest_lose_nothing_and_store_nothing_twice() {
 
     // The fault-free reference: the same traffic through an in-process
     // aggregator with no store.
-    let reference = rt.block_on(async {
-        let mut cfg = AggregatorConfig::for_broker(&format!("mqtt://127.0.0.1:{port}")).unwrap();
-        cfg.mqtt.client_id = "crash-reference".into();
-        cfg.mqtt.sites = vec![SITE.into()];
-        cfg.time.base = TimeBase::Nodes;
-        cfg.store.path = StorePath::Memory;
-        cfg.http_listen = "127.0.0.1:0".parse().unwrap();
-        let mut h = blastnet_aggregator::start(cfg, CancellationToken::new())
-            .await
-            .unwrap();
-        publish_all("127.0.0.1", port, "crash-pub-ref", &msgs, false)
-            .await
-            .unwrap();
-        tokio::time::timeout(Duration::from_secs(60), h.completed())
-            .await
-            .expect("reference run completes");
-        h.shutdown();
-        h.join().await.unwrap().events
-    });
+    let reference = fault_free(&rt, port, "crash", "blastnet", SITE, &msgs);
     let want = finals(&reference);
     assert!(
         want.len() >= SOURCES * 99 / 100,
@@ -529,30 +548,7 @@ fn soak_under_a_fault_mix_loses_nothing_and_stores_nothing_twice() {
     // The fault-free reference: everything sent, through an in-process
     // aggregator with no store (its own client id: the soak's aggregator
     // keeps its session).
-    let reference = rt.block_on(async {
-        let mut cfg = AggregatorConfig::for_broker(&format!("mqtt://127.0.0.1:{port}")).unwrap();
-        cfg.mqtt.client_id = "soak-reference".into();
-        cfg.mqtt.sites = vec![SOAK_SITE.into()];
-        cfg.mqtt.prefix = "soak-reference".into();
-        cfg.time.base = TimeBase::Nodes;
-        cfg.store.path = StorePath::Memory;
-        cfg.http_listen = "127.0.0.1:0".parse().unwrap();
-        let mut h = blastnet_aggregator::start(cfg, CancellationToken::new())
-            .await
-            .unwrap();
-        let moved: Vec<(String, Vec<u8>)> = sent
-            .iter()
-            .map(|(t, p)| (t.replacen("blastnet/", "soak-reference/", 1), p.clone()))
-            .collect();
-        publish_all("127.0.0.1", port, "soak-pub-ref", &moved, false)
-            .await
-            .unwrap();
-        tokio::time::timeout(Duration::from_secs(120), h.completed())
-            .await
-            .expect("reference run completes");
-        h.shutdown();
-        h.join().await.unwrap().events
-    });
+    let reference = fault_free(&rt, port, "soak", "soak-reference", SOAK_SITE, &sent);
     let want = finals(&reference);
 
     // Wait for the soak's aggregator to store them all, then stop it.

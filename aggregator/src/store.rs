@@ -460,14 +460,24 @@ impl Store {
     /// Latest revisions the broker never acknowledged (see
     /// [`Store::track_publishing`]), oldest origin first.
     pub fn unpublished(&self) -> Result<Vec<Event>, StoreError> {
+        self.query_events(
+            "SELECT event_id, json FROM events WHERE published = 0 ORDER BY origin_ns, event_id",
+            [],
+        )
+    }
+
+    /// The events of `sql` (selecting `event_id, json`) with `params`.
+    fn query_events(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<Event>, StoreError> {
         let conn = self.lock();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT event_id, json FROM events WHERE published = 0 ORDER BY origin_ns, event_id",
-            )
-            .map_err(|e| self.err(e))?;
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .query_map(params, |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
@@ -485,47 +495,23 @@ impl Store {
         to: Option<UtcNs>,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT event_id, json FROM events WHERE origin_ns >= ?1 AND origin_ns < ?2
-                 ORDER BY origin_ns, event_id LIMIT ?3",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(
-                params![
-                    from.map_or(i64::MIN, |t| t.0),
-                    to.map_or(i64::MAX, |t| t.0),
-                    limit.min(i64::MAX as usize) as i64
-                ],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
-            )
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, json) = row.map_err(|e| self.err(e))?;
-            out.push(self.parse_event(&format!("event {id}"), &json)?);
-        }
-        Ok(out)
+        self.query_events(
+            "SELECT event_id, json FROM events WHERE origin_ns >= ?1 AND origin_ns < ?2
+             ORDER BY origin_ns, event_id LIMIT ?3",
+            params![
+                from.map_or(i64::MIN, |t| t.0),
+                to.map_or(i64::MAX, |t| t.0),
+                limit.min(i64::MAX as usize) as i64
+            ],
+        )
     }
 
     /// The most recent `limit` events by origin time, oldest first.
     pub fn recent_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare_cached("SELECT event_id, json FROM events ORDER BY origin_ns DESC LIMIT ?1")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![limit.min(i64::MAX as usize) as i64], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, json) = row.map_err(|e| self.err(e))?;
-            out.push(self.parse_event(&format!("event {id}"), &json)?);
-        }
+        let mut out = self.query_events(
+            "SELECT event_id, json FROM events ORDER BY origin_ns DESC LIMIT ?1",
+            params![limit.min(i64::MAX as usize) as i64],
+        )?;
         out.reverse();
         Ok(out)
     }

@@ -532,17 +532,25 @@ fn revisions_keep_the_id_and_the_final_waits_for_the_farthest_live_node() {
     assert!(matches(&f[0], &s));
 }
 
-/// 11 nodes over 3.5 km, three ground sources 8 s apart heard by every node
-/// (1 ms pick noise), and 30 uncorrelated false triggers per node in 25 s.
-fn dense_scene(seed: u64) -> (Vec<Node>, Vec<Source>, Vec<Detection>) {
+/// `nodes` nodes over a square of side `side` m, three ground sources 8 s
+/// apart within ±`spread` m of its centre heard by every node (1 ms pick
+/// noise), and `picks` uncorrelated false triggers per node in `secs` s.
+fn noisy_scene(
+    seed: u64,
+    nodes: usize,
+    side: f64,
+    spread: f64,
+    picks: usize,
+    secs: f64,
+) -> (Vec<Node>, Vec<Source>, Vec<Detection>) {
     let mut r = rng(seed);
-    let nodes = square_array(&mut r, 11, 3500.0);
+    let nodes = square_array(&mut r, nodes, side);
     let p = prop(15.0);
     let sources: Vec<Source> = (0..3)
         .map(|i| Source {
             enu: Enu::new(
-                r.random_range(-1500.0..1500.0),
-                r.random_range(-1500.0..1500.0),
+                r.random_range(-spread..spread),
+                r.random_range(-spread..spread),
                 0.0,
             ),
             t: 3.0 + 8.0 * i as f64 + r.random_range(0.0..2.0),
@@ -564,11 +572,11 @@ fn dense_scene(seed: u64) -> (Vec<Node>, Vec<Source>, Vec<Detection>) {
         }
     }
     for n in &nodes {
-        for _ in 0..30 {
+        for _ in 0..picks {
             dets.push(detection(
                 n,
                 0,
-                r.random_range(0.0..25.0),
+                r.random_range(0.0..secs),
                 1e-3,
                 StreamKind::Acoustic,
                 SourceKind::OtherImpulsive,
@@ -577,6 +585,12 @@ fn dense_scene(seed: u64) -> (Vec<Node>, Vec<Source>, Vec<Detection>) {
         }
     }
     (nodes, sources, dets)
+}
+
+/// 11 nodes over 3.5 km, three ground sources 8 s apart heard by every node
+/// (1 ms pick noise), and 30 uncorrelated false triggers per node in 25 s.
+fn dense_scene(seed: u64) -> (Vec<Node>, Vec<Source>, Vec<Detection>) {
+    noisy_scene(seed, 11, 3500.0, 1500.0, 30, 25.0)
 }
 
 /// An engine with 3 ms model error and every node of `nodes` online.
@@ -670,49 +684,14 @@ fn storm_scene(
     rate: f64,
     secs: f64,
 ) -> (Vec<Node>, Vec<Source>, Vec<Detection>) {
-    let mut r = rng(seed);
-    let nodes = square_array(&mut r, nodes, 2000.0);
-    let p = prop(15.0);
-    let sources: Vec<Source> = (0..3)
-        .map(|i| Source {
-            enu: Enu::new(
-                r.random_range(-800.0..800.0),
-                r.random_range(-800.0..800.0),
-                0.0,
-            ),
-            t: 3.0 + 8.0 * i as f64 + r.random_range(0.0..2.0),
-        })
-        .collect();
-    let mut dets = Vec::new();
-    for s in &sources {
-        for n in &nodes {
-            let t = arrival(&p, s, n, 1e-3, &mut r);
-            dets.push(detection(
-                n,
-                0,
-                t,
-                1e-3,
-                StreamKind::Acoustic,
-                SourceKind::Explosion,
-                0.9,
-            ));
-        }
-    }
-    let picks = (rate * secs).round() as usize;
-    for n in &nodes {
-        for _ in 0..picks {
-            dets.push(detection(
-                n,
-                0,
-                r.random_range(0.0..secs),
-                1e-3,
-                StreamKind::Acoustic,
-                SourceKind::OtherImpulsive,
-                0.6,
-            ));
-        }
-    }
-    (nodes, sources, dets)
+    noisy_scene(
+        seed,
+        nodes,
+        2000.0,
+        800.0,
+        (rate * secs).round() as usize,
+        secs,
+    )
 }
 
 /// A noise storm: 30 nodes at 4 random picks a second each (issue #17).
