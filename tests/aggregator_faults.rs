@@ -179,6 +179,15 @@ fn fault_free(
     })
 }
 
+/// The tests' runtime (HTTP polls, publishing, the reference run).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A final event as compared: (used picks, lat, lon).
 type Final = (BTreeSet<(String, u64)>, f64, f64);
 
@@ -202,11 +211,7 @@ fn finals(events: &[Event]) -> BTreeMap<String, Final> {
 fn kill_9_and_sigterm_mid_ingest_lose_nothing_and_store_nothing_twice() {
     let broker = Mosquitto::start_required();
     let port = broker.port();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let msgs = traffic();
     let detections = msgs.iter().filter(|m| m.0.ends_with("/detection")).count();
     assert_eq!(detections, SOURCES * NODES);
@@ -465,11 +470,7 @@ fn soak_under_a_fault_mix_loses_nothing_and_stores_nothing_twice() {
     };
     let mut broker = Mosquitto::start_required();
     let port = broker.port();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("events.db");
     let http = blastnet_broker::free_port();
