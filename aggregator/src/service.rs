@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -337,6 +337,8 @@ pub async fn start(
         completed_tx,
         latest: HashMap::new(),
         restored: HashMap::new(),
+        restored_picks: HashMap::new(),
+        renamed: HashMap::new(),
         offsets: HashMap::new(),
     };
     // What earlier runs on this store learned (station terms, error scales).
@@ -499,6 +501,12 @@ struct Processor {
     /// After a restart: the stored latest revision of each event the inbox
     /// may open again (see [`Processor::resumed`]).
     restored: HashMap<String, Event>,
+    /// The stored event each pick of a restored event belongs to.
+    restored_picks: HashMap<(String, u64), String>,
+    /// An event the engine re-opened under another id (the inbox it read
+    /// again began inside the event, so it was opened with other picks)
+    /// and the stored event it is: the same picks are the same event.
+    renamed: HashMap<String, String>,
     /// After a restart: what to add to the engine's revision numbers of an
     /// event published before it, so that revisions keep increasing.
     offsets: HashMap<String, u32>,
@@ -541,14 +549,34 @@ fn used_picks(ev: &Event) -> Vec<(&str, u64)> {
 
 impl Processor {
     /// An event revision made again from the inbox after a restart: `None`
-    /// if the store already holds it (the final revision with the same
-    /// picks, or a preliminary one of an event already final), else the
-    /// revision renumbered after the stored ones.
+    /// if the store already holds it (a final revision with the same picks
+    /// or part of them, or a preliminary one of an event already final),
+    /// else the revision renumbered after the stored ones. An event that
+    /// shares a pick with a stored one is that event, whatever id the
+    /// engine gave it this time.
     fn resumed(&mut self, mut ev: Event) -> Option<Event> {
+        if let Some(id) = self.renamed.get(&ev.event_id) {
+            ev.event_id = id.clone();
+        } else if !self.restored.is_empty() && !self.restored.contains_key(&ev.event_id) {
+            let stored = ev.detections.iter().find_map(|d| {
+                self.restored_picks
+                    .get(&(d.node_id.clone(), d.seq))
+                    .filter(|id| self.restored.contains_key(*id))
+            });
+            if let Some(id) = stored.cloned() {
+                self.renamed.insert(ev.event_id.clone(), id.clone());
+                ev.event_id = id;
+            }
+        }
         if let Some(prev) = self.restored.get(&ev.event_id) {
+            // A final event is not revised with what it already had: a
+            // revision made again from part of its picks says less.
+            let prev_picks = used_picks(prev);
             if prev.status == blastnet_contract::EventStatus::Final
                 && (ev.status != blastnet_contract::EventStatus::Final
-                    || used_picks(&ev) == used_picks(prev))
+                    || used_picks(&ev)
+                        .iter()
+                        .all(|p| prev_picks.binary_search(p).is_ok()))
             {
                 return None;
             }
@@ -650,6 +678,12 @@ struct InboxWriter {
     metrics: Arc<Metrics>,
     retention_ns: i64,
     stopping: Arc<AtomicBool>,
+    /// The data time through which the store holds everything the pipeline
+    /// made of what it had received ([`StoreReq::Through`]): the inbox
+    /// keeps the retention window behind it, not behind the newest message,
+    /// so a store thread that lags (a slow disk, a loaded machine) never
+    /// has the picks of events it has not written pruned from under it.
+    stored_through: Arc<AtomicI64>,
 }
 
 impl InboxWriter {
@@ -717,7 +751,9 @@ impl InboxWriter {
                 since_prune = 0;
                 // Not past the wall clock: one status stamped years ahead
                 // must not empty the inbox.
-                let newest = newest.min(UtcNs::now().0);
+                let newest = newest
+                    .min(UtcNs::now().0)
+                    .min(self.stored_through.load(Relaxed));
                 if let Err(e) = self
                     .store
                     .inbox_prune(newest.saturating_sub(self.retention_ns))
@@ -749,6 +785,10 @@ fn resume_from_inbox(
     // travel time the engine allows.
     let from = UtcNs(oldest.saturating_sub(secs_to_ns(600.0)));
     for ev in store.events_between(Some(from), None, usize::MAX)? {
+        for d in &ev.detections {
+            proc.restored_picks
+                .insert((d.node_id.clone(), d.seq), ev.event_id.clone());
+        }
         proc.restored.insert(ev.event_id.clone(), ev);
     }
     tracing::info!(
@@ -769,7 +809,12 @@ fn resume_from_inbox(
 /// locked file) is retried every second, with everything after it waiting
 /// behind it, until it succeeds (or the shutdown budget gives up on it:
 /// with an inbox, the next start makes those events again).
-fn store_writer(store: &Store, rx: &std::sync::mpsc::Receiver<StoreReq>, metrics: &Metrics) {
+fn store_writer(
+    store: &Store,
+    rx: &std::sync::mpsc::Receiver<StoreReq>,
+    metrics: &Metrics,
+    through: &AtomicI64,
+) {
     use std::sync::mpsc::RecvTimeoutError;
     let mut backlog: std::collections::VecDeque<StoreReq> = std::collections::VecDeque::new();
     let mut closed = false;
@@ -801,6 +846,10 @@ fn store_writer(store: &Store, rx: &std::sync::mpsc::Receiver<StoreReq>, metrics
                 StoreReq::Published(id, revision) => store
                     .mark_published(id, *revision)
                     .map_err(|e| format!("marking event {id} revision {revision} published: {e}")),
+                StoreReq::Through(t) => {
+                    through.fetch_max(*t, Relaxed);
+                    Ok(())
+                }
             };
             match written {
                 Ok(()) => {
@@ -837,6 +886,10 @@ enum StoreReq {
     Calibration(Box<blastnet_aggregator_core::Calibration>),
     /// The broker acknowledged this revision of this event.
     Published(String, u32),
+    /// Everything the pipeline made of the messages received up to this
+    /// data time was sent before this: once written, the inbox may prune
+    /// behind it (see `InboxWriter::stored_through`).
+    Through(i64),
 }
 
 struct Supervisor {
@@ -877,6 +930,7 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
 
     // Inbox thread: writes accepted messages, then acknowledges them.
     let inbox_store = store.clone();
+    let stored_through = Arc::new(AtomicI64::new(i64::MIN));
     let (inbox_tx, inbox_thread) = if inbox {
         let (tx, rx) = std::sync::mpsc::channel::<InboxReq>();
         let w = InboxWriter {
@@ -885,6 +939,7 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
             metrics: proc.metrics.clone(),
             retention_ns: secs_to_ns(cfg.ingest.retention_s),
             stopping: Arc::new(AtomicBool::new(false)),
+            stored_through: stored_through.clone(),
         };
         let stopping = w.stopping.clone();
         let t = std::thread::Builder::new()
@@ -905,7 +960,7 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
     let store_metrics = proc.metrics.clone();
     let store_thread = std::thread::Builder::new()
         .name("aggregator-store".into())
-        .spawn(move || store_writer(&store, &store_rx, &store_metrics))
+        .spawn(move || store_writer(&store, &store_rx, &store_metrics, &stored_through))
         .map_err(|e| AggregatorError::Task(format!("spawning the store thread: {e}")))?;
 
     // Publisher.
@@ -957,6 +1012,9 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
         resume_from_inbox(&mut proc, &inbox_store, &mut outs, &pub_tx, &store_tx)?;
     }
 
+    // The newest data time received, and the newest sent to the store
+    // thread as `StoreReq::Through` (with an inbox).
+    let (mut received_through, mut marked_through) = (i64::MIN, i64::MIN);
     let mut tick = tokio::time::interval(cfg.time.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -968,6 +1026,9 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
                     proc.pipeline.on_message(&p.topic, &p.payload, &mut outs);
                     if let Some(tx) = &inbox_tx {
                         let data_ns = proc.pipeline.last_accepted().map(|t| t.0);
+                        if let Some(t) = data_ns {
+                            received_through = received_through.max(t);
+                        }
                         let _ = tx.send(InboxReq { publish: p, data_ns });
                     }
                     if !outs.is_empty() {
@@ -980,6 +1041,10 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
                 proc.pipeline.on_tick(UtcNs::now(), &mut outs);
                 if !outs.is_empty() {
                     proc.handle(&mut outs, None, &pub_tx, &store_tx);
+                }
+                if received_through > marked_through {
+                    marked_through = received_through;
+                    let _ = store_tx.send(StoreReq::Through(received_through));
                 }
             }
         }
