@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use blastnet_contract::{Geodetic, StreamKind, UtcNs};
-use blastnet_recording::{Chunk, Scenario, StreamReader};
+use blastnet_recording::{Chunk, Prefetch, Scenario};
 
 use crate::clock::ClockStatus;
 use crate::error::NodeError;
@@ -97,7 +97,7 @@ pub trait SampleSource: Send + 'static {
 }
 
 struct ReplayStream {
-    reader: StreamReader,
+    reader: Prefetch,
     kind: StreamKind,
     rate: u32,
     /// (index of the segment's first sample, its UTC), in order.
@@ -121,8 +121,10 @@ pub struct ReplaySource {
     anchor: Option<(Instant, UtcNs)>,
     skip_until: Option<UtcNs>,
     errors: u64,
-    block_s: f64,
 }
+
+/// Seconds of samples per block a replay hands to the pipeline.
+const BLOCK_S: f64 = 0.05;
 
 impl ReplaySource {
     /// Open every stream of `node_id` in `scenario`. `uncertainty_s` is the clock
@@ -156,9 +158,15 @@ impl ReplaySource {
         for kind in scenario.stream_kinds(node) {
             if let Some(reader) = scenario.open_stream(node_id, kind)? {
                 let start = reader.start_utc();
+                let rate = reader.sample_rate();
+                // Blocks of BLOCK_S, decoded a few blocks ahead on a thread
+                // of their own.
+                let block = ((f64::from(rate) * BLOCK_S) as usize).max(1);
+                let reader =
+                    reader.prefetch(block, 20, 3, &format!("wav-{node_id}-{}", kind.as_str()))?;
                 streams.push(ReplayStream {
                     kind,
-                    rate: reader.sample_rate(),
+                    rate,
                     segments: vec![(0, start)],
                     delivered: 0,
                     next_utc: start,
@@ -200,7 +208,6 @@ impl ReplaySource {
             anchor: None,
             skip_until: None,
             errors: 0,
-            block_s: 0.05,
         })
     }
 
@@ -248,10 +255,8 @@ impl SampleSource for ReplaySource {
         else {
             return Ok(SourceEvent::End);
         };
-        let block_s = self.block_s;
         let s = &mut self.streams[i];
-        let max = ((s.rate as f64 * block_s) as usize).max(1);
-        match s.reader.next_chunk(buf, max) {
+        match s.reader.next_chunk(buf) {
             Ok(Chunk::Samples {
                 segment_start,
                 first_index,

@@ -7,7 +7,7 @@
 //! carries the exact UTC of its first sample, in integer nanoseconds.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use blastnet_contract::{Manifest, NodeSpec, StreamKind, StreamSpec, UtcNs};
@@ -347,20 +347,28 @@ pub struct StreamReader {
 
 struct OpenWav {
     path: PathBuf,
-    reader: hound::WavReader<BufReader<File>>,
-    channels: usize,
-    channel: usize,
+    /// The file, positioned in its data chunk.
+    file: File,
+    /// How each sample is stored.
+    format: SampleCoding,
+    /// Bytes of one frame (every channel).
+    frame_bytes: usize,
+    /// Byte offset of the wanted channel within a frame.
+    offset: usize,
     scale: f32,
-    float: bool,
     frames_total: u64,
     frames_read: u64,
+    /// Samples per second.
+    rate: u32,
+    /// Raw bytes of the block being decoded (reused).
+    raw: Vec<u8>,
 }
 
 impl StreamReader {
     fn new(dir: &Path, specs: Vec<StreamSpec>) -> Result<StreamReader> {
         let kind = specs[0].kind;
         let first = OpenWav::open(&dir.join(&specs[0].file), &specs[0])?;
-        let rate = first.reader.spec().sample_rate;
+        let rate = first.rate;
         Ok(StreamReader {
             dir: dir.to_path_buf(),
             segment_start: specs[0].start_utc,
@@ -431,7 +439,7 @@ impl StreamReader {
             let spec = self.specs[self.file_index].clone();
             let path = self.dir.join(&spec.file);
             let next = OpenWav::open(&path, &spec)?;
-            let rate = next.reader.spec().sample_rate;
+            let rate = next.rate;
             if rate != self.rate {
                 return Err(RecordingError::Wav {
                     path,
@@ -457,11 +465,174 @@ impl StreamReader {
     }
 }
 
+impl StreamReader {
+    /// This reader on a thread of its own that decodes ahead (up to `depth`
+    /// batches of `batch` blocks of `block` samples), so that reading and
+    /// decoding a recording overlap with whatever the caller does with the
+    /// samples (replay's detector): the same chunks, in the same order, as
+    /// `next_chunk` with `max = block` would give. A batch is read from the
+    /// file in one go and handed over in one message, then cut into blocks.
+    pub fn prefetch(
+        self,
+        block: usize,
+        batch: usize,
+        depth: usize,
+        name: &str,
+    ) -> Result<Prefetch> {
+        let block = block.max(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Result<Chunk>, Vec<f32>)>(depth.max(1));
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<f32>>();
+        let path = self.dir.clone();
+        let mut reader = self;
+        let max = block * batch.max(1);
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || loop {
+                let mut buf = back_rx.try_recv().unwrap_or_default();
+                let r = reader.next_chunk(&mut buf, max);
+                let last = !matches!(r, Ok(Chunk::Samples { .. } | Chunk::Discontinuity { .. }));
+                // The receiver gone (the replay stopped): stop too.
+                if tx.send((r, buf)).is_err() || last {
+                    return;
+                }
+            })
+            .map_err(|source| RecordingError::Open { path, source })?;
+        Ok(Prefetch {
+            rx,
+            back: back_tx,
+            block,
+            batch: Vec::new(),
+            at: 0,
+            segment_start: UtcNs(0),
+            first_index: 0,
+        })
+    }
+}
+
+/// A [`StreamReader`] decoding ahead on its own thread
+/// ([`StreamReader::prefetch`]).
+pub struct Prefetch {
+    rx: std::sync::mpsc::Receiver<(Result<Chunk>, Vec<f32>)>,
+    back: std::sync::mpsc::Sender<Vec<f32>>,
+    block: usize,
+    /// The batch being cut into blocks, and how far.
+    batch: Vec<f32>,
+    at: usize,
+    /// Where the batch sits: its segment, and the index of its first sample.
+    segment_start: UtcNs,
+    first_index: u64,
+}
+
+impl Prefetch {
+    /// The next chunk of at most the block size; its samples in `buf`.
+    /// After the end, or an error, `Chunk::End`.
+    pub fn next_chunk(&mut self, buf: &mut Vec<f32>) -> Result<Chunk> {
+        buf.clear();
+        loop {
+            if self.at < self.batch.len() {
+                let len = self.block.min(self.batch.len() - self.at);
+                buf.extend_from_slice(&self.batch[self.at..self.at + len]);
+                let first_index = self.first_index + self.at as u64;
+                self.at += len;
+                return Ok(Chunk::Samples {
+                    segment_start: self.segment_start,
+                    first_index,
+                    len,
+                });
+            }
+            let Ok((r, v)) = self.rx.recv() else {
+                return Ok(Chunk::End);
+            };
+            let done = std::mem::replace(&mut self.batch, v);
+            let _ = self.back.send(done);
+            self.at = 0;
+            match r {
+                Ok(Chunk::Samples {
+                    segment_start,
+                    first_index,
+                    ..
+                }) => {
+                    self.segment_start = segment_start;
+                    self.first_index = first_index;
+                }
+                other => {
+                    self.batch.clear();
+                    return other;
+                }
+            }
+        }
+    }
+}
+
+/// How a sample is stored in the data chunk (little-endian, as WAV is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SampleCoding {
+    /// 8-bit unsigned, offset 128.
+    U8,
+    I16,
+    /// 24 bits in 3 bytes.
+    I24,
+    /// 24 bits in the low 3 bytes of 4.
+    I24In32,
+    I32,
+    F32,
+}
+
+/// Append channel sample at byte `offset` of every `frame_bytes`-byte frame
+/// of `raw`, times `scale`, to `buf`: one loop per coding, with no
+/// per-sample branch, so that the compiler can vectorise it. An integer
+/// sample is taken as its signed value, as hound returns it.
+fn decode_into(
+    buf: &mut Vec<f32>,
+    raw: &[u8],
+    frame_bytes: usize,
+    offset: usize,
+    coding: SampleCoding,
+    scale: f32,
+) {
+    // Mono 16-bit and float, the common cases, as fixed-size arrays: no
+    // bounds checks, so the loop vectorises.
+    match (coding, frame_bytes) {
+        (SampleCoding::I16, 2) => {
+            let (frames, _) = raw.as_chunks::<2>();
+            buf.extend(frames.iter().map(|b| f32::from(i16::from_le_bytes(*b)) * scale));
+            return;
+        }
+        (SampleCoding::F32, 4) => {
+            let (frames, _) = raw.as_chunks::<4>();
+            buf.extend(frames.iter().map(|b| f32::from_le_bytes(*b) * scale));
+            return;
+        }
+        _ => {}
+    }
+    let frames = raw.chunks_exact(frame_bytes).map(|f| &f[offset..]);
+    match coding {
+        SampleCoding::U8 => buf.extend(frames.map(|b| (i32::from(b[0]) - 128) as f32 * scale)),
+        SampleCoding::I16 => {
+            buf.extend(frames.map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) * scale))
+        }
+        SampleCoding::I24 | SampleCoding::I24In32 => buf.extend(
+            frames.map(|b| (i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8) as f32 * scale),
+        ),
+        SampleCoding::I32 => buf.extend(
+            frames.map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32 * scale),
+        ),
+        SampleCoding::F32 => buf.extend(
+            frames.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * scale),
+        ),
+    }
+}
+
 impl OpenWav {
+    /// hound reads and checks the header; the samples are then read in
+    /// large blocks straight from the data chunk and converted in one pass
+    /// (hound's per-sample reads dominated a replay's time: issue #18),
+    /// giving the same values hound would.
     fn open(path: &Path, spec: &StreamSpec) -> Result<OpenWav> {
         let layout = WavLayout::read(path)?;
         let reader = hound::WavReader::open(path).map_err(|e| wav_err(path, e))?;
         let hs = reader.spec();
+        drop(reader);
         let channels = hs.channels as usize;
         if spec.channel as usize >= channels {
             return Err(RecordingError::Wav {
@@ -473,20 +644,48 @@ impl OpenWav {
             });
         }
         let float = hs.sample_format == hound::SampleFormat::Float;
+        let frame_bytes = layout.block_align as usize;
+        let width = frame_bytes / channels.max(1);
+        let format = match (float, width, hs.bits_per_sample) {
+            (false, 1, 8) => SampleCoding::U8,
+            (false, 2, 16) => SampleCoding::I16,
+            (false, 3, 24) => SampleCoding::I24,
+            (false, 4, 24) => SampleCoding::I24In32,
+            (false, 4, 32) => SampleCoding::I32,
+            (true, 4, 32) => SampleCoding::F32,
+            (_, w, bits) => {
+                return Err(RecordingError::Wav {
+                    path: path.to_path_buf(),
+                    detail: format!(
+                        "unsupported WAV encoding: {bits}-bit {} samples in {w}-byte containers; expected PCM integer 8/16/24/32-bit or 32-bit float",
+                        if float { "float" } else { "integer" }
+                    ),
+                })
+            }
+        };
         let full_scale = if float {
             1.0
         } else {
             (1u64 << (hs.bits_per_sample - 1)) as f64
         };
+        let open_err = |source| RecordingError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = File::open(path).map_err(open_err)?;
+        file.seek(SeekFrom::Start(layout.data_offset))
+            .map_err(open_err)?;
         Ok(OpenWav {
             path: path.to_path_buf(),
+            file,
+            format,
+            frame_bytes,
+            offset: spec.channel as usize * width,
             frames_total: layout.frames,
-            reader,
-            channels,
-            channel: spec.channel as usize,
             scale: (spec.sensitivity / full_scale) as f32,
-            float,
             frames_read: 0,
+            rate: hs.sample_rate,
+            raw: Vec::new(),
         })
     }
 
@@ -495,53 +694,21 @@ impl OpenWav {
         if want == 0 {
             return Ok(0);
         }
-        let (ch, chans, scale) = (self.channel, self.channels, self.scale);
-        let start = self.frames_read;
-        let mut got = 0usize;
-        if self.float {
-            let mut it = self.reader.samples::<f32>();
-            for _ in 0..want {
-                for c in 0..chans {
-                    let v =
-                        next_sample(&mut it, &self.path, start + got as u64, self.frames_total)?;
-                    if c == ch {
-                        buf.push(v * scale);
-                    }
-                }
-                got += 1;
-            }
-        } else {
-            let mut it = self.reader.samples::<i32>();
-            for _ in 0..want {
-                for c in 0..chans {
-                    let v =
-                        next_sample(&mut it, &self.path, start + got as u64, self.frames_total)?;
-                    if c == ch {
-                        buf.push(v as f32 * scale);
-                    }
-                }
-                got += 1;
-            }
+        self.raw.resize(want * self.frame_bytes, 0);
+        if let Err(e) = self.file.read_exact(&mut self.raw) {
+            return Err(RecordingError::Wav {
+                path: self.path.clone(),
+                detail: format!(
+                    "reading sample frames {}..{} of {}: {e}",
+                    self.frames_read,
+                    self.frames_read + want as u64,
+                    self.frames_total
+                ),
+            });
         }
-        self.frames_read += got as u64;
-        Ok(got)
-    }
-}
-
-fn next_sample<S, I>(it: &mut I, path: &Path, frame: u64, total: u64) -> Result<S>
-where
-    I: Iterator<Item = hound::Result<S>>,
-{
-    match it.next() {
-        Some(Ok(v)) => Ok(v),
-        Some(Err(e)) => Err(RecordingError::Wav {
-            path: path.to_path_buf(),
-            detail: format!("reading sample frame {frame} of {total}: {e}"),
-        }),
-        None => Err(RecordingError::Wav {
-            path: path.to_path_buf(),
-            detail: format!("data ends at frame {frame} but the header declares {total} frames"),
-        }),
+        decode_into(buf, &self.raw, self.frame_bytes, self.offset, self.format, self.scale);
+        self.frames_read += want as u64;
+        Ok(want)
     }
 }
 

@@ -17,6 +17,8 @@ pub struct WavLayout {
     pub sample_rate: u32,
     /// Bits per sample.
     pub bits_per_sample: u16,
+    /// Bytes per frame (all channels of one sample instant).
+    pub block_align: u64,
     /// Byte offset of the first sample.
     pub data_offset: u64,
     /// Frames (samples per channel) declared by the data chunk.
@@ -137,6 +139,7 @@ impl WavLayout {
                         channels,
                         sample_rate,
                         bits_per_sample,
+                        block_align: align,
                         data_offset: body as u64,
                         frames: size as u64 / align,
                     });

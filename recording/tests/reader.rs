@@ -305,3 +305,125 @@ fn shotspotter_clip_reads_as_12khz_ten_seconds() {
     );
     assert_eq!(layout.frames, 120_000);
 }
+
+/// The reader decodes the data chunk in blocks, not through hound's
+/// per-sample reads (issue #18): every depth and channel must still give
+/// exactly the values hound gives, extremes included.
+#[test]
+fn block_decoding_gives_exactly_what_hound_reads_for_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        rng = rng
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (rng >> 32) as u32
+    };
+    for (bits, channels) in [(8u16, 3usize), (16, 3), (16, 1), (24, 3), (32, 3), (32, 1)] {
+        let (lo, hi) = (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1);
+        let span = (hi - lo + 1) as u64;
+        let frames: Vec<Vec<i32>> = (0..5000)
+            .map(|i| {
+                (0..channels)
+                    .map(|c| match (i + c) % 50 {
+                        0 => lo as i32,
+                        1 => hi as i32,
+                        2 => -1,
+                        _ => (lo + (u64::from(next()) % span) as i64) as i32,
+                    })
+                    .collect()
+            })
+            .collect();
+        let name = format!("c{bits}-{channels}.wav");
+        let path = dir.path().join(&name);
+        write_int(&path, bits, channels as u16, 8000, &frames);
+        let sens = 3.7;
+        let ch = channels - 1;
+        let m = manifest(&format!(
+            r#"{{ "file": "{name}", "channel": {ch}, "kind": "acoustic", "start_utc": "2022-01-01T00:00:00Z", "sensitivity": {sens} }}"#
+        ));
+        std::fs::write(dir.path().join("manifest.json"), m).unwrap();
+        let sc = Scenario::open(dir.path()).unwrap();
+        let (got, _) = read_all(
+            sc.open_stream("n01", StreamKind::Acoustic)
+                .unwrap()
+                .unwrap(),
+            777,
+        );
+        let scale = (sens / (1u64 << (bits - 1)) as f64) as f32;
+        let want: Vec<f32> = hound::WavReader::open(&path)
+            .unwrap()
+            .samples::<i32>()
+            .skip(ch)
+            .step_by(channels)
+            .map(|v| v.unwrap() as f32 * scale)
+            .collect();
+        assert_eq!(got.len(), 5000, "{bits}-bit");
+        assert!(
+            got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{bits}-bit: block decoding differs from hound"
+        );
+    }
+    let samples: Vec<f32> = (0..3000)
+        .map(|_| f32::from_bits(next() & 0x807f_ffff | 0x3f00_0000))
+        .collect();
+    write_f32(&dir.path().join("f.wav"), 8000, &samples);
+    let m = manifest(
+        r#"{ "file": "f.wav", "kind": "acoustic", "start_utc": "2022-01-01T00:00:00Z", "sensitivity": 0.3 }"#,
+    );
+    std::fs::write(dir.path().join("manifest.json"), m).unwrap();
+    let sc = Scenario::open(dir.path()).unwrap();
+    let (got, _) = read_all(
+        sc.open_stream("n01", StreamKind::Acoustic)
+            .unwrap()
+            .unwrap(),
+        1000,
+    );
+    let want: Vec<f32> = samples.iter().map(|v| v * 0.3f64 as f32).collect();
+    assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert_eq!(got.len(), 3000);
+}
+
+/// Replay decodes ahead on a thread (`StreamReader::prefetch`), in batches
+/// it cuts into blocks: the chunks, samples and positions must be those of
+/// reading block by block, across continuous files, a gap and the end.
+#[test]
+fn prefetching_gives_the_same_chunks_as_reading_block_by_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let rate = 100;
+    for (name, n) in [("a.wav", 130), ("b.wav", 77), ("c.wav", 200)] {
+        let frames: Vec<Vec<i32>> = (0..n).map(|i| vec![i * 7 - 300]).collect();
+        write_int(&dir.path().join(name), 16, 1, rate, &frames);
+    }
+    let m = manifest(
+        r#"{ "file": "a.wav", "kind": "acoustic", "start_utc": "2022-01-01T00:00:00Z" },
+           { "file": "b.wav", "kind": "acoustic", "start_utc": "2022-01-01T00:00:01.3Z" },
+           { "file": "c.wav", "kind": "acoustic", "start_utc": "2022-01-01T00:00:05Z" }"#,
+    );
+    std::fs::write(dir.path().join("manifest.json"), m).unwrap();
+    let sc = Scenario::open(dir.path()).unwrap();
+    let open = || {
+        sc.open_stream("n01", StreamKind::Acoustic)
+            .unwrap()
+            .unwrap()
+    };
+    for (block, batch) in [(16, 3), (64, 1), (7, 50)] {
+        let mut direct = open();
+        let mut ahead = open().prefetch(block, batch, 2, "test-prefetch").unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let mut chunks = 0;
+        loop {
+            let ca = direct.next_chunk(&mut a, block).unwrap();
+            let cb = ahead.next_chunk(&mut b).unwrap();
+            assert_eq!(ca, cb, "block {block}, batch {batch}, chunk {chunks}");
+            assert_eq!(a, b, "block {block}, batch {batch}, chunk {chunks}");
+            chunks += 1;
+            if ca == Chunk::End {
+                break;
+            }
+        }
+        assert!(chunks > 407 / block, "{chunks} chunks");
+        // After the end, the end again.
+        assert_eq!(ahead.next_chunk(&mut b).unwrap(), Chunk::End);
+    }
+}
