@@ -195,77 +195,109 @@ fn wait_for(what: &str, f: impl Fn() -> bool) {
     }
 }
 
-#[test]
-fn the_site_broker_enforces_tls_passwords_and_per_node_topics() {
-    for (tool, package) in [
-        ("mosquitto_pub", "mosquitto-clients"),
-        ("mosquitto_passwd", "mosquitto"),
-        ("openssl", "openssl"),
-    ] {
-        assert!(
-            on_path(tool),
-            "this test requires {tool}, not found on PATH: run the tests with `scripts/test`, \
-             which installs it when missing (or `apt-get install -y {package}`)"
+/// The shipped security set up in a temporary directory: certificates by
+/// `make-certs`, a password per user by `add-node`, the shipped ACL, and
+/// Mosquitto on the shipped blastnet.conf with its TLS listener on loopback.
+struct SecureBroker {
+    dir: tempfile::TempDir,
+    broker: Mosquitto,
+    tls: Tls,
+}
+
+impl SecureBroker {
+    fn start(users: &[&str]) -> SecureBroker {
+        for (tool, package) in [
+            ("mosquitto_pub", "mosquitto-clients"),
+            ("mosquitto_passwd", "mosquitto"),
+            ("openssl", "openssl"),
+        ] {
+            assert!(
+                on_path(tool),
+                "this test requires {tool}, not found on PATH: run the tests with `scripts/test`, \
+                 which installs it when missing (or `apt-get install -y {package}`)"
+            );
+        }
+        if let Err(e) = blastnet_broker::mosquitto_binary() {
+            panic!("{e}\n{}", blastnet_broker::MOSQUITTO_REQUIRED);
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        {
+            // Mosquitto started as root drops to its own user before reading the
+            // password and ACL files: let it into the directory.
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        run_ok(
+            Command::new(hardware().join("make-certs"))
+                .arg(dir)
+                .args(["localhost", "127.0.0.1"]),
         );
-    }
-    if let Err(e) = blastnet_broker::mosquitto_binary() {
-        panic!("{e}\n{}", blastnet_broker::MOSQUITTO_REQUIRED);
+        for user in users {
+            run_ok(
+                Command::new(hardware().join("add-node"))
+                    .arg(dir.join("passwd"))
+                    .arg(user)
+                    .arg(dir.join("creds")),
+            );
+        }
+        std::fs::copy(hardware().join("acl"), dir.join("acl")).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(dir.join("acl"), std::fs::Permissions::from_mode(0o644))
+                .unwrap();
+        }
+        let tls = Tls {
+            port: free_port(),
+            ca: dir.join("ca.crt"),
+        };
+        let broker =
+            Mosquitto::start_with_config(&shipped_config(dir, tls.port)).expect("mosquitto");
+        assert!(
+            wait_for_port(tls.port, Duration::from_secs(10)),
+            "TLS listener not up; log: {}",
+            std::fs::read_to_string(broker.dir().join("mosquitto.log")).unwrap_or_default()
+        );
+        SecureBroker {
+            dir: tmp,
+            broker,
+            tls,
+        }
     }
 
-    // Certificates and users, made by the shipped scripts.
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    {
-        // Mosquitto started as root drops to its own user before reading the
-        // password and ACL files: let it into the directory.
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    /// The file `add-node` wrote `user`'s password to.
+    fn password_file(&self, user: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("creds")
+            .join(format!("{user}.password"))
     }
-    run_ok(
-        Command::new(hardware().join("make-certs"))
-            .arg(dir)
-            .args(["localhost", "127.0.0.1"]),
-    );
-    let creds = dir.join("creds");
-    for user in ["n01", "n02", "aggregator"] {
-        run_ok(
-            Command::new(hardware().join("add-node"))
-                .arg(dir.join("passwd"))
-                .arg(user)
-                .arg(&creds),
-        );
-    }
-    let password = |u: &str| {
-        std::fs::read_to_string(creds.join(format!("{u}.password")))
+
+    fn password(&self, user: &str) -> String {
+        std::fs::read_to_string(self.password_file(user))
             .unwrap()
             .trim()
             .to_string()
-    };
-    let (p01, p02, pagg) = (password("n01"), password("n02"), password("aggregator"));
+    }
+}
+
+#[test]
+fn the_site_broker_enforces_tls_passwords_and_per_node_topics() {
+    let sb = SecureBroker::start(&["n01", "n02", "aggregator"]);
+    let (broker, tls) = (&sb.broker, &sb.tls);
+    let (p01, p02, pagg) = (
+        sb.password("n01"),
+        sb.password("n02"),
+        sb.password("aggregator"),
+    );
     assert!(
         p01.len() >= 24 && p01 != p02,
         "add-node makes distinct random passwords"
     );
-    let passwd = std::fs::read_to_string(dir.join("passwd")).unwrap();
+    let passwd = std::fs::read_to_string(sb.dir.path().join("passwd")).unwrap();
     assert!(
         !passwd.contains(&p01),
         "the password file holds hashes, not passwords"
-    );
-    std::fs::copy(hardware().join("acl"), dir.join("acl")).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(dir.join("acl"), std::fs::Permissions::from_mode(0o644)).unwrap();
-    }
-
-    let tls = Tls {
-        port: free_port(),
-        ca: dir.join("ca.crt"),
-    };
-    let broker = Mosquitto::start_with_config(&shipped_config(dir, tls.port)).expect("mosquitto");
-    assert!(
-        wait_for_port(tls.port, Duration::from_secs(10)),
-        "TLS listener not up; log: {}",
-        std::fs::read_to_string(broker.dir().join("mosquitto.log")).unwrap_or_default()
     );
 
     // Readers on the loopback listener: the aggregator (may read every node)
@@ -281,7 +313,7 @@ fn the_site_broker_enforces_tls_passwords_and_per_node_topics() {
 
     // The aggregator service too, with its password, for the payload check.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let agg_pw_file = creds.join("aggregator.password");
+    let agg_pw_file = sb.password_file("aggregator");
     let cfg = AggregatorConfig::from_toml_str(
         &format!(
             "[mqtt]\nbroker = \"mqtt://127.0.0.1:{}\"\nusername = \"aggregator\"\npassword_file = \"{}\"\nclient_id = \"sec-aggregator\"\nsites = [\"{SITE}\"]\n[store]\npath = \":memory:\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
@@ -412,4 +444,127 @@ fn run_plain(port: u16, user: &str, password: &str, topic: &str, msg: &[u8]) -> 
         .arg(String::from_utf8_lossy(msg).as_ref())
         .output()
         .expect("mosquitto_pub")
+}
+
+/// Issue #18: `blastnet node` and the aggregator themselves over TLS (the
+/// `tls` feature, rustls) against the shipped broker security: every node
+/// of the single-blast scenario replays as its own user (the ACL's `%u`)
+/// into the aggregator, which reads as user `aggregator`, trusting the
+/// site CA made by `make-certs`. Every detection the nodes published
+/// reaches it over TLS, and the blast is located from all five nodes.
+#[cfg(feature = "tls")]
+#[test]
+fn node_and_aggregator_speak_tls_with_their_own_passwords() {
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("recordings/single-blast");
+    let manifest = blastnet_contract::Manifest::from_json(
+        &std::fs::read_to_string(scenario.join("manifest.json")).unwrap(),
+        "single-blast",
+    )
+    .unwrap();
+    let ids: Vec<String> = manifest.nodes.iter().map(|n| n.id.clone()).collect();
+    let mut users: Vec<&str> = ids.iter().map(String::as_str).collect();
+    users.push("aggregator");
+    let sb = SecureBroker::start(&users);
+    let url = format!("mqtts://localhost:{}", sb.tls.port);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut cfg = AggregatorConfig::from_toml_str(
+        &format!(
+            "[mqtt]\nbroker = \"{url}\"\nca_file = \"{}\"\nusername = \"aggregator\"\npassword_file = \"{}\"\n\
+             client_id = \"tls-aggregator\"\nsites = [\"{SITE}\"]\n[store]\npath = \":memory:\"\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n[time]\nbase = \"nodes\"\n",
+            sb.tls.ca.display(),
+            sb.password_file("aggregator").display()
+        ),
+        "tls test",
+    )
+    .unwrap();
+    // Data time from the nodes' statuses, once all of them have spoken (as
+    // `blastnet replay` sets it: these nodes start one after another).
+    cfg.time.expect_nodes = ids.clone();
+    let handle = rt
+        .block_on(blastnet_aggregator::start(cfg, CancellationToken::new()))
+        .expect("the aggregator connects over TLS with its password");
+    let mut events = handle.subscribe();
+    let metrics = handle.metrics();
+
+    let work = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for id in &ids {
+        let config = work.path().join(format!("{id}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "node_id = \"{id}\"\nsite = \"{SITE}\"\n[mqtt]\nurl = \"{url}\"\nusername = \"{id}\"\n\
+                 password_file = \"{}\"\nca_file = \"{}\"\n[state]\ndir = \"{}\"\n\
+                 [source]\nkind = \"replay\"\npath = \"{}\"\npace = \"fast\"\n",
+                sb.password_file(id).display(),
+                sb.tls.ca.display(),
+                work.path().join(id).display(),
+                scenario.display()
+            ),
+        )
+        .unwrap();
+        let log = work.path().join(format!("{id}.log"));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_blastnet"))
+            .args(["node", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        nodes.push((child, log));
+    }
+    for (child, log) in &mut nodes {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node did not finish within 60 s: {}",
+                std::fs::read_to_string(&*log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let text = std::fs::read_to_string(&*log).unwrap_or_default();
+        assert!(status.success(), "node exited with {status}: {text}");
+    }
+    // What the nodes published (their logs' closing summaries count them)
+    // all reached the aggregator over TLS, and the blast is located.
+    let located = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match events.recv().await {
+                    Ok(e) if e.status == blastnet_contract::EventStatus::Final => break Some(e),
+                    Ok(_) => {}
+                    Err(_) => break None,
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    });
+    let Some(e) = located else {
+        panic!(
+            "no final event within 30 s of the nodes' end; the aggregator accepted {} detections; {} log: {}",
+            metrics.detections_accepted.load(Relaxed),
+            ids[0],
+            std::fs::read_to_string(&nodes[0].1).unwrap_or_default()
+        );
+    };
+    let heard: std::collections::BTreeSet<&str> =
+        e.detections.iter().map(|d| d.node_id.as_str()).collect();
+    assert_eq!(
+        heard.len(),
+        ids.len(),
+        "the blast located from every node: {heard:?}"
+    );
+    assert!(metrics.detections_accepted.load(Relaxed) >= ids.len() as u64);
+    handle.shutdown();
+    rt.block_on(handle.join())
+        .expect("aggregator stops cleanly");
 }

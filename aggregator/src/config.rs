@@ -57,6 +57,9 @@ pub struct RawMqtt {
     pub password: Option<String>,
     /// File holding the password.
     pub password_file: Option<PathBuf>,
+    /// With `mqtts://`: the CA certificate (PEM) the broker's certificate
+    /// must chain to (default: the system's web roots).
+    pub ca_file: Option<PathBuf>,
     /// Client id.
     pub client_id: Option<String>,
     /// Persistent session unless true.
@@ -154,6 +157,9 @@ pub struct MqttConfig {
     pub port: u16,
     /// User name and password, if the broker wants them.
     pub credentials: Option<(String, String)>,
+    /// `mqtts://`: TLS, with this CA certificate file if given (else the
+    /// system's web roots). Needs the `tls` cargo feature.
+    pub tls: Option<Option<PathBuf>>,
     /// Fixed client id (persistent sessions are per client id).
     pub client_id: String,
     /// False (the default) keeps a persistent session at the broker.
@@ -395,12 +401,28 @@ impl RawConfig {
         let c = Check::new(origin);
         let BrokerUrl { host, port, tls } =
             BrokerUrl::parse(&broker).map_err(|e| c.err("mqtt.broker", e.to_string()))?;
-        // This build speaks plain TCP only (rumqttc without its rustls feature).
         c.ensure(
-            !tls,
+            !tls || cfg!(feature = "tls"),
             "mqtt.broker",
-            format!("expected mqtt:// (plain TCP; TLS is not built into the aggregator), got {broker:?}"),
+            format!("expected mqtt:// (this build has no TLS: mqtts:// needs the `tls` cargo feature), got {broker:?}"),
         )?;
+        let ca_file = m.ca_file.map(resolve);
+        c.ensure(
+            tls || ca_file.is_none(),
+            "mqtt.ca_file",
+            format!("is set but mqtt.broker {broker:?} is not mqtts://; expected an mqtts:// broker or no ca_file"),
+        )?;
+        if let Some(f) = &ca_file {
+            c.ensure(
+                f.is_file(),
+                "mqtt.ca_file",
+                format!(
+                    "{}: expected a readable CA certificate file (PEM)",
+                    f.display()
+                ),
+            )?;
+        }
+        let tls = tls.then_some(ca_file);
         let password = secret(
             origin,
             ("mqtt.password", m.password),
@@ -578,6 +600,7 @@ impl RawConfig {
                 host,
                 port,
                 credentials,
+                tls,
                 client_id,
                 clean_session: m.clean_session.unwrap_or(false),
                 prefix,
@@ -680,13 +703,24 @@ mod tests {
     }
 
     #[test]
-    fn broker_urls_are_the_contracts_but_tls_is_refused() {
+    fn broker_urls_are_the_contracts_and_tls_needs_the_feature() {
         // The grammar is tested in blastnet_contract::broker.
         let c = AggregatorConfig::for_broker("10.0.0.2:1884").expect("bare host:port");
         assert_eq!((c.mqtt.host.as_str(), c.mqtt.port), ("10.0.0.2", 1884));
         let c = AggregatorConfig::for_broker("mqtt://[::1]").expect("ipv6");
         assert_eq!((c.mqtt.host.as_str(), c.mqtt.port), ("::1", 1883));
-        for bad in ["http://x", "mqtt://x:0", "mqtts://x"] {
+        let tls = AggregatorConfig::for_broker("mqtts://x");
+        assert_eq!(tls.is_ok(), cfg!(feature = "tls"), "{tls:?}");
+        if let Ok(c) = tls {
+            assert_eq!((c.mqtt.port, c.mqtt.tls), (8883, Some(None)));
+        }
+        let e = AggregatorConfig::from_toml_str(
+            "[mqtt]\nbroker = \"mqtt://x\"\nca_file = \"ca.crt\"",
+            "a.toml",
+        )
+        .expect_err("ca_file without TLS");
+        assert!(e.to_string().contains("mqtt.ca_file"), "{e}");
+        for bad in ["http://x", "mqtt://x:0"] {
             let e = AggregatorConfig::for_broker(bad).expect_err(bad);
             assert!(
                 e.to_string().contains("`mqtt.broker`: expected mqtt://"),

@@ -155,6 +155,33 @@ fn topic_filters(cfg: &AggregatorConfig) -> Vec<SubscribeFilter> {
 
 type Incoming = (rumqttc::Publish, Instant);
 
+/// TLS to the broker (rustls), trusting `ca` if given, else the system's
+/// web roots (rumqttc's default).
+#[cfg(feature = "tls")]
+fn set_tls(opts: &mut MqttOptions, ca: Option<&std::path::Path>) -> Result<(), AggregatorError> {
+    use rumqttc::{TlsConfiguration, Transport};
+    let tls = match ca {
+        Some(f) => TlsConfiguration::Simple {
+            ca: std::fs::read(f).map_err(|e| {
+                AggregatorError::Task(format!("{}: cannot read mqtt.ca_file: {e}", f.display()))
+            })?,
+            alpn: None,
+            client_auth: None,
+        },
+        None => TlsConfiguration::default(),
+    };
+    opts.set_transport(Transport::Tls(tls));
+    Ok(())
+}
+
+/// Refused at configuration already (`mqtt.broker`); here for completeness.
+#[cfg(not(feature = "tls"))]
+fn set_tls(_: &mut MqttOptions, _: Option<&std::path::Path>) -> Result<(), AggregatorError> {
+    Err(AggregatorError::Task(
+        "mqtts:// needs a build with the `tls` cargo feature".into(),
+    ))
+}
+
 /// The engine trace's file when `BLASTNET_ENGINE_TRACE` names one (read
 /// here, at start-up: the pipeline only writes to what it is given). A file
 /// that cannot be created is reported and the run goes on untraced.
@@ -252,6 +279,9 @@ pub async fn start(
     });
     if let Some((u, p)) = &m.credentials {
         opts.set_credentials(u.clone(), p.clone());
+    }
+    if let Some(ca) = &m.tls {
+        set_tls(&mut opts, ca.as_deref())?;
     }
     let (client, eventloop) = AsyncClient::new(opts, 1024);
     let filters = topic_filters(&cfg);

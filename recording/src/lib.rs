@@ -595,7 +595,11 @@ fn decode_into(
     match (coding, frame_bytes) {
         (SampleCoding::I16, 2) => {
             let (frames, _) = raw.as_chunks::<2>();
-            buf.extend(frames.iter().map(|b| f32::from(i16::from_le_bytes(*b)) * scale));
+            buf.extend(
+                frames
+                    .iter()
+                    .map(|b| f32::from(i16::from_le_bytes(*b)) * scale),
+            );
             return;
         }
         (SampleCoding::F32, 4) => {
@@ -614,12 +618,12 @@ fn decode_into(
         SampleCoding::I24 | SampleCoding::I24In32 => buf.extend(
             frames.map(|b| (i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8) as f32 * scale),
         ),
-        SampleCoding::I32 => buf.extend(
-            frames.map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32 * scale),
-        ),
-        SampleCoding::F32 => buf.extend(
-            frames.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * scale),
-        ),
+        SampleCoding::I32 => {
+            buf.extend(frames.map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32 * scale))
+        }
+        SampleCoding::F32 => {
+            buf.extend(frames.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * scale))
+        }
     }
 }
 
@@ -706,7 +710,14 @@ impl OpenWav {
                 ),
             });
         }
-        decode_into(buf, &self.raw, self.frame_bytes, self.offset, self.format, self.scale);
+        decode_into(
+            buf,
+            &self.raw,
+            self.frame_bytes,
+            self.offset,
+            self.format,
+            self.scale,
+        );
         self.frames_read += want as u64;
         Ok(want)
     }

@@ -360,7 +360,9 @@ fn block_decoding_gives_exactly_what_hound_reads_for_every_format() {
             .collect();
         assert_eq!(got.len(), 5000, "{bits}-bit");
         assert!(
-            got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
             "{bits}-bit: block decoding differs from hound"
         );
     }
@@ -380,7 +382,10 @@ fn block_decoding_gives_exactly_what_hound_reads_for_every_format() {
         1000,
     );
     let want: Vec<f32> = samples.iter().map(|v| v * 0.3f64 as f32).collect();
-    assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert!(got
+        .iter()
+        .zip(&want)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
     assert_eq!(got.len(), 3000);
 }
 
