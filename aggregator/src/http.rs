@@ -3,6 +3,8 @@
 //! - `GET /` — the live map (static/index.html, compiled in; no external assets)
 //! - `GET /api/events?from=&to=&limit=` — latest revisions, JSON array
 //! - `GET /api/events.geojson?from=&to=&limit=` — GeoJSON FeatureCollection
+//! - `GET /api/events.csv?from=&to=&limit=` — one CSV row per event (RFC 4180)
+//! - `GET /api/events.kml?from=&to=&limit=` — KML 2.2, one Placemark per event
 //! - `GET /api/events/{id}` — `{event, revisions, detections}`
 //! - `GET /api/nodes` — node registry
 //! - `GET /healthz` — liveness and broker connection
@@ -23,8 +25,9 @@ use blastnet_contract::{Event, UtcNs};
 use serde_json::json;
 use tokio::sync::broadcast;
 
+use crate::export::{events_csv, events_kml};
 use crate::geometry::events_geojson;
-use crate::metrics::Metrics;
+use crate::metrics::{render_nodes, Metrics};
 use crate::pipeline::NodeView;
 use crate::store::{Store, StoreError};
 
@@ -72,6 +75,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(index))
         .route("/api/events", get(events))
         .route("/api/events.geojson", get(events_geo))
+        .route("/api/events.csv", get(events_csv_route))
+        .route("/api/events.kml", get(events_kml_route))
         .route("/api/events/{id}", get(event_by_id))
         .route("/api/nodes", get(nodes))
         .route("/metrics", get(metrics))
@@ -270,6 +275,49 @@ async fn events_geo(
     Ok(([(header::CONTENT_TYPE, "application/geo+json")], body).into_response())
 }
 
+async fn events_csv_route(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let r = parse_range(&q)?;
+    let evs = query_events(s.store, r).await?;
+    let body = events_csv(&evs)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("csv: {e}")))?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/csv; charset=utf-8; header=present",
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"blastnet-events.csv\"",
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+async fn events_kml_route(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let r = parse_range(&q)?;
+    let evs = query_events(s.store, r).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/vnd.google-earth.kml+xml"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"blastnet-events.kml\"",
+            ),
+        ],
+        events_kml(&evs),
+    )
+        .into_response())
+}
+
 async fn event_by_id(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -307,12 +355,14 @@ async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
+    let mut text = s.metrics.render();
+    render_nodes(&node_list(&s), &mut text);
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.metrics.render(),
+        text,
     )
         .into_response()
 }

@@ -8,7 +8,10 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
+use blastnet_contract::SourceKind;
+
 use crate::ingest::Reason;
+use crate::pipeline::NodeView;
 
 /// Which kind of node message a counter is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +65,8 @@ pub struct Metrics {
     pub mqtt_errors: AtomicU64,
     /// HTTP connections closed at once for `http.max_connections`.
     pub http_refused: AtomicU64,
+    /// Final event revisions, by kind (index in [`SourceKind::ALL`]).
+    pub events_final: [AtomicU64; SourceKind::ALL.len()],
     /// Latest watermark, ns since the epoch (gauge; 0 before the first).
     pub watermark_ns: AtomicI64,
     /// Decision latency histogram: receipt of the deciding message to the
@@ -90,6 +95,21 @@ impl Metrics {
         } else {
             self.invalid[kind as usize][reason.index()].load(Relaxed)
         }
+    }
+
+    /// Count a final event revision of `kind`.
+    pub fn count_final(&self, kind: SourceKind) {
+        if let Some(i) = SourceKind::ALL.iter().position(|k| *k == kind) {
+            self.events_final[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Final event revisions of `kind` so far.
+    pub fn final_count(&self, kind: SourceKind) -> u64 {
+        SourceKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.events_final[i].load(Relaxed))
     }
 
     /// Record one decision latency.
@@ -197,6 +217,31 @@ impl Metrics {
             }
         }
 
+        let name = "blastnet_aggregator_events_total";
+        let _ = writeln!(
+            o,
+            "# HELP {name} Final event revisions published, by source kind.\n# TYPE {name} counter"
+        );
+        for kind in SourceKind::ALL {
+            let _ = writeln!(
+                o,
+                "{name}{{kind=\"{}\"}} {}",
+                kind.as_str(),
+                self.final_count(kind)
+            );
+        }
+
+        let name = "blastnet_build_info";
+        let _ = writeln!(
+            o,
+            "# HELP {name} The running build: always 1, its version (and git commit when built with BLASTNET_GIT_COMMIT set) in labels.\n# TYPE {name} gauge"
+        );
+        let _ = write!(o, "{name}{{version=\"{}\"", label_value(VERSION));
+        if let Some(git) = GIT_COMMIT.filter(|g| !g.is_empty()) {
+            let _ = write!(o, ",git=\"{}\"", label_value(git));
+        }
+        let _ = writeln!(o, "}} 1");
+
         let mut gauge = |name: &str, help: &str, v: f64| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
@@ -236,6 +281,126 @@ impl Metrics {
     }
 }
 
+/// This build's version.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Its git commit, when the build was given one in `BLASTNET_GIT_COMMIT`
+/// (e.g. `BLASTNET_GIT_COMMIT=$(git rev-parse --short HEAD) cargo build`).
+/// No build script runs git: a source tarball has none, and a build script
+/// would rebuild the crate on every commit.
+const GIT_COMMIT: Option<&str> = option_env!("BLASTNET_GIT_COMMIT");
+
+/// Nodes given their own series. The registry is already bounded
+/// (`ingest.max_nodes_per_site` per site, 10 000 by default); this keeps one
+/// scrape's per-node series to about 9 000 (9 families) even so. Beyond it,
+/// nodes in id order past the cap are left out and
+/// `blastnet_aggregator_node_series_omitted` says how many.
+pub const MAX_NODE_SERIES: usize = 1000;
+
+/// A label value as the text format wants it: `\`, `"` and newlines escaped.
+pub fn label_value(v: &str) -> String {
+    let mut o = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => o.push_str("\\\\"),
+            '"' => o.push_str("\\\""),
+            '\n' => o.push_str("\\n"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// Per-node families from the node registry (as the API shows it), in the
+/// text exposition format, appended to `o`. Every family is written, with
+/// its HELP and TYPE once, even when no node has a value for it yet.
+pub fn render_nodes(nodes: &[NodeView], o: &mut String) {
+    let shown = &nodes[..nodes.len().min(MAX_NODE_SERIES)];
+    let labels: Vec<String> = shown
+        .iter()
+        .map(|n| {
+            format!(
+                "node=\"{}\",site=\"{}\"",
+                label_value(&n.node_id),
+                label_value(&n.site)
+            )
+        })
+        .collect();
+    type Value = fn(&NodeView) -> Option<f64>;
+    fn secs(t: Option<blastnet_contract::UtcNs>) -> Option<f64> {
+        t.map(|t| t.0 as f64 / 1e9)
+    }
+    let families: [(&str, &str, &str, Value); 9] = [
+        (
+            "blastnet_node_detections_total",
+            "counter",
+            "Detections accepted from the node.",
+            |n| Some(n.detections as f64),
+        ),
+        (
+            "blastnet_node_online",
+            "gauge",
+            "1 while the node is online, degraded, or heard from by detections only; 0 once offline.",
+            |n| Some(f64::from(u8::from(matches!(n.state.as_str(), "online" | "degraded" | "unknown")))),
+        ),
+        (
+            "blastnet_node_degraded",
+            "gauge",
+            "1 while the node's latest status says degraded.",
+            |n| Some(f64::from(u8::from(n.state == "degraded"))),
+        ),
+        (
+            "blastnet_node_flagged",
+            "gauge",
+            "1 if the engine flagged the node (e.g. a clock offset).",
+            |n| Some(f64::from(u8::from(n.flagged.is_some()))),
+        ),
+        (
+            "blastnet_node_last_status_seconds",
+            "gauge",
+            "time_utc of the node's latest status, seconds since the epoch.",
+            |n| secs(n.last_status_utc),
+        ),
+        (
+            "blastnet_node_last_detection_seconds",
+            "gauge",
+            "Onset of the node's latest accepted detection, seconds since the epoch.",
+            |n| secs(n.last_detection_utc),
+        ),
+        (
+            "blastnet_node_clock_uncertainty_seconds",
+            "gauge",
+            "The node's reported clock 1-sigma, seconds.",
+            |n| Some(n.clock_uncertainty_s),
+        ),
+        (
+            "blastnet_node_spool_backlog",
+            "gauge",
+            "Detections spooled on the node, not yet acknowledged by the broker (from its status).",
+            |n| Some(n.spool_backlog as f64),
+        ),
+        (
+            "blastnet_node_station_term_seconds",
+            "gauge",
+            "The station term the engine learned for the node (a delay subtracted from its onsets), seconds; absent until learned.",
+            |n| n.station_term_s,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (n, l) in shown.iter().zip(&labels) {
+            if let Some(v) = value(n).filter(|v| v.is_finite()) {
+                let _ = writeln!(o, "{name}{{{l}}} {v}");
+            }
+        }
+    }
+    let name = "blastnet_aggregator_node_series_omitted";
+    let _ = writeln!(
+        o,
+        "# HELP {name} Nodes left out of the per-node families (beyond {MAX_NODE_SERIES}, in id order).\n# TYPE {name} gauge\n{name} {}",
+        nodes.len() - shown.len()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,5 +419,70 @@ mod tests {
         assert!(t.contains("blastnet_aggregator_decision_latency_seconds_bucket{le=\"0.0005\"} 1"));
         assert!(t.contains("blastnet_aggregator_decision_latency_seconds_bucket{le=\"0.05\"} 2"));
         assert!(t.contains("blastnet_aggregator_decision_latency_seconds_count 2"));
+    }
+
+    fn node(id: &str, detections: u64) -> NodeView {
+        NodeView {
+            node_id: id.into(),
+            site: "s".into(),
+            lat: 0.0,
+            lon: 0.0,
+            alt_m: 0.0,
+            state: "online".into(),
+            clock_source: None,
+            clock_uncertainty_s: 1e-6,
+            temperature_c: None,
+            last_status_utc: None,
+            last_detection_utc: None,
+            detections,
+            software_version: String::new(),
+            spool_backlog: 0,
+            flagged: None,
+            station_term_s: None,
+            station_term_sigma_s: None,
+            station_term_events: 0,
+            refused: None,
+        }
+    }
+
+    #[test]
+    fn node_label_values_are_escaped() {
+        let mut t = String::new();
+        render_nodes(&[node("a\"b\\c\nd", 3)], &mut t);
+        assert!(
+            t.contains("blastnet_node_detections_total{node=\"a\\\"b\\\\c\\nd\",site=\"s\"} 3\n"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn per_node_series_stop_at_the_cap_and_say_how_many_were_left_out() {
+        let nodes: Vec<NodeView> = (0..MAX_NODE_SERIES + 7)
+            .map(|i| node(&format!("n{i:05}"), 1))
+            .collect();
+        let mut t = String::new();
+        render_nodes(&nodes, &mut t);
+        let series = t
+            .lines()
+            .filter(|l| l.starts_with("blastnet_node_online{"))
+            .count();
+        assert_eq!(series, MAX_NODE_SERIES);
+        assert!(t.contains("\nblastnet_aggregator_node_series_omitted 7\n"));
+        // Families without a value (no station term learned) keep HELP and TYPE.
+        assert!(t.contains("# TYPE blastnet_node_station_term_seconds gauge\n"));
+        assert!(!t.contains("blastnet_node_station_term_seconds{"));
+    }
+
+    #[test]
+    fn final_events_are_counted_by_kind_and_build_info_is_one() {
+        let m = Metrics::default();
+        m.count_final(SourceKind::Gunshot);
+        m.count_final(SourceKind::Gunshot);
+        m.count_final(SourceKind::Launch);
+        let t = m.render();
+        assert!(t.contains("blastnet_aggregator_events_total{kind=\"gunshot\"} 2\n"));
+        assert!(t.contains("blastnet_aggregator_events_total{kind=\"launch\"} 1\n"));
+        assert!(t.contains("blastnet_aggregator_events_total{kind=\"explosion\"} 0\n"));
+        assert!(t.contains(&format!("blastnet_build_info{{version=\"{VERSION}\"")));
     }
 }

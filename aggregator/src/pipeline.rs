@@ -842,6 +842,7 @@ impl Pipeline {
             match a {
                 Action::Publish(mut event) => {
                     if event.status == EventStatus::Final {
+                        self.metrics.count_final(event.kind);
                         finals.extend(
                             event
                                 .detections

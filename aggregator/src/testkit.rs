@@ -154,6 +154,17 @@ pub async fn publish_all(
 /// `GET path` from `addr` over HTTP/1.1 (Connection: close): (status, body).
 /// A few lines instead of an HTTP client crate, for tests and tools.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String), String> {
+    http_get_with_head(addr, path)
+        .await
+        .map(|(status, _, body)| (status, body))
+}
+
+/// As [`http_get`], with the response head (status line and headers) too:
+/// (status, head, body).
+pub async fn http_get_with_head(
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> Result<(u16, String, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
@@ -181,7 +192,7 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, St
             .starts_with("transfer-encoding: chunked")
     });
     if !chunked {
-        return Ok((status, body.to_string()));
+        return Ok((status, head.to_string(), body.to_string()));
     }
     let mut out = String::new();
     let mut rest = body;
@@ -199,7 +210,7 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, St
         out.push_str(chunk);
         rest = after.get(n + 2..).unwrap_or("");
     }
-    Ok((status, out))
+    Ok((status, head.to_string(), out))
 }
 
 /// Pipeline settings as a replay runs them: the nodes-mode watermark (waiting

@@ -36,7 +36,9 @@ pub struct ReplayOptions {
     pub start_utc: Option<UtcNs>,
     /// Show a progress bar on stderr.
     pub progress: bool,
-    /// Keep the aggregator (HTTP API, live map) up this long after the replay ends.
+    /// Keep the aggregator (HTTP API, live map) up this long after the replay
+    /// ends, or until Ctrl-C/SIGTERM if sooner ([`LINGER_UNTIL_SIGNAL`]: until
+    /// then, however long).
     pub linger: Duration,
     /// Aggregator configuration whose `[engine]` and `[ingest]` sections apply
     /// (broker, sites, time base, store and HTTP are set by the replay).
@@ -45,6 +47,30 @@ pub struct ReplayOptions {
     /// engine learns (station terms, error scales) persist there, so a
     /// later replay on the same file starts from what earlier ones taught.
     pub store: Option<PathBuf>,
+}
+
+/// A [`ReplayOptions::linger`] that keeps the aggregator (HTTP API, live
+/// map) up after the replay until Ctrl-C or SIGTERM (`replay --serve`).
+pub const LINGER_UNTIL_SIGNAL: Duration = Duration::MAX;
+
+/// The first of Ctrl-C (SIGINT) and, on Unix, SIGTERM (what `systemctl
+/// stop`, `docker stop` and `kill` send): its name.
+async fn stop_signal() -> std::io::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => Ok("SIGTERM"),
+            _ = int.recv() => Ok("SIGINT"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await?;
+        Ok("Ctrl-C")
+    }
 }
 
 /// What a replay produced.
@@ -411,11 +437,27 @@ pub async fn run(
         tracing::warn!("the aggregator did not see every node go offline within 30 s; flushing");
     }
     if !opts.linger.is_zero() {
-        eprintln!(
-            "replay done; the live map stays up for {} s at http://{http}/",
-            opts.linger.as_secs()
-        );
-        tokio::time::sleep(opts.linger).await;
+        if opts.linger == LINGER_UNTIL_SIGNAL {
+            eprintln!(
+                "replay done; serving the API and live map at http://{http}/ until Ctrl-C or SIGTERM"
+            );
+        } else {
+            eprintln!(
+                "replay done; the live map stays up for {} s at http://{http}/ (Ctrl-C ends it)",
+                opts.linger.as_secs()
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(opts.linger) => {}
+            r = stop_signal() => match r {
+                Ok(name) => eprintln!("{name}: stopping the aggregator"),
+                Err(e) => {
+                    // Without a handler, a signal would end the process
+                    // uncleanly: say so and stop now rather than serve on.
+                    eprintln!("cannot listen for Ctrl-C/SIGTERM ({e}); stopping the aggregator");
+                }
+            },
+        }
     }
     agg.shutdown();
     let summary = agg.join().await.context("aggregator")?;
@@ -583,11 +625,19 @@ pub fn replay_many(
         "{:<28} {:>6} {:>7} {:>6} {:>10}",
         "scenario", "blasts", "located", "ghosts", "median err"
     ));
-    for dir in dirs {
+    let last = dirs.len().saturating_sub(1);
+    for (i, dir) in dirs.into_iter().enumerate() {
         let one = ReplayOptions {
             path: dir.clone(),
             broker: Some(broker.clone()),
             progress: false,
+            // Only the last scenario's aggregator stays up (`--serve`); with
+            // `--store` it holds every scenario's events.
+            linger: if i == last {
+                opts.linger
+            } else {
+                Duration::ZERO
+            },
             ..opts.clone()
         };
         let o = rt.block_on(run(&one, |_| {}))?;

@@ -37,6 +37,11 @@ pub struct Args {
     /// Aggregator HTTP API and live map address (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub http: SocketAddr,
+    /// After the replay, keep the aggregator's HTTP API and live map up (at
+    /// --http) until Ctrl-C or SIGTERM, for looking at the events; the
+    /// summary follows when it stops.
+    #[arg(long)]
+    pub serve: bool,
     /// Print each event revision as it is published.
     #[arg(long)]
     pub print_events: bool,
@@ -73,7 +78,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         http_listen: args.http,
         start_utc,
         progress: true,
-        linger: std::time::Duration::ZERO,
+        linger: if args.serve {
+            replay::LINGER_UNTIL_SIGNAL
+        } else {
+            std::time::Duration::ZERO
+        },
         aggregator_config: args.config.clone(),
         store: args.store.clone(),
     };
