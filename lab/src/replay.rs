@@ -306,7 +306,7 @@ pub async fn run(
         .context("starting the aggregator")?;
     let http = agg.http_addr();
     if opts.progress || !opts.linger.is_zero() {
-        eprintln!("live map: http://{http}/");
+        crate::report::note(&format!("live map: http://{http}/"));
     }
     let mut events_rx = agg.subscribe();
     let printer = tokio::spawn(async move {
@@ -411,10 +411,10 @@ pub async fn run(
         tracing::warn!("the aggregator did not see every node go offline within 30 s; flushing");
     }
     if !opts.linger.is_zero() {
-        eprintln!(
+        crate::report::note(&format!(
             "replay done; the live map stays up for {} s at http://{http}/",
             opts.linger.as_secs()
-        );
+        ));
         tokio::time::sleep(opts.linger).await;
     }
     agg.shutdown();
