@@ -9,6 +9,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "blastnet", version, about, long_about = None)]
 struct Cli {
+    /// Log lines as text (colour only on a terminal) or as JSON objects,
+    /// one a line (for journald and log shippers). `RUST_LOG` sets the level.
+    #[arg(long, global = true, value_enum, default_value_t = cmd::LogFormat::Text)]
+    log_format: cmd::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -43,7 +47,8 @@ fn main() -> std::process::ExitCode {
         cli.command,
         Command::Node(_) | Command::Aggregator(_) | Command::Broker(_)
     );
-    cmd::init_tracing(service);
+    let cli_json = cli.log_format == cmd::LogFormat::Json;
+    cmd::init_tracing(service, cli.log_format);
     let result = match cli.command {
         Command::Node(a) => cmd::node::run(a),
         Command::Aggregator(a) => cmd::aggregator::run(a),
@@ -59,7 +64,11 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("blastnet: error: {e:#}");
+            if cli_json {
+                tracing::error!(target: blastnet_lab::report::REPORT_TARGET, "{e:#}");
+            } else {
+                eprintln!("blastnet: error: {e:#}");
+            }
             std::process::ExitCode::FAILURE
         }
     }

@@ -147,6 +147,14 @@ async fn the_live_map_shows_nodes_events_and_their_uncertainty_ellipses() {
             dom.contains(&format!("<li data-event-id=\"{id}\"")),
             "event {id} missing from the list"
         );
+        // In the server's words (blastnet_contract::text, sent over the websocket).
+        let words = blastnet_contract::text::event_text(&finals[id]);
+        assert!(
+            dom.contains(&words.headline) && dom.contains(&words.picks),
+            "event {id} not in the server's words ({:?}, {:?}):\n{dom}",
+            words.headline,
+            words.picks
+        );
     }
     assert!(dom.contains("class=\"scale\""), "scale bar missing");
 

@@ -2,6 +2,7 @@
 //!
 //! - `GET /` — the live map (static/index.html, compiled in; no external assets)
 //! - `GET /api/events?from=&to=&limit=` — latest revisions, JSON array
+//!   (`&text=1`: `{events, texts}`, each event's words for people by id)
 //! - `GET /api/events.geojson?from=&to=&limit=` — GeoJSON FeatureCollection
 //! - `GET /api/events.csv?from=&to=&limit=` — one CSV row per event (RFC 4180)
 //! - `GET /api/events.kml?from=&to=&limit=` — KML 2.2, one Placemark per event
@@ -10,6 +11,7 @@
 //! - `GET /healthz` — liveness and broker connection
 //! - `GET /metrics` — Prometheus text
 //! - `GET /ws` — websocket: a snapshot, then node and event updates as JSON
+//!   (each event with its words for people, `text`)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -59,9 +61,13 @@ pub struct AppState {
     pub allowed_origins: Arc<[String]>,
 }
 
-/// A live update as the websocket sends it.
+/// A live update as the websocket sends it: the event (SPEC JSON) and its
+/// words for people (`text`: [`blastnet_contract::text::EventText`], the
+/// formatter the CLI prints with, so the page formats no event itself).
 pub fn live_event(ev: &Event) -> Arc<str> {
-    json!({ "type": "event", "event": ev }).to_string().into()
+    json!({ "type": "event", "event": ev, "text": blastnet_contract::text::event_text(ev) })
+        .to_string()
+        .into()
 }
 
 /// A live node update.
@@ -260,9 +266,21 @@ async fn query_events(store: Store, r: Range) -> Result<Vec<Event>, ApiError> {
 async fn events(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Vec<Event>>, ApiError> {
+) -> Result<Response, ApiError> {
     let r = parse_range(&q)?;
-    Ok(Json(query_events(s.store, r).await?))
+    let evs = query_events(s.store, r).await?;
+    // `text=1` (the map page): `{events, texts}` as in the websocket's snapshot.
+    if q.get("text").is_some_and(|v| v == "1") {
+        return Ok(Json(json!({ "events": evs, "texts": event_texts(&evs) })).into_response());
+    }
+    Ok(Json(evs).into_response())
+}
+
+/// Each event's words for people, by event id (see `live_event`).
+fn event_texts(evs: &[Event]) -> BTreeMap<&str, blastnet_contract::text::EventText> {
+    evs.iter()
+        .map(|e| (e.event_id.as_str(), blastnet_contract::text::event_text(e)))
+        .collect()
 }
 
 async fn events_geo(
@@ -400,7 +418,10 @@ async fn snapshot(s: &AppState) -> Option<String> {
         .await
         .ok()?
         .ok()?;
-    Some(json!({ "type": "snapshot", "nodes": node_list(s), "events": events }).to_string())
+    Some(
+        json!({ "type": "snapshot", "nodes": node_list(s), "events": events, "texts": event_texts(&events) })
+            .to_string(),
+    )
 }
 
 async fn ws_session(s: AppState, mut socket: WebSocket) {
@@ -433,5 +454,44 @@ async fn ws_session(s: AppState, mut socket: WebSocket) {
                 Some(Ok(_)) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The page formats no event itself: the live message carries the
+    /// contract formatter's words beside the SPEC event.
+    #[test]
+    fn a_live_event_carries_the_shared_formatters_text() {
+        let ev: Event = serde_json::from_value(json!({
+            "schema": "blastnet.event/1", "event_id": "ev-1", "revision": 2,
+            "origin_utc": "2022-03-01T01:30:04.033047191Z",
+            "lat": 50.46709, "lon": 30.55571, "alt_m": 195.0,
+            "uncertainty": { "horizontal_m": 55.3, "vertical_m": 0.0, "origin_s": 0.01,
+                             "covariance_enu": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]] },
+            "kind": "launch", "confidence": 0.86,
+            "detections": [
+                { "node_id": "n01", "seq": 1, "stream": "acoustic", "onset_utc": "2022-03-01T01:30:05Z", "residual_s": 0.0 },
+                { "node_id": "n01", "seq": 2, "stream": "seismic", "onset_utc": "2022-03-01T01:30:05Z", "residual_s": 0.0 }
+            ],
+            "sound_speed_mps": 331.0, "status": "final", "dims": 2,
+            "yield_estimate": { "kg_tnt": 0.00026, "low_kg_tnt": 0.0002, "high_kg_tnt": 0.0003 }
+        }))
+        .expect("a SPEC event");
+        let msg: serde_json::Value = serde_json::from_str(&live_event(&ev)).expect("JSON");
+        assert_eq!(msg["type"], "event");
+        assert_eq!(msg["event"]["event_id"], "ev-1");
+        let text = blastnet_contract::text::event_text(&ev);
+        assert_eq!(msg["text"]["line"], text.line.as_str());
+        assert_eq!(msg["text"]["label"], "launch ±55 m");
+        assert_eq!(msg["text"]["headline"], "launch, confidence 0.86");
+        assert_eq!(msg["text"]["time"], "2022-03-01T01:30:04.033Z");
+        assert_eq!(msg["text"]["picks"], "2 arrivals from 1 node");
+        assert_eq!(msg["text"]["yield_text"], "");
+        assert!(msg["text"]["place"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("altitude fixed at 195 m")));
     }
 }

@@ -3,8 +3,9 @@
 //! every part shares, and the vocabulary defined once for all of them: the
 //! MQTT topic grammar ([`topic`]), the classified kinds and their
 //! probability vector ([`SourceKind::CLASSIFIED`], [`ClassProbs`]), the
-//! broker address ([`BrokerUrl`]), the status skeleton ([`Status::new`]) and
-//! the field checker of every validator ([`Check`]). Pure: no I/O.
+//! broker address ([`BrokerUrl`]), the status skeleton ([`Status::new`]),
+//! the field checker of every validator ([`Check`]) and events in words for
+//! people ([`text`], shared by the CLI and the live map). Pure: no I/O.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod manifest;
 pub mod physics;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod text;
 pub mod time;
 pub mod topic;
 pub mod wire;

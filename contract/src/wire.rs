@@ -447,7 +447,9 @@ pub struct Event {
     /// Extension: preliminary or final.
     #[serde(default = "default_status")]
     pub status: EventStatus,
-    /// Extension: 2 (on the ground plane) or 3 (altitude solved).
+    /// Extension: 2 (on the ground plane: the solver held the altitude, so
+    /// `uncertainty.vertical_m` is 0 for "not estimated", not "exact") or 3
+    /// (altitude solved).
     #[serde(default = "default_dims")]
     pub dims: u8,
     /// Extension: Cramér–Rao bound for this geometry and these pick uncertainties.

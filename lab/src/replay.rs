@@ -332,7 +332,7 @@ pub async fn run(
         .context("starting the aggregator")?;
     let http = agg.http_addr();
     if opts.progress || !opts.linger.is_zero() {
-        eprintln!("live map: http://{http}/");
+        crate::report::note(&format!("live map: http://{http}/"));
     }
     let mut events_rx = agg.subscribe();
     let printer = tokio::spawn(async move {
@@ -438,23 +438,23 @@ pub async fn run(
     }
     if !opts.linger.is_zero() {
         if opts.linger == LINGER_UNTIL_SIGNAL {
-            eprintln!(
+            crate::report::note(&format!(
                 "replay done; serving the API and live map at http://{http}/ until Ctrl-C or SIGTERM"
-            );
+            ));
         } else {
-            eprintln!(
+            crate::report::note(&format!(
                 "replay done; the live map stays up for {} s at http://{http}/ (Ctrl-C ends it)",
                 opts.linger.as_secs()
-            );
+            ));
         }
         tokio::select! {
             _ = tokio::time::sleep(opts.linger) => {}
             r = stop_signal() => match r {
-                Ok(name) => eprintln!("{name}: stopping the aggregator"),
+                Ok(name) => crate::report::note(&format!("{name}: stopping the aggregator")),
                 Err(e) => {
                     // Without a handler, a signal would end the process
                     // uncleanly: say so and stop now rather than serve on.
-                    eprintln!("cannot listen for Ctrl-C/SIGTERM ({e}); stopping the aggregator");
+                    crate::report::note(&format!("cannot listen for Ctrl-C/SIGTERM ({e}); stopping the aggregator"));
                 }
             },
         }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use blastnet_aggregator::{config, AggregatorConfig, CancellationToken};
+use blastnet_lab::report::note;
 
 /// Arguments of `blastnet aggregator`.
 #[derive(clap::Args, Debug)]
@@ -52,20 +53,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let handle = match blastnet_aggregator::start(cfg, shutdown.clone()).await {
             Ok(h) => h,
             Err(_) if shutdown.is_cancelled() => {
-                eprintln!("blastnet aggregator: stopped during start-up");
+                note("blastnet aggregator: stopped during start-up");
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
         };
-        eprintln!(
+        note(&format!(
             "blastnet aggregator: live map at http://{}/",
             handle.http_addr()
-        );
+        ));
         let summary = handle.join().await?;
-        eprintln!(
+        note(&format!(
             "blastnet aggregator: stopped after {} events",
             summary.events.len()
-        );
+        ));
         Ok(())
     })
 }

@@ -15,7 +15,7 @@ pub struct Args {
 /// Run the broker until killed.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let broker = blastnet_broker::EmbeddedBroker::start(args.port)?;
-    eprintln!("blastnet broker: listening on {}", broker.url());
+    blastnet_lab::report::note(&format!("blastnet broker: listening on {}", broker.url()));
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }

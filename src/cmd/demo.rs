@@ -11,7 +11,7 @@ use anyhow::Context;
 use blastnet_node::Pace;
 
 use blastnet_lab::replay::{self, ReplayOptions};
-use blastnet_lab::report::event_line;
+use blastnet_lab::report::{event_line, note};
 
 /// Arguments of `blastnet demo`.
 #[derive(clap::Args, Debug)]
@@ -41,10 +41,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => {
             let dir =
                 tempfile::tempdir().context("creating a temp folder for the demo scenario")?;
-            eprintln!(
+            note(&format!(
                 "recordings/city-salvo not found: simulating it into {}",
                 dir.path().display()
-            );
+            ));
             let spec = blastnet_simulator::preset("city-salvo", 1)?;
             blastnet_simulator::write_scenario(&spec, 1, &Default::default(), dir.path())?;
             let p = dir.path().to_path_buf();
@@ -64,12 +64,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         store: None,
     };
     let scenario = replay::open_scenario(&opts)?;
-    eprintln!(
+    note(&format!(
         "blastnet demo: {} — {} nodes; replaying at {}x real time through an embedded MQTT broker",
         scenario.manifest.name,
         scenario.manifest.nodes.len(),
         args.speed
-    );
+    ));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -79,6 +79,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             println!("{}", event_line(e));
         }
     }))?;
-    eprint!("{}", replay::summary(&outcome));
+    note(&replay::summary(&outcome));
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use blastnet_contract::UtcNs;
 use blastnet_lab::replay::{self, ReplayOptions};
-use blastnet_lab::report::event_line;
+use blastnet_lab::report::{event_line, note};
 use blastnet_node::Pace;
 
 /// Arguments of `blastnet replay`.
@@ -91,7 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     if let Some(dirs) = replay::scenario_folders(&args.path) {
-        return replay::replay_many(&rt, opts, dirs, |line| eprintln!("{line}"));
+        return replay::replay_many(&rt, opts, dirs, note);
     }
     // Fail early, naming the path, before any broker or runtime starts.
     replay::open_scenario(&opts)?;
@@ -107,6 +107,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(p) = &args.events_out {
         replay::write_json_lines(p, outcome.events.iter())?;
     }
-    eprint!("{}", replay::summary(&outcome));
+    note(&replay::summary(&outcome));
     Ok(())
 }
