@@ -69,6 +69,18 @@ pub struct RawMqtt {
     pub keep_alive_s: Option<u64>,
     /// Start-up wait for the broker, seconds.
     pub connect_timeout_s: Option<f64>,
+    /// Publish the retained availability topic (and its last will).
+    pub availability: Option<bool>,
+}
+
+/// `[homeassistant]` as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHomeAssistant {
+    /// Publish Home Assistant MQTT discovery configs.
+    pub enabled: Option<bool>,
+    /// Home Assistant's discovery prefix.
+    pub discovery_prefix: Option<String>,
 }
 
 /// `[store]` as written.
@@ -141,6 +153,8 @@ pub struct RawConfig {
     pub time: RawTime,
     /// `[ingest]`.
     pub ingest: RawIngest,
+    /// `[homeassistant]`.
+    pub homeassistant: RawHomeAssistant,
     /// `[engine]`: overlaid on [`EngineConfig::default`].
     pub engine: toml::Table,
 }
@@ -166,6 +180,17 @@ pub struct MqttConfig {
     pub keep_alive: Duration,
     /// How long [`crate::start`] waits for the subscriptions to be acknowledged.
     pub connect_timeout: Duration,
+    /// Publish `online` (retained) on
+    /// [`topic::aggregator_availability`] at every connect, `offline` at a
+    /// clean stop, with `offline` as the last will.
+    pub availability: bool,
+}
+
+/// Home Assistant MQTT discovery (`[homeassistant]`, off by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HomeAssistantConfig {
+    /// Home Assistant's discovery prefix (its default `homeassistant`).
+    pub discovery_prefix: String,
 }
 
 /// Where events are stored.
@@ -282,6 +307,8 @@ pub struct AggregatorConfig {
     pub time: TimeConfig,
     /// Ingest limits.
     pub ingest: IngestConfig,
+    /// Home Assistant discovery, if enabled.
+    pub homeassistant: Option<HomeAssistantConfig>,
     /// The engine's configuration.
     pub engine: EngineConfig,
 }
@@ -429,6 +456,17 @@ impl RawConfig {
                 "must be 1..256 characters (a fixed id keeps the persistent session)",
             ));
         }
+        let availability = m.availability.unwrap_or(true);
+        if availability {
+            topic::check_level(&client_id, false).map_err(|e| {
+                c.err(
+                    "mqtt.client_id",
+                    format!(
+                        "it names the availability topic: {e} (or set mqtt.availability = false)"
+                    ),
+                )
+            })?;
+        }
         let prefix = m
             .prefix
             .unwrap_or_else(|| topic::DEFAULT_PREFIX.to_string());
@@ -571,6 +609,18 @@ impl RawConfig {
             1_000_000,
             "nodes",
         )?;
+        let homeassistant = match self.homeassistant.enabled.unwrap_or(false) {
+            false => None,
+            true => {
+                let discovery_prefix = self
+                    .homeassistant
+                    .discovery_prefix
+                    .unwrap_or_else(|| "homeassistant".to_string());
+                topic::check_prefix(&discovery_prefix)
+                    .map_err(|e| c.err("homeassistant.discovery_prefix", e))?;
+                Some(HomeAssistantConfig { discovery_prefix })
+            }
+        };
         let engine = engine_config(origin, self.engine)?;
 
         Ok(AggregatorConfig {
@@ -584,6 +634,7 @@ impl RawConfig {
                 sites,
                 keep_alive: Duration::from_secs(keep_alive_s),
                 connect_timeout: Duration::from_secs_f64(connect_timeout_s),
+                availability,
             },
             store: StoreConfig {
                 path: store_path,
@@ -603,6 +654,7 @@ impl RawConfig {
                 inbox: self.ingest.inbox.unwrap_or(true),
                 max_nodes_per_site,
             },
+            homeassistant,
             engine,
         })
     }
@@ -647,6 +699,30 @@ mod tests {
         assert_eq!(c.time.lateness, Duration::from_secs(2));
         assert_eq!(c.time.tick, Duration::from_millis(100));
         assert_eq!(c.store.keep, KeepRevisions::All);
+        assert!(c.mqtt.availability);
+        assert_eq!(c.homeassistant, None);
+    }
+
+    #[test]
+    fn home_assistant_discovery_is_off_unless_enabled() {
+        let c =
+            AggregatorConfig::from_toml_str("[homeassistant]\nenabled = true", "t").expect("ok");
+        assert_eq!(
+            c.homeassistant,
+            Some(HomeAssistantConfig {
+                discovery_prefix: "homeassistant".into()
+            })
+        );
+        let c = AggregatorConfig::from_toml_str("[homeassistant]\ndiscovery_prefix = \"ha\"", "t")
+            .expect("ok");
+        assert_eq!(c.homeassistant, None);
+        // A client id that is no topic level is fine without availability.
+        let c = AggregatorConfig::from_toml_str(
+            "[mqtt]\nclient_id = \"a/b\"\navailability = false",
+            "t",
+        )
+        .expect("ok");
+        assert!(!c.mqtt.availability);
     }
 
     #[test]
@@ -665,6 +741,11 @@ mod tests {
             ("[time]\nlateness_s = -1.0", "time.lateness_s"),
             ("[store]\nkeep = \"some\"", "store.keep"),
             ("[mqtt]\npassword = \"p\"", "mqtt.username"),
+            ("[mqtt]\nclient_id = \"a/b\"", "mqtt.client_id"),
+            (
+                "[homeassistant]\nenabled = true\ndiscovery_prefix = \"ha/\"",
+                "homeassistant.discovery_prefix",
+            ),
         ];
         for (text, field) in cases {
             let e = AggregatorConfig::from_toml_str(text, "a.toml").expect_err(text);

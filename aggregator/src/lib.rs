@@ -7,6 +7,7 @@
 //! bound HTTP address, an event receiver and a completion signal) and [`run`].
 
 pub mod config;
+pub mod discovery;
 pub mod geometry;
 pub mod http;
 pub mod ingest;
