@@ -139,6 +139,20 @@ pub struct RawIngest {
     pub max_nodes_per_site: Option<usize>,
 }
 
+/// One `[[webhook]]` as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWebhook {
+    /// `http://host[:port]/path`.
+    pub url: Option<String>,
+    /// Kinds sent (default: all).
+    pub kinds: Option<Vec<String>>,
+    /// Least confidence sent.
+    pub min_confidence: Option<f64>,
+    /// `[south, west, north, east]`, degrees.
+    pub area: Option<[f64; 4]>,
+}
+
 /// The whole file as written.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -155,6 +169,8 @@ pub struct RawConfig {
     pub ingest: RawIngest,
     /// `[homeassistant]`.
     pub homeassistant: RawHomeAssistant,
+    /// `[[webhook]]`, any number.
+    pub webhook: Vec<RawWebhook>,
     /// `[engine]`: overlaid on [`EngineConfig::default`].
     pub engine: toml::Table,
 }
@@ -309,6 +325,8 @@ pub struct AggregatorConfig {
     pub ingest: IngestConfig,
     /// Home Assistant discovery, if enabled.
     pub homeassistant: Option<HomeAssistantConfig>,
+    /// Webhooks final events are POSTed to.
+    pub webhooks: Vec<crate::webhook::Webhook>,
     /// The engine's configuration.
     pub engine: EngineConfig,
 }
@@ -621,6 +639,62 @@ impl RawConfig {
                 Some(HomeAssistantConfig { discovery_prefix })
             }
         };
+        let mut webhooks = Vec::new();
+        for (i, w) in self.webhook.into_iter().enumerate() {
+            let f = |k: &str| format!("webhook[{i}].{k}");
+            let url = w
+                .url
+                .ok_or_else(|| c.err(&f("url"), "missing: the http:// URL to POST events to"))?;
+            let (host, port, path) =
+                crate::webhook::Webhook::parse_url(&url).map_err(|e| c.err(&f("url"), e))?;
+            let kinds = match w.kinds {
+                None => None,
+                Some(ks) => Some(
+                    ks.iter()
+                        .map(|k| {
+                            serde_json::from_value(serde_json::Value::String(k.clone())).map_err(
+                                |_| {
+                                    c.err(
+                                        &f("kinds"),
+                                        format!(
+                                            "expected kinds among {:?}, got {k:?}",
+                                            blastnet_contract::SourceKind::ALL.map(|k| k.as_str())
+                                        ),
+                                    )
+                                },
+                            )
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+            };
+            let min_confidence = w.min_confidence.unwrap_or(0.0);
+            c.ensure(
+                (0.0..=1.0).contains(&min_confidence),
+                &f("min_confidence"),
+                "expected a number from 0 to 1",
+            )?;
+            if let Some([s, w_, n, e]) = w.area {
+                c.ensure(
+                    (-90.0..=90.0).contains(&s)
+                        && (-90.0..=90.0).contains(&n)
+                        && (-180.0..=180.0).contains(&w_)
+                        && (-180.0..=180.0).contains(&e)
+                        && s < n
+                        && w_ < e,
+                    &f("area"),
+                    "expected [south, west, north, east] in degrees, south < north, west < east",
+                )?;
+            }
+            webhooks.push(crate::webhook::Webhook {
+                url,
+                host,
+                port,
+                path,
+                kinds,
+                min_confidence,
+                area: w.area,
+            });
+        }
         let engine = engine_config(origin, self.engine)?;
 
         Ok(AggregatorConfig {
@@ -655,6 +729,7 @@ impl RawConfig {
                 max_nodes_per_site,
             },
             homeassistant,
+            webhooks,
             engine,
         })
     }
@@ -742,6 +817,15 @@ mod tests {
             ("[store]\nkeep = \"some\"", "store.keep"),
             ("[mqtt]\npassword = \"p\"", "mqtt.username"),
             ("[mqtt]\nclient_id = \"a/b\"", "mqtt.client_id"),
+            ("[[webhook]]\nurl = \"https://x/\"", "webhook[0].url"),
+            (
+                "[[webhook]]\nurl = \"http://x/\"\nkinds = [\"boom\"]",
+                "webhook[0].kinds",
+            ),
+            (
+                "[[webhook]]\nurl = \"http://x/\"\narea = [41.0, -80.0, 40.0, -79.0]",
+                "webhook[0].area",
+            ),
             (
                 "[homeassistant]\nenabled = true\ndiscovery_prefix = \"ha/\"",
                 "homeassistant.discovery_prefix",

@@ -17,6 +17,7 @@ mod service;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testkit;
+pub mod webhook;
 
 pub use config::{AggregatorConfig, ConfigError, TimeBase};
 pub use service::{run, start, AggregatorError, AggregatorHandle, Summary, SHUTDOWN_BUDGET};

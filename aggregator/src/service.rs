@@ -374,6 +374,7 @@ pub async fn start(
             sites: std::collections::BTreeSet::new(),
             nodes: HashMap::new(),
         },
+        webhooks: crate::webhook::spawn(cfg.webhooks.clone()),
     };
     // What earlier runs on this store learned (station terms, error scales).
     let learned = store.calibration()?;
@@ -569,6 +570,8 @@ struct Processor {
     offsets: HashMap<String, u32>,
     /// The retained extensions.
     retained: RetainedState,
+    /// Each `[[webhook]]`'s queue (final revisions; the hook filters).
+    webhooks: Vec<mpsc::UnboundedSender<(Event, crate::webhook::Body)>>,
 }
 
 /// What the aggregator keeps retained at the broker besides its
@@ -781,6 +784,14 @@ impl Processor {
                                 retain: false,
                             });
                             self.retained.event(&site, &ev, &payload, pub_tx);
+                            if ev.status == blastnet_contract::EventStatus::Final
+                                && !self.webhooks.is_empty()
+                            {
+                                let body: crate::webhook::Body = payload.into();
+                                for w in &self.webhooks {
+                                    let _ = w.send((ev.clone(), body.clone()));
+                                }
+                            }
                         }
                         Err(err) => {
                             self.metrics.publish_errors.fetch_add(1, Relaxed);
