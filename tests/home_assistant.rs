@@ -392,6 +392,7 @@ fn home_assistant_discovers_the_sensors_and_sees_the_aggregator_go_offline_on_st
 
     // A clean stop: `offline` (the will is discarded on DISCONNECT, so this
     // is the aggregator's own publish).
+    let stopped = Instant::now();
     let ok = Command::new("kill")
         .args(["-TERM", &p.id().to_string()])
         .status()
@@ -404,15 +405,18 @@ fn home_assistant_discovers_the_sensors_and_sees_the_aggregator_go_offline_on_st
         std::fs::read_to_string(&log1).unwrap_or_default()
     );
     wait_availability(&ha, port, 2, "offline", 5);
+    eprintln!("SIGTERM to `offline` seen: {:?}", stopped.elapsed());
 
     // Back, then killed without a DISCONNECT: the broker publishes the will.
     let log2 = dir.path().join("run2.log");
     let mut p = spawn(&config, &log2);
     wait_up(&rt, http, &mut p, &log2);
     wait_availability(&ha, port, 3, "online", 10);
+    let killed = Instant::now();
     p.kill().unwrap();
     p.wait().unwrap();
     wait_availability(&ha, port, 4, "offline", 10);
+    eprintln!("kill -9 to the will `offline` seen: {:?}", killed.elapsed());
     assert_eq!(
         availability_seen(&ha),
         ["online", "offline", "online", "offline"]
