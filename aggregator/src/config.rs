@@ -72,6 +72,18 @@ pub struct RawMqtt {
     pub keep_alive_s: Option<u64>,
     /// Start-up wait for the broker, seconds.
     pub connect_timeout_s: Option<f64>,
+    /// Publish the retained availability topic (and its last will).
+    pub availability: Option<bool>,
+}
+
+/// `[homeassistant]` as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHomeAssistant {
+    /// Publish Home Assistant MQTT discovery configs.
+    pub enabled: Option<bool>,
+    /// Home Assistant's discovery prefix.
+    pub discovery_prefix: Option<String>,
 }
 
 /// `[store]` as written.
@@ -130,6 +142,20 @@ pub struct RawIngest {
     pub max_nodes_per_site: Option<usize>,
 }
 
+/// One `[[webhook]]` as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWebhook {
+    /// `http://host[:port]/path`.
+    pub url: Option<String>,
+    /// Kinds sent (default: all).
+    pub kinds: Option<Vec<String>>,
+    /// Least confidence sent.
+    pub min_confidence: Option<f64>,
+    /// `[south, west, north, east]`, degrees.
+    pub area: Option<[f64; 4]>,
+}
+
 /// The whole file as written.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -144,6 +170,10 @@ pub struct RawConfig {
     pub time: RawTime,
     /// `[ingest]`.
     pub ingest: RawIngest,
+    /// `[homeassistant]`.
+    pub homeassistant: RawHomeAssistant,
+    /// `[[webhook]]`, any number.
+    pub webhook: Vec<RawWebhook>,
     /// `[engine]`: overlaid on [`EngineConfig::default`].
     pub engine: toml::Table,
 }
@@ -172,6 +202,17 @@ pub struct MqttConfig {
     pub keep_alive: Duration,
     /// How long [`crate::start`] waits for the subscriptions to be acknowledged.
     pub connect_timeout: Duration,
+    /// Publish `online` (retained) on
+    /// [`topic::aggregator_availability`] at every connect, `offline` at a
+    /// clean stop, with `offline` as the last will.
+    pub availability: bool,
+}
+
+/// Home Assistant MQTT discovery (`[homeassistant]`, off by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HomeAssistantConfig {
+    /// Home Assistant's discovery prefix (its default `homeassistant`).
+    pub discovery_prefix: String,
 }
 
 /// Where events are stored.
@@ -288,6 +329,10 @@ pub struct AggregatorConfig {
     pub time: TimeConfig,
     /// Ingest limits.
     pub ingest: IngestConfig,
+    /// Home Assistant discovery, if enabled.
+    pub homeassistant: Option<HomeAssistantConfig>,
+    /// Webhooks final events are POSTed to.
+    pub webhooks: Vec<crate::webhook::Webhook>,
     /// The engine's configuration.
     pub engine: EngineConfig,
 }
@@ -451,6 +496,17 @@ impl RawConfig {
                 "must be 1..256 characters (a fixed id keeps the persistent session)",
             ));
         }
+        let availability = m.availability.unwrap_or(true);
+        if availability {
+            topic::check_level(&client_id, false).map_err(|e| {
+                c.err(
+                    "mqtt.client_id",
+                    format!(
+                        "it names the availability topic: {e} (or set mqtt.availability = false)"
+                    ),
+                )
+            })?;
+        }
         let prefix = m
             .prefix
             .unwrap_or_else(|| topic::DEFAULT_PREFIX.to_string());
@@ -593,6 +649,74 @@ impl RawConfig {
             1_000_000,
             "nodes",
         )?;
+        let homeassistant = match self.homeassistant.enabled.unwrap_or(false) {
+            false => None,
+            true => {
+                let discovery_prefix = self
+                    .homeassistant
+                    .discovery_prefix
+                    .unwrap_or_else(|| "homeassistant".to_string());
+                topic::check_prefix(&discovery_prefix)
+                    .map_err(|e| c.err("homeassistant.discovery_prefix", e))?;
+                Some(HomeAssistantConfig { discovery_prefix })
+            }
+        };
+        let mut webhooks = Vec::new();
+        for (i, w) in self.webhook.into_iter().enumerate() {
+            let f = |k: &str| format!("webhook[{i}].{k}");
+            let url = w
+                .url
+                .ok_or_else(|| c.err(&f("url"), "missing: the http:// URL to POST events to"))?;
+            let (host, port, path) =
+                crate::webhook::Webhook::parse_url(&url).map_err(|e| c.err(&f("url"), e))?;
+            let kinds = match w.kinds {
+                None => None,
+                Some(ks) => Some(
+                    ks.iter()
+                        .map(|k| {
+                            serde_json::from_value(serde_json::Value::String(k.clone())).map_err(
+                                |_| {
+                                    c.err(
+                                        &f("kinds"),
+                                        format!(
+                                            "expected kinds among {:?}, got {k:?}",
+                                            blastnet_contract::SourceKind::ALL.map(|k| k.as_str())
+                                        ),
+                                    )
+                                },
+                            )
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+            };
+            let min_confidence = w.min_confidence.unwrap_or(0.0);
+            c.ensure(
+                (0.0..=1.0).contains(&min_confidence),
+                &f("min_confidence"),
+                "expected a number from 0 to 1",
+            )?;
+            if let Some([s, w_, n, e]) = w.area {
+                c.ensure(
+                    (-90.0..=90.0).contains(&s)
+                        && (-90.0..=90.0).contains(&n)
+                        && (-180.0..=180.0).contains(&w_)
+                        && (-180.0..=180.0).contains(&e)
+                        && s < n
+                        && w_ < e,
+                    &f("area"),
+                    "expected [south, west, north, east] in degrees, south < north, west < east",
+                )?;
+            }
+            webhooks.push(crate::webhook::Webhook {
+                url,
+                host,
+                port,
+                path,
+                kinds,
+                min_confidence,
+                area: w.area,
+            });
+        }
         let engine = engine_config(origin, self.engine)?;
 
         Ok(AggregatorConfig {
@@ -607,6 +731,7 @@ impl RawConfig {
                 sites,
                 keep_alive: Duration::from_secs(keep_alive_s),
                 connect_timeout: Duration::from_secs_f64(connect_timeout_s),
+                availability,
             },
             store: StoreConfig {
                 path: store_path,
@@ -626,6 +751,8 @@ impl RawConfig {
                 inbox: self.ingest.inbox.unwrap_or(true),
                 max_nodes_per_site,
             },
+            homeassistant,
+            webhooks,
             engine,
         })
     }
@@ -670,6 +797,30 @@ mod tests {
         assert_eq!(c.time.lateness, Duration::from_secs(2));
         assert_eq!(c.time.tick, Duration::from_millis(100));
         assert_eq!(c.store.keep, KeepRevisions::All);
+        assert!(c.mqtt.availability);
+        assert_eq!(c.homeassistant, None);
+    }
+
+    #[test]
+    fn home_assistant_discovery_is_off_unless_enabled() {
+        let c =
+            AggregatorConfig::from_toml_str("[homeassistant]\nenabled = true", "t").expect("ok");
+        assert_eq!(
+            c.homeassistant,
+            Some(HomeAssistantConfig {
+                discovery_prefix: "homeassistant".into()
+            })
+        );
+        let c = AggregatorConfig::from_toml_str("[homeassistant]\ndiscovery_prefix = \"ha\"", "t")
+            .expect("ok");
+        assert_eq!(c.homeassistant, None);
+        // A client id that is no topic level is fine without availability.
+        let c = AggregatorConfig::from_toml_str(
+            "[mqtt]\nclient_id = \"a/b\"\navailability = false",
+            "t",
+        )
+        .expect("ok");
+        assert!(!c.mqtt.availability);
     }
 
     #[test]
@@ -688,6 +839,20 @@ mod tests {
             ("[time]\nlateness_s = -1.0", "time.lateness_s"),
             ("[store]\nkeep = \"some\"", "store.keep"),
             ("[mqtt]\npassword = \"p\"", "mqtt.username"),
+            ("[mqtt]\nclient_id = \"a/b\"", "mqtt.client_id"),
+            ("[[webhook]]\nurl = \"https://x/\"", "webhook[0].url"),
+            (
+                "[[webhook]]\nurl = \"http://x/\"\nkinds = [\"boom\"]",
+                "webhook[0].kinds",
+            ),
+            (
+                "[[webhook]]\nurl = \"http://x/\"\narea = [41.0, -80.0, 40.0, -79.0]",
+                "webhook[0].area",
+            ),
+            (
+                "[homeassistant]\nenabled = true\ndiscovery_prefix = \"ha/\"",
+                "homeassistant.discovery_prefix",
+            ),
         ];
         for (text, field) in cases {
             let e = AggregatorConfig::from_toml_str(text, "a.toml").expect_err(text);

@@ -7,6 +7,7 @@
 //! bound HTTP address, an event receiver and a completion signal) and [`run`].
 
 pub mod config;
+pub mod discovery;
 pub mod export;
 pub mod geometry;
 pub mod http;
@@ -17,6 +18,7 @@ mod service;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testkit;
+pub mod webhook;
 
 pub use config::{AggregatorConfig, ConfigError, TimeBase};
 pub use service::{run, start, AggregatorError, AggregatorHandle, Summary, SHUTDOWN_BUDGET};

@@ -8,6 +8,8 @@
 //!   outputs out. It never waits on the network: events go to
 //! - **publisher**: an unbounded queue to `AsyncClient::publish` (so the
 //!   processor cannot deadlock against the event loop it shares a client with),
+//!   also of the retained extensions: each site's latest event and, with
+//!   `[homeassistant]`, the discovery configs ([`RetainedState`]),
 //! - **store thread**: SQLite writes, off the async runtime,
 //! - **http**: axum.
 
@@ -18,12 +20,13 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use blastnet_contract::{topic, Detection, Event, UtcNs};
-use rumqttc::{AsyncClient, MqttOptions, Packet, QoS, SubscribeFilter};
+use rumqttc::{AsyncClient, LastWill, MqttOptions, Packet, QoS, SubscribeFilter};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AggregatorConfig, ConfigError};
+use crate::discovery::{Discovery, DiscoveryMessage};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::pipeline::{secs_to_ns, NodeView, Output, Pipeline, PipelineConfig, TraceWriter};
@@ -283,6 +286,20 @@ pub async fn start(
     if let Some(ca) = &m.tls {
         set_tls(&mut opts, ca.as_deref())?;
     }
+    // Availability: the broker publishes the will (retained `offline`) when
+    // the connection is lost without a DISCONNECT; `online` is published at
+    // each CONNACK (the mqtt task), `offline` before a clean DISCONNECT.
+    let availability = m
+        .availability
+        .then(|| topic::aggregator_availability(&m.prefix, &m.client_id));
+    if let Some(t) = &availability {
+        opts.set_last_will(LastWill::new(
+            t.clone(),
+            topic::UNAVAILABLE,
+            QoS::AtLeastOnce,
+            true,
+        ));
+    }
     let (client, eventloop) = AsyncClient::new(opts, 1024);
     let filters = topic_filters(&cfg);
     client
@@ -297,6 +314,7 @@ pub async fn start(
     let (ready_tx, ready_rx) = oneshot::channel::<()>();
     let last_error = Arc::new(std::sync::Mutex::new(String::from("no answer yet")));
     let mqtt_stop = CancellationToken::new();
+    let (connects_tx, connects_rx) = watch::channel(0u64);
     let mqtt_task = tokio::spawn(mqtt_loop(MqttLoop {
         eventloop,
         client: client.clone(),
@@ -308,6 +326,8 @@ pub async fn start(
         connected: mqtt_connected.clone(),
         last_error: last_error.clone(),
         tracker: tracker.clone().map(|t| (t, store_tx.clone())),
+        availability: availability.clone(),
+        connects: connects_tx,
     }));
 
     let timeout = cfg.mqtt.connect_timeout;
@@ -370,6 +390,21 @@ pub async fn start(
         restored_picks: HashMap::new(),
         renamed: HashMap::new(),
         offsets: HashMap::new(),
+        retained: RetainedState {
+            prefix: cfg.mqtt.prefix.clone(),
+            latest: HashMap::new(),
+            discovery: cfg.homeassistant.as_ref().map(|ha| {
+                Discovery::new(
+                    &ha.discovery_prefix,
+                    &cfg.mqtt.prefix,
+                    &cfg.mqtt.client_id,
+                    cfg.mqtt.availability,
+                )
+            }),
+            sites: std::collections::BTreeSet::new(),
+            nodes: HashMap::new(),
+        },
+        webhooks: crate::webhook::spawn(cfg.webhooks.clone()),
     };
     // What earlier runs on this store learned (station terms, error scales).
     let learned = store.calibration()?;
@@ -392,6 +427,8 @@ pub async fn start(
         client,
         in_rx,
         shutdown: shutdown.clone(),
+        availability,
+        connects: connects_rx,
         mqtt_stop,
         mqtt_task,
         http_stop,
@@ -421,6 +458,12 @@ struct MqttLoop {
     /// With an inbox: the outbox's bookkeeping, and where acknowledged
     /// revisions are marked.
     tracker: Option<(Tracker, std::sync::mpsc::Sender<StoreReq>)>,
+    /// The availability topic, if published.
+    availability: Option<String>,
+    /// Counts CONNACKs after the first: the supervisor publishes the
+    /// retained state again (a broker restarted without persistence has
+    /// lost it).
+    connects: watch::Sender<u64>,
 }
 
 async fn mqtt_loop(mut s: MqttLoop) {
@@ -458,6 +501,21 @@ async fn mqtt_loop(mut s: MqttLoop) {
                     if let Err(e) = s.client.try_subscribe_many(s.filters.clone()) {
                         tracing::error!("re-subscribing after reconnect: {e}");
                     }
+                }
+                // QoS 0: the publish carries no packet id, so the outbox's
+                // bookkeeping (which matches QoS 1 packet ids to the
+                // publisher's queue) is untouched; a connection lost before
+                // it reaches the broker brings another CONNACK, and this again.
+                if let Some(t) = &s.availability {
+                    if let Err(e) =
+                        s.client
+                            .try_publish(t.clone(), QoS::AtMostOnce, true, topic::AVAILABLE)
+                    {
+                        tracing::warn!(topic = %t, "publishing availability: {e}");
+                    }
+                }
+                if !first_connack {
+                    s.connects.send_modify(|n| *n += 1);
                 }
                 first_connack = false;
                 // The broker kept our session: its subscriptions hold, and
@@ -540,15 +598,128 @@ struct Processor {
     /// After a restart: what to add to the engine's revision numbers of an
     /// event published before it, so that revisions keep increasing.
     offsets: HashMap<String, u32>,
+    /// The retained extensions.
+    retained: RetainedState,
+    /// Each `[[webhook]]`'s queue (final revisions; the hook filters).
+    webhooks: Vec<mpsc::UnboundedSender<(Event, crate::webhook::Body)>>,
 }
 
-/// One event revision to publish.
+/// What the aggregator keeps retained at the broker besides its
+/// availability: each site's latest event, and the Home Assistant
+/// discovery configs of the sites and nodes seen so far. Published through
+/// the publisher at QoS 1 with no outbox key (the PUBACK marks nothing).
+struct RetainedState {
+    prefix: String,
+    /// Per site, the newest event (by origin time) published in this run.
+    latest: HashMap<String, Event>,
+    discovery: Option<Discovery>,
+    /// Sites whose discovery configs were published.
+    sites: std::collections::BTreeSet<String>,
+    /// Nodes (site, node) whose config was published, with the software
+    /// version it names.
+    nodes: HashMap<(String, String), String>,
+}
+
+impl RetainedState {
+    fn send(pub_tx: &mpsc::UnboundedSender<PublishReq>, m: DiscoveryMessage) {
+        let _ = pub_tx.send(PublishReq {
+            topic: m.topic,
+            payload: m.payload,
+            key: None,
+            retain: true,
+        });
+    }
+
+    /// The discovery configs of `site`, once.
+    fn site(&mut self, site: &str, pub_tx: &mpsc::UnboundedSender<PublishReq>) {
+        let Some(d) = &self.discovery else { return };
+        if self.sites.insert(site.to_string()) {
+            for m in d.site(site) {
+                Self::send(pub_tx, m);
+            }
+        }
+    }
+
+    /// The discovery config of a node, once (again if its version changes).
+    fn node(&mut self, n: &NodeView, pub_tx: &mpsc::UnboundedSender<PublishReq>) {
+        if self.discovery.is_none() {
+            return;
+        }
+        self.site(&n.site, pub_tx);
+        let key = (n.site.clone(), n.node_id.clone());
+        if self.nodes.get(&key) == Some(&n.software_version) {
+            return;
+        }
+        if let Some(d) = &self.discovery {
+            Self::send(pub_tx, d.node(&n.site, &n.node_id, &n.software_version));
+        }
+        self.nodes.insert(key, n.software_version.clone());
+    }
+
+    /// `ev` (published on the event topic as `payload`) on its site's
+    /// latest-event topic, if it is newer by origin time than the latest
+    /// there, or a revision of it.
+    fn event(
+        &mut self,
+        site: &str,
+        ev: &Event,
+        payload: &[u8],
+        pub_tx: &mpsc::UnboundedSender<PublishReq>,
+    ) {
+        self.site(site, pub_tx);
+        let newer = self.latest.get(site).is_none_or(|l| {
+            if l.event_id == ev.event_id {
+                ev.revision >= l.revision
+            } else {
+                ev.origin_utc >= l.origin_utc
+            }
+        });
+        if newer {
+            self.latest.insert(site.to_string(), ev.clone());
+            let _ = pub_tx.send(PublishReq {
+                topic: topic::event_latest(&self.prefix, site),
+                payload: payload.to_vec(),
+                key: None,
+                retain: true,
+            });
+        }
+    }
+
+    /// Everything again (after a reconnect).
+    fn republish(&self, pub_tx: &mpsc::UnboundedSender<PublishReq>) {
+        if let Some(d) = &self.discovery {
+            for site in &self.sites {
+                for m in d.site(site) {
+                    Self::send(pub_tx, m);
+                }
+            }
+            for ((site, node), sw) in &self.nodes {
+                Self::send(pub_tx, d.node(site, node, sw));
+            }
+        }
+        for (site, ev) in &self.latest {
+            if let Ok(payload) = serde_json::to_vec(ev) {
+                let _ = pub_tx.send(PublishReq {
+                    topic: topic::event_latest(&self.prefix, site),
+                    payload,
+                    key: None,
+                    retain: true,
+                });
+            }
+        }
+    }
+}
+
+/// One message to publish, at QoS 1: an event revision, or a retained
+/// extension (latest event, discovery config).
 struct PublishReq {
     topic: String,
     payload: Vec<u8>,
-    /// Its event id and revision, marked published in the store once the
-    /// broker acknowledges it (with an inbox; see [`PubTracker`]).
+    /// An event revision's id and revision, marked published in the store
+    /// once the broker acknowledges it (with an inbox; see [`PubTracker`]);
+    /// `None` for the rest, which still take their place in its queue.
     key: Option<(String, u32)>,
+    retain: bool,
 }
 
 /// The event outbox's bookkeeping: which publish the broker acknowledged.
@@ -638,9 +809,19 @@ impl Processor {
                         Ok(payload) => {
                             let _ = pub_tx.send(PublishReq {
                                 topic: topic::event(&self.prefix, &site),
-                                payload,
+                                payload: payload.clone(),
                                 key: Some((ev.event_id.clone(), ev.revision)),
+                                retain: false,
                             });
+                            self.retained.event(&site, &ev, &payload, pub_tx);
+                            if ev.status == blastnet_contract::EventStatus::Final
+                                && !self.webhooks.is_empty()
+                            {
+                                let body: crate::webhook::Body = payload.into();
+                                for w in &self.webhooks {
+                                    let _ = w.send((ev.clone(), body.clone()));
+                                }
+                            }
                         }
                         Err(err) => {
                             self.metrics.publish_errors.fetch_add(1, Relaxed);
@@ -668,6 +849,7 @@ impl Processor {
                     let _ = store_tx.send(StoreReq::Event(Box::new(ev), e.detections));
                 }
                 Output::Node(n) => {
+                    self.retained.node(&n, pub_tx);
                     let _ = self.live_tx.send(http::live_node(&n));
                     let mut map = self.nodes.write().unwrap_or_else(|p| p.into_inner());
                     map.insert(n.node_id.clone(), *n);
@@ -934,6 +1116,10 @@ struct Supervisor {
     client: AsyncClient,
     in_rx: mpsc::Receiver<Incoming>,
     shutdown: CancellationToken,
+    /// The availability topic, if published.
+    availability: Option<String>,
+    /// CONNACKs after the first (see [`MqttLoop::connects`]).
+    connects: watch::Receiver<u64>,
     mqtt_stop: CancellationToken,
     mqtt_task: JoinHandle<()>,
     http_stop: CancellationToken,
@@ -952,6 +1138,8 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
         client,
         mut in_rx,
         shutdown,
+        availability,
+        mut connects,
         mqtt_stop,
         mqtt_task,
         http_stop,
@@ -1007,11 +1195,11 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
                     .push_back(r.key.clone());
             }
             if let Err(e) = pub_client
-                .publish(r.topic.clone(), QoS::AtLeastOnce, false, r.payload)
+                .publish(r.topic.clone(), QoS::AtLeastOnce, r.retain, r.payload)
                 .await
             {
                 pub_metrics.publish_errors.fetch_add(1, Relaxed);
-                tracing::error!(topic = %r.topic, "publishing event: {e}");
+                tracing::error!(topic = %r.topic, "publishing: {e}");
             }
         }
     });
@@ -1031,8 +1219,14 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
                 topic: topic::event(&proc.prefix, &site),
                 payload,
                 key: Some((ev.event_id.clone(), ev.revision)),
+                retain: false,
             });
         }
+    }
+    // Configured sites are known now: their last-event sensors appear
+    // before any event does.
+    for site in cfg.mqtt.sites.iter().filter(|s| *s != "+") {
+        proc.retained.site(site, &pub_tx);
     }
 
     let mut outs = Vec::new();
@@ -1051,6 +1245,9 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            Ok(()) = connects.changed() => {
+                proc.retained.republish(&pub_tx);
+            }
             msg = in_rx.recv() => match msg {
                 Some((p, at)) => {
                     proc.pipeline.on_message(&p.topic, &p.payload, &mut outs);
@@ -1136,7 +1333,17 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    // The disconnect is queued behind the publishes, so they reach the broker first.
+    // `offline` and the disconnect are queued behind the publishes, so they
+    // reach the broker first. QoS 0, as `online` (see `mqtt_loop`): if the
+    // connection is down now, the broker has published the will instead.
+    let left = SHUTDOWN_BUDGET.saturating_sub(started.elapsed());
+    if let Some(t) = availability {
+        let _ = tokio::time::timeout(
+            left,
+            client.publish(t, QoS::AtMostOnce, true, topic::UNAVAILABLE),
+        )
+        .await;
+    }
     let left = SHUTDOWN_BUDGET.saturating_sub(started.elapsed());
     let _ = tokio::time::timeout(left, client.disconnect()).await;
     let left = SHUTDOWN_BUDGET

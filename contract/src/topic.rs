@@ -8,6 +8,14 @@
 //! | `{prefix}/{site}/node/{node}/status` | [`status`] |
 //! | `{prefix}/{site}/event` | [`event`] |
 //!
+//! blastnet extensions (outside the SPEC grammar, so [`parse`] refuses them
+//! and the aggregator's node filter never matches them):
+//!
+//! | topic | function |
+//! |---|---|
+//! | `{prefix}/{site}/event/latest` (retained) | [`event_latest`] |
+//! | `{prefix}/aggregator/{client_id}/availability` (retained, last will) | [`aggregator_availability`] |
+//!
 //! Parsing is strict ([`parse_node`], [`parse_event`], [`parse`]): anything
 //! that is not exactly one of these (an extra level, an empty site, a prefix
 //! that only starts the same) is a [`TopicError`] naming what was expected.
@@ -60,6 +68,42 @@ pub fn status(prefix: &str, site: &str, node_id: &str) -> String {
 /// `{prefix}/{site}/event`.
 pub fn event(prefix: &str, site: &str) -> String {
     format!("{prefix}/{site}/event")
+}
+
+/// Extension: `{prefix}/{site}/event/latest`, the newest event of `site`
+/// (by origin time), retained, so that a subscriber sees it at once.
+pub fn event_latest(prefix: &str, site: &str) -> String {
+    format!("{prefix}/{site}/event/latest")
+}
+
+/// Extension: `{prefix}/aggregator/{client_id}/availability`, retained:
+/// [`AVAILABLE`] while the aggregator is connected, [`UNAVAILABLE`] after a
+/// clean stop or (its last will) when its connection is lost.
+pub fn aggregator_availability(prefix: &str, client_id: &str) -> String {
+    format!("{prefix}/aggregator/{client_id}/availability")
+}
+
+/// Payload of [`aggregator_availability`] while connected (Home Assistant's
+/// default `payload_available`).
+pub const AVAILABLE: &str = "online";
+
+/// Payload of [`aggregator_availability`] once stopped or lost (Home
+/// Assistant's default `payload_not_available`).
+pub const UNAVAILABLE: &str = "offline";
+
+/// Whether `topic` matches the subscription `filter` (MQTT 3.1.1 4.7: `+`
+/// one level, `#` the rest, including none).
+pub fn matches(filter: &str, topic: &str) -> bool {
+    let mut t = topic.split('/');
+    for f in filter.split('/') {
+        match (f, t.next()) {
+            ("#", _) => return true,
+            ("+", Some(_)) => {}
+            (f, Some(l)) if f == l => {}
+            _ => return false,
+        }
+    }
+    t.next().is_none()
 }
 
 /// Subscription filter for every node message of `site` (`+` for all
@@ -227,6 +271,41 @@ mod tests {
             "a/b/s/node/+/detection"
         );
         assert_eq!(event_filter("blastnet", "+"), "blastnet/+/event");
+        assert_eq!(event_latest("blastnet", "s1"), "blastnet/s1/event/latest");
+        assert_eq!(
+            aggregator_availability("a/b", "agg-1"),
+            "a/b/aggregator/agg-1/availability"
+        );
+    }
+
+    #[test]
+    fn filters_match_as_mqtt_says() {
+        assert!(matches("a/+/c", "a/b/c"));
+        assert!(matches("a/#", "a"));
+        assert!(matches("a/#", "a/b/c"));
+        assert!(matches("#", "a/b"));
+        assert!(!matches("a/+/c", "a/b/c/d"));
+        assert!(!matches("a/+/c", "a/c"));
+        assert!(!matches("a/b", "a/bc"));
+    }
+
+    #[test]
+    fn extension_topics_are_neither_node_topics_nor_spec_events() {
+        // The aggregator subscribes with the node filter: its own outputs
+        // must never come back to it, whatever the site or client id.
+        for prefix in ["blastnet", "a/b"] {
+            for id in ["node", "event", "agg"] {
+                for t in [
+                    event_latest(prefix, "s1"),
+                    event_latest(prefix, "node"),
+                    aggregator_availability(prefix, id),
+                ] {
+                    assert!(!matches(&node_filter(prefix, "+"), &t), "{t}");
+                    assert!(!matches(&event_filter(prefix, "+"), &t), "{t}");
+                    assert!(parse(prefix, &t).is_err(), "{t}");
+                }
+            }
+        }
     }
 
     #[test]
