@@ -831,7 +831,7 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            ("[mqtt]\nbroker = \"mqtts://x\"", "mqtt.broker"),
+            ("[mqtt]\nbroker = \"ftp://x\"", "mqtt.broker"),
             ("[mqtt]\nsites = [\"a/b\"]", "mqtt.sites[0]"),
             ("[mqtt]\nprefix = \"/x\"", "mqtt.prefix"),
             ("[http]\nlisten = \"localhost\"", "http.listen"),
