@@ -4,13 +4,14 @@
 //! nothing is stored twice, and the events equal those of a fault-free run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use blastnet_aggregator::config::{StorePath, TimeBase};
-use blastnet_aggregator::testkit::{http_get, publish_all, Layout};
+use blastnet_aggregator::testkit::{publish_all, Layout};
 use blastnet_aggregator::{AggregatorConfig, CancellationToken};
 use blastnet_broker::Mosquitto;
 use blastnet_contract::{Enu, EnuFrame, Event, EventStatus, Geodetic, NodeState, UtcNs};
@@ -70,24 +71,7 @@ fn write_config(dir: &Path, port: u16, http: u16, db: &Path) -> PathBuf {
     p
 }
 
-fn spawn(config: &Path, log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_blastnet"))
-        .args(["aggregator", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
-fn get(rt: &tokio::runtime::Runtime, http: u16, path: &str) -> Option<String> {
-    let addr = ([127, 0, 0, 1], http).into();
-    match rt.block_on(http_get(addr, path)) {
-        Ok((200, body)) => Some(body),
-        _ => None,
-    }
-}
+use common::{get_ok as get, spawn_aggregator as spawn};
 
 /// A counter from `/metrics`.
 fn metric(rt: &tokio::runtime::Runtime, http: u16, name: &str) -> Option<u64> {

@@ -8,14 +8,15 @@
 //! it is absent.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use blastnet_aggregator::testkit::{http_get, publish_all, Layout};
+use blastnet_aggregator::testkit::{publish_all, Layout};
 use blastnet_broker::Mosquitto;
 use blastnet_contract::{topic, Enu, EnuFrame, Event, EventStatus, Geodetic, NodeState, UtcNs};
 use rumqttc::{Client, Event as MqttEvent, MqttOptions, Packet, QoS};
@@ -133,23 +134,7 @@ fn wait_availability(log: &Log, port: u16, n: usize, want: &str, secs: u64) {
     );
 }
 
-fn spawn(config: &Path, log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_blastnet"))
-        .args(["aggregator", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
-fn get(rt: &tokio::runtime::Runtime, http: u16, path: &str) -> Option<String> {
-    match rt.block_on(http_get(([127, 0, 0, 1], http).into(), path)) {
-        Ok((200, body)) => Some(body),
-        _ => None,
-    }
-}
+use common::{get_ok as get, spawn_aggregator as spawn};
 
 /// Wait until the process serves `/healthz` with the broker connected.
 fn wait_up(rt: &tokio::runtime::Runtime, http: u16, child: &mut Child, log: &Path) {

@@ -422,27 +422,10 @@ mod tests {
     }
 
     fn node(id: &str, detections: u64) -> NodeView {
-        NodeView {
-            node_id: id.into(),
-            site: "s".into(),
-            lat: 0.0,
-            lon: 0.0,
-            alt_m: 0.0,
-            state: "online".into(),
-            clock_source: None,
-            clock_uncertainty_s: 1e-6,
-            temperature_c: None,
-            last_status_utc: None,
-            last_detection_utc: None,
-            detections,
-            software_version: String::new(),
-            spool_backlog: 0,
-            flagged: None,
-            station_term_s: None,
-            station_term_sigma_s: None,
-            station_term_events: 0,
-            refused: None,
-        }
+        let mut n = NodeView::first_heard(id, "s", 0.0, 0.0, 0.0, "online");
+        n.clock_uncertainty_s = 1e-6;
+        n.detections = detections;
+        n
     }
 
     #[test]

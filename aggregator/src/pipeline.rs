@@ -111,7 +111,7 @@ pub struct NodeView {
 
 impl NodeView {
     /// A node first heard of now, at a position, with nothing else known yet.
-    fn first_heard(
+    pub(crate) fn first_heard(
         node_id: &str,
         site: &str,
         lat: f64,

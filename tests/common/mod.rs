@@ -1,7 +1,9 @@
 //! Helpers shared by the end-to-end tests.
 
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
+#[allow(dead_code)] // Not every test binary copies a scenario.
 /// A copy of the shipped `recordings/<name>` in a temp folder: replay writes
 /// its outputs beside the scenario.
 pub fn shipped(name: &str) -> tempfile::TempDir {
@@ -14,4 +16,27 @@ pub fn shipped(name: &str) -> tempfile::TempDir {
         std::fs::copy(&f, work.path().join(f.file_name().expect("name"))).expect("copy");
     }
     work
+}
+
+/// `blastnet aggregator --config config`, its log (RUST_LOG=info) in `log`.
+#[allow(dead_code)] // Not every test binary runs the aggregator process.
+pub fn spawn_aggregator(config: &Path, log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_blastnet"))
+        .args(["aggregator", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("spawning blastnet aggregator")
+}
+
+/// The body of `GET path` on 127.0.0.1:`http` if it answers 200.
+#[allow(dead_code)]
+pub fn get_ok(rt: &tokio::runtime::Runtime, http: u16, path: &str) -> Option<String> {
+    let addr = ([127, 0, 0, 1], http).into();
+    match rt.block_on(blastnet_aggregator::testkit::http_get(addr, path)) {
+        Ok((200, body)) => Some(body),
+        _ => None,
+    }
 }
