@@ -370,6 +370,26 @@ impl AggregatorConfig {
         })?;
         raw.validate(&origin, path.parent())
     }
+
+    /// [`AggregatorConfig::from_file`] listing every error at once
+    /// (`blastnet aggregator --check`). A file that cannot be read or parsed
+    /// gives one error.
+    pub fn from_file_all(path: &Path) -> Result<AggregatorConfig, Vec<ConfigError>> {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            vec![ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }]
+        })?;
+        let origin = path.display().to_string();
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+            vec![ConfigError::Syntax {
+                origin: origin.clone(),
+                message: e.to_string(),
+            }]
+        })?;
+        raw.validate_all(&origin, path.parent())
+    }
 }
 
 /// A secret given inline or in a file (not both): its text, if any.
@@ -428,296 +448,408 @@ fn engine_config(origin: &str, table: toml::Table) -> Result<EngineConfig, Confi
     Ok(engine)
 }
 
+/// Errors gathered while validating, so `--check` can list every one.
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    /// Keep going: remember the error of `r` (if any) and return its value.
+    fn take<T, E: Into<ConfigError>>(&mut self, r: Result<T, E>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.push(e.into());
+                None
+            }
+        }
+    }
+}
+
 impl RawConfig {
     /// Validate into the runtime type. `base_dir` resolves relative paths.
+    /// Stops at the first error; [`RawConfig::validate_all`] lists them all.
     pub fn validate(
         self,
         origin: &str,
         base_dir: Option<&Path>,
     ) -> Result<AggregatorConfig, ConfigError> {
+        self.validate_all(origin, base_dir).map_err(|mut errors| {
+            // validate_all never answers Err with an empty list.
+            errors.swap_remove(0)
+        })
+    }
+
+    /// Validate into the runtime type, returning every error found: the
+    /// independent checks all run; a field's later checks, which depend on
+    /// its earlier ones, stop at the first. Never `Err(vec![])`.
+    pub fn validate_all(
+        self,
+        origin: &str,
+        base_dir: Option<&Path>,
+    ) -> Result<AggregatorConfig, Vec<ConfigError>> {
         let resolve = |p: PathBuf| match base_dir {
             Some(d) if p.is_relative() => d.join(p),
             _ => p,
         };
+        let c = Check::new(origin);
+        let mut e = Errors(Vec::new());
         let m = self.mqtt;
+
         let broker = m
             .broker
             .unwrap_or_else(|| "mqtt://127.0.0.1:1883".to_string());
-        let c = Check::new(origin);
-        let BrokerUrl { host, port, tls } =
-            BrokerUrl::parse(&broker).map_err(|e| c.err("mqtt.broker", e.to_string()))?;
-        c.ensure(
-            !tls || cfg!(feature = "tls"),
-            "mqtt.broker",
-            format!("expected mqtt:// (this build has no TLS: mqtts:// needs the `tls` cargo feature), got {broker:?}"),
-        )?;
         let ca_file = m.ca_file.map(resolve);
-        c.ensure(
-            tls || ca_file.is_none(),
-            "mqtt.ca_file",
-            format!("is set but mqtt.broker {broker:?} is not mqtts://; expected an mqtts:// broker or no ca_file"),
-        )?;
-        if let Some(f) = &ca_file {
+        let endpoint = e.take((|| -> Result<_, ConfigError> {
+            let BrokerUrl { host, port, tls } =
+                BrokerUrl::parse(&broker).map_err(|e| c.err("mqtt.broker", e.to_string()))?;
             c.ensure(
-                f.is_file(),
-                "mqtt.ca_file",
-                format!(
-                    "{}: expected a readable CA certificate file (PEM)",
-                    f.display()
-                ),
+                !tls || cfg!(feature = "tls"),
+                "mqtt.broker",
+                format!("expected mqtt:// (this build has no TLS: mqtts:// needs the `tls` cargo feature), got {broker:?}"),
             )?;
-        }
-        let tls = tls.then_some(ca_file);
-        let password = secret(
-            origin,
-            ("mqtt.password", m.password),
-            ("mqtt.password_file", m.password_file.map(resolve)),
-        )?
-        .map(|text| text.trim_end_matches(['\r', '\n']).to_string());
-        let credentials = match (m.username, password) {
-            (Some(u), Some(p)) => Some((u, p)),
-            (Some(u), None) => Some((u, String::new())),
-            (None, Some(_)) => {
-                return Err(field_err(
+            c.ensure(
+                tls || ca_file.is_none(),
+                "mqtt.ca_file",
+                format!("is set but mqtt.broker {broker:?} is not mqtts://; expected an mqtts:// broker or no ca_file"),
+            )?;
+            if let Some(f) = &ca_file {
+                c.ensure(
+                    f.is_file(),
+                    "mqtt.ca_file",
+                    format!(
+                        "{}: expected a readable CA certificate file (PEM)",
+                        f.display()
+                    ),
+                )?;
+            }
+            Ok((host, port, tls.then_some(ca_file)))
+        })());
+        let credentials = e.take((|| -> Result<_, ConfigError> {
+            let password = secret(
+                origin,
+                ("mqtt.password", m.password),
+                ("mqtt.password_file", m.password_file.map(resolve)),
+            )?
+            .map(|text| text.trim_end_matches(['\r', '\n']).to_string());
+            match (m.username, password) {
+                (Some(u), Some(p)) => Ok(Some((u, p))),
+                (Some(u), None) => Ok(Some((u, String::new()))),
+                (None, Some(_)) => Err(field_err(
                     origin,
                     "mqtt.username",
                     "a password is given but no username",
-                ))
+                )),
+                (None, None) => Ok(None),
             }
-            (None, None) => None,
-        };
-        let client_id = m
-            .client_id
-            .unwrap_or_else(|| "blastnet-aggregator".to_string());
-        if client_id.is_empty() || client_id.len() > 256 {
-            return Err(field_err(
-                origin,
-                "mqtt.client_id",
-                "must be 1..256 characters (a fixed id keeps the persistent session)",
-            ));
-        }
+        })());
         let availability = m.availability.unwrap_or(true);
-        if availability {
-            topic::check_level(&client_id, false).map_err(|e| {
-                c.err(
+        let client_id = e.take((|| -> Result<_, ConfigError> {
+            let client_id = m
+                .client_id
+                .unwrap_or_else(|| "blastnet-aggregator".to_string());
+            if client_id.is_empty() || client_id.len() > 256 {
+                return Err(field_err(
+                    origin,
                     "mqtt.client_id",
-                    format!(
-                        "it names the availability topic: {e} (or set mqtt.availability = false)"
-                    ),
-                )
-            })?;
-        }
+                    "must be 1..256 characters (a fixed id keeps the persistent session)",
+                ));
+            }
+            if availability {
+                topic::check_level(&client_id, false).map_err(|e| {
+                    c.err(
+                        "mqtt.client_id",
+                        format!(
+                            "it names the availability topic: {e} (or set mqtt.availability = false)"
+                        ),
+                    )
+                })?;
+            }
+            Ok(client_id)
+        })());
         let prefix = m
             .prefix
             .unwrap_or_else(|| topic::DEFAULT_PREFIX.to_string());
-        topic::check_prefix(&prefix).map_err(|e| c.err("mqtt.prefix", e))?;
-        let sites = m.sites.unwrap_or_else(|| vec!["+".to_string()]);
-        if sites.is_empty() {
-            return Err(field_err(
-                origin,
-                "mqtt.sites",
-                "list at least one site, or [\"+\"] for all",
-            ));
-        }
-        for (i, s) in sites.iter().enumerate() {
-            topic::check_level(s, true).map_err(|e| c.err(&format!("mqtt.sites[{i}]"), e))?;
-        }
-        let keep_alive_s = c.within(
+        let prefix = e.take(
+            topic::check_prefix(&prefix)
+                .map(|()| prefix)
+                .map_err(|e| c.err("mqtt.prefix", e)),
+        );
+        let sites = e.take((|| -> Result<_, ConfigError> {
+            let sites = m.sites.unwrap_or_else(|| vec!["+".to_string()]);
+            if sites.is_empty() {
+                return Err(field_err(
+                    origin,
+                    "mqtt.sites",
+                    "list at least one site, or [\"+\"] for all",
+                ));
+            }
+            for (i, s) in sites.iter().enumerate() {
+                topic::check_level(s, true).map_err(|e| c.err(&format!("mqtt.sites[{i}]"), e))?;
+            }
+            Ok(sites)
+        })());
+        let keep_alive_s = e.take(c.within(
             "mqtt.keep_alive_s",
             m.keep_alive_s.unwrap_or(30),
             5,
             3600,
             "seconds",
-        )?;
+        ));
         let connect_timeout_s = m.connect_timeout_s.unwrap_or(10.0);
-        if !(connect_timeout_s.is_finite()
-            && connect_timeout_s > 0.0
-            && connect_timeout_s <= 3600.0)
-        {
-            return Err(field_err(
-                origin,
+        let connect_timeout_s = e
+            .take(c.ensure(
+                connect_timeout_s.is_finite()
+                    && connect_timeout_s > 0.0
+                    && connect_timeout_s <= 3600.0,
                 "mqtt.connect_timeout_s",
                 "expected a number of seconds in (0, 3600]",
-            ));
-        }
+            ))
+            .map(|()| connect_timeout_s);
 
-        let store_path = match self.store.path {
-            None => StorePath::File(resolve(PathBuf::from("blastnet-events.db"))),
-            Some(p) if p.as_os_str() == ":memory:" => StorePath::Memory,
-            Some(p) if p.as_os_str().is_empty() => {
-                return Err(field_err(
-                    origin,
-                    "store.path",
-                    "must not be empty (use \":memory:\" to keep nothing)",
-                ))
-            }
-            Some(p) => StorePath::File(resolve(p)),
-        };
-        let keep = c.one_of(
+        let store_path = e.take(match self.store.path {
+            None => Ok(StorePath::File(resolve(PathBuf::from(
+                "blastnet-events.db",
+            )))),
+            Some(p) if p.as_os_str() == ":memory:" => Ok(StorePath::Memory),
+            Some(p) if p.as_os_str().is_empty() => Err(field_err(
+                origin,
+                "store.path",
+                "must not be empty (use \":memory:\" to keep nothing)",
+            )),
+            Some(p) => Ok(StorePath::File(resolve(p))),
+        });
+        let keep = e.take(c.one_of(
             "store.keep",
             self.store.keep.as_deref().unwrap_or("revisions"),
             &[
                 ("revisions", KeepRevisions::All),
                 ("latest", KeepRevisions::Latest),
             ],
-        )?;
+        ));
 
         let listen = self
             .http
             .listen
             .unwrap_or_else(|| "127.0.0.1:8080".to_string());
-        let http_listen: SocketAddr = listen.parse().map_err(|_| {
+        let http_listen: Option<SocketAddr> = e.take(listen.parse().map_err(|_| {
             field_err(
                 origin,
                 "http.listen",
                 format!("expected ip:port such as 127.0.0.1:8080, got {listen:?}"),
             )
-        })?;
-
-        let token = secret(
-            origin,
-            ("http.token", self.http.token),
-            ("http.token_file", self.http.token_file.map(resolve)),
-        )?
-        .map(|text| text.lines().next().unwrap_or_default().trim().to_string());
-        if let Some(t) = &token {
-            c.ensure(
-                t.len() >= 16 && t.bytes().all(|b| b.is_ascii_graphic()),
-                "http.token",
-                "expected at least 16 printable ASCII characters (e.g. `openssl rand -hex 24`)",
-            )?;
-        }
+        }));
+        let token = e.take((|| -> Result<_, ConfigError> {
+            let token = secret(
+                origin,
+                ("http.token", self.http.token),
+                ("http.token_file", self.http.token_file.map(resolve)),
+            )?
+            .map(|text| text.lines().next().unwrap_or_default().trim().to_string());
+            if let Some(t) = &token {
+                c.ensure(
+                    t.len() >= 16 && t.bytes().all(|b| b.is_ascii_graphic()),
+                    "http.token",
+                    "expected at least 16 printable ASCII characters (e.g. `openssl rand -hex 24`)",
+                )?;
+            }
+            Ok(token)
+        })());
         let header_timeout_s = self.http.header_timeout_s.unwrap_or(10.0);
-        c.ensure(
-            header_timeout_s.is_finite() && (0.1..=600.0).contains(&header_timeout_s),
-            "http.header_timeout_s",
-            "expected 0.1 to 600 seconds",
-        )?;
-        let max_connections = c.within(
+        let header_timeout_s = e
+            .take(c.ensure(
+                header_timeout_s.is_finite() && (0.1..=600.0).contains(&header_timeout_s),
+                "http.header_timeout_s",
+                "expected 0.1 to 600 seconds",
+            ))
+            .map(|()| header_timeout_s);
+        let max_connections = e.take(c.within(
             "http.max_connections",
             self.http.max_connections.unwrap_or(1024),
             1,
             1_000_000,
             "connections",
-        )?;
-        let http = HttpConfig {
-            token,
-            allowed_origins: self.http.allowed_origins.unwrap_or_default(),
-            header_timeout: Duration::from_secs_f64(header_timeout_s),
-            max_connections,
+        ));
+        let http = match (token, header_timeout_s, max_connections) {
+            (Some(token), Some(header_timeout_s), Some(max_connections)) => Some(HttpConfig {
+                token,
+                allowed_origins: self.http.allowed_origins.unwrap_or_default(),
+                header_timeout: Duration::from_secs_f64(header_timeout_s),
+                max_connections,
+            }),
+            _ => None,
         };
-        http.check_listen(http_listen)
-            .map_err(|e| field_err(origin, "http.listen", e))?;
+        if let (Some(http), Some(listen)) = (&http, http_listen) {
+            e.take(
+                http.check_listen(listen)
+                    .map_err(|e| field_err(origin, "http.listen", e)),
+            );
+        }
 
-        let base = c.one_of(
+        let base = e.take(c.one_of(
             "time.base",
             self.time.base.as_deref().unwrap_or("wall"),
             &[("wall", TimeBase::Wall), ("nodes", TimeBase::Nodes)],
-        )?;
-        let lateness = c.secs(
+        ));
+        let lateness = e.take(c.secs(
             "time.lateness_s",
             self.time.lateness_s.unwrap_or(2.0),
             0.0,
             3600.0,
-        )?;
-        let tick_ms = c.within(
+        ));
+        let tick_ms = e.take(c.within(
             "time.tick_ms",
             self.time.tick_ms.unwrap_or(100),
             1,
             60_000,
             "milliseconds",
-        )?;
+        ));
         let retention_s = self.ingest.retention_s.unwrap_or(600.0);
-        if !(retention_s.is_finite() && retention_s >= 1.0) {
-            return Err(field_err(
-                origin,
+        let retention_s = e
+            .take(c.ensure(
+                retention_s.is_finite() && retention_s >= 1.0,
                 "ingest.retention_s",
                 "expected at least 1 second",
-            ));
-        }
-        let max_payload_bytes = c.within(
+            ))
+            .map(|()| retention_s);
+        let max_payload_bytes = e.take(c.within(
             "ingest.max_payload_bytes",
             self.ingest.max_payload_bytes.unwrap_or(65536),
             256,
             16 << 20,
             "bytes",
-        )?;
-        let max_nodes_per_site = c.within(
+        ));
+        let max_nodes_per_site = e.take(c.within(
             "ingest.max_nodes_per_site",
             self.ingest.max_nodes_per_site.unwrap_or(10_000),
             1,
             1_000_000,
             "nodes",
-        )?;
-        let homeassistant = match self.homeassistant.enabled.unwrap_or(false) {
-            false => None,
+        ));
+        let homeassistant = e.take(match self.homeassistant.enabled.unwrap_or(false) {
+            false => Ok(None),
             true => {
                 let discovery_prefix = self
                     .homeassistant
                     .discovery_prefix
                     .unwrap_or_else(|| "homeassistant".to_string());
                 topic::check_prefix(&discovery_prefix)
-                    .map_err(|e| c.err("homeassistant.discovery_prefix", e))?;
-                Some(HomeAssistantConfig { discovery_prefix })
+                    .map(|()| Some(HomeAssistantConfig { discovery_prefix }))
+                    .map_err(|e| c.err("homeassistant.discovery_prefix", e))
             }
-        };
+        });
         let mut webhooks = Vec::new();
         for (i, w) in self.webhook.into_iter().enumerate() {
             let f = |k: &str| format!("webhook[{i}].{k}");
             let url = w
                 .url
-                .ok_or_else(|| c.err(&f("url"), "missing: the http:// URL to POST events to"))?;
-            let (host, port, path) =
-                crate::webhook::Webhook::parse_url(&url).map_err(|e| c.err(&f("url"), e))?;
-            let kinds = match w.kinds {
-                None => None,
-                Some(ks) => Some(
-                    ks.iter()
-                        .map(|k| {
-                            serde_json::from_value(serde_json::Value::String(k.clone())).map_err(
-                                |_| {
-                                    c.err(
-                                        &f("kinds"),
-                                        format!(
-                                            "expected kinds among {:?}, got {k:?}",
-                                            blastnet_contract::SourceKind::ALL.map(|k| k.as_str())
-                                        ),
-                                    )
-                                },
+                .ok_or_else(|| c.err(&f("url"), "missing: the http:// URL to POST events to"))
+                .and_then(|url| {
+                    let (host, port, path) = crate::webhook::Webhook::parse_url(&url)
+                        .map_err(|e| c.err(&f("url"), e))?;
+                    Ok((url, host, port, path))
+                });
+            let url = e.take(url);
+            let kinds = e.take(match w.kinds {
+                None => Ok(None),
+                Some(ks) => ks
+                    .iter()
+                    .map(|k| {
+                        serde_json::from_value(serde_json::Value::String(k.clone())).map_err(|_| {
+                            c.err(
+                                &f("kinds"),
+                                format!(
+                                    "expected kinds among {:?}, got {k:?}",
+                                    blastnet_contract::SourceKind::ALL.map(|k| k.as_str())
+                                ),
                             )
                         })
-                        .collect::<Result<Vec<_>, _>>()?,
-                ),
-            };
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Some),
+            });
             let min_confidence = w.min_confidence.unwrap_or(0.0);
-            c.ensure(
-                (0.0..=1.0).contains(&min_confidence),
-                &f("min_confidence"),
-                "expected a number from 0 to 1",
-            )?;
-            if let Some([s, w_, n, e]) = w.area {
-                c.ensure(
+            let min_confidence = e
+                .take(c.ensure(
+                    (0.0..=1.0).contains(&min_confidence),
+                    &f("min_confidence"),
+                    "expected a number from 0 to 1",
+                ))
+                .map(|()| min_confidence);
+            let area = match w.area {
+                Some([s, w_, n, e_]) => e.take(c.ensure(
                     (-90.0..=90.0).contains(&s)
                         && (-90.0..=90.0).contains(&n)
                         && (-180.0..=180.0).contains(&w_)
-                        && (-180.0..=180.0).contains(&e)
+                        && (-180.0..=180.0).contains(&e_)
                         && s < n
-                        && w_ < e,
+                        && w_ < e_,
                     &f("area"),
                     "expected [south, west, north, east] in degrees, south < north, west < east",
-                )?;
+                )),
+                None => Some(()),
+            };
+            if let (Some((url, host, port, path)), Some(kinds), Some(min_confidence), Some(())) =
+                (url, kinds, min_confidence, area)
+            {
+                webhooks.push(crate::webhook::Webhook {
+                    url,
+                    host,
+                    port,
+                    path,
+                    kinds,
+                    min_confidence,
+                    area: w.area,
+                });
             }
-            webhooks.push(crate::webhook::Webhook {
-                url,
-                host,
-                port,
-                path,
-                kinds,
-                min_confidence,
-                area: w.area,
-            });
         }
-        let engine = engine_config(origin, self.engine)?;
+        let engine = e.take(engine_config(origin, self.engine));
+
+        let (
+            Some((host, port, tls)),
+            Some(credentials),
+            Some(client_id),
+            Some(prefix),
+            Some(sites),
+            Some(keep_alive_s),
+            Some(connect_timeout_s),
+            Some(store_path),
+            Some(keep),
+            Some(http_listen),
+            Some(http),
+            Some(base),
+            Some(lateness),
+            Some(tick_ms),
+            Some(retention_s),
+            Some(max_payload_bytes),
+            Some(max_nodes_per_site),
+            Some(homeassistant),
+            Some(engine),
+        ) = (
+            endpoint,
+            credentials,
+            client_id,
+            prefix,
+            sites,
+            keep_alive_s,
+            connect_timeout_s,
+            store_path,
+            keep,
+            http_listen,
+            http,
+            base,
+            lateness,
+            tick_ms,
+            retention_s,
+            max_payload_bytes,
+            max_nodes_per_site,
+            homeassistant,
+            engine,
+        )
+        else {
+            return Err(e.0);
+        };
+        if !e.0.is_empty() {
+            return Err(e.0);
+        }
 
         Ok(AggregatorConfig {
             mqtt: MqttConfig {

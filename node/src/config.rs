@@ -373,13 +373,39 @@ impl NodeConfig {
         NodeConfig::check(raw, file, base_dir)
     }
 
-    /// Step two: check every field and build the runtime types.
+    /// Step two: check every field and build the runtime types. Stops at
+    /// the first error; [`NodeConfig::check_all`] lists them all.
     pub fn check(
         raw: NodeConfigFile,
         file: &str,
         base_dir: &Path,
     ) -> Result<NodeConfig, NodeError> {
+        // check_all never answers Err with an empty list.
+        NodeConfig::check_all(raw, file, base_dir).map_err(|mut errors| errors.swap_remove(0))
+    }
+
+    /// [`NodeConfig::load`] listing every error at once (`node --check`). A
+    /// file that cannot be read or parsed gives one error.
+    pub fn load_all(path: &Path) -> Result<NodeConfig, Vec<NodeError>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![NodeError::io(path, "cannot read config", e)])?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let file = path.display().to_string();
+        let raw = NodeConfigFile::from_toml(&text, &file).map_err(|e| vec![e])?;
+        NodeConfig::check_all(raw, &file, base)
+    }
+
+    /// Step two, listing every error: the independent checks all run; a
+    /// field's later checks, which depend on its earlier ones, stop at the
+    /// first. Never `Err(vec![])`.
+    pub fn check_all(
+        raw: NodeConfigFile,
+        file: &str,
+        base_dir: &Path,
+    ) -> Result<NodeConfig, Vec<NodeError>> {
         let c = Check::new(file);
+        let mut errors: Vec<NodeError> = Vec::new();
+        let e = &mut errors;
         let abs = |p: &Path| {
             if p.is_absolute() {
                 p.to_path_buf()
@@ -387,168 +413,346 @@ impl NodeConfig {
                 base_dir.join(p)
             }
         };
-        let node_id = c.name("node_id", &raw.node_id)?;
-        let site = c.name("site", &raw.site)?;
+        let node_id = take(e, c.name("node_id", &raw.node_id));
+        let site = take(e, c.name("site", &raw.site));
         let position = match &raw.position {
-            Some(p) => Some(Geodetic {
-                lat: c.range("position.lat", p.lat, -90.0, 90.0)?,
-                lon: c.range("position.lon", p.lon, -180.0, 180.0)?,
-                alt_m: c.range("position.alt_m", p.alt_m, -500.0, 10_000.0)?,
-            }),
-            None => None,
+            Some(p) => {
+                let lat = take(e, c.range("position.lat", p.lat, -90.0, 90.0));
+                let lon = take(e, c.range("position.lon", p.lon, -180.0, 180.0));
+                let alt_m = take(e, c.range("position.alt_m", p.alt_m, -500.0, 10_000.0));
+                match (lat, lon, alt_m) {
+                    (Some(lat), Some(lon), Some(alt_m)) => Some(Some(Geodetic { lat, lon, alt_m })),
+                    _ => None,
+                }
+            }
+            None => Some(None),
         };
         let position_uncertainty_m = match raw.position.as_ref().and_then(|p| p.uncertainty_m) {
-            Some(u) => Some(c.range("position.uncertainty_m", u, 0.0, 1000.0)?),
-            None => None,
+            Some(u) => take(e, c.range("position.uncertainty_m", u, 0.0, 1000.0)).map(Some),
+            None => Some(None),
         };
         let m = &raw.mqtt;
-        let BrokerUrl { host, port, tls } =
-            BrokerUrl::parse(&m.url).map_err(|e| c.err("mqtt.url", e.to_string()))?;
-        if tls && !cfg!(feature = "tls") {
-            return Err(c
-                .err(
-                    "mqtt.url",
-                    "mqtts:// needs a build with the `tls` cargo feature",
-                )
-                .into());
-        }
-        // Leading and trailing '/' are forgiven here (the node always did).
-        let prefix = m.prefix.trim_matches('/').to_string();
-        topic::check_prefix(&prefix).map_err(|e| c.err("mqtt.prefix", e))?;
-        let password = match (&m.password, &m.password_file) {
-            (Some(_), Some(_)) => {
-                return Err(c
-                    .err(
-                        "mqtt.password_file",
-                        "set password or password_file, not both",
-                    )
-                    .into())
-            }
-            (Some(p), None) => Some(p.clone()),
-            (None, Some(f)) => {
-                let f = abs(f);
-                let text = std::fs::read_to_string(&f).map_err(|e| {
-                    c.err(
-                        "mqtt.password_file",
-                        format!("cannot read {}: {e}", f.display()),
-                    )
-                })?;
-                Some(text.trim_end_matches(['\r', '\n']).to_string())
-            }
-            (None, None) => None,
-        };
-        if password.is_some() && m.username.is_none() {
-            return Err(c
-                .err("mqtt.username", "a password is set but no username")
-                .into());
-        }
-        let backoff_initial =
-            c.secs("mqtt.backoff_initial_s", m.backoff_initial_s, 0.01, 3600.0)?;
-        let backoff_max = c.secs("mqtt.backoff_max_s", m.backoff_max_s, 0.01, 86_400.0)?;
-        if backoff_max < backoff_initial {
-            return Err(c
-                .err(
-                    "mqtt.backoff_max_s",
-                    "expected backoff_max_s >= backoff_initial_s",
-                )
-                .into());
-        }
-        if m.inflight == 0 {
-            return Err(c.err("mqtt.inflight", "expected at least 1").into());
-        }
-        let mqtt = MqttSettings {
-            host,
-            port,
-            tls,
-            prefix,
-            client_id: match &m.client_id {
-                Some(id) => c.name("mqtt.client_id", id)?,
-                None => format!("blastnet-node-{site}-{node_id}"),
-            },
-            username: m.username.clone(),
-            password,
-            ca_file: m.ca_file.as_deref().map(abs),
-            keep_alive: c.secs("mqtt.keep_alive_s", m.keep_alive_s, 1.0, 3600.0)?,
-            backoff_initial,
-            backoff_max,
-            inflight: m.inflight,
-        };
-        let heartbeat = c.secs("status.heartbeat_s", raw.status.heartbeat_s, 0.1, 3600.0)?;
-        if raw.state.spool_max_bytes < 4096 {
-            return Err(c
-                .err("state.spool_max_bytes", "expected at least 4096 bytes")
-                .into());
-        }
-        let drain = c.secs(
-            "state.drain_timeout_s",
-            raw.state.drain_timeout_s,
-            0.0,
-            86_400.0,
-        )?;
-        let k = &raw.clock;
-        let mode = c.one_of(
-            "clock.source",
-            &k.source,
-            &[
-                ("auto", ClockMode::Auto),
-                ("gps-pps", ClockMode::Fixed(ClockSource::GpsPps)),
-                ("ntp", ClockMode::Fixed(ClockSource::Ntp)),
-                ("system", ClockMode::Fixed(ClockSource::System)),
-            ],
-        )?;
-        let clock = ClockSettings {
-            mode,
-            nominal_uncertainty_s: c.range(
-                "clock.nominal_uncertainty_s",
-                k.nominal_uncertainty_s,
+        let mqtt = take(
+            e,
+            (|| -> Result<_, NodeError> {
+                let BrokerUrl { host, port, tls } =
+                    BrokerUrl::parse(&m.url).map_err(|e| c.err("mqtt.url", e.to_string()))?;
+                if tls && !cfg!(feature = "tls") {
+                    return Err(c
+                        .err(
+                            "mqtt.url",
+                            "mqtts:// needs a build with the `tls` cargo feature",
+                        )
+                        .into());
+                }
+                // Leading and trailing '/' are forgiven here (the node always did).
+                let prefix = m.prefix.trim_matches('/').to_string();
+                topic::check_prefix(&prefix).map_err(|e| c.err("mqtt.prefix", e))?;
+                let password = match (&m.password, &m.password_file) {
+                    (Some(_), Some(_)) => {
+                        return Err(c
+                            .err(
+                                "mqtt.password_file",
+                                "set password or password_file, not both",
+                            )
+                            .into())
+                    }
+                    (Some(p), None) => Some(p.clone()),
+                    (None, Some(f)) => {
+                        let f = abs(f);
+                        let text = std::fs::read_to_string(&f).map_err(|e| {
+                            c.err(
+                                "mqtt.password_file",
+                                format!("cannot read {}: {e}", f.display()),
+                            )
+                        })?;
+                        Some(text.trim_end_matches(['\r', '\n']).to_string())
+                    }
+                    (None, None) => None,
+                };
+                if password.is_some() && m.username.is_none() {
+                    return Err(c
+                        .err("mqtt.username", "a password is set but no username")
+                        .into());
+                }
+                let backoff_initial =
+                    c.secs("mqtt.backoff_initial_s", m.backoff_initial_s, 0.01, 3600.0)?;
+                let backoff_max = c.secs("mqtt.backoff_max_s", m.backoff_max_s, 0.01, 86_400.0)?;
+                if backoff_max < backoff_initial {
+                    return Err(c
+                        .err(
+                            "mqtt.backoff_max_s",
+                            "expected backoff_max_s >= backoff_initial_s",
+                        )
+                        .into());
+                }
+                if m.inflight == 0 {
+                    return Err(c.err("mqtt.inflight", "expected at least 1").into());
+                }
+                Ok(MqttSettings {
+                    host,
+                    port,
+                    tls,
+                    prefix,
+                    client_id: match &m.client_id {
+                        Some(id) => c.name("mqtt.client_id", id)?,
+                        None => format!(
+                            "blastnet-node-{}-{}",
+                            site.as_deref().unwrap_or_default(),
+                            node_id.as_deref().unwrap_or_default()
+                        ),
+                    },
+                    username: m.username.clone(),
+                    password,
+                    ca_file: m.ca_file.as_deref().map(abs),
+                    keep_alive: c.secs("mqtt.keep_alive_s", m.keep_alive_s, 1.0, 3600.0)?,
+                    backoff_initial,
+                    backoff_max,
+                    inflight: m.inflight,
+                })
+            })(),
+        );
+        let heartbeat = take(
+            e,
+            c.secs("status.heartbeat_s", raw.status.heartbeat_s, 0.1, 3600.0),
+        );
+        let spool = take(
+            e,
+            c.ensure(
+                raw.state.spool_max_bytes >= 4096,
+                "state.spool_max_bytes",
+                "expected at least 4096 bytes",
+            ),
+        );
+        let drain = take(
+            e,
+            c.secs(
+                "state.drain_timeout_s",
+                raw.state.drain_timeout_s,
                 0.0,
-                3600.0,
-            )?,
-            poll: c.secs("clock.poll_s", k.poll_s, 1.0, 86_400.0)?,
-            max_uncertainty_s: c.range(
-                "clock.max_uncertainty_s",
-                k.max_uncertainty_s,
-                1e-9,
-                3600.0,
-            )?,
-            step_threshold_s: c.range(
-                "clock.step_threshold_s",
-                k.step_threshold_s,
-                1e-6,
-                3600.0,
-            )?,
-            replay_uncertainty_s: c.range(
-                "clock.replay_uncertainty_s",
-                k.replay_uncertainty_s,
-                0.0,
-                1.0,
-            )?,
-        };
-        let a = &raw.audio;
+                86_400.0,
+            ),
+        );
+        let clock = take(
+            e,
+            (|| -> Result<_, NodeError> {
+                let k = &raw.clock;
+                let mode = c.one_of(
+                    "clock.source",
+                    &k.source,
+                    &[
+                        ("auto", ClockMode::Auto),
+                        ("gps-pps", ClockMode::Fixed(ClockSource::GpsPps)),
+                        ("ntp", ClockMode::Fixed(ClockSource::Ntp)),
+                        ("system", ClockMode::Fixed(ClockSource::System)),
+                    ],
+                )?;
+                Ok(ClockSettings {
+                    mode,
+                    nominal_uncertainty_s: c.range(
+                        "clock.nominal_uncertainty_s",
+                        k.nominal_uncertainty_s,
+                        0.0,
+                        3600.0,
+                    )?,
+                    poll: c.secs("clock.poll_s", k.poll_s, 1.0, 86_400.0)?,
+                    max_uncertainty_s: c.range(
+                        "clock.max_uncertainty_s",
+                        k.max_uncertainty_s,
+                        1e-9,
+                        3600.0,
+                    )?,
+                    step_threshold_s: c.range(
+                        "clock.step_threshold_s",
+                        k.step_threshold_s,
+                        1e-6,
+                        3600.0,
+                    )?,
+                    replay_uncertainty_s: c.range(
+                        "clock.replay_uncertainty_s",
+                        k.replay_uncertainty_s,
+                        0.0,
+                        1.0,
+                    )?,
+                })
+            })(),
+        );
         let state_dir = abs(&raw.state.dir);
-        let audio = AudioSettings {
-            snippets: a.snippets,
-            snippet_before_s: c.range("audio.snippet_before_s", a.snippet_before_s, 0.0, 60.0)?,
-            snippet_after_s: c.range("audio.snippet_after_s", a.snippet_after_s, 0.0, 60.0)?,
-            continuous: a.continuous,
-            segment_s: c.range("audio.segment_s", a.segment_s, 1.0, 86_400.0)?,
-            budget_bytes: a.budget_bytes,
-            dir: a
-                .dir
-                .as_deref()
-                .map(abs)
-                .unwrap_or_else(|| state_dir.join("audio")),
+        let audio = take(
+            e,
+            (|| -> Result<_, NodeError> {
+                let a = &raw.audio;
+                let audio = AudioSettings {
+                    snippets: a.snippets,
+                    snippet_before_s: c.range(
+                        "audio.snippet_before_s",
+                        a.snippet_before_s,
+                        0.0,
+                        60.0,
+                    )?,
+                    snippet_after_s: c.range(
+                        "audio.snippet_after_s",
+                        a.snippet_after_s,
+                        0.0,
+                        60.0,
+                    )?,
+                    continuous: a.continuous,
+                    segment_s: c.range("audio.segment_s", a.segment_s, 1.0, 86_400.0)?,
+                    budget_bytes: a.budget_bytes,
+                    dir: a
+                        .dir
+                        .as_deref()
+                        .map(abs)
+                        .unwrap_or_else(|| state_dir.join("audio")),
+                };
+                if (a.snippets || a.continuous) && a.budget_bytes < 1 << 20 {
+                    return Err(c
+                        .err(
+                            "audio.budget_bytes",
+                            "expected at least 1 MiB when audio keeping is on",
+                        )
+                        .into());
+                }
+                Ok(audio)
+            })(),
+        );
+        let source = take(
+            e,
+            (|| -> Result<_, NodeError> {
+                let node_id = node_id.clone().unwrap_or_default();
+                let s = &raw.source;
+                let source = match s.kind.as_str() {
+                    "replay" => {
+                        let pace = match c.one_of(
+                            "source.pace",
+                            &s.pace,
+                            &[("fast", false), ("realtime", true)],
+                        )? {
+                            false => Pace::Fast,
+                            true => Pace::RealTime {
+                                speed: c.range("source.speed", s.speed, 1e-3, 1e6)?,
+                            },
+                        };
+                        SourceConfig::Replay {
+                            path: abs(&s.path),
+                            scenario_node: s.scenario_node.clone().unwrap_or(node_id),
+                            pace,
+                        }
+                    }
+                    "capture" => {
+                        if matches!(position, Some(None)) {
+                            return Err(c
+                                .err(
+                                    "position",
+                                    "a capturing node needs [position] lat, lon, alt_m",
+                                )
+                                .into());
+                        }
+                        let mut channels = Vec::new();
+                        for (i, ch) in s.channels.iter().enumerate() {
+                            channels.push(c.one_of(
+                                &format!("source.channels[{i}]"),
+                                ch,
+                                &[
+                                    ("acoustic", Some(StreamKind::Acoustic)),
+                                    ("seismic", Some(StreamKind::Seismic)),
+                                    ("unused", None),
+                                ],
+                            )?);
+                        }
+                        for kind in [StreamKind::Acoustic, StreamKind::Seismic] {
+                            if channels.iter().filter(|k| **k == Some(kind)).count() > 1 {
+                                return Err(c
+                                    .err(
+                                        "source.channels",
+                                        format!(
+                                            "{} is mapped to more than one channel",
+                                            kind.as_str()
+                                        ),
+                                    )
+                                    .into());
+                            }
+                        }
+                        if channels.iter().all(Option::is_none) {
+                            return Err(c
+                                .err(
+                                    "source.channels",
+                                    "expected at least one acoustic or seismic channel",
+                                )
+                                .into());
+                        }
+                        if !(8..=192_000).contains(&s.sample_rate) {
+                            return Err(c
+                                .err(
+                                    "source.sample_rate",
+                                    format!("expected 8..=192000 Hz, got {}", s.sample_rate),
+                                )
+                                .into());
+                        }
+                        SourceConfig::Capture(CaptureSettings {
+                            device: s.device.clone(),
+                            sample_rate: s.sample_rate,
+                            channels,
+                            acoustic_sensitivity: c.range(
+                                "source.acoustic_sensitivity",
+                                s.acoustic_sensitivity,
+                                1e-12,
+                                1e12,
+                            )?,
+                            seismic_sensitivity: c.range(
+                                "source.seismic_sensitivity",
+                                s.seismic_sensitivity,
+                                1e-12,
+                                1e12,
+                            )?,
+                            ring_s: c.range("source.ring_s", s.ring_s, 0.1, 60.0)?,
+                        })
+                    }
+                    other => {
+                        return Err(c
+                            .err(
+                                "source.kind",
+                                format!("expected replay or capture, got {other:?}"),
+                            )
+                            .into())
+                    }
+                };
+                Ok(source)
+            })(),
+        );
+        let (
+            Some(node_id),
+            Some(site),
+            Some(position),
+            Some(position_uncertainty_m),
+            Some(mqtt),
+            Some(heartbeat),
+            Some(()),
+            Some(drain),
+            Some(clock),
+            Some(audio),
+            Some(source),
+        ) = (
+            node_id,
+            site,
+            position,
+            position_uncertainty_m,
+            mqtt,
+            heartbeat,
+            spool,
+            drain,
+            clock,
+            audio,
+            source,
+        )
+        else {
+            return Err(errors);
         };
-        if (a.snippets || a.continuous) && a.budget_bytes < 1 << 20 {
-            return Err(c
-                .err(
-                    "audio.budget_bytes",
-                    "expected at least 1 MiB when audio keeping is on",
-                )
-                .into());
+        if !errors.is_empty() {
+            return Err(errors);
         }
         let runtime = NodeRuntimeConfig {
-            node_id: node_id.clone(),
+            node_id,
             site,
             position,
             position_uncertainty_m,
@@ -562,101 +766,18 @@ impl NodeConfig {
             detector: raw.detector.clone(),
             audio,
         };
-        let s = &raw.source;
-        let source = match s.kind.as_str() {
-            "replay" => {
-                let pace = match c.one_of(
-                    "source.pace",
-                    &s.pace,
-                    &[("fast", false), ("realtime", true)],
-                )? {
-                    false => Pace::Fast,
-                    true => Pace::RealTime {
-                        speed: c.range("source.speed", s.speed, 1e-3, 1e6)?,
-                    },
-                };
-                SourceConfig::Replay {
-                    path: abs(&s.path),
-                    scenario_node: s.scenario_node.clone().unwrap_or(node_id),
-                    pace,
-                }
-            }
-            "capture" => {
-                if position.is_none() {
-                    return Err(c
-                        .err(
-                            "position",
-                            "a capturing node needs [position] lat, lon, alt_m",
-                        )
-                        .into());
-                }
-                let mut channels = Vec::new();
-                for (i, ch) in s.channels.iter().enumerate() {
-                    channels.push(c.one_of(
-                        &format!("source.channels[{i}]"),
-                        ch,
-                        &[
-                            ("acoustic", Some(StreamKind::Acoustic)),
-                            ("seismic", Some(StreamKind::Seismic)),
-                            ("unused", None),
-                        ],
-                    )?);
-                }
-                for kind in [StreamKind::Acoustic, StreamKind::Seismic] {
-                    if channels.iter().filter(|k| **k == Some(kind)).count() > 1 {
-                        return Err(c
-                            .err(
-                                "source.channels",
-                                format!("{} is mapped to more than one channel", kind.as_str()),
-                            )
-                            .into());
-                    }
-                }
-                if channels.iter().all(Option::is_none) {
-                    return Err(c
-                        .err(
-                            "source.channels",
-                            "expected at least one acoustic or seismic channel",
-                        )
-                        .into());
-                }
-                if !(8..=192_000).contains(&s.sample_rate) {
-                    return Err(c
-                        .err(
-                            "source.sample_rate",
-                            format!("expected 8..=192000 Hz, got {}", s.sample_rate),
-                        )
-                        .into());
-                }
-                SourceConfig::Capture(CaptureSettings {
-                    device: s.device.clone(),
-                    sample_rate: s.sample_rate,
-                    channels,
-                    acoustic_sensitivity: c.range(
-                        "source.acoustic_sensitivity",
-                        s.acoustic_sensitivity,
-                        1e-12,
-                        1e12,
-                    )?,
-                    seismic_sensitivity: c.range(
-                        "source.seismic_sensitivity",
-                        s.seismic_sensitivity,
-                        1e-12,
-                        1e12,
-                    )?,
-                    ring_s: c.range("source.ring_s", s.ring_s, 0.1, 60.0)?,
-                })
-            }
-            other => {
-                return Err(c
-                    .err(
-                        "source.kind",
-                        format!("expected replay or capture, got {other:?}"),
-                    )
-                    .into())
-            }
-        };
         Ok(NodeConfig { runtime, source })
+    }
+}
+
+/// Keep going: remember the error of `r` (if any) and return its value.
+fn take<T, E: Into<NodeError>>(errors: &mut Vec<NodeError>, r: Result<T, E>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.push(e.into());
+            None
+        }
     }
 }
 

@@ -21,6 +21,10 @@ pub struct Args {
     /// Print the commented default configuration and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Check the configuration, print a summary of what it would do (or
+    /// every error, one a line), and exit.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Run `blastnet aggregator`.
@@ -32,6 +36,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let path = args
         .config
         .context("--config FILE is required (see --print-config)")?;
+    if args.check {
+        return check(&path);
+    }
     let cfg = AggregatorConfig::from_file(&path)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -69,6 +76,135 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ));
         Ok(())
     })
+}
+
+/// `--check`: every error, one a line on stderr, and a non-zero exit; or a
+/// summary on stdout (never a secret).
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    match AggregatorConfig::from_file_all(path) {
+        Ok(cfg) => {
+            print!("{}", summary(path, &cfg));
+            Ok(())
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            anyhow::bail!(
+                "{}: configuration refused ({})",
+                path.display(),
+                match errors.len() {
+                    1 => "1 error".to_string(),
+                    n => format!("{n} errors"),
+                }
+            )
+        }
+    }
+}
+
+/// What the aggregator would do with `cfg`, for people.
+fn summary(path: &std::path::Path, cfg: &AggregatorConfig) -> String {
+    use std::fmt::Write as _;
+    let m = &cfg.mqtt;
+    let mut s = String::new();
+    let mut line = |k: &str, v: String| {
+        let _ = writeln!(s, "  {k:<14} {v}");
+    };
+    let scheme = if m.tls.is_some() { "mqtts" } else { "mqtt" };
+    let tls = match &m.tls {
+        None => "no".to_string(),
+        Some(None) => "yes (system roots)".to_string(),
+        Some(Some(ca)) => format!("yes (CA {})", ca.display()),
+    };
+    let user = match &m.credentials {
+        None => "none".to_string(),
+        Some((u, p)) if p.is_empty() => format!("{u} (no password)"),
+        Some((u, _)) => format!("{u} (password set)"),
+    };
+    line(
+        "broker",
+        format!("{scheme}://{}:{}, TLS {tls}, user {user}", m.host, m.port),
+    );
+    line(
+        "client id",
+        format!(
+            "{} ({} session), availability topic {}",
+            m.client_id,
+            if m.clean_session {
+                "clean"
+            } else {
+                "persistent"
+            },
+            if m.availability { "on" } else { "off" }
+        ),
+    );
+    line(
+        "subscribes",
+        format!("prefix {}, sites {}", m.prefix, m.sites.join(", ")),
+    );
+    let store = match &cfg.store.path {
+        config::StorePath::Memory => "in memory (nothing kept at exit)".to_string(),
+        config::StorePath::File(p) => p.display().to_string(),
+    };
+    let keep = match cfg.store.keep {
+        config::KeepRevisions::All => "every revision",
+        config::KeepRevisions::Latest => "latest revision only",
+    };
+    line("store", format!("{store}, {keep}"));
+    line(
+        "http",
+        format!(
+            "listen {}, token {}, up to {} connections",
+            cfg.http_listen,
+            if cfg.http.token.is_some() {
+                "set"
+            } else {
+                "not set (loopback only)"
+            },
+            cfg.http.max_connections
+        ),
+    );
+    let time = match cfg.time.base {
+        config::TimeBase::Wall => {
+            format!("wall clock, {} s lateness", cfg.time.lateness.as_secs_f64())
+        }
+        config::TimeBase::Nodes => "the nodes' data time (replay)".to_string(),
+    };
+    line(
+        "time base",
+        format!("{time}, tick {} ms", cfg.time.tick.as_millis()),
+    );
+    line(
+        "ingest",
+        format!(
+            "inbox {}, payloads up to {} bytes, {} s retention",
+            if cfg.ingest.inbox { "on" } else { "off" },
+            cfg.ingest.max_payload_bytes,
+            cfg.ingest.retention_s
+        ),
+    );
+    line(
+        "home assistant",
+        match &cfg.homeassistant {
+            None => "off".to_string(),
+            Some(h) => format!("on, discovery prefix {}", h.discovery_prefix),
+        },
+    );
+    line(
+        "webhooks",
+        if cfg.webhooks.is_empty() {
+            "none".to_string()
+        } else {
+            // Host and port only: a path may carry a secret.
+            let to: Vec<String> = cfg
+                .webhooks
+                .iter()
+                .map(|w| format!("{}:{}", w.host, w.port))
+                .collect();
+            format!("{} ({})", cfg.webhooks.len(), to.join(", "))
+        },
+    );
+    format!("{}: OK\n{s}", path.display())
 }
 
 /// Ctrl-C, or SIGTERM on Unix (systemd's stop). On Unix the handlers are

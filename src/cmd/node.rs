@@ -16,7 +16,8 @@ pub struct Args {
     /// Print the commented default configuration and exit.
     #[arg(long)]
     pub print_config: bool,
-    /// Check the configuration, print what it resolves to, and exit.
+    /// Check the configuration, print a summary of what it would do (or
+    /// every error, one a line), and exit.
     #[arg(long)]
     pub check: bool,
 }
@@ -28,11 +29,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let path = args.config.context("--config is required")?;
-    let cfg = NodeConfig::load(&path)?;
     if args.check {
-        println!("{cfg:#?}");
-        return Ok(());
+        return check(&path);
     }
+    let cfg = NodeConfig::load(&path)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -60,6 +60,155 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// `--check`: every error, one a line on stderr, and a non-zero exit; or a
+/// summary on stdout (never the password).
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    match NodeConfig::load_all(path) {
+        Ok(cfg) => {
+            print!("{}", summary(path, &cfg));
+            Ok(())
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            anyhow::bail!(
+                "{}: configuration refused ({})",
+                path.display(),
+                match errors.len() {
+                    1 => "1 error".to_string(),
+                    n => format!("{n} errors"),
+                }
+            )
+        }
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// What the node would do with `cfg`, for people.
+fn summary(path: &std::path::Path, cfg: &NodeConfig) -> String {
+    use blastnet_contract::ClockSource;
+    use blastnet_node::config::ClockMode;
+    use std::fmt::Write as _;
+    let r = &cfg.runtime;
+    let m = &r.mqtt;
+    let mut s = String::new();
+    let mut line = |k: &str, v: String| {
+        let _ = writeln!(s, "  {k:<9} {v}");
+    };
+    line("node", format!("{} at site {}", r.node_id, r.site));
+    line(
+        "position",
+        match &r.position {
+            None => "not set".to_string(),
+            Some(p) => format!(
+                "{:.6}, {:.6}, {} m{}",
+                p.lat,
+                p.lon,
+                p.alt_m,
+                r.position_uncertainty_m
+                    .map(|u| format!(" (± {u} m)"))
+                    .unwrap_or_default()
+            ),
+        },
+    );
+    let tls = match (m.tls, &m.ca_file) {
+        (false, _) => "no".to_string(),
+        (true, None) => "yes (system roots)".to_string(),
+        (true, Some(ca)) => format!("yes (CA {})", ca.display()),
+    };
+    let user = match (&m.username, &m.password) {
+        (None, _) => "none".to_string(),
+        (Some(u), None) => format!("{u} (no password)"),
+        (Some(u), Some(_)) => format!("{u} (password set)"),
+    };
+    line(
+        "broker",
+        format!(
+            "{}://{}:{}, TLS {tls}, user {user}",
+            if m.tls { "mqtts" } else { "mqtt" },
+            m.host,
+            m.port
+        ),
+    );
+    line(
+        "topics",
+        format!(
+            "{} and {}, client id {}",
+            r.detection_topic(),
+            r.status_topic(),
+            m.client_id
+        ),
+    );
+    match &cfg.source {
+        SourceConfig::Replay {
+            path,
+            scenario_node,
+            pace,
+        } => {
+            let pace = match pace {
+                blastnet_node::Pace::Fast => "as fast as possible".to_string(),
+                blastnet_node::Pace::RealTime { speed } => format!("{speed}x real time"),
+            };
+            line(
+                "source",
+                format!(
+                    "replay of {} (node {scenario_node}), {pace}",
+                    path.display()
+                ),
+            );
+        }
+        SourceConfig::Capture(c) => {
+            line(
+                "source",
+                format!("capture from {} at {} Hz", c.device, c.sample_rate),
+            );
+            let sensors: Vec<String> = c
+                .channels
+                .iter()
+                .enumerate()
+                .map(|(i, k)| format!("channel {i}: {}", k.map(|k| k.as_str()).unwrap_or("unused")))
+                .collect();
+            line("sensors", sensors.join(", "));
+        }
+    }
+    let clock = match r.clock.mode {
+        ClockMode::Auto => "auto",
+        ClockMode::Fixed(ClockSource::GpsPps) => "gps-pps",
+        ClockMode::Fixed(ClockSource::Ntp) => "ntp",
+        ClockMode::Fixed(_) => "system",
+    };
+    line("clock", clock.to_string());
+    line(
+        "state",
+        format!(
+            "{}, spool up to {} bytes, fsync {}",
+            r.state_dir.display(),
+            r.spool_max_bytes,
+            on_off(r.fsync)
+        ),
+    );
+    line(
+        "audio",
+        format!(
+            "snippets {}, continuous {}, up to {} bytes in {}",
+            on_off(r.audio.snippets),
+            on_off(r.audio.continuous),
+            r.audio.budget_bytes,
+            r.audio.dir.display()
+        ),
+    );
+    line("status", format!("every {} s", r.heartbeat.as_secs_f64()));
+    format!("{}: OK\n{s}", path.display())
 }
 
 #[cfg(feature = "capture")]
