@@ -71,33 +71,13 @@ fn write_config(dir: &Path, port: u16, http: u16, db: &Path) -> PathBuf {
     p
 }
 
-use common::{get_ok as get, spawn_aggregator as spawn};
+use common::{get_ok as get, spawn_aggregator as spawn, wait_up};
 
 /// A counter from `/metrics`.
 fn metric(rt: &tokio::runtime::Runtime, http: u16, name: &str) -> Option<u64> {
     let text = get(rt, http, "/metrics")?;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// Wait until the process serves `/healthz` with the broker connected.
-fn wait_up(rt: &tokio::runtime::Runtime, http: u16, child: &mut Child, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(b) = get(rt, http, "/healthz") {
-            if b.contains("\"mqtt_connected\":true") {
-                return;
-            }
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!(
-                "aggregator exited ({st}): {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < deadline, "aggregator not up within 20 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// SIGTERM; the exit must come within 5 s. Returns how long it took.

@@ -10,8 +10,7 @@
 
 mod common;
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -134,25 +133,7 @@ fn wait_availability(log: &Log, port: u16, n: usize, want: &str, secs: u64) {
     );
 }
 
-use common::{get_ok as get, spawn_aggregator as spawn};
-
-/// Wait until the process serves `/healthz` with the broker connected.
-fn wait_up(rt: &tokio::runtime::Runtime, http: u16, child: &mut Child, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if get(rt, http, "/healthz").is_some_and(|b| b.contains("\"mqtt_connected\":true")) {
-            return;
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!(
-                "aggregator exited ({st}): {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < deadline, "aggregator not up within 20 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::{get_ok as get, spawn_aggregator as spawn, wait_up};
 
 /// The `value_json` paths a template reads (`value_json.a.b` -> `[a, b]`).
 fn template_paths(template: &str) -> Vec<Vec<String>> {

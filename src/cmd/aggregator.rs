@@ -81,25 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// `--check`: every error, one a line on stderr, and a non-zero exit; or a
 /// summary on stdout (never a secret).
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
-    match AggregatorConfig::from_file_all(path) {
-        Ok(cfg) => {
-            print!("{}", summary(path, &cfg));
-            Ok(())
-        }
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{e}");
-            }
-            anyhow::bail!(
-                "{}: configuration refused ({})",
-                path.display(),
-                match errors.len() {
-                    1 => "1 error".to_string(),
-                    n => format!("{n} errors"),
-                }
-            )
-        }
-    }
+    super::report_check(path, AggregatorConfig::from_file_all(path), summary)
 }
 
 /// What the aggregator would do with `cfg`, for people.

@@ -11,6 +11,35 @@ pub mod plan;
 pub mod replay;
 pub mod simulate;
 
+/// What `--check` prints for a configuration file: its summary on stdout;
+/// or every error, one a line on stderr, and an error that counts them
+/// (a non-zero exit).
+fn report_check<C, E: std::fmt::Display>(
+    path: &std::path::Path,
+    checked: Result<C, Vec<E>>,
+    summary: impl Fn(&std::path::Path, &C) -> String,
+) -> anyhow::Result<()> {
+    match checked {
+        Ok(cfg) => {
+            print!("{}", summary(path, &cfg));
+            Ok(())
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            anyhow::bail!(
+                "{}: configuration refused ({})",
+                path.display(),
+                match errors.len() {
+                    1 => "1 error".to_string(),
+                    n => format!("{n} errors"),
+                }
+            )
+        }
+    }
+}
+
 /// How log lines are written (`--log-format`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

@@ -65,25 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// `--check`: every error, one a line on stderr, and a non-zero exit; or a
 /// summary on stdout (never the password).
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
-    match NodeConfig::load_all(path) {
-        Ok(cfg) => {
-            print!("{}", summary(path, &cfg));
-            Ok(())
-        }
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{e}");
-            }
-            anyhow::bail!(
-                "{}: configuration refused ({})",
-                path.display(),
-                match errors.len() {
-                    1 => "1 error".to_string(),
-                    n => format!("{n} errors"),
-                }
-            )
-        }
-    }
+    super::report_check(path, NodeConfig::load_all(path), summary)
 }
 
 fn on_off(b: bool) -> &'static str {

@@ -40,3 +40,26 @@ pub fn get_ok(rt: &tokio::runtime::Runtime, http: u16, path: &str) -> Option<Str
         _ => None,
     }
 }
+
+/// Wait until the aggregator process serves `/healthz` with the broker
+/// connected (20 s at most; its log if it exits first).
+#[allow(dead_code)]
+pub fn wait_up(rt: &tokio::runtime::Runtime, http: u16, child: &mut Child, log: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if get_ok(rt, http, "/healthz").is_some_and(|b| b.contains("\"mqtt_connected\":true")) {
+            return;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!(
+                "aggregator exited ({st}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "aggregator not up within 20 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
