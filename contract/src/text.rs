@@ -367,30 +367,19 @@ mod tests {
 
     #[test]
     fn a_yield_below_a_gram_reads_less_than_one_gram_never_zero_kg() {
-        let y = YieldEstimate {
-            kg_tnt: 0.000264,
-            low_kg_tnt: 0.000208,
-            high_kg_tnt: 0.000335,
-        };
-        assert_eq!(yield_range(&y), "< 1 g TNT");
-        let y = YieldEstimate {
-            kg_tnt: 0.0026,
-            low_kg_tnt: 0.0002,
-            high_kg_tnt: 0.03,
-        };
-        assert_eq!(yield_range(&y), "2.6 g TNT (up to 30 g)");
-        let y = YieldEstimate {
-            kg_tnt: 167.78,
-            low_kg_tnt: 95.88,
-            high_kg_tnt: 1293.6,
-        };
-        assert_eq!(yield_range(&y), "168 kg TNT (96 kg – 1.3 t)");
-        let y = YieldEstimate {
-            kg_tnt: 1.66,
-            low_kg_tnt: 0.43,
-            high_kg_tnt: 6.44,
-        };
-        assert_eq!(yield_range(&y), "1.7 kg TNT (430 g – 6.4 kg)");
+        for ((kg_tnt, low_kg_tnt, high_kg_tnt), want) in [
+            ((0.000264, 0.000208, 0.000335), "< 1 g TNT"),
+            ((0.0026, 0.0002, 0.03), "2.6 g TNT (up to 30 g)"),
+            ((167.78, 95.88, 1293.6), "168 kg TNT (96 kg – 1.3 t)"),
+            ((1.66, 0.43, 6.44), "1.7 kg TNT (430 g – 6.4 kg)"),
+        ] {
+            let y = YieldEstimate {
+                kg_tnt,
+                low_kg_tnt,
+                high_kg_tnt,
+            };
+            assert_eq!(yield_range(&y), want);
+        }
     }
 
     #[test]

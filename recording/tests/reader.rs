@@ -47,6 +47,16 @@ fn manifest(streams: &str) -> String {
     )
 }
 
+/// Write `manifest` into `dir` and open node n01's acoustic stream.
+fn acoustic(dir: &Path, manifest: &str) -> StreamReader {
+    std::fs::write(dir.join("manifest.json"), manifest).unwrap();
+    Scenario::open(dir)
+        .unwrap()
+        .open_stream("n01", StreamKind::Acoustic)
+        .unwrap()
+        .unwrap()
+}
+
 fn read_all(mut r: StreamReader, block: usize) -> (Vec<f32>, Vec<Chunk>) {
     let mut buf = Vec::new();
     let mut out = Vec::new();
@@ -98,15 +108,9 @@ fn float_wav_and_channel_selection_of_a_multichannel_file() {
         r#"{ "file": "f.wav", "kind": "acoustic", "start_utc": "2022-01-01T00:00:00Z", "sensitivity": 2.0 },
            { "file": "m.wav", "channel": 2, "kind": "seismic", "start_utc": "2022-01-01T00:00:00Z", "sensitivity": 32768.0 }"#,
     );
-    std::fs::write(dir.path().join("manifest.json"), m).unwrap();
-    let sc = Scenario::open(dir.path()).unwrap();
-    let (a, _) = read_all(
-        sc.open_stream("n01", StreamKind::Acoustic)
-            .unwrap()
-            .unwrap(),
-        64,
-    );
+    let (a, _) = read_all(acoustic(dir.path(), &m), 64);
     assert_eq!(a, vec![0.5, -1.0]);
+    let sc = Scenario::open(dir.path()).unwrap();
     let (s, _) = read_all(
         sc.open_stream("n01", StreamKind::Seismic).unwrap().unwrap(),
         3,
@@ -128,14 +132,7 @@ fn consecutive_files_continue_one_segment_and_a_gap_is_reported_not_bridged() {
            { "file": "a.wav", "kind": "acoustic", "start_utc": "2022-01-01T00:00:00Z" },
            { "file": "b.wav", "kind": "acoustic", "start_utc": "2022-01-01T00:00:01Z" }"#,
     );
-    std::fs::write(dir.path().join("manifest.json"), m).unwrap();
-    let sc = Scenario::open(dir.path()).unwrap();
-    let (v, chunks) = read_all(
-        sc.open_stream("n01", StreamKind::Acoustic)
-            .unwrap()
-            .unwrap(),
-        64,
-    );
+    let (v, chunks) = read_all(acoustic(dir.path(), &m), 64);
     assert_eq!(v.len(), 300);
     let gaps: Vec<_> = chunks
         .iter()
@@ -342,14 +339,7 @@ fn block_decoding_gives_exactly_what_hound_reads_for_every_format() {
         let m = manifest(&format!(
             r#"{{ "file": "{name}", "channel": {ch}, "kind": "acoustic", "start_utc": "2022-01-01T00:00:00Z", "sensitivity": {sens} }}"#
         ));
-        std::fs::write(dir.path().join("manifest.json"), m).unwrap();
-        let sc = Scenario::open(dir.path()).unwrap();
-        let (got, _) = read_all(
-            sc.open_stream("n01", StreamKind::Acoustic)
-                .unwrap()
-                .unwrap(),
-            777,
-        );
+        let (got, _) = read_all(acoustic(dir.path(), &m), 777);
         let scale = (sens / (1u64 << (bits - 1)) as f64) as f32;
         let want: Vec<f32> = hound::WavReader::open(&path)
             .unwrap()
@@ -373,14 +363,7 @@ fn block_decoding_gives_exactly_what_hound_reads_for_every_format() {
     let m = manifest(
         r#"{ "file": "f.wav", "kind": "acoustic", "start_utc": "2022-01-01T00:00:00Z", "sensitivity": 0.3 }"#,
     );
-    std::fs::write(dir.path().join("manifest.json"), m).unwrap();
-    let sc = Scenario::open(dir.path()).unwrap();
-    let (got, _) = read_all(
-        sc.open_stream("n01", StreamKind::Acoustic)
-            .unwrap()
-            .unwrap(),
-        1000,
-    );
+    let (got, _) = read_all(acoustic(dir.path(), &m), 1000);
     let want: Vec<f32> = samples.iter().map(|v| v * 0.3f64 as f32).collect();
     assert!(got
         .iter()
