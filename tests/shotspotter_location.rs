@@ -110,17 +110,20 @@ fn real_gunfire_is_located_with_no_engine_settings() {
         "cold: {} % within 15 m (target >= 80 %)",
         cold.within_15
     );
+    assert!(
+        cold.ghosts <= 5,
+        "cold: {} ghost events over 54 tests (target <= 5)",
+        cold.ghosts
+    );
 
     let store = tmp.path().join("warm.sqlite");
     let warm = replay(&dir, Some(&store));
     println!("warm:\n{}", warm.text);
 
     // Known open (issue #16), each checked so that meeting it is noticed:
-    // ghosts over 54 tests (target <= 5), later rounds of bursts within 5
-    // points of first rounds, warm >= 88 % within 15 m and >= 94 % within
-    // 25 m.
+    // later rounds of bursts within 5 points of first rounds, warm >= 88 %
+    // within 15 m and >= 94 % within 25 m.
     let open = [
-        ("cold ghosts <= 5", cold.ghosts <= 5),
         (
             "later rounds within 5 points of first rounds",
             cold.later_rounds >= cold.first_rounds - 5.0,

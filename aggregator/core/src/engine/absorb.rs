@@ -35,6 +35,8 @@ struct DirectArrival {
     onset: UtcNs,
     /// Prominence, dB.
     snr: f64,
+    /// Peak (see `super::in_coda`).
+    peak: f64,
 }
 
 impl Engine {
@@ -209,6 +211,7 @@ impl Engine {
                 node: m.det.node,
                 onset: m.det.onset,
                 snr: m.det.snr_db,
+                peak: m.det.peak,
             })
             .collect();
         let ev = &self.events[k];
@@ -239,12 +242,26 @@ impl Engine {
             node: n,
             onset: t,
             snr,
+            peak,
         } in &direct
         {
             let node = &mut self.nodes[n];
             if node.last_direct.is_none_or(|x| t >= x) {
                 node.last_direct = Some(t);
                 node.last_direct_snr = snr;
+                node.last_direct_peak = peak;
+            }
+        }
+        let wide = self.coda_window();
+        let used: Vec<Det> = self.events[k]
+            .members
+            .iter()
+            .filter(|m| m.used)
+            .map(|m| m.det)
+            .collect();
+        for q in &mut self.pending {
+            if used.iter().any(|d| super::in_coda(q, d, wide)) {
+                q.coda = true;
             }
         }
         for q in &mut self.pending {

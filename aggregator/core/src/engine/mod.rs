@@ -124,6 +124,7 @@ pub enum Action {
 /// 58 %); located within 15 m: 77 % at 4–5 dB, 74 % at 6, 71 % at 8, 68 %
 /// at 10 (the round factor of two is kept rather than the best margin).
 const SUBORDINATE_DB: f64 = 6.0;
+const CODA_DB: f64 = 12.0;
 
 /// Largest meaningful pick prominence, dB: the dynamic range of a 24-bit
 /// digitiser (6 dB per bit) and some.
@@ -176,6 +177,11 @@ struct Det {
     /// `SUBORDINATE_DB` more. The sweep judges such picks last (see
     /// [`Engine::sweep`]).
     outshone: bool,
+    /// In a located source's coda: it follows that source's direct arrival
+    /// at its node within the event window, with a peak `CODA_DB` lower
+    /// (see [`in_coda`]). A source mostly of such picks is rejected (see
+    /// `judge_fit` in `search::verdict`).
+    coda: bool,
     /// Already tried as the pivot of the sweep (see [`Engine::sweep`]).
     swept: bool,
     /// Within its node's seed budget (see `EngineConfig::seed_rate_hz`): it
@@ -537,6 +543,7 @@ impl Engine {
             },
             subordinate: false,
             outshone: false,
+            coda: false,
             swept: false,
             seeds: false,
             repeat_checked: false,
@@ -596,6 +603,7 @@ impl Engine {
     /// follow a louder one's by tens of ms (city-salvo's 3.6 km airburst at
     /// n06 is found only from such a pick).
     fn mark_subordinates(&mut self, d: &mut Det) {
+        self.mark_coda(d);
         if !d.snr_db.is_finite() {
             return;
         }
@@ -630,6 +638,32 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Mark `d` as in the coda of a located source's direct arrival at its
+    /// node (see [`Det::coda`]; the later pending picks are marked when a
+    /// source is located, in `note_direct_arrivals`).
+    fn mark_coda(&mut self, d: &mut Det) {
+        let wide = self.coda_window();
+        let node = &self.nodes[d.node];
+        // The node's latest direct arrival (its source may be final by
+        // now), and those of the open events.
+        let latest = node.last_direct.is_some_and(|t| {
+            coda_of(d, t, node.last_direct_peak, wide)
+        });
+        d.coda |= latest
+            || self.events.iter().any(|ev| {
+                ev.members
+                    .iter()
+                    .any(|m| m.used && in_coda(d, &m.det, wide))
+            });
+    }
+
+    /// How long after a direct arrival a pick may be its coda, s: the event
+    /// window (the longest span of one source's arrivals) plus a crossing
+    /// of the array, the extra path of a reflector on its far side.
+    fn coda_window(&self) -> f64 {
+        self.window_s + self.geometry.aperture() / self.prop.min_acoustic_speed()
     }
 
     /// Advance the watermark: every detection with onset < `watermark` −
@@ -1023,6 +1057,37 @@ impl Engine {
         let e = self.to_event(&self.events[k], EventStatus::Preliminary);
         out.push(Action::Publish(e));
     }
+}
+
+/// Whether pick `q` lies in the coda of `direct`, a located source's direct
+/// arrival at its node: it follows it within `wide` s (`Engine::coda_window`)
+/// with a peak lower by `CODA_DB` or more. Peaks, not prominence: a burst's
+/// later round rides on the first round's coda, so it stands out less over
+/// the noise before it, but the same weapon reaches the node by the same
+/// path with about the same peak (ShotSpotter FP1–FP3: later rounds within
+/// 1.5 dB of the first, in the median over the nodes; single picks down to
+/// −12 dB where the first round's pick was not its loudest pulse), while a
+/// reflection or reverberation has spread over a longer path and lost
+/// energy at the reflector (the echo-built ghosts there: 12–20 dB below).
+/// A clipped peak is a lower bound: a clipped pick is never in a coda; a
+/// clipped direct arrival still outshines.
+fn in_coda(q: &Det, direct: &Det, wide: f64) -> bool {
+    q.node == direct.node
+        && direct.stream == StreamKind::Acoustic
+        && coda_of(q, direct.onset, direct.peak, wide)
+}
+
+/// [`in_coda`] given the direct arrival's onset and peak (of `q`'s node).
+fn coda_of(q: &Det, onset: UtcNs, peak: f64, wide: f64) -> bool {
+    let ratio = 10f64.powf(CODA_DB / 20.0);
+    q.stream == StreamKind::Acoustic
+        && !q.clipped
+        && q.peak.is_finite()
+        && peak.is_finite()
+        && q.peak >= 0.0
+        && q.onset > onset
+        && q.onset.secs_since(onset) <= wide
+        && peak >= ratio * q.peak
 }
 
 fn dist(a: [f64; 3], b: [f64; 3]) -> f64 {

@@ -60,6 +60,8 @@ pub(super) struct Node {
     pub(super) last_direct: Option<UtcNs>,
     /// Prominence of that direct arrival, dB (NaN: unknown).
     pub(super) last_direct_snr: f64,
+    /// That direct arrival's peak (see `in_coda`).
+    pub(super) last_direct_peak: f64,
     /// Index of the first node of its site: sensors closer together than an
     /// association gate's worth of sound travel (e.g. a high-SPL sensor beside
     /// a MEMS microphone) hear every source, true or coincidental, together,
@@ -160,6 +162,7 @@ impl Engine {
                     silent_misses: 0,
                     last_direct: None,
                     last_direct_snr: f64::NAN,
+                    last_direct_peak: f64::NAN,
                     site: self.nodes.len(),
                     offline_at: None,
                     term: self.restored_terms.get(&id).cloned().unwrap_or_default(),
@@ -669,6 +672,11 @@ pub(super) struct Geometry {
 }
 
 impl Geometry {
+    /// The largest distance between two nodes not refused, m.
+    pub(super) fn aperture(&self) -> f64 {
+        self.aperture
+    }
+
     fn widen(&mut self, nodes: &[Node], i: usize) {
         if nodes[i].info.refused {
             return;

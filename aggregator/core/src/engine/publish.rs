@@ -15,6 +15,7 @@ use blastnet_contract::{
 };
 
 use super::{dist, kind_index, Action, Det, Engine, Member, OpenEvent};
+use crate::calibration::{t_inflation, ErrorScale, EVENT_DOF};
 use crate::locate::Dims;
 use crate::propagation::Phase;
 use crate::yield_est::estimate_yield_multi;
@@ -133,11 +134,37 @@ impl Engine {
         extra
     }
 
+    /// The factor the Cramér–Rao covariance of `ev`'s fit (for the sigmas
+    /// its picks came with) is reported multiplied by. The sigmas rest on
+    /// the site's timing scale, an estimate with ν degrees of freedom (see
+    /// [`ErrorScale::dof`]: few at a fresh site); the event's own residuals
+    /// are `dof` more. The variance factor's posterior mean given both is
+    /// (ν + χ²)/(ν + dof) (the site's scale as a prior worth ν, the
+    /// event's χ² over its dof as the measurement), and the estimate's own
+    /// uncertainty widens the ellipses by [`t_inflation`] of ν + dof.
+    /// Events whose residuals are larger than the scale (urban paths at a
+    /// fresh site) widen; those whose residuals are smaller narrow, down to
+    /// what the scale's prior weight allows.
+    fn variance_factor(&self, ev: &OpenEvent) -> f64 {
+        let site = ev.members.iter().find_map(|m| m.det.site);
+        let i = site.map_or(0, |s| s as usize + 1);
+        let nu = self.scales.get(i).map_or(EVENT_DOF, ErrorScale::dof);
+        let (chi2, dof) = (ev.sol.chi2, ev.sol.dof as f64);
+        let f = if chi2.is_finite() {
+            (nu + chi2) / (nu + dof)
+        } else {
+            1.0
+        };
+        f * t_inflation(nu + dof)
+    }
+
     /// `ev` as a contract event revision with `status` (the caller sets
     /// the revision number).
     ///
-    /// The reported uncertainty is the fit's covariance plus what the
-    /// weather adds (see [`Engine::weather_covariance`]).
+    /// The reported uncertainty is the fit's covariance, scaled by what
+    /// its residuals and the timing scale's own uncertainty say (see
+    /// [`Engine::variance_factor`]),
+    /// plus what the weather adds (see [`Engine::weather_covariance`]).
     /// The covariance (e, n, u, t0) the weather's uncertainty adds to a
     /// solution: the sound speed (from `temperature_uncertainty_c`) and
     /// each wind component (`wind_uncertainty_mps`) are off by one sigma
@@ -283,7 +310,8 @@ impl Engine {
             alt_m: g.alt_m,
             uncertainty: ev
                 .sol
-                .uncertainty
+                .crlb
+                .scaled(self.variance_factor(ev))
                 .plus(&self.weather_covariance(ev))
                 .to_uncertainty(),
             kind,

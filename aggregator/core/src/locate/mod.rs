@@ -155,6 +155,17 @@ impl Bound {
         Bound::from_cov(&c)
     }
 
+    /// This bound with its covariance multiplied by `f`.
+    pub fn scaled(&self, f: f64) -> Bound {
+        let mut c = Matrix4::zeros();
+        for i in 0..4 {
+            for j in 0..4 {
+                c[(i, j)] = self.covariance[i][j] * f;
+            }
+        }
+        Bound::from_cov(&c)
+    }
+
     /// As the wire's `Crlb`.
     pub fn to_crlb(&self) -> Crlb {
         Crlb {
