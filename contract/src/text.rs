@@ -43,6 +43,10 @@ pub struct EventText {
     pub picks: String,
     /// Yield (`yield 170 kg TNT (96–290 kg)`), or empty (none estimated, or a launch).
     pub yield_text: String,
+    /// What to weigh before acting on it, from the event's `quality`
+    /// (`thin support: 1 check beyond the unknowns; aliased: an equally good
+    /// fit 130 m away`), or empty.
+    pub caution: String,
     /// A short map label: kind and horizontal 1-sigma (`explosion ±13.5 m`).
     pub label: String,
     /// Everything on one line, starting with `event <id>`.
@@ -68,17 +72,26 @@ pub fn event_text(e: &Event) -> EventText {
             .map(|y| format!("yield {}", yield_range(y)))
             .unwrap_or_default()
     };
-    let label = format!(
+    let caution = caution(e);
+    let mut label = format!(
         "{} ±{}",
         e.kind.as_str(),
         length(e.uncertainty.horizontal_m)
     );
+    if e.quality.as_ref().is_some_and(|q| q.aliased) {
+        label.push_str(", aliased");
+    } else if e.quality.as_ref().is_some_and(|q| q.marginal) {
+        label.push_str(", marginal");
+    }
     let mut line = format!(
         "event {} {revision} {time}: {headline}, at {place}; {picks}",
         e.event_id
     );
     if !yield_text.is_empty() {
         let _ = write!(line, "; {yield_text}");
+    }
+    if !caution.is_empty() {
+        let _ = write!(line, "; {caution}");
     }
     EventText {
         headline,
@@ -87,9 +100,35 @@ pub fn event_text(e: &Event) -> EventText {
         place,
         picks,
         yield_text,
+        caution,
         label,
         line,
     }
+}
+
+/// The event's `quality` as a caution (see [`EventText::caution`]).
+fn caution(e: &Event) -> String {
+    let Some(q) = &e.quality else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    if q.marginal {
+        let mut s = format!(
+            "thin support: {} beyond the unknowns",
+            plural(q.checks as usize, "check", "checks")
+        );
+        if let Some(p) = q.chance.filter(|p| *p > 0.01) {
+            let _ = write!(s, ", {}% chance of such support by coincidence", sig(100.0 * p, 2));
+        }
+        parts.push(s);
+    }
+    if q.aliased {
+        parts.push(match q.alternative_m {
+            Some(d) => format!("aliased: an equally good fit {} away", length(d)),
+            None => "aliased: an equally good fit elsewhere".to_string(),
+        });
+    }
+    parts.join("; ")
 }
 
 /// `e` on one line (the CLI's event line).
@@ -330,7 +369,38 @@ mod tests {
                 high_kg_tnt: k * 1.75,
             }),
             site: None,
+            quality: None,
         }
+    }
+
+    #[test]
+    fn thin_or_aliased_support_is_said_in_the_line_and_the_label() {
+        let mut e = event(SourceKind::Gunshot, None);
+        assert_eq!(event_text(&e).caution, "");
+        e.quality = Some(crate::wire::Quality {
+            checks: 3,
+            chance: Some(1e-6),
+            marginal: false,
+            aliased: false,
+            alternative_m: None,
+        });
+        let t = event_text(&e);
+        assert_eq!(t.caution, "");
+        assert!(!t.label.contains(','), "{}", t.label);
+        e.quality = Some(crate::wire::Quality {
+            checks: 1,
+            chance: Some(0.034),
+            marginal: true,
+            aliased: true,
+            alternative_m: Some(131.6),
+        });
+        let t = event_text(&e);
+        assert_eq!(
+            t.caution,
+            "thin support: 1 check beyond the unknowns, 3.4% chance of such support by coincidence; aliased: an equally good fit 132 m away"
+        );
+        assert!(t.line.ends_with(&t.caution), "{}", t.line);
+        assert!(t.label.ends_with(", aliased"), "{}", t.label);
     }
 
     #[test]

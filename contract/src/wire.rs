@@ -461,6 +461,35 @@ pub struct Event {
     /// Extension: site.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
+    /// Extension: how firmly the event's support pins it down (absent from
+    /// producers that do not judge it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Quality>,
+}
+
+/// Extension: how firmly an event's support pins it down. An event is
+/// published when its support passes every test; `marginal` and `aliased`
+/// say where it passed with little to spare, so that an operator weighs it
+/// (the text and the map say so).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quality {
+    /// Sites beyond the fit's unknowns (3 on the ground plane, 4 in 3-D):
+    /// the independent checks its arrivals passed.
+    pub checks: u32,
+    /// Probability that picks unrelated to any source (at the local pick
+    /// rates) would support a fit as well (a contrario), when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chance: Option<f64>,
+    /// The support is thin: one check or none, or a support chance could
+    /// give (`chance` above 1 %).
+    pub marginal: bool,
+    /// Another assignment of the picks (one node's arrival exchanged for
+    /// its other pick nearby, e.g. a burst's next round) fits as well with
+    /// the source elsewhere: `alternative_m` away.
+    pub aliased: bool,
+    /// With `aliased`: the horizontal distance to the alternative, m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alternative_m: Option<f64>,
 }
 
 fn default_status() -> EventStatus {

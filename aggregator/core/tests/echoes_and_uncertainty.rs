@@ -128,3 +128,31 @@ fn a_three_arrival_fix_reports_the_uncertainty_of_its_pick_and_model_sigmas() {
     // Nothing checks an exactly determined fit: lower confidence.
     assert!(e.confidence <= 0.5 * 0.9 + 1e-9, "{}", e.confidence);
 }
+
+/// An event says how firmly its support pins it down: a six-node fix on the
+/// ground plane has three checks beyond its unknowns and is sound; the same
+/// source heard by four nodes has one and is marginal. An aliasing check
+/// that found an "equally good" fit elsewhere for clean picks would be
+/// wrong: none is reported.
+#[test]
+fn an_event_reports_its_checks_and_whether_its_support_is_thin() {
+    let mut r = rng(5);
+    let nodes = square_array(&mut r, 6, 1500.0);
+    let s = Source {
+        enu: Enu::new(-150.0, 60.0, 0.0),
+        t: 5.0,
+    };
+    let all = direct(&nodes, &s);
+    let e = one_final(&mut engine(&nodes, quiet_config()), all.clone());
+    let q = e.quality.clone().expect("a quality");
+    assert_eq!(e.dims, 2);
+    assert_eq!(q.checks, 3, "{q:?}");
+    assert!(!q.marginal && !q.aliased, "{q:?}");
+
+    let four: Vec<Node> = nodes[..4].to_vec();
+    let e = one_final(&mut engine(&four, quiet_config()), all[..4].to_vec());
+    let q = e.quality.clone().expect("a quality");
+    assert_eq!(q.checks, 1, "{q:?}");
+    assert!(q.marginal, "{q:?}");
+    assert!(!q.aliased, "{q:?}");
+}

@@ -11,12 +11,12 @@
 use blastnet_contract::blast::Burst;
 use blastnet_contract::wire::EVENT_SCHEMA;
 use blastnet_contract::{
-    ArrivalRef, EnuFrame, Event, EventStatus, Geodetic, SourceKind, StreamKind,
+    ArrivalRef, EnuFrame, Event, EventStatus, Geodetic, Quality, SourceKind, StreamKind,
 };
 
 use super::{dist, kind_index, Action, Det, Engine, Member, OpenEvent};
 use crate::calibration::{t_inflation, ErrorScale, EVENT_DOF};
-use crate::locate::Dims;
+use crate::locate::{Dims, DimsChoice};
 use crate::propagation::Phase;
 use crate::yield_est::estimate_yield_multi;
 
@@ -34,6 +34,14 @@ pub(super) struct Outlier {
     /// re-trigger), not evidence against the node's clock.
     pub(super) echo: bool,
 }
+
+/// Above this chance probability of its support an event is marginal.
+const MARGINAL_CHANCE: f64 = 0.01;
+/// An alternative fits as well when its χ² exceeds the event's by at most
+/// this: inside the event's 2σ likelihood region (Δχ² = 4).
+const ALIAS_DCHI2: f64 = 4.0;
+/// Refits the aliasing check makes per final event at most.
+const MAX_ALIAS_TRIALS: usize = 32;
 
 impl Engine {
     /// Publish `ev` (taken out of the open events) as final: located on
@@ -328,6 +336,99 @@ impl Engine {
                 .iter()
                 .find_map(|m| m.det.site)
                 .and_then(|i| self.site_names.get(i as usize).cloned()),
+            quality: Some(self.quality(ev, status)),
         }
+    }
+
+    /// How firmly `ev`'s support pins it down (see [`Quality`]). The
+    /// aliasing check refits, so it is made for a final revision only.
+    fn quality(&self, ev: &OpenEvent, status: EventStatus) -> Quality {
+        let mut sites: Vec<usize> = ev
+            .members
+            .iter()
+            .filter(|m| m.used)
+            .map(|m| self.nodes[m.det.node].site)
+            .collect();
+        sites.sort_unstable();
+        sites.dedup();
+        let checks = sites.len().saturating_sub(ev.sol.dims.unknowns()) as u32;
+        // 0: nothing beyond the unknowns to test, or a test no source could
+        // pass (see `chance_tail`): not measured.
+        let chance = Some(self.chance_tail(&ev.sol, ev.tref, &ev.members)).filter(|p| *p > 0.0);
+        let alternative_m = if status == EventStatus::Final {
+            self.alternative(ev)
+        } else {
+            None
+        };
+        Quality {
+            checks,
+            chance,
+            marginal: checks <= 1 || chance.is_some_and(|p| p > MARGINAL_CHANCE),
+            aliased: alternative_m.is_some(),
+            alternative_m,
+        }
+    }
+
+    /// The farthest equally good alternative to `ev`'s location, m: one
+    /// used arrival exchanged for another pick of its node within
+    /// `outlier_window_s` (a burst's neighbouring round, an echo), refitted
+    /// in the same model from the event's solution. Equally good: every
+    /// arrival still used, χ² acceptable and within [`ALIAS_DCHI2`] of the
+    /// event's; elsewhere: more than twice the event's horizontal 1σ away.
+    /// At most [`MAX_ALIAS_TRIALS`] refits, in a fixed order.
+    fn alternative(&self, ev: &OpenEvent) -> Option<f64> {
+        let w = self.cfg.outlier_window_s;
+        let sol = &ev.sol;
+        let start = [sol.position.e, sol.position.n, sol.position.u, sol.origin_s];
+        let dims = match sol.dims {
+            Dims::Ground => DimsChoice::Ground,
+            Dims::Free => DimsChoice::Free,
+        };
+        let used: Vec<Member> = ev.members.iter().filter(|m| m.used).cloned().collect();
+        let near = 2.0 * sol.uncertainty.horizontal_m;
+        let others: Vec<&Det> = self
+            .pending
+            .iter()
+            .chain(
+                self.events
+                    .iter()
+                    .filter(|e| e.id != ev.id)
+                    .flat_map(|e| e.members.iter().filter(|x| x.used).map(|x| &x.det)),
+            )
+            .filter(|q| q.stream == StreamKind::Acoustic)
+            .collect();
+        let mut trials = 0;
+        let mut best: Option<f64> = None;
+        for (i, m) in used.iter().enumerate() {
+            if m.det.stream != StreamKind::Acoustic {
+                continue;
+            }
+            for q in others.iter().filter(|q| {
+                q.node == m.det.node
+                    && q.uid != m.det.uid
+                    && q.onset.secs_since(m.det.onset).abs() <= w
+            }) {
+                if trials >= MAX_ALIAS_TRIALS {
+                    return best;
+                }
+                trials += 1;
+                let mut trial = used.clone();
+                trial[i].det = **q;
+                let Some(s) = self.solve_members_as(&mut trial, ev.tref, Some(start), dims) else {
+                    continue;
+                };
+                if trial.iter().any(|x| !x.used)
+                    || !s.chi2_ok(0.999)
+                    || s.chi2 > sol.chi2 + ALIAS_DCHI2
+                {
+                    continue;
+                }
+                let d = (s.position.e - sol.position.e).hypot(s.position.n - sol.position.n);
+                if d > near && best.is_none_or(|b| d > b) {
+                    best = Some(d);
+                }
+            }
+        }
+        best
     }
 }
