@@ -22,6 +22,8 @@ struct Figures {
     ghosts: usize,
     first_rounds: f64,
     later_rounds: f64,
+    /// The same picks grouped by truth and solved alone, % within 15 m.
+    ceiling: f64,
     text: String,
 }
 
@@ -51,7 +53,7 @@ fn replay(dir: &Path, store: Option<&Path>) -> Figures {
             .unwrap_or_else(|| panic!("no {p:?} line in:\n{err}"))
             .to_string()
     };
-    let (all, rounds) = (line("all:"), line("rounds:"));
+    let (all, rounds, ceiling) = (line("all:"), line("rounds:"), line("ceiling:"));
     let text: String = err
         .lines()
         .filter(|l| !l.starts_with("live map"))
@@ -63,6 +65,7 @@ fn replay(dir: &Path, store: Option<&Path>) -> Figures {
         ghosts: number_before(&all, " ghost events") as usize,
         first_rounds: number_before(&rounds[..rounds.find("later").unwrap_or(0)], "%)"),
         later_rounds: number_before(&rounds[rounds.find("later").unwrap_or(0)..], "%)"),
+        ceiling: number_before(&ceiling, "%)"),
         text,
     }
 }
@@ -121,9 +124,14 @@ fn real_gunfire_is_located_with_no_engine_settings() {
     println!("warm:\n{}", warm.text);
 
     // Known open (issue #16), each checked so that meeting it is noticed:
-    // later rounds of bursts within 5 points of first rounds, warm >= 88 %
-    // within 15 m and >= 94 % within 25 m.
+    // within 3 points of the ceiling (blastnet's own picks grouped by
+    // truth, same solver), later rounds of bursts within 5 points of first
+    // rounds, warm >= 88 % within 15 m and >= 94 % within 25 m.
     let open = [
+        (
+            "cold within 3 points of the ceiling",
+            cold.within_15 >= cold.ceiling - 3.0,
+        ),
         (
             "later rounds within 5 points of first rounds",
             cold.later_rounds >= cold.first_rounds - 5.0,
