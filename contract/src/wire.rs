@@ -477,7 +477,8 @@ pub struct Quality {
     /// the independent checks its arrivals passed.
     pub checks: u32,
     /// Probability that picks unrelated to any source (at the local pick
-    /// rates) would support a fit as well (a contrario), when measured.
+    /// rates) would support a fit as well (a contrario), when measured (a
+    /// final event with at most two checks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chance: Option<f64>,
     /// The support is thin: one check or none, or a support chance could
@@ -485,7 +486,8 @@ pub struct Quality {
     pub marginal: bool,
     /// Another assignment of the picks (one node's arrival exchanged for
     /// its other pick nearby, e.g. a burst's next round) fits as well with
-    /// the source elsewhere: `alternative_m` away.
+    /// the source elsewhere: `alternative_m` away (checked for a final
+    /// event with at most two checks).
     pub aliased: bool,
     /// With `aliased`: the horizontal distance to the alternative, m.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -35,7 +35,7 @@ struct DirectArrival {
     onset: UtcNs,
     /// Prominence, dB.
     snr: f64,
-    /// Peak (see `super::in_coda`).
+    /// Peak (see `super::coda_of`).
     peak: f64,
 }
 
@@ -253,21 +253,13 @@ impl Engine {
             }
         }
         let wide = self.coda_window();
-        let used: Vec<Det> = self.events[k]
-            .members
-            .iter()
-            .filter(|m| m.used)
-            .map(|m| m.det)
-            .collect();
-        for q in &mut self.pending {
-            if used.iter().any(|d| super::in_coda(q, d, wide)) {
-                q.coda = true;
-            }
-        }
         for q in &mut self.pending {
             if q.stream != StreamKind::Acoustic {
                 continue;
             }
+            q.coda |= direct
+                .iter()
+                .any(|a| a.node == q.node && super::coda_of(q, a.onset, a.peak, wide));
             if let Some(&DirectArrival { snr, .. }) = direct.iter().find(|a| {
                 let (n, t) = (a.node, a.onset);
                 let dt = q.onset.secs_since(t);

@@ -179,7 +179,7 @@ struct Det {
     outshone: bool,
     /// In a located source's coda: it follows that source's direct arrival
     /// at its node within the event window, with a peak `CODA_DB` lower
-    /// (see [`in_coda`]). A source mostly of such picks is rejected (see
+    /// (see [`coda_of`]). A source mostly of such picks is rejected (see
     /// `judge_fit` in `search::verdict`).
     coda: bool,
     /// Already tried as the pivot of the sweep (see [`Engine::sweep`]).
@@ -640,23 +640,16 @@ impl Engine {
         }
     }
 
-    /// Mark `d` as in the coda of a located source's direct arrival at its
-    /// node (see [`Det::coda`]; the later pending picks are marked when a
-    /// source is located, in `note_direct_arrivals`).
+    /// Mark `d` as in the coda of its node's latest direct arrival (see
+    /// [`Det::coda`]; the pending picks are marked when a source is
+    /// located, in `note_direct_arrivals`).
     fn mark_coda(&mut self, d: &mut Det) {
         let wide = self.coda_window();
         let node = &self.nodes[d.node];
-        // The node's latest direct arrival (its source may be final by
-        // now), and those of the open events.
-        let latest = node.last_direct.is_some_and(|t| {
-            coda_of(d, t, node.last_direct_peak, wide)
-        });
-        d.coda |= latest
-            || self.events.iter().any(|ev| {
-                ev.members
-                    .iter()
-                    .any(|m| m.used && in_coda(d, &m.det, wide))
-            });
+        // The node's latest direct arrival (its source may be final by now).
+        d.coda |= node
+            .last_direct
+            .is_some_and(|t| coda_of(d, t, node.last_direct_peak, wide));
     }
 
     /// How long after a direct arrival a pick may be its coda, s: the event
@@ -1059,8 +1052,9 @@ impl Engine {
     }
 }
 
-/// Whether pick `q` lies in the coda of `direct`, a located source's direct
-/// arrival at its node: it follows it within `wide` s (`Engine::coda_window`)
+/// Whether pick `q` lies in the coda of a located source's direct arrival
+/// at its node, at `onset` with `peak`: it follows it within `wide` s
+/// (`Engine::coda_window`)
 /// with a peak lower by `CODA_DB` or more. Peaks, not prominence: a burst's
 /// later round rides on the first round's coda, so it stands out less over
 /// the noise before it, but the same weapon reaches the node by the same
@@ -1071,13 +1065,6 @@ impl Engine {
 /// energy at the reflector (the echo-built ghosts there: 12–20 dB below).
 /// A clipped peak is a lower bound: a clipped pick is never in a coda; a
 /// clipped direct arrival still outshines.
-fn in_coda(q: &Det, direct: &Det, wide: f64) -> bool {
-    q.node == direct.node
-        && direct.stream == StreamKind::Acoustic
-        && coda_of(q, direct.onset, direct.peak, wide)
-}
-
-/// [`in_coda`] given the direct arrival's onset and peak (of `q`'s node).
 fn coda_of(q: &Det, onset: UtcNs, peak: f64, wide: f64) -> bool {
     let ratio = 10f64.powf(CODA_DB / 20.0);
     q.stream == StreamKind::Acoustic

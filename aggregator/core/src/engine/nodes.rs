@@ -60,7 +60,7 @@ pub(super) struct Node {
     pub(super) last_direct: Option<UtcNs>,
     /// Prominence of that direct arrival, dB (NaN: unknown).
     pub(super) last_direct_snr: f64,
-    /// That direct arrival's peak (see `in_coda`).
+    /// That direct arrival's peak (see `coda_of`).
     pub(super) last_direct_peak: f64,
     /// Index of the first node of its site: sensors closer together than an
     /// association gate's worth of sound travel (e.g. a high-SPL sensor beside

@@ -41,7 +41,10 @@ const MARGINAL_CHANCE: f64 = 0.01;
 /// this: inside the event's 2σ likelihood region (Δχ² = 4).
 const ALIAS_DCHI2: f64 = 4.0;
 /// Refits the aliasing check makes per final event at most.
-const MAX_ALIAS_TRIALS: usize = 32;
+const MAX_ALIAS_TRIALS: usize = 16;
+/// Events with more checks than this are not checked for chance support
+/// or aliasing.
+const MAX_ALIAS_CHECKS: u32 = 2;
 
 impl Engine {
     /// Publish `ev` (taken out of the open events) as final: located on
@@ -340,8 +343,8 @@ impl Engine {
         }
     }
 
-    /// How firmly `ev`'s support pins it down (see [`Quality`]). The
-    /// aliasing check refits, so it is made for a final revision only.
+    /// How firmly `ev`'s support pins it down (see [`Quality`]); the
+    /// chance and the aliasing check for a final revision only.
     fn quality(&self, ev: &OpenEvent, status: EventStatus) -> Quality {
         let mut sites: Vec<usize> = ev
             .members
@@ -352,14 +355,21 @@ impl Engine {
         sites.sort_unstable();
         sites.dedup();
         let checks = sites.len().saturating_sub(ev.sol.dims.unknowns()) as u32;
-        // 0: nothing beyond the unknowns to test, or a test no source could
-        // pass (see `chance_tail`): not measured.
-        let chance = Some(self.chance_tail(&ev.sol, ev.tref, &ev.members)).filter(|p| *p > 0.0);
-        let alternative_m = if status == EventStatus::Final {
-            self.alternative(ev)
-        } else {
-            None
-        };
+        // Measured for a final revision with at most `MAX_ALIAS_CHECKS`
+        // checks only: a preliminary one is revised within seconds, and the
+        // engine's per-detection budget is microseconds; with three checks
+        // or more the search's own a-contrario test has passed with room,
+        // and one exchanged arrival is an outlier to the others, not an
+        // alternative. 0: a test no source could pass (see `chance_tail`):
+        // not measured.
+        let (chance, alternative_m) =
+            if status == EventStatus::Final && checks <= MAX_ALIAS_CHECKS {
+                let chance =
+                    Some(self.chance_tail(&ev.sol, ev.tref, &ev.members)).filter(|p| *p > 0.0);
+                (chance, self.alternative(ev))
+            } else {
+                (None, None)
+            };
         Quality {
             checks,
             chance,

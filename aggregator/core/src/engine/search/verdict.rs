@@ -376,9 +376,6 @@ impl Engine {
         if !sol.chi2_ok(0.999) || n_used < self.cfg.min_nodes_ground {
             return SeedVerdict::Reject;
         }
-        if !self.localised(&members, &sol) {
-            return SeedVerdict::Reject;
-        }
         // Mostly probable echoes (picks that follow an associated direct
         // arrival at their node by < echo_window_s) or subordinate picks:
         // reverberation of a located source or noise beside a louder
@@ -452,6 +449,9 @@ impl Engine {
             if not_due > 0 {
                 return SeedVerdict::Wait;
             }
+            return SeedVerdict::Reject;
+        }
+        if !self.localised(&members, &sol) {
             return SeedVerdict::Reject;
         }
         if confirmed {
