@@ -53,7 +53,7 @@ pub struct AppState {
     pub nodes: Arc<RwLock<BTreeMap<String, NodeView>>>,
     /// Live updates for websockets: JSON texts.
     pub live: broadcast::Sender<Arc<str>>,
-    /// Whether the MQTT connection is up.
+    /// Whether the MQTT connection is up and subscribed (see `service`).
     pub mqtt_connected: Arc<AtomicBool>,
     /// Bearer token every request but `/healthz` must carry, if set.
     pub token: Option<Arc<str>>,

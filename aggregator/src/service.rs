@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -156,7 +156,20 @@ fn topic_filters(cfg: &AggregatorConfig) -> Vec<SubscribeFilter> {
     v
 }
 
-type Incoming = (rumqttc::Publish, Instant);
+/// A publish from the broker, when it came, and the [`Connection`] it came on.
+struct Incoming {
+    publish: rumqttc::Publish,
+    at: Instant,
+    connection: u64,
+}
+
+/// Which broker connection is current: counted up at each CONNACK and at
+/// each connection error, so that a value read when a publish arrived names
+/// the connection it came on, and is current only while that connection
+/// is up. A PUBACK belongs to its connection: the inbox thread acknowledges
+/// a publish only on the connection it came on (see
+/// [`InboxWriter::acknowledge`]).
+type Connection = Arc<AtomicU64>;
 
 /// TLS to the broker (rustls), trusting `ca` if given, else the system's
 /// web roots (rumqttc's default).
@@ -315,11 +328,13 @@ pub async fn start(
     let last_error = Arc::new(std::sync::Mutex::new(String::from("no answer yet")));
     let mqtt_stop = CancellationToken::new();
     let (connects_tx, connects_rx) = watch::channel(0u64);
+    let connection = Connection::default();
     let mqtt_task = tokio::spawn(mqtt_loop(MqttLoop {
         eventloop,
         client: client.clone(),
         filters,
         in_tx,
+        connection: connection.clone(),
         ready: Some(ready_tx),
         stop: mqtt_stop.clone(),
         metrics: metrics.clone(),
@@ -426,6 +441,7 @@ pub async fn start(
         inbox,
         client,
         in_rx,
+        connection,
         shutdown: shutdown.clone(),
         availability,
         connects: connects_rx,
@@ -450,9 +466,15 @@ struct MqttLoop {
     client: AsyncClient,
     filters: Vec<SubscribeFilter>,
     in_tx: mpsc::Sender<Incoming>,
+    /// Counted up at each CONNACK and each error.
+    connection: Connection,
     ready: Option<oneshot::Sender<()>>,
     stop: CancellationToken,
     metrics: Arc<Metrics>,
+    /// `/healthz`'s `mqtt_connected`: connected, and subscribed. After a
+    /// reconnect without a session (a broker restarted without its
+    /// persistence), not before the new SUBACK: until then the broker
+    /// drops what the nodes publish, as nobody subscribes to it.
     connected: Arc<AtomicBool>,
     last_error: Arc<std::sync::Mutex<String>>,
     /// With an inbox: the outbox's bookkeeping, and where acknowledged
@@ -480,13 +502,19 @@ async fn mqtt_loop(mut s: MqttLoop) {
                 // that acknowledgements, events and the disconnect still go
                 // out; what arrives now is not acknowledged (with an inbox)
                 // and comes again to the next run.
+                let r = Incoming {
+                    publish: p,
+                    at: Instant::now(),
+                    connection: s.connection.load(Relaxed),
+                };
                 tokio::select! {
                     _ = s.stop.cancelled() => break,
-                    _ = s.in_tx.send((p, Instant::now())) => {}
+                    _ = s.in_tx.send(r) => {}
                 }
             }
             Ok(rumqttc::Event::Incoming(Packet::ConnAck(ack))) => {
-                s.connected.store(true, Relaxed);
+                s.connection.fetch_add(1, Relaxed);
+                s.connected.store(ack.session_present, Relaxed);
                 s.metrics.mqtt_connects.fetch_add(1, Relaxed);
                 if logged_down {
                     tracing::info!(
@@ -528,6 +556,7 @@ async fn mqtt_loop(mut s: MqttLoop) {
                 }
             }
             Ok(rumqttc::Event::Incoming(Packet::SubAck(_))) => {
+                s.connected.store(true, Relaxed);
                 if let Some(tx) = s.ready.take() {
                     let _ = tx.send(());
                 }
@@ -557,6 +586,7 @@ async fn mqtt_loop(mut s: MqttLoop) {
             }
             Ok(_) => {}
             Err(e) => {
+                s.connection.fetch_add(1, Relaxed);
                 s.connected.store(false, Relaxed);
                 s.metrics.mqtt_errors.fetch_add(1, Relaxed);
                 let msg = e.to_string();
@@ -878,6 +908,8 @@ pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(4);
 struct InboxReq {
     publish: rumqttc::Publish,
     data_ns: Option<i64>,
+    /// The [`Connection`] it came on.
+    connection: u64,
 }
 
 /// The inbox thread: batches what arrives, writes it in one transaction,
@@ -896,9 +928,43 @@ struct InboxWriter {
     /// so a store thread that lags (a slow disk, a loaded machine) never
     /// has the picks of events it has not written pruned from under it.
     stored_through: Arc<AtomicI64>,
+    /// The current broker connection.
+    connection: Connection,
 }
 
 impl InboxWriter {
+    /// Send the PUBACK of `r`, written (or refused by the pipeline), if
+    /// the connection it came on is still up; else send none.
+    ///
+    /// A packet id names a message only on its connection. rumqttc drops
+    /// the PUBACKs queued when a connection fails, but not those queued
+    /// after it (this thread goes on writing while the client reconnects):
+    /// they would go out on the next connection, and name whatever the
+    /// broker sends there under those ids. Measured with Mosquitto keeping
+    /// the session, that is the same message resent under the same id
+    /// (harmless); after a session lost, the new session's ids start again,
+    /// and a message could be acknowledged before it is ever sent to us.
+    /// Not acknowledged here, a message comes again with its session, the
+    /// pipeline finds it a duplicate (by node and seq) of what the inbox
+    /// holds, and it is acknowledged without a second write; with the
+    /// session lost it is in the inbox already. (Left: a PUBACK queued in
+    /// the instant between the failure inside rumqttc and the count here
+    /// still goes out late.)
+    fn acknowledge(&self, r: &InboxReq) -> bool {
+        if r.connection != self.connection.load(Relaxed) {
+            return false;
+        }
+        // The request queue may be full for a moment: wait for room.
+        while let Err(e) = self.client.try_ack(&r.publish) {
+            if self.stopping.load(Relaxed) {
+                tracing::debug!("acknowledging: {e}");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
     fn run(self, rx: std::sync::mpsc::Receiver<InboxReq>) {
         let mut newest = i64::MIN;
         let mut since_prune = 0usize;
@@ -945,18 +1011,17 @@ impl InboxWriter {
             if logged {
                 tracing::info!("inbox writes succeed again");
             }
+            let mut unacknowledged = 0usize;
             for r in batch.drain(..) {
                 if let Some(t) = r.data_ns {
                     newest = newest.max(t);
                 }
-                // The request queue may be full for a moment: wait for room.
-                while let Err(e) = self.client.try_ack(&r.publish) {
-                    if self.stopping.load(Relaxed) {
-                        tracing::debug!("acknowledging: {e}");
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+                unacknowledged += usize::from(!self.acknowledge(&r));
+            }
+            if unacknowledged > 0 {
+                tracing::debug!(
+                    "{unacknowledged} messages written but not acknowledged: their connection is gone (the broker sends them again)"
+                );
             }
             since_prune += msgs.len();
             if since_prune >= 1000 && newest > i64::MIN {
@@ -1115,6 +1180,8 @@ struct Supervisor {
     inbox: bool,
     client: AsyncClient,
     in_rx: mpsc::Receiver<Incoming>,
+    /// The current broker connection (for the inbox thread).
+    connection: Connection,
     shutdown: CancellationToken,
     /// The availability topic, if published.
     availability: Option<String>,
@@ -1137,6 +1204,7 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
         inbox,
         client,
         mut in_rx,
+        connection,
         shutdown,
         availability,
         mut connects,
@@ -1158,6 +1226,7 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
             retention_ns: secs_to_ns(cfg.ingest.retention_s),
             stopping: Arc::new(AtomicBool::new(false)),
             stored_through: stored_through.clone(),
+            connection,
         };
         let stopping = w.stopping.clone();
         let t = std::thread::Builder::new()
@@ -1249,14 +1318,14 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
                 proc.retained.republish(&pub_tx);
             }
             msg = in_rx.recv() => match msg {
-                Some((p, at)) => {
+                Some(Incoming { publish: p, at, connection }) => {
                     proc.pipeline.on_message(&p.topic, &p.payload, &mut outs);
                     if let Some(tx) = &inbox_tx {
                         let data_ns = proc.pipeline.last_accepted().map(|t| t.0);
                         if let Some(t) = data_ns {
                             received_through = received_through.max(t);
                         }
-                        let _ = tx.send(InboxReq { publish: p, data_ns });
+                        let _ = tx.send(InboxReq { publish: p, data_ns, connection });
                     }
                     if !outs.is_empty() {
                         proc.handle(&mut outs, Some(at), &pub_tx, &store_tx);
@@ -1284,7 +1353,9 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
     let started = Instant::now();
     if !inbox {
         while started.elapsed() < SHUTDOWN_BUDGET / 2 {
-            let Ok((p, at)) = in_rx.try_recv() else { break };
+            let Ok(Incoming { publish: p, at, .. }) = in_rx.try_recv() else {
+                break;
+            };
             proc.pipeline.on_message(&p.topic, &p.payload, &mut outs);
             proc.handle(&mut outs, Some(at), &pub_tx, &store_tx);
         }

@@ -197,6 +197,15 @@ fn rumqttd_config(port: u16) -> rumqttd::Config {
 pub const MOSQUITTO_LIMITS: &str =
     "max_packet_size 1048576\nmax_queued_messages 1000000\nmax_inflight_messages 1000\n";
 
+/// A line of every test broker's configuration. Mosquitto started
+/// as root (a container, CI) drops to the `mosquitto` user, which cannot
+/// write into the private temp dir: it then saves no persistence file and
+/// no log, without failing, so a restarted broker has lost every session
+/// and every queued QoS 1 message it had acknowledged (issue #17: whole
+/// soak rounds lost at each broker stop). `user root` keeps it as the user
+/// that owns the dir; started as any other user, Mosquitto ignores it.
+const MOSQUITTO_TEST_USER: &str = "user root\n";
+
 /// A Mosquitto broker process on a free 127.0.0.1 port, killed on drop.
 /// Persistence is on (in a private temp dir), so a stopped and restarted
 /// broker keeps sessions and queued QoS 1 messages, as a real one does.
@@ -236,7 +245,7 @@ impl Mosquitto {
         let port = free_port();
         let config = dir.path().join("mosquitto.conf");
         let text = format!(
-            "listener {port} 127.0.0.1\npersistence true\npersistence_location {d}/\nautosave_interval 1\nlog_dest file {d}/mosquitto.log\n{MOSQUITTO_LIMITS}{extra}",
+            "listener {port} 127.0.0.1\n{MOSQUITTO_TEST_USER}persistence true\npersistence_location {d}/\nautosave_interval 1\nlog_dest file {d}/mosquitto.log\n{MOSQUITTO_LIMITS}{extra}",
             d = dir.path().display(),
             extra = extra.replace("{dir}", &dir.path().display().to_string()),
         );
