@@ -118,7 +118,11 @@ fn caution(e: &Event) -> String {
             plural(q.checks as usize, "check", "checks")
         );
         if let Some(p) = q.chance.filter(|p| *p > 0.01) {
-            let _ = write!(s, ", {}% chance of such support by coincidence", sig(100.0 * p, 2));
+            let _ = write!(
+                s,
+                ", {}% chance of such support by coincidence",
+                sig(100.0 * p, 2)
+            );
         }
         parts.push(s);
     }

@@ -727,7 +727,9 @@ pub fn replay_many(
 /// the engine's solver with its default options and prior timing scale,
 /// without station terms. Returns (within 15 m, true sources).
 fn ceiling_of(m: &Manifest, dets: &[Detection]) -> (usize, usize) {
-    use blastnet_aggregator_core::{locate, Arrival, EngineConfig, LocateOptions, Phase, Propagation};
+    use blastnet_aggregator_core::{
+        locate, Arrival, EngineConfig, LocateOptions, Phase, Propagation,
+    };
     use blastnet_contract::{EnuFrame, Geodetic, StreamKind};
     let Some(truth) = m.truth.as_ref().filter(|t| !t.is_empty()) else {
         return (0, 0);
@@ -744,9 +746,11 @@ fn ceiling_of(m: &Manifest, dets: &[Detection]) -> (usize, usize) {
         let mut obs = Vec::new();
         for n in &m.nodes {
             let at = frame.to_enu(Geodetic::new(n.lat, n.lon, n.alt_m));
-            let due = t
-                .time_utc
-                .add_secs_f64(prop.travel_time(Phase::Acoustic, src.to_array(), at.to_array()));
+            let due = t.time_utc.add_secs_f64(prop.travel_time(
+                Phase::Acoustic,
+                src.to_array(),
+                at.to_array(),
+            ));
             let best = dets
                 .iter()
                 .filter(|d| d.node_id == n.id && d.stream == StreamKind::Acoustic)

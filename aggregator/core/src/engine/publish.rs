@@ -362,14 +362,13 @@ impl Engine {
         // and one exchanged arrival is an outlier to the others, not an
         // alternative. 0: a test no source could pass (see `chance_tail`):
         // not measured.
-        let (chance, alternative_m) =
-            if status == EventStatus::Final && checks <= MAX_ALIAS_CHECKS {
-                let chance =
-                    Some(self.chance_tail(&ev.sol, ev.tref, &ev.members)).filter(|p| *p > 0.0);
-                (chance, self.alternative(ev))
-            } else {
-                (None, None)
-            };
+        let (chance, alternative_m) = if status == EventStatus::Final && checks <= MAX_ALIAS_CHECKS
+        {
+            let chance = Some(self.chance_tail(&ev.sol, ev.tref, &ev.members)).filter(|p| *p > 0.0);
+            (chance, self.alternative(ev))
+        } else {
+            (None, None)
+        };
         Quality {
             checks,
             chance,

@@ -499,7 +499,12 @@ impl Engine {
     /// each node's local pick density. The `k` unknowns are fitted to `k`
     /// sites (those least likely to be hit by chance, conservatively) that
     /// therefore test nothing; the other supporting sites are the evidence.
-    pub(in crate::engine) fn chance_tail(&self, sol: &Solution, tref: UtcNs, members: &[Member]) -> f64 {
+    pub(in crate::engine) fn chance_tail(
+        &self,
+        sol: &Solution,
+        tref: UtcNs,
+        members: &[Member],
+    ) -> f64 {
         // Per site: hit probability (max over its sensors) and whether used.
         let mut sites: Vec<SiteChance> = Vec::new();
         for n in 0..self.nodes.len() {
