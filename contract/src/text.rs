@@ -47,7 +47,9 @@ pub struct EventText {
     /// (`thin support: 1 check beyond the unknowns; aliased: an equally good
     /// fit 130 m away`), or empty.
     pub caution: String,
-    /// A short map label: kind and horizontal 1-sigma (`explosion ±13.5 m`).
+    /// A short map label: kind, horizontal 1-sigma, the altitude of a 3-D
+    /// fix, and a word on thin or aliased support (`explosion ±13.5 m`,
+    /// `explosion ±40 m, alt 850 m, marginal`).
     pub label: String,
     /// Everything on one line, starting with `event <id>`.
     pub line: String,
@@ -78,6 +80,10 @@ pub fn event_text(e: &Event) -> EventText {
         e.kind.as_str(),
         length(e.uncertainty.horizontal_m)
     );
+    if e.dims == 3 {
+        // An airburst's altitude on the map (a 2-D fix is on the ground).
+        let _ = write!(label, ", alt {:.0} m", e.alt_m);
+    }
     if e.quality.as_ref().is_some_and(|q| q.aliased) {
         label.push_str(", aliased");
     } else if e.quality.as_ref().is_some_and(|q| q.marginal) {
@@ -405,6 +411,9 @@ mod tests {
         );
         assert!(t.line.ends_with(&t.caution), "{}", t.line);
         assert!(t.label.ends_with(", aliased"), "{}", t.label);
+        e.dims = 3;
+        e.alt_m = 851.4;
+        assert_eq!(event_text(&e).label, "gunshot ±13 m, alt 851 m, aliased");
     }
 
     #[test]
@@ -542,6 +551,6 @@ mod tests {
             "50.44469, 30.53467 ±13 m (CRLB 2.6 m), altitude 2689 m ±36 m"
         );
         e.uncertainty.horizontal_m = 1234.0;
-        assert_eq!(event_text(&e).label, "explosion ±1.2 km");
+        assert_eq!(event_text(&e).label, "explosion ±1.2 km, alt 2689 m");
     }
 }
