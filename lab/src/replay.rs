@@ -81,6 +81,11 @@ pub struct ReplayOutcome {
     pub detections: Vec<Detection>,
     /// The final revision of every event, by origin time.
     pub events: Vec<Event>,
+    /// Per event, wall time from the last of its first revision's
+    /// detections to reach the subscriber to that revision's publication,
+    /// s, sorted. Meaningful in a real-time replay (as fast as the CPU
+    /// allows, detections arrive in bursts ahead of the decision).
+    pub decision_latency_s: Vec<f64>,
     /// Per node: what its runtime reported.
     pub nodes: Vec<(String, NodeSummary)>,
     /// The broker used.
@@ -164,6 +169,8 @@ fn data_seconds(sc: &Scenario) -> f64 {
 struct Collector {
     detections: BTreeMap<(String, u64), Detection>,
     progress: BTreeMap<String, UtcNs>,
+    /// When each detection first reached the subscriber.
+    arrived: std::collections::HashMap<(String, u64), Instant>,
 }
 
 /// Run the replay. `on_event` sees every event revision as it is published.
@@ -194,6 +201,7 @@ pub async fn run(
     let collected = Arc::new(Mutex::new(Collector {
         detections: BTreeMap::new(),
         progress: BTreeMap::new(),
+        arrived: std::collections::HashMap::new(),
     }));
     let mut mo = MqttOptions::new(format!("blastnet-replay-collect-{tag}"), host.clone(), port);
     mo.set_keep_alive(Duration::from_secs(30));
@@ -253,6 +261,9 @@ pub async fn run(
                             Ok(d) => {
                                 let at = c.progress.entry(d.node_id.clone()).or_default();
                                 *at = (*at).max(d.onset_utc);
+                                c.arrived
+                                    .entry((d.node_id.clone(), d.seq))
+                                    .or_insert_with(Instant::now);
                                 c.detections.insert((d.node_id.clone(), d.seq), d);
                             }
                             Err(e) => tracing::warn!("{}: not a SPEC detection: {e}", p.topic),
@@ -335,10 +346,31 @@ pub async fn run(
         crate::report::note(&format!("live map: http://{http}/"));
     }
     let mut events_rx = agg.subscribe();
+    // Decision latency: from the last of an event's detections to reach the
+    // subscriber to the event's first revision.
+    let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let (lat, coll2) = (latencies.clone(), collected.clone());
     let printer = tokio::spawn(async move {
+        let mut seen = std::collections::HashSet::new();
         loop {
             match events_rx.recv().await {
-                Ok(e) => on_event(&e),
+                Ok(e) => {
+                    if seen.insert(e.event_id.clone()) {
+                        let now = Instant::now();
+                        let c = coll2.lock().unwrap_or_else(|x| x.into_inner());
+                        let last = e
+                            .detections
+                            .iter()
+                            .filter_map(|d| c.arrived.get(&(d.node_id.clone(), d.seq)))
+                            .max();
+                        if let Some(t) = last {
+                            lat.lock()
+                                .unwrap_or_else(|x| x.into_inner())
+                                .push(now.saturating_duration_since(*t).as_secs_f64());
+                        }
+                    }
+                    on_event(&e)
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!("event printer lagged by {n} revisions")
                 }
@@ -512,10 +544,13 @@ pub async fn run(
     let mut events = summary.events;
     events.sort_by_key(|e| e.origin_utc);
     nodes.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut decision_latency_s = latencies.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    decision_latency_s.sort_by(f64::total_cmp);
     Ok(ReplayOutcome {
         scenario,
         detections,
         events,
+        decision_latency_s,
         nodes,
         broker_url,
         elapsed: started.elapsed(),
@@ -841,6 +876,20 @@ pub fn summary(o: &ReplayOutcome) -> String {
         o.accepted, o.duplicates
     );
     let _ = writeln!(s, "{} events located", o.events.len());
+    if let Some(&worst) = o.decision_latency_s.last() {
+        let q = |p: f64| {
+            let v = &o.decision_latency_s;
+            v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1]
+        };
+        let _ = writeln!(
+            s,
+            "decision latency (last deciding detection at a subscriber to the event's first revision) over {} events: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            o.decision_latency_s.len(),
+            1e3 * q(0.50),
+            1e3 * q(0.99),
+            1e3 * worst
+        );
+    }
     for e in &o.events {
         let _ = writeln!(s, "  {}", crate::report::event_line(e));
     }
