@@ -346,15 +346,9 @@ impl Engine {
     /// How firmly `ev`'s support pins it down (see [`Quality`]); the
     /// chance and the aliasing check for a final revision only.
     fn quality(&self, ev: &OpenEvent, status: EventStatus) -> Quality {
-        let mut sites: Vec<usize> = ev
-            .members
-            .iter()
-            .filter(|m| m.used)
-            .map(|m| self.nodes[m.det.node].site)
-            .collect();
-        sites.sort_unstable();
-        sites.dedup();
-        let checks = sites.len().saturating_sub(ev.sol.dims.unknowns()) as u32;
+        let checks = self
+            .used_sites(&ev.members)
+            .saturating_sub(ev.sol.dims.unknowns()) as u32;
         // Measured for a final revision with at most `MAX_ALIAS_CHECKS`
         // checks only: a preliminary one is revised within seconds, and the
         // engine's per-detection budget is microseconds; with three checks

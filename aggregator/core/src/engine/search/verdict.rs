@@ -223,8 +223,8 @@ impl Engine {
         sol.uncertainty.horizontal_m.is_finite() && sol.uncertainty.horizontal_m <= aperture
     }
 
-    /// Sites a fit uses, and its χ² (to compare fits of one source).
-    fn fit_score(&self, members: &[Member], sol: &Solution) -> FitScore {
+    /// The sites (co-located sensors count once) of the used `members`.
+    pub(in crate::engine) fn used_sites(&self, members: &[Member]) -> usize {
         let mut sites: Vec<usize> = members
             .iter()
             .filter(|m| m.used)
@@ -232,8 +232,13 @@ impl Engine {
             .collect();
         sites.sort_unstable();
         sites.dedup();
+        sites.len()
+    }
+
+    /// Sites a fit uses, and its χ² (to compare fits of one source).
+    fn fit_score(&self, members: &[Member], sol: &Solution) -> FitScore {
         FitScore {
-            sites: sites.len(),
+            sites: self.used_sites(members),
             chi2: sol.chi2,
         }
     }
