@@ -124,6 +124,11 @@ pub enum Action {
 /// 58 %); located within 15 m: 77 % at 4–5 dB, 74 % at 6, 71 % at 8, 68 %
 /// at 10 (the round factor of two is kept rather than the best margin).
 const SUBORDINATE_DB: f64 = 6.0;
+/// A pick this much below a direct arrival's peak at its node is in that
+/// source's coda (see [`coda_of`]): a quarter of its pressure, beyond a
+/// burst's round-to-round spread (ShotSpotter FP1–FP3: within 1.5 dB in
+/// the median over the nodes, single picks down to −12 dB where the first
+/// round's onset was not its loudest pulse).
 const CODA_DB: f64 = 12.0;
 
 /// Largest meaningful pick prominence, dB: the dynamic range of a 24-bit
@@ -178,9 +183,9 @@ struct Det {
     /// [`Engine::sweep`]).
     outshone: bool,
     /// In a located source's coda: it follows that source's direct arrival
-    /// at its node within the event window, with a peak `CODA_DB` lower
-    /// (see [`coda_of`]). A source mostly of such picks is rejected (see
-    /// `judge_fit` in `search::verdict`).
+    /// at its node within `Engine::coda_window`, with a peak `CODA_DB`
+    /// lower (see [`coda_of`]). A one-check fit of half such picks is
+    /// rejected (see `judge_fit` in `search::verdict`).
     coda: bool,
     /// Already tried as the pivot of the sweep (see [`Engine::sweep`]).
     swept: bool,
