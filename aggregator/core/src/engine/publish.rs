@@ -35,6 +35,21 @@ pub(super) struct Outlier {
     pub(super) echo: bool,
 }
 
+/// The covariance an equally good alternative `offset` (east, north, m)
+/// away adds: the event is one of two locations, equally likely, so its
+/// spread grows by that of a two-point mixture, (offset/2)(offset/2)ᵀ.
+fn aliasing_covariance(offset: Option<[f64; 2]>) -> [[f64; 4]; 4] {
+    let mut c = [[0.0; 4]; 4];
+    if let Some([e, n]) = offset {
+        let (e, n) = (e / 2.0, n / 2.0);
+        c[0][0] = e * e;
+        c[0][1] = e * n;
+        c[1][0] = e * n;
+        c[1][1] = n * n;
+    }
+    c
+}
+
 /// Above this chance probability of its support an event is marginal.
 const MARGINAL_CHANCE: f64 = 0.01;
 /// An alternative fits as well when its χ² exceeds the event's by at most
@@ -311,6 +326,7 @@ impl Engine {
         } else {
             None
         };
+        let (quality, offset) = self.quality(ev, status);
         Event {
             schema: EVENT_SCHEMA.to_string(),
             event_id: ev.id.clone(),
@@ -324,6 +340,7 @@ impl Engine {
                 .crlb
                 .scaled(self.variance_factor(ev))
                 .plus(&self.weather_covariance(ev))
+                .plus(&aliasing_covariance(offset))
                 .to_uncertainty(),
             kind,
             confidence: conf.clamp(0.0, 1.0),
@@ -339,13 +356,14 @@ impl Engine {
                 .iter()
                 .find_map(|m| m.det.site)
                 .and_then(|i| self.site_names.get(i as usize).cloned()),
-            quality: Some(self.quality(ev, status)),
+            quality: Some(quality),
         }
     }
 
     /// How firmly `ev`'s support pins it down (see [`Quality`]); the
     /// chance and the aliasing check for a final revision only.
-    fn quality(&self, ev: &OpenEvent, status: EventStatus) -> Quality {
+    /// With it, the offset (east, north, m) of the alternative when aliased.
+    fn quality(&self, ev: &OpenEvent, status: EventStatus) -> (Quality, Option<[f64; 2]>) {
         let checks = self
             .used_sites(&ev.members)
             .saturating_sub(ev.sol.dims.unknowns()) as u32;
@@ -356,30 +374,31 @@ impl Engine {
         // and one exchanged arrival is an outlier to the others, not an
         // alternative. 0: a test no source could pass (see `chance_tail`):
         // not measured.
-        let (chance, alternative_m) = if status == EventStatus::Final && checks <= MAX_ALIAS_CHECKS
-        {
+        let (chance, offset) = if status == EventStatus::Final && checks <= MAX_ALIAS_CHECKS {
             let chance = Some(self.chance_tail(&ev.sol, ev.tref, &ev.members)).filter(|p| *p > 0.0);
             (chance, self.alternative(ev))
         } else {
             (None, None)
         };
-        Quality {
+        let quality = Quality {
             checks,
             chance,
             marginal: checks <= 1 || chance.is_some_and(|p| p > MARGINAL_CHANCE),
-            aliased: alternative_m.is_some(),
-            alternative_m,
-        }
+            aliased: offset.is_some(),
+            alternative_m: offset.map(|[e, n]| e.hypot(n)),
+        };
+        (quality, offset)
     }
 
-    /// The farthest equally good alternative to `ev`'s location, m: one
-    /// used arrival exchanged for another pick of its node within
-    /// `outlier_window_s` (a burst's neighbouring round, an echo), refitted
+    /// The offset (east, north, m) of the farthest equally good alternative
+    /// to `ev`'s location: one used arrival exchanged for another pick of
+    /// its node within `outlier_window_s` (a burst's neighbouring round, an
+    /// echo), refitted
     /// in the same model from the event's solution. Equally good: every
     /// arrival still used, χ² acceptable and within [`ALIAS_DCHI2`] of the
     /// event's; elsewhere: more than twice the event's horizontal 1σ away.
     /// At most [`MAX_ALIAS_TRIALS`] refits, in a fixed order.
-    fn alternative(&self, ev: &OpenEvent) -> Option<f64> {
+    fn alternative(&self, ev: &OpenEvent) -> Option<[f64; 2]> {
         let w = self.cfg.outlier_window_s;
         let sol = &ev.sol;
         let start = [sol.position.e, sol.position.n, sol.position.u, sol.origin_s];
@@ -401,7 +420,7 @@ impl Engine {
             .filter(|q| q.stream == StreamKind::Acoustic)
             .collect();
         let mut trials = 0;
-        let mut best: Option<f64> = None;
+        let mut best: Option<[f64; 2]> = None;
         for (i, m) in used.iter().enumerate() {
             if m.det.stream != StreamKind::Acoustic {
                 continue;
@@ -426,9 +445,10 @@ impl Engine {
                 {
                     continue;
                 }
-                let d = (s.position.e - sol.position.e).hypot(s.position.n - sol.position.n);
-                if d > near && best.is_none_or(|b| d > b) {
-                    best = Some(d);
+                let o = [s.position.e - sol.position.e, s.position.n - sol.position.n];
+                let d = o[0].hypot(o[1]);
+                if d > near && best.is_none_or(|b| d > b[0].hypot(b[1])) {
+                    best = Some(o);
                 }
             }
         }
