@@ -108,19 +108,21 @@ fn aggregator_check_never_prints_the_password_or_token() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains(token));
 }
 
+/// `blastnet <kind> --check` on a config of `text` names every field of
+/// `fields` (see [`assert_every_error`]).
+fn check_lists(kind: &str, text: &str, fields: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(format!("{kind}.toml"));
+    std::fs::write(&file, text).unwrap();
+    let out = check(kind, &file);
+    assert_every_error(&out, &file, fields);
+}
+
 #[test]
 fn aggregator_check_lists_every_error_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("agg.toml");
-    std::fs::write(
-        &file,
+    check_lists(
+        "aggregator",
         "[mqtt]\nbroker = \"ftp://x\"\n[time]\nbase = \"sundial\"\n[ingest]\nmax_payload_bytes = 1\n",
-    )
-    .unwrap();
-    let out = check("aggregator", &file);
-    assert_every_error(
-        &out,
-        &file,
         &["mqtt.broker", "time.base", "ingest.max_payload_bytes"],
     );
 }
@@ -167,17 +169,9 @@ fn node_check_summarises_a_config_with_a_password() {
 
 #[test]
 fn node_check_lists_every_error_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("node.toml");
-    std::fs::write(
-        &file,
+    check_lists(
+        "node",
         "node_id = \"a/b\"\n[mqtt]\nurl = \"ftp://x\"\n[state]\nspool_max_bytes = 1\n",
-    )
-    .unwrap();
-    let out = check("node", &file);
-    assert_every_error(
-        &out,
-        &file,
         &["node_id", "mqtt.url", "state.spool_max_bytes"],
     );
 }
