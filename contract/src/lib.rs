@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod absorption;
 pub mod blast;
 pub mod broker;
 pub mod check;

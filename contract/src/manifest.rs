@@ -50,6 +50,11 @@ pub struct Environment {
     /// Air velocity [east, north], m/s, the direction the wind blows TO.
     #[serde(default)]
     pub wind_mps: [f64; 2],
+    /// Extension: relative humidity, %. Nodes use it for the atmospheric
+    /// absorption their onset picks allow for (ISO 9613-1); absent: the
+    /// detector's configured air.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_humidity_pct: Option<f64>,
 }
 
 /// One node of a scenario.
@@ -261,6 +266,13 @@ impl Manifest {
                 "environment.wind_mps",
                 "expected [east, north] in m/s, each within ±100",
             )?;
+            if let Some(rh) = env.relative_humidity_pct {
+                c.ensure(
+                    rh > 0.0 && rh <= 100.0,
+                    "environment.relative_humidity_pct",
+                    format!("expected a relative humidity in (0, 100] %, got {rh}"),
+                )?;
+            }
         }
         c.node_ids(self.nodes.iter().map(|n| n.id.as_str()), &[])?;
         for (i, node) in self.nodes.iter().enumerate() {

@@ -398,6 +398,13 @@ pub async fn run(
         // every node's status has passed them: a status every data second
         // keeps a real-time replay's events within about a second of live.
         cfg.heartbeat = Duration::from_secs(1);
+        // The measured air, for the absorption the onset picks allow for.
+        if let Some(env) = &scenario.manifest.environment {
+            cfg.detector.air_temperature_c = env.temperature_c;
+            if let Some(rh) = env.relative_humidity_pct {
+                cfg.detector.air_humidity_pct = rh;
+            }
+        }
         let source = ReplaySource::new(&scenario, &node.id, opts.pace, 1e-6)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let id = node.id.clone();

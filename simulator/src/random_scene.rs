@@ -219,6 +219,8 @@ fn weather(seed: u64) -> EnvironmentSpec {
             round_to(wind_mps[0] + uniform(&mut rng, -3.0, 3.0), 0.1),
             round_to(wind_mps[1] + uniform(&mut rng, -3.0, 3.0), 0.1),
         ],
+        // Humidity is not reported: the nodes assume their configured air.
+        relative_humidity_pct: None,
     };
     EnvironmentSpec {
         temperature_c,
@@ -393,6 +395,7 @@ pub fn random_scene(seed: u64) -> ScenarioSpec {
     let reported = environment.reported.unwrap_or(Environment {
         temperature_c: environment.temperature_c,
         wind_mps: environment.wind_mps,
+        relative_humidity_pct: None,
     });
     ScenarioSpec {
         name: format!("random-scene-{seed}"),

@@ -748,7 +748,7 @@ pub fn write_scenario(
             if opts.ideal { "ideal (exact positions and clocks)" } else { "with GPS position and clock errors" },
         ),
         // What the network is told: the reported weather if the spec has one, else the truth.
-        environment: Some(spec.environment.reported.unwrap_or(Environment { temperature_c: spec.environment.temperature_c, wind_mps: spec.environment.wind_mps })),
+        environment: Some(spec.environment.reported.unwrap_or(Environment { temperature_c: spec.environment.temperature_c, wind_mps: spec.environment.wind_mps, relative_humidity_pct: Some(spec.environment.relative_humidity_pct) })),
         nodes,
         truth: Some(truth(&p)),
     };

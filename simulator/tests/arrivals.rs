@@ -373,6 +373,7 @@ fn random_scenes_render_arrivals_over_tilted_ground_under_the_true_weather() {
         let truth_env = blastnet_contract::Environment {
             temperature_c: spec.environment.temperature_c,
             wind_mps: spec.environment.wind_mps,
+            relative_humidity_pct: None,
         };
         for (node, _, err, dt) in onsets_under(&out, &m, truth_env) {
             assert!(

@@ -224,6 +224,7 @@ pub fn score_scene(
     let true_env = Environment {
         temperature_c: spec.environment.temperature_c,
         wind_mps: spec.environment.wind_mps,
+        relative_humidity_pct: None,
     };
     let ev = truth::evaluate_timed(manifest, events, MATCH_WINDOW_S, TIME_WEIGHT_MPS);
     let truths = manifest.truth.as_deref().unwrap_or_default();

@@ -9,6 +9,7 @@
 mod acoustic;
 pub mod aic;
 pub mod classify;
+mod dispersion;
 pub mod features;
 mod filter;
 mod ring;
@@ -68,6 +69,12 @@ pub struct DetectorConfig {
     pub highpass_hz: f64,
     /// High-pass applied to the copy used for picking (AIC, rising edge), Hz.
     pub pick_highpass_hz: f64,
+    /// Air temperature the onset pick's absorption templates assume, °C
+    /// (a local weather sensor's; replay takes the manifest's weather).
+    pub air_temperature_c: f64,
+    /// Relative humidity the absorption templates assume, % (as above; 50
+    /// when unknown: the stated pick sigma allows for ±30 points).
+    pub air_humidity_pct: f64,
     /// History kept before a trigger for picking and noise, s.
     pub pre_s: f64,
     /// Window after the trigger used for features (sets the latency), s.
@@ -121,6 +128,8 @@ impl Default for DetectorConfig {
             warmup_s: 0.25,
             highpass_hz: 10.0,
             pick_highpass_hz: 150.0,
+            air_temperature_c: 15.0,
+            air_humidity_pct: 50.0,
             pre_s: 0.03,
             window_s: 0.25,
             min_separation_s: 0.005,
@@ -190,6 +199,21 @@ impl DetectorConfig {
                 format!(
                     "expected [low, high] with high > low, got {:?}",
                     self.low_band_hz
+                ),
+            ));
+        }
+        if !(-80.0..=70.0).contains(&self.air_temperature_c) {
+            return Err(cfg_err(
+                "air_temperature_c",
+                format!("expected °C in -80..=70, got {}", self.air_temperature_c),
+            ));
+        }
+        if !(self.air_humidity_pct > 0.0 && self.air_humidity_pct <= 100.0) {
+            return Err(cfg_err(
+                "air_humidity_pct",
+                format!(
+                    "expected a relative humidity in (0, 100] %, got {}",
+                    self.air_humidity_pct
                 ),
             ));
         }

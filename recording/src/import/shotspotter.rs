@@ -336,6 +336,7 @@ pub fn import_test(test_dir: &Path, out: &Path) -> Result<Imported, RecordingErr
         environment: Some(Environment {
             temperature_c,
             wind_mps,
+            relative_humidity_pct: None,
         }),
         nodes,
         truth: Some(truth),
