@@ -94,6 +94,8 @@ pub struct RawStore {
     pub path: Option<PathBuf>,
     /// `revisions` or `latest`.
     pub keep: Option<String>,
+    /// Bytes of snippets (waveform evidence) kept at most.
+    pub snippet_budget_bytes: Option<u64>,
 }
 
 /// `[http]` as written.
@@ -253,6 +255,9 @@ pub struct StoreConfig {
     pub path: StorePath,
     /// Revisions kept.
     pub keep: KeepRevisions,
+    /// Bytes of snippets (waveform evidence) kept at most; the oldest (by
+    /// data time) are deleted beyond it. 0 keeps none.
+    pub snippet_budget_bytes: u64,
 }
 
 /// What drives the watermark that finalises events.
@@ -919,6 +924,10 @@ impl RawConfig {
             store: StoreConfig {
                 path: store_path,
                 keep,
+                snippet_budget_bytes: self
+                    .store
+                    .snippet_budget_bytes
+                    .unwrap_or(crate::store::DEFAULT_SNIPPET_BUDGET_BYTES),
             },
             http_listen,
             http,

@@ -10,6 +10,8 @@
 //! - `GET /api/events.csv?from=&to=&limit=` — one CSV row per event (RFC 4180)
 //! - `GET /api/events.kml?from=&to=&limit=` — KML 2.2, one Placemark per event
 //! - `GET /api/events/{id}` — `{event, revisions, detections}`
+//! - `GET /api/events/{id}/waveforms` — every arrival's snippet with its
+//!   pick, predicted arrival, distance and residual (`waveforms.rs`)
 //! - `GET /api/nodes` — node registry
 //! - `GET /healthz` — liveness and broker connection
 //! - `GET /metrics` — Prometheus text
@@ -118,6 +120,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events.csv", get(events_csv_route))
         .route("/api/events.kml", get(events_kml_route))
         .route("/api/events/{id}", get(event_by_id))
+        .route("/api/events/{id}/waveforms", get(event_waveforms))
         .route("/api/nodes", get(nodes))
         .route("/api/map-config", get(map_config))
         .route("/metrics", get(metrics))
@@ -427,6 +430,24 @@ async fn event_by_id(
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     match rec {
         Some(r) => Ok(Json(r).into_response()),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no event {id:?}"))),
+    }
+}
+
+async fn event_waveforms(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let nodes = node_list(&s);
+    let store = s.store;
+    let idc = id.clone();
+    let w = tokio::task::spawn_blocking(move || {
+        crate::waveforms::event_waveforms(&store, &idc, &nodes)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    match w {
+        Some(w) => Ok(Json(w).into_response()),
         None => Err(ApiError(StatusCode::NOT_FOUND, format!("no event {id:?}"))),
     }
 }

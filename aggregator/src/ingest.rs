@@ -8,8 +8,8 @@
 //! field; nothing here panics on input.
 
 use blastnet_contract::topic;
-use blastnet_contract::wire::{DETECTION_SCHEMA, STATUS_SCHEMA};
-use blastnet_contract::{Detection, Status};
+use blastnet_contract::wire::{DETECTION_SCHEMA, SNIPPET_MAX_PAYLOAD_BYTES, STATUS_SCHEMA};
+use blastnet_contract::{Detection, Snippet, Status};
 
 /// Why a message was refused; each reason has its own counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -306,6 +306,50 @@ pub fn validate_detection(topic: &NodeTopic<'_>, payload: &[u8]) -> Result<Detec
     Ok(d)
 }
 
+/// A snippet that passed [`validate_snippet`], with its samples decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedSnippet {
+    /// The payload as received.
+    pub snippet: Snippet,
+    /// Its samples, counts (× `snippet.scale` for physical units).
+    pub samples: Vec<i16>,
+}
+
+/// Parse and check a snippet (extension `blastnet.snippet/1`) published on
+/// `topic`: the payload within [`SNIPPET_MAX_PAYLOAD_BYTES`], the fields
+/// ([`Snippet::check`]: schema, encoding, rate, scale, base64 samples) and
+/// its `node_id` against the topic.
+pub fn validate_snippet(topic: &NodeTopic<'_>, payload: &[u8]) -> Result<CheckedSnippet, Invalid> {
+    if payload.len() > SNIPPET_MAX_PAYLOAD_BYTES {
+        return Err(invalid(
+            Reason::TooLarge,
+            None,
+            format!(
+                "expected a snippet of at most {SNIPPET_MAX_PAYLOAD_BYTES} bytes, got {}",
+                payload.len()
+            ),
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let s: Snippet =
+        serde_path_to_error::deserialize(&mut de).map_err(|e| classify_json_error(payload, e))?;
+    de.end()
+        .map_err(|e| invalid(Reason::Json, None, format!("trailing data: {e}")))?;
+    let samples = s.check().map_err(|e| {
+        let reason = match e.field {
+            "schema" => Reason::Schema,
+            "data" | "encoding" => Reason::Field,
+            _ => Reason::Range,
+        };
+        invalid(reason, Some(e.field), e.detail)
+    })?;
+    check_node_and_site(topic, &s.node_id, None)?;
+    Ok(CheckedSnippet {
+        snippet: s,
+        samples,
+    })
+}
+
 /// Parse and check a status published on `topic`.
 pub fn validate_status(topic: &NodeTopic<'_>, payload: &[u8]) -> Result<Status, Invalid> {
     let mut de = serde_json::Deserializer::from_slice(payload);
@@ -465,5 +509,78 @@ mod tests {
         });
         let e = validate_status(&t, s.to_string().as_bytes()).expect_err("mismatch");
         assert_eq!(e.reason, Reason::NodeMismatch);
+    }
+
+    fn snippet_json() -> serde_json::Value {
+        let s = Snippet::encode(
+            "n01",
+            7,
+            blastnet_contract::StreamKind::Acoustic,
+            blastnet_contract::UtcNs(1_714_564_800_000_000_000),
+            8000,
+            &[0.0, 1.0, -2.0, 0.5],
+        );
+        serde_json::to_value(s).expect("json")
+    }
+
+    #[test]
+    fn a_good_snippet_is_accepted_with_its_samples() {
+        let t = parse_topic("blastnet", "blastnet/s1/node/n01/snippet").expect("topic");
+        assert_eq!(t.kind, MessageKind::Snippet);
+        let ok = validate_snippet(&t, snippet_json().to_string().as_bytes()).expect("valid");
+        assert_eq!(ok.samples, [0, 16384, -32767, 8192]);
+        assert_eq!(ok.snippet.seq, 7);
+    }
+
+    #[test]
+    fn bad_snippets_are_refused_naming_the_field() {
+        let t = parse_topic("blastnet", "blastnet/s1/node/n01/snippet").expect("topic");
+        let refuse = |v: serde_json::Value| {
+            validate_snippet(&t, v.to_string().as_bytes()).expect_err("refused")
+        };
+        let mut v = snippet_json();
+        v["data"] = "%%%".into();
+        let e = refuse(v);
+        assert_eq!(
+            (e.reason, e.field.as_deref()),
+            (Reason::Field, Some("data"))
+        );
+        assert!(e.to_string().contains("field `data`"), "{e}");
+
+        let mut v = snippet_json();
+        v["sample_rate_hz"] = 0.into();
+        let e = refuse(v);
+        assert_eq!(
+            (e.reason, e.field.as_deref()),
+            (Reason::Range, Some("sample_rate_hz"))
+        );
+
+        let mut v = snippet_json();
+        v["schema"] = "blastnet.detection/1".into();
+        let e = refuse(v);
+        assert_eq!(
+            (e.reason, e.field.as_deref()),
+            (Reason::Schema, Some("schema"))
+        );
+
+        let mut v = snippet_json();
+        v["node_id"] = "n02".into();
+        assert_eq!(refuse(v).reason, Reason::NodeMismatch);
+
+        let mut v = snippet_json();
+        v["scale"] = (-1.0).into();
+        assert_eq!(refuse(v).field.as_deref(), Some("scale"));
+
+        let mut v = snippet_json();
+        v["seq"] = "seven".into();
+        assert_eq!(
+            (refuse(v.clone()).reason, refuse(v).field.as_deref()),
+            (Reason::Field, Some("seq"))
+        );
+
+        let mut v = snippet_json();
+        v["data"] = "A".repeat(SNIPPET_MAX_PAYLOAD_BYTES).into();
+        let e = refuse(v);
+        assert_eq!(e.reason, Reason::TooLarge);
     }
 }

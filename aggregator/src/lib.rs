@@ -18,6 +18,7 @@ mod service;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testkit;
+pub mod waveforms;
 pub mod webhook;
 
 pub use config::{AggregatorConfig, ConfigError, TimeBase};

@@ -20,6 +20,8 @@ pub enum Kind {
     Detection = 0,
     /// `.../status`.
     Status = 1,
+    /// `.../snippet` (extension).
+    Snippet = 2,
 }
 
 /// Upper bounds (seconds) of the decision-latency histogram buckets.
@@ -40,8 +42,12 @@ pub struct Metrics {
     pub detections_late: AtomicU64,
     /// Status messages received.
     pub statuses_received: AtomicU64,
+    /// Snippet messages received (valid or not).
+    pub snippets_received: AtomicU64,
+    /// Snippets stored (valid, their node known).
+    pub snippets_stored: AtomicU64,
     /// Messages refused, by kind and reason (index [`Reason::index`]).
-    pub invalid: [[AtomicU64; Reason::ALL.len()]; 2],
+    pub invalid: [[AtomicU64; Reason::ALL.len()]; 3],
     /// Messages on a topic that is not a node topic.
     pub invalid_topic: AtomicU64,
     /// Event revisions published.
@@ -156,6 +162,16 @@ impl Metrics {
             self.statuses_received.load(Relaxed),
         );
         counter(
+            "blastnet_aggregator_snippets_received_total",
+            "Snippet messages (waveform evidence) received, valid or not.",
+            self.snippets_received.load(Relaxed),
+        );
+        counter(
+            "blastnet_aggregator_snippets_stored_total",
+            "Snippets validated and written to the store.",
+            self.snippets_stored.load(Relaxed),
+        );
+        counter(
             "blastnet_aggregator_events_published_total",
             "Event revisions published on MQTT.",
             self.events_published.load(Relaxed),
@@ -206,7 +222,11 @@ impl Metrics {
             "{name}{{kind=\"any\",reason=\"topic\"}} {}",
             self.invalid_topic.load(Relaxed)
         );
-        for (kind, label) in [(Kind::Detection, "detection"), (Kind::Status, "status")] {
+        for (kind, label) in [
+            (Kind::Detection, "detection"),
+            (Kind::Status, "status"),
+            (Kind::Snippet, "snippet"),
+        ] {
             for r in Reason::ALL.iter().filter(|r| **r != Reason::Topic) {
                 let _ = writeln!(
                     o,

@@ -52,6 +52,8 @@ pub enum Output {
     Completed,
     /// What the engine has learned changed (a final event): store it.
     Calibration(Box<Calibration>),
+    /// A valid snippet (waveform evidence, extension) of a known node: store it.
+    Snippet(Box<blastnet_contract::Snippet>),
 }
 
 /// An event revision with the detections it refers to (those still remembered).
@@ -431,6 +433,8 @@ impl Pipeline {
             Err(e) => {
                 let kind = if topic.ends_with("/status") {
                     Kind::Status
+                } else if topic.ends_with("/snippet") {
+                    Kind::Snippet
                 } else {
                     Kind::Detection
                 };
@@ -441,10 +445,12 @@ impl Pipeline {
         let kind = match t.kind {
             MessageKind::Detection => Kind::Detection,
             MessageKind::Status => Kind::Status,
+            MessageKind::Snippet => Kind::Snippet,
         };
         match kind {
             Kind::Detection => self.metrics.detections_received.fetch_add(1, Relaxed),
             Kind::Status => self.metrics.statuses_received.fetch_add(1, Relaxed),
+            Kind::Snippet => self.metrics.snippets_received.fetch_add(1, Relaxed),
         };
         if payload.len() > self.cfg.max_payload_bytes {
             let e = Invalid {
@@ -468,7 +474,30 @@ impl Pipeline {
                 Ok(s) => self.on_status(&t, s, out),
                 Err(e) => self.refuse(kind, topic, e),
             },
+            MessageKind::Snippet => match ingest::validate_snippet(&t, payload) {
+                Ok(s) => self.on_snippet(topic, s, out),
+                Err(e) => self.refuse(kind, topic, e),
+            },
         }
+    }
+
+    /// A valid snippet: kept (the store, by node and seq) if its node is
+    /// registered. Not data time for the engine, nor for the inbox: a
+    /// snippet lost in a crash is evidence lost, never an event.
+    fn on_snippet(&mut self, topic: &str, s: ingest::CheckedSnippet, out: &mut Vec<Output>) {
+        if !self.nodes.contains_key(&s.snippet.node_id) {
+            let e = Invalid {
+                reason: Reason::NodeLimit,
+                field: Some("node_id".into()),
+                detail: format!(
+                    "node {} is not registered (no detection or status from it yet): snippet not kept",
+                    s.snippet.node_id
+                ),
+            };
+            self.refuse(Kind::Snippet, topic, e);
+            return;
+        }
+        out.push(Output::Snippet(Box::new(s.snippet)));
     }
 
     fn on_detection(&mut self, t: &NodeTopic<'_>, mut d: Detection, out: &mut Vec<Output>) {

@@ -233,6 +233,7 @@ pub async fn start(
             message: e,
         })?;
     let store = Store::open(&cfg.store.path, cfg.store.keep)?;
+    store.set_snippet_budget(cfg.store.snippet_budget_bytes);
 
     let (events_tx, events_rx) = broadcast::channel::<Event>(4096);
     let (live_tx, _) = broadcast::channel::<Arc<str>>(1024);
@@ -888,6 +889,9 @@ impl Processor {
                 Output::Calibration(c) => {
                     let _ = store_tx.send(StoreReq::Calibration(c));
                 }
+                Output::Snippet(s) => {
+                    let _ = store_tx.send(StoreReq::Snippet(s));
+                }
                 Output::Completed => {
                     tracing::info!("every node is offline: engine flushed");
                     let _ = self.completed_tx.send(true);
@@ -1118,6 +1122,12 @@ fn store_writer(
                 StoreReq::Event(ev, dets) => store
                     .put_event(ev, dets)
                     .map_err(|e| format!("storing event {}: {e}", ev.event_id)),
+                StoreReq::Snippet(s) => store
+                    .put_snippet(s)
+                    .map(|()| {
+                        metrics.snippets_stored.fetch_add(1, Relaxed);
+                    })
+                    .map_err(|e| format!("storing the snippet of {}/{}: {e}", s.node_id, s.seq)),
                 StoreReq::Calibration(c) => store
                     .put_calibration(c)
                     .map_err(|e| format!("storing the station terms and error scales: {e}")),
@@ -1162,6 +1172,8 @@ enum StoreReq {
     Event(Box<Event>, Vec<Detection>),
     /// What the engine learned.
     Calibration(Box<blastnet_aggregator_core::Calibration>),
+    /// A snippet (waveform evidence) to keep.
+    Snippet(Box<blastnet_contract::Snippet>),
     /// The broker acknowledged this revision of this event.
     Published(String, u32),
     /// Everything the pipeline made of the messages received up to this

@@ -134,7 +134,22 @@ const MIGRATIONS: &[&str] = &[
     // publishes again what it did not.
     "ALTER TABLE events ADD COLUMN published INTEGER NOT NULL DEFAULT 1;
      CREATE INDEX events_unpublished ON events(published) WHERE published = 0;",
+    // 5: snippets (waveform evidence, extension), one per detection, as
+    // received; pruned oldest first (by data time) to `store.snippet_budget_bytes`.
+    "CREATE TABLE snippets (
+        node_id   TEXT NOT NULL,
+        seq       INTEGER NOT NULL,
+        start_ns  INTEGER NOT NULL,
+        bytes     INTEGER NOT NULL,
+        json      TEXT NOT NULL,
+        PRIMARY KEY (node_id, seq)
+     );
+     CREATE INDEX snippets_start ON snippets(start_ns);",
 ];
+
+/// Default of `store.snippet_budget_bytes`: 256 MiB, about 8 000 snippets
+/// of 1.5 s at 8 kHz (~33 KB of JSON each).
+pub const DEFAULT_SNIPPET_BUDGET_BYTES: u64 = 256 << 20;
 
 /// The newest schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -162,6 +177,8 @@ pub struct Store {
     /// (the aggregator with an inbox tracks its publishes); otherwise
     /// stored as published.
     outbox: Arc<AtomicBool>,
+    /// Bytes of snippet JSON kept at most (oldest data time pruned first).
+    snippet_budget: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// One message of the inbox.
@@ -257,6 +274,9 @@ impl Store {
             keep,
             writer_lock: lock,
             outbox: Arc::new(AtomicBool::new(false)),
+            snippet_budget: Arc::new(std::sync::atomic::AtomicU64::new(
+                DEFAULT_SNIPPET_BUDGET_BYTES,
+            )),
         };
         store.migrate()?;
         Ok(store)
@@ -589,6 +609,93 @@ impl Store {
         Ok(c)
     }
 
+    /// Keep at most `bytes` of snippets (every clone of this store).
+    pub fn set_snippet_budget(&self, bytes: u64) {
+        self.snippet_budget.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Store a snippet (replacing one with the same node and seq), then
+    /// delete the oldest (by `start_utc`) until the snippets fit the budget.
+    pub fn put_snippet(&self, s: &blastnet_contract::Snippet) -> Result<(), StoreError> {
+        let json = serde_json::to_string(s).map_err(|source| StoreError::Corrupt {
+            path: self.name.to_string(),
+            what: format!("snippet {}/{}", s.node_id, s.seq),
+            source,
+        })?;
+        let budget = i64::try_from(self.snippet_budget.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute(
+            "INSERT OR REPLACE INTO snippets (node_id, seq, start_ns, bytes, json)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                s.node_id,
+                s.seq as i64,
+                s.start_utc.0,
+                json.len() as i64,
+                json
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        let total: i64 = tx
+            .query_row("SELECT COALESCE(SUM(bytes), 0) FROM snippets", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.err(e))?;
+        if total > budget {
+            // Oldest first: each row whose elders sum to less than the
+            // excess goes (the window sum is the total up to and with it).
+            tx.execute(
+                "DELETE FROM snippets WHERE rowid IN (
+                    SELECT rowid FROM (
+                        SELECT rowid, bytes,
+                               SUM(bytes) OVER (ORDER BY start_ns, node_id, seq) AS upto
+                        FROM snippets
+                    ) WHERE upto - bytes < ?1
+                )",
+                params![total - budget],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// The snippet of detection `seq` of `node_id`, if kept.
+    pub fn snippet(
+        &self,
+        node_id: &str,
+        seq: u64,
+    ) -> Result<Option<blastnet_contract::Snippet>, StoreError> {
+        let conn = self.lock();
+        let json: Option<String> = conn
+            .query_row(
+                "SELECT json FROM snippets WHERE node_id = ?1 AND seq = ?2",
+                params![node_id, seq as i64],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        json.map(|j| {
+            serde_json::from_str(&j).map_err(|source| StoreError::Corrupt {
+                path: self.name.to_string(),
+                what: format!("snippet {node_id}/{seq}"),
+                source,
+            })
+        })
+        .transpose()
+    }
+
+    /// Snippets kept and their bytes of JSON.
+    pub fn snippet_usage(&self) -> Result<(u64, u64), StoreError> {
+        self.lock()
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM snippets",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// One event with its revisions and detections; `None` if unknown.
     pub fn event(&self, event_id: &str) -> Result<Option<EventRecord>, StoreError> {
         let conn = self.lock();
@@ -713,5 +820,54 @@ mod tests {
         let back = store.calibration().unwrap();
         assert_eq!(back.nodes[0], c.nodes[0]);
         assert_eq!(back.nodes[1].term, term);
+    }
+
+    /// Snippets are kept by (node, seq) and pruned oldest first (data
+    /// time) to the byte budget.
+    #[test]
+    fn snippets_are_kept_by_node_and_seq_within_the_budget() {
+        use blastnet_contract::{Snippet, StreamKind};
+        let store = Store::open(&StorePath::Memory, KeepRevisions::Latest).unwrap();
+        let snip = |node: &str, seq: u64, t: i64| {
+            Snippet::encode(
+                node,
+                seq,
+                StreamKind::Acoustic,
+                UtcNs(t * 1_000_000_000),
+                8000,
+                &vec![0.5; 1000],
+            )
+        };
+        let one = serde_json::to_string(&snip("n01", 1, 0)).unwrap().len() as u64;
+        // Room for three and a half.
+        store.set_snippet_budget(one * 7 / 2);
+        // Stored out of data-time order: n02/9 is the oldest.
+        for (node, seq, t) in [
+            ("n01", 1, 10),
+            ("n02", 9, 5),
+            ("n01", 2, 20),
+            ("n01", 3, 30),
+        ] {
+            store.put_snippet(&snip(node, seq, t)).unwrap();
+        }
+        assert_eq!(store.snippet_usage().unwrap().0, 3);
+        assert!(store.snippet("n02", 9).unwrap().is_none(), "oldest pruned");
+        let back = store.snippet("n01", 2).unwrap().unwrap();
+        let want = snip("n01", 2, 20);
+        assert!(back.data == want.data && back.start_utc == want.start_utc);
+        // The same (node, seq) again replaces it.
+        store.put_snippet(&snip("n01", 2, 20)).unwrap();
+        assert_eq!(store.snippet_usage().unwrap().0, 3);
+        store.put_snippet(&snip("n01", 4, 40)).unwrap();
+        assert!(store.snippet("n01", 1).unwrap().is_none());
+        assert!(store.snippet("n01", 4).unwrap().is_some());
+        assert!(store.snippet_usage().unwrap().1 <= one * 7 / 2);
+        store.set_snippet_budget(0);
+        store.put_snippet(&snip("n01", 5, 50)).unwrap();
+        assert_eq!(
+            store.snippet_usage().unwrap(),
+            (0, 0),
+            "budget 0 keeps none"
+        );
     }
 }

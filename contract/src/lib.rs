@@ -29,8 +29,8 @@ pub use manifest::{Environment, Manifest, ManifestError, NodeSpec, StreamSpec, T
 pub use time::{TimeError, UtcNs, NS_PER_S};
 pub use wire::{
     ArrivalRef, ClassProbs, ClockInfo, ClockSource, Crlb, Detection, Event, EventStatus, NodeState,
-    Quality, SourceKind, Status, StreamKind, Uncertainty, YieldEstimate, DETECTION_SCHEMA,
-    EVENT_SCHEMA, STATUS_SCHEMA, WILL_COUNTER,
+    Quality, Snippet, SnippetError, SourceKind, Status, StreamKind, Uncertainty, YieldEstimate,
+    DETECTION_SCHEMA, EVENT_SCHEMA, SNIPPET_SCHEMA, STATUS_SCHEMA, WILL_COUNTER,
 };
 
 /// The software version reported in status messages.

@@ -7,6 +7,11 @@
 //! | `{prefix}/{site}/node/{node}/detection` | [`detection`] |
 //! | `{prefix}/{site}/node/{node}/status` | [`status`] |
 //! | `{prefix}/{site}/event` | [`event`] |
+//! | `{prefix}/{site}/node/{node}/snippet` (extension) | [`snippet`] |
+//!
+//! The snippet topic is an extension inside the node grammar (its last
+//! level is `snippet`), so that the aggregator's one node subscription per
+//! site receives a node's snippets behind the detections they belong to.
 //!
 //! blastnet extensions (outside the SPEC grammar, so [`parse`] refuses them
 //! and the aggregator's node filter never matches them):
@@ -30,17 +35,25 @@ pub enum NodeMessage {
     Detection,
     /// `.../status`: a `blastnet.status/1` payload (retained).
     Status,
+    /// Extension: `.../snippet`: a `blastnet.snippet/1` payload (QoS 1,
+    /// not retained), the waveform around one detection.
+    Snippet,
 }
 
 impl NodeMessage {
-    /// Both, in SPEC order.
-    pub const ALL: [NodeMessage; 2] = [NodeMessage::Detection, NodeMessage::Status];
+    /// Every kind: the SPEC's two, then the extension.
+    pub const ALL: [NodeMessage; 3] = [
+        NodeMessage::Detection,
+        NodeMessage::Status,
+        NodeMessage::Snippet,
+    ];
 
     /// The topic's last level.
     pub fn as_str(self) -> &'static str {
         match self {
             NodeMessage::Detection => "detection",
             NodeMessage::Status => "status",
+            NodeMessage::Snippet => "snippet",
         }
     }
 
@@ -50,7 +63,7 @@ impl NodeMessage {
     }
 }
 
-/// `{prefix}/{site}/node/{node}/{detection|status}`.
+/// `{prefix}/{site}/node/{node}/{detection|status|snippet}`.
 pub fn node(prefix: &str, site: &str, node: &str, msg: NodeMessage) -> String {
     format!("{prefix}/{site}/node/{node}/{}", msg.as_str())
 }
@@ -63,6 +76,11 @@ pub fn detection(prefix: &str, site: &str, node_id: &str) -> String {
 /// `{prefix}/{site}/node/{node}/status`.
 pub fn status(prefix: &str, site: &str, node_id: &str) -> String {
     node(prefix, site, node_id, NodeMessage::Status)
+}
+
+/// Extension: `{prefix}/{site}/node/{node}/snippet` ([`crate::Snippet`]).
+pub fn snippet(prefix: &str, site: &str, node_id: &str) -> String {
+    node(prefix, site, node_id, NodeMessage::Snippet)
 }
 
 /// `{prefix}/{site}/event`.
@@ -174,7 +192,7 @@ fn after_prefix<'a>(prefix: &str, topic: &'a str) -> Option<std::str::Split<'a, 
 pub fn parse_node<'a>(prefix: &str, topic: &'a str) -> Result<NodeTopic<'a>, TopicError> {
     let bad = || TopicError {
         topic: topic.to_string(),
-        expected: format!("{prefix}/<site>/node/<node>/detection or /status"),
+        expected: format!("{prefix}/<site>/node/<node>/detection, /status or /snippet"),
     };
     let mut it = after_prefix(prefix, topic).ok_or_else(bad)?;
     let (Some(site), Some("node"), Some(node), Some(last), None) =
@@ -212,7 +230,7 @@ pub fn parse<'a>(prefix: &str, topic: &'a str) -> Result<Topic<'a>, TopicError> 
         .map_err(|_| TopicError {
             topic: topic.to_string(),
             expected: format!(
-                "{prefix}/<site>/node/<node>/detection or /status, or {prefix}/<site>/event"
+                "{prefix}/<site>/node/<node>/detection, /status or /snippet, or {prefix}/<site>/event"
             ),
         })
 }

@@ -1,4 +1,5 @@
-//! SPEC v1 MQTT payloads: detection, status, event.
+//! SPEC v1 MQTT payloads: detection, status, event; and the snippet
+//! extension (waveform evidence around a detection, [`Snippet`]).
 //!
 //! Field names and meanings are exactly those of `contract/SPEC.md` (v1). Fields marked
 //! "extension" are additions allowed by the SPEC ("code may add fields");
@@ -17,6 +18,8 @@ pub const DETECTION_SCHEMA: &str = "blastnet.detection/1";
 pub const STATUS_SCHEMA: &str = "blastnet.status/1";
 /// `schema` of an event payload.
 pub const EVENT_SCHEMA: &str = "blastnet.event/1";
+/// Extension: `schema` of a snippet payload ([`Snippet`]).
+pub const SNIPPET_SCHEMA: &str = "blastnet.snippet/1";
 
 /// Which sensor a stream or detection comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -492,6 +495,181 @@ pub struct Quality {
     /// With `aliased`: the horizontal distance to the alternative, m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alternative_m: Option<f64>,
+}
+
+/// Extension: the only sample encoding of a [`Snippet`]: signed 16-bit
+/// little-endian PCM, one channel.
+pub const SNIPPET_ENCODING: &str = "pcm_s16le";
+
+/// Extension: the largest snippet payload (the whole JSON object), bytes.
+/// It is the aggregator's default `ingest.max_payload_bytes`, so a snippet
+/// within it is never refused as too large by a default aggregator.
+pub const SNIPPET_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// Extension: the largest `data` (base64 text) of a [`Snippet`], chars:
+/// the payload cap less 1 KiB for the other fields. 48 384 bytes of
+/// samples, 24 192 samples (1.5 s at 8 kHz needs 12 000).
+pub const SNIPPET_MAX_DATA_CHARS: usize = SNIPPET_MAX_PAYLOAD_BYTES - 1024;
+
+/// Extension: a short waveform around one detection
+/// (`blastnet.snippet/1`, topic `{prefix}/{site}/node/{node}/snippet`,
+/// QoS 1, not retained), published by the node after the detection it
+/// belongs to (same `node_id` and `seq`). Samples are 16-bit PCM at a
+/// reduced rate, `scale` physical units per count (Pa acoustic, m/s
+/// seismic), base64 in `data`. Optional: a v1 subscriber may ignore it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snippet {
+    /// Always [`SNIPPET_SCHEMA`].
+    pub schema: String,
+    /// The node.
+    pub node_id: String,
+    /// The `seq` of the detection it belongs to.
+    pub seq: u64,
+    /// Which sensor.
+    pub stream: StreamKind,
+    /// UTC of the first sample (same format as `onset_utc`).
+    pub start_utc: UtcNs,
+    /// Samples per second of `data`.
+    pub sample_rate_hz: u32,
+    /// Always [`SNIPPET_ENCODING`].
+    pub encoding: String,
+    /// Physical units (Pa or m/s) per count.
+    pub scale: f64,
+    /// Base64 (standard alphabet, padded) of the little-endian i16 samples.
+    pub data: String,
+}
+
+/// A snippet field that does not hold what [`SNIPPET_SCHEMA`] says.
+/// Subscribers count and drop the payload (nothing to retry).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}`: {detail}")]
+#[non_exhaustive]
+pub struct SnippetError {
+    /// The offending field, e.g. `data`.
+    pub field: &'static str,
+    /// What was expected (and what was found).
+    pub detail: String,
+}
+
+fn snippet_err(field: &'static str, detail: impl Into<String>) -> SnippetError {
+    SnippetError {
+        field,
+        detail: detail.into(),
+    }
+}
+
+impl Snippet {
+    /// A snippet of `samples` (physical units) starting at `start_utc`,
+    /// quantised to 16 bits with the scale that maps the largest |sample|
+    /// to 32767 (1.0 when all are 0 or not finite; non-finite samples are
+    /// 0). Samples beyond [`SNIPPET_MAX_DATA_CHARS`] are left out.
+    pub fn encode(
+        node_id: impl Into<String>,
+        seq: u64,
+        stream: StreamKind,
+        start_utc: UtcNs,
+        sample_rate_hz: u32,
+        samples: &[f64],
+    ) -> Snippet {
+        use base64::Engine as _;
+        let max = SNIPPET_MAX_DATA_CHARS / 4 * 3 / 2;
+        let samples = &samples[..samples.len().min(max)];
+        let peak = samples
+            .iter()
+            .filter(|x| x.is_finite())
+            .fold(0.0f64, |m, x| m.max(x.abs()));
+        let scale = if peak > 0.0 && peak.is_finite() {
+            peak / f64::from(i16::MAX)
+        } else {
+            1.0
+        };
+        let mut bytes = Vec::with_capacity(samples.len() * 2);
+        for &x in samples {
+            let q = if x.is_finite() {
+                (x / scale)
+                    .round()
+                    .clamp(f64::from(i16::MIN), f64::from(i16::MAX)) as i16
+            } else {
+                0
+            };
+            bytes.extend_from_slice(&q.to_le_bytes());
+        }
+        Snippet {
+            schema: SNIPPET_SCHEMA.into(),
+            node_id: node_id.into(),
+            seq,
+            stream,
+            start_utc,
+            sample_rate_hz,
+            encoding: SNIPPET_ENCODING.into(),
+            scale,
+            data: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
+
+    /// Check every field and decode the samples (counts; multiply by
+    /// `scale` for physical units). The error names the field.
+    pub fn check(&self) -> Result<Vec<i16>, SnippetError> {
+        use base64::Engine as _;
+        if self.schema != SNIPPET_SCHEMA {
+            return Err(snippet_err(
+                "schema",
+                format!("expected {SNIPPET_SCHEMA:?}, got {:?}", self.schema),
+            ));
+        }
+        if self.encoding != SNIPPET_ENCODING {
+            return Err(snippet_err(
+                "encoding",
+                format!("expected {SNIPPET_ENCODING:?}, got {:?}", self.encoding),
+            ));
+        }
+        if self.sample_rate_hz == 0 || self.sample_rate_hz > 1_000_000 {
+            return Err(snippet_err(
+                "sample_rate_hz",
+                format!("expected 1..=1000000 Hz, got {}", self.sample_rate_hz),
+            ));
+        }
+        if !(self.scale.is_finite() && self.scale > 0.0) {
+            return Err(snippet_err(
+                "scale",
+                format!(
+                    "expected a finite number > 0 (units per count), got {}",
+                    self.scale
+                ),
+            ));
+        }
+        if self.data.len() > SNIPPET_MAX_DATA_CHARS {
+            return Err(snippet_err(
+                "data",
+                format!(
+                    "expected at most {SNIPPET_MAX_DATA_CHARS} base64 characters, got {}",
+                    self.data.len()
+                ),
+            ));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&self.data)
+            .map_err(|e| snippet_err("data", format!("expected padded standard base64: {e}")))?;
+        if bytes.is_empty() || bytes.len() % 2 != 0 {
+            return Err(snippet_err(
+                "data",
+                format!(
+                    "expected a whole number (at least 1) of 16-bit samples, got {} bytes",
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(bytes
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect())
+    }
+
+    /// UTC of sample `i` (0 = `start_utc`).
+    pub fn time_of(&self, i: usize) -> UtcNs {
+        self.start_utc
+            .at_sample(i as u64, self.sample_rate_hz.max(1))
+    }
 }
 
 fn default_status() -> EventStatus {

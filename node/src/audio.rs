@@ -389,6 +389,8 @@ mod tests {
             segment_s: 1.0,
             budget_bytes: 1 << 30,
             dir: dir.path().to_path_buf(),
+            publish_snippets: false,
+            snippet_queue: 1,
         };
         let info = StreamInfo {
             kind: StreamKind::Acoustic,
@@ -458,6 +460,8 @@ mod tests {
             // One 1 s file at 8 kHz f32 is 32 044 bytes: room for two.
             budget_bytes: 70_000,
             dir: dir.path().to_path_buf(),
+            publish_snippets: false,
+            snippet_queue: 1,
         };
         let info = StreamInfo {
             kind: StreamKind::Seismic,

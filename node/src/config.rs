@@ -172,6 +172,10 @@ pub struct AudioFile {
     pub budget_bytes: u64,
     /// Folder; default `{state.dir}/audio`.
     pub dir: Option<PathBuf>,
+    /// Publish a snippet around each detection on the snippet topic.
+    pub publish_snippets: bool,
+    /// Snippets waiting for the broker at most; beyond, the oldest is dropped.
+    pub snippet_queue: usize,
 }
 
 /// Broker connection settings.
@@ -229,7 +233,7 @@ pub struct ClockSettings {
     pub replay_uncertainty_s: f64,
 }
 
-/// Audio keeping (off by default).
+/// Audio keeping on disk (off by default) and snippets published (on by default).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AudioSettings {
     /// Snippets around detections.
@@ -246,6 +250,12 @@ pub struct AudioSettings {
     pub budget_bytes: u64,
     /// Folder.
     pub dir: PathBuf,
+    /// Publish a snippet around each detection (extension topic
+    /// `.../snippet`); memory only, on by default.
+    pub publish_snippets: bool,
+    /// Snippets waiting for the broker at most (the oldest is dropped and
+    /// counted, `snippets_dropped`).
+    pub snippet_queue: usize,
 }
 
 /// Everything [`crate::run_node`] needs besides the source.
@@ -604,6 +614,14 @@ impl NodeConfig {
                         .as_deref()
                         .map(abs)
                         .unwrap_or_else(|| state_dir.join("audio")),
+                    publish_snippets: a.publish_snippets,
+                    snippet_queue: c.within(
+                        "audio.snippet_queue",
+                        a.snippet_queue,
+                        1,
+                        10_000,
+                        "snippets",
+                    )?,
                 };
                 if (a.snippets || a.continuous) && a.budget_bytes < 1 << 20 {
                     return Err(c
@@ -802,6 +820,11 @@ impl NodeRuntimeConfig {
         topic::detection(&self.mqtt.prefix, &self.site, &self.node_id)
     }
 
+    /// This node's snippet topic ([`topic::snippet`], an extension).
+    pub fn snippet_topic(&self) -> String {
+        topic::snippet(&self.mqtt.prefix, &self.site, &self.node_id)
+    }
+
     /// This node's status topic ([`topic::status`]).
     pub fn status_topic(&self) -> String {
         topic::status(&self.mqtt.prefix, &self.site, &self.node_id)
@@ -823,8 +846,13 @@ mod tests {
         assert_eq!(cfg.runtime.detector, DetectorConfig::default());
         assert!(
             !cfg.runtime.audio.snippets && !cfg.runtime.audio.continuous,
-            "audio keeping must be off by default"
+            "audio keeping on disk must be off by default"
         );
+        assert!(
+            cfg.runtime.audio.publish_snippets,
+            "snippets are published by default (waveform evidence)"
+        );
+        assert_eq!(cfg.runtime.audio.snippet_queue, 64);
         assert_eq!(
             cfg.runtime.detection_topic(),
             "blastnet/default/node/n01/detection"

@@ -23,6 +23,7 @@ mod outbox;
 mod pipeline;
 pub mod publisher;
 mod runtime;
+pub mod snippet;
 pub mod source;
 pub mod spool;
 pub mod state;

@@ -13,11 +13,19 @@
 //! same seq (at-least-once).
 //!
 //! Order on the wire: spooled detections in seq order, then the latest
-//! heartbeat, then (at the end) the final `offline` status. A heartbeat is
-//! offered only when no spooled detection is left to hand out, so it never
-//! overtakes a detection spooled before it.
+//! heartbeat, then queued snippets, then (at the end) the final `offline`
+//! status. A heartbeat is offered only when no spooled detection is left to
+//! hand out, so it never overtakes a detection spooled before it; a
+//! snippet likewise (its detection was spooled before it was queued), and
+//! at most [`SNIPPETS_IN_FLIGHT`] at a time, so that snippets never fill
+//! the window a detection spooled next needs.
 
 use std::collections::{HashMap, VecDeque};
+
+/// Snippets handed out and not yet acknowledged, at most. A snippet is
+/// ~32 KB against a detection's ~600 B: two in flight keep the link busy
+/// while leaving the rest of the window to detections.
+pub(crate) const SNIPPETS_IN_FLIGHT: usize = 2;
 
 /// One publish the outbox asks for, or has in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +36,9 @@ pub(crate) enum Item {
     Status,
     /// The final status (`offline`, retained).
     Final,
+    /// The oldest queued snippet (of the detection with this seq); memory
+    /// only: lost with a connection (counted), never sent twice.
+    Snippet(u64),
 }
 
 /// Queue state of the publisher (see the module docs).
@@ -54,6 +65,8 @@ pub(crate) struct Outbox {
     final_sent: bool,
     /// The broker acknowledged the final status (on any connection).
     final_acked: bool,
+    /// Snippets handed out and lost with their connection.
+    snippets_lost: u64,
 }
 
 impl Outbox {
@@ -70,6 +83,7 @@ impl Outbox {
             ending: false,
             final_sent: false,
             final_acked: false,
+            snippets_lost: 0,
         }
     }
 
@@ -82,8 +96,7 @@ impl Outbox {
     /// heartbeat and, when ending, the final status.
     pub fn connected(&mut self) {
         self.connected = true;
-        self.handed.clear();
-        self.inflight.clear();
+        self.forget_in_flight();
         self.cursor = 0;
         self.status_sent = !self.has_status;
         self.final_sent = false;
@@ -94,8 +107,25 @@ impl Outbox {
     /// detection; a clean session drops rumqttc's copies).
     pub fn disconnected(&mut self) {
         self.connected = false;
+        self.forget_in_flight();
+    }
+
+    fn forget_in_flight(&mut self) {
+        self.snippets_lost += self.snippets_out() as u64;
         self.handed.clear();
         self.inflight.clear();
+    }
+
+    /// Snippets handed out and not yet acknowledged.
+    fn snippets_out(&self) -> usize {
+        let is_snippet = |i: &Item| matches!(i, Item::Snippet(_));
+        self.handed.iter().filter(|i| is_snippet(i)).count()
+            + self.inflight.values().filter(|i| is_snippet(i)).count()
+    }
+
+    /// Snippets handed out and lost with their connection, so far.
+    pub fn snippets_lost(&self) -> u64 {
+        self.snippets_lost
     }
 
     /// A new heartbeat is the latest: it is due (after the detections
@@ -116,6 +146,17 @@ impl Outbox {
     /// to the client call [`Outbox::handed`]; if it cannot be (a spool
     /// entry gone or unreadable), [`Outbox::skip`].
     pub fn next(&self, next_spooled: impl FnOnce(u64) -> Option<u64>) -> Option<Item> {
+        self.next_with(next_spooled, None)
+    }
+
+    /// [`Outbox::next`], with `snippet` the seq of the oldest queued
+    /// snippet (if any): offered after every spooled detection and the
+    /// heartbeat, before the final status.
+    pub fn next_with(
+        &self,
+        next_spooled: impl FnOnce(u64) -> Option<u64>,
+        snippet: Option<u64>,
+    ) -> Option<Item> {
         if !self.connected || self.handed.len() + self.inflight.len() >= self.window {
             return None;
         }
@@ -124,6 +165,11 @@ impl Outbox {
         }
         if self.has_status && !self.status_sent {
             return Some(Item::Status);
+        }
+        if let Some(seq) = snippet {
+            if self.snippets_out() < SNIPPETS_IN_FLIGHT {
+                return Some(Item::Snippet(seq));
+            }
         }
         // The final status goes out once everything before it was
         // acknowledged, so that it reports an empty spool (a final status
@@ -149,6 +195,7 @@ impl Outbox {
             Item::Detection(seq) => self.cursor = seq + 1,
             Item::Status => self.status_sent = true,
             Item::Final => self.final_sent = true,
+            Item::Snippet(_) => {}
         }
     }
 
@@ -341,5 +388,43 @@ mod tests {
         o.skip(Item::Detection(5));
         assert_eq!(o.in_flight(), 0);
         assert_eq!(o.next(next_in(&spool)), Some(Item::Detection(6)));
+    }
+
+    #[test]
+    fn snippets_go_after_the_detections_two_at_a_time_and_are_lost_with_the_connection() {
+        let spool = BTreeSet::from([1, 2]);
+        let mut o = Outbox::new(8);
+        o.connected();
+        // Snippet 1 is queued, but detections 1 and 2 are spooled: they go first.
+        let mut got = Vec::new();
+        let mut pkid = 0u16;
+        while let Some(item) = o.next_with(next_in(&spool), Some(1)) {
+            o.handed(item);
+            pkid += 1;
+            o.outgoing(pkid);
+            got.push(item);
+            if matches!(item, Item::Snippet(_)) {
+                break; // the publisher takes it off its queue
+            }
+        }
+        assert_eq!(
+            got,
+            [Item::Detection(1), Item::Detection(2), Item::Snippet(1)]
+        );
+        o.handed(Item::Snippet(2));
+        assert_eq!(
+            o.next_with(next_in(&spool), Some(3)),
+            None,
+            "at most SNIPPETS_IN_FLIGHT snippets in flight"
+        );
+        // A detection spooled now is not held back by them.
+        let spool = BTreeSet::from([1, 2, 3]);
+        assert_eq!(
+            o.next_with(next_in(&spool), Some(3)),
+            Some(Item::Detection(3))
+        );
+        assert_eq!(o.acked(3), Some(Item::Snippet(1)));
+        o.disconnected();
+        assert_eq!(o.snippets_lost(), 1, "snippet 2 was in flight");
     }
 }

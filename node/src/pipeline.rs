@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use blastnet_contract::{Detection, Geodetic, NodeState, Status, StreamKind, UtcNs};
+use blastnet_contract::{Detection, Geodetic, NodeState, Snippet, Status, StreamKind, UtcNs};
 use blastnet_detector::{Detector, Pick};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audio::AudioKeeper;
 use crate::config::NodeRuntimeConfig;
 use crate::error::NodeError;
+use crate::snippet::SnippetMaker;
 use crate::source::{SampleSource, SourceEvent, StreamInfo};
 use crate::spool::Spool;
 use crate::state::{PersistedState, ResumePoint, StateStore};
@@ -26,6 +27,10 @@ pub(crate) enum PubMsg {
     Spooled(u64),
     /// A heartbeat to publish (retained) after every detection before it.
     Status(Box<Status>),
+    /// The snippet of a detection already spooled (sent before this):
+    /// published after it, best effort (a bounded queue, never ahead of a
+    /// detection).
+    Snippet(Box<Snippet>),
     /// The source ended (or the node is stopping): publish this last status
     /// (state offline), drain, disconnect.
     End {
@@ -70,6 +75,10 @@ pub(crate) struct Pipeline<S: SampleSource> {
     tx: UnboundedSender<PubMsg>,
     cancel: CancellationToken,
     audio: Option<AudioKeeper>,
+    /// Snippets for the snippet topic (`audio.publish_snippets`).
+    snippets: Option<SnippetMaker>,
+    /// Finished snippets, sent to the publisher at once.
+    snips: Vec<Snippet>,
     report: PipelineReport,
     picks: Vec<Pick>,
     // heartbeat bookkeeping
@@ -150,6 +159,13 @@ impl<S: SampleSource> Pipeline<S> {
             }
         }
         let audio = AudioKeeper::new(&cfg.audio, &cfg.node_id, position, &infos)?;
+        let snippets = cfg.audio.publish_snippets.then(|| {
+            let latency: Vec<f64> = streams
+                .iter()
+                .map(|s| s.det.max_latency_samples() as f64 / f64::from(s.info.sample_rate))
+                .collect();
+            SnippetMaker::new(&cfg.node_id, &infos, &latency)
+        });
         let data_start = source.data_time();
         Ok(Pipeline {
             cfg,
@@ -163,6 +179,8 @@ impl<S: SampleSource> Pipeline<S> {
             tx,
             cancel,
             audio,
+            snippets,
+            snips: Vec::new(),
             report,
             picks: Vec::new(),
             last_hb_data: None,
@@ -205,6 +223,10 @@ impl<S: SampleSource> Pipeline<S> {
                 self.streams[i].det.flush(&mut picks);
                 self.handle_picks(i, &picks)?;
                 self.picks = picks;
+            }
+            if let Some(m) = self.snippets.as_mut() {
+                m.finish(&mut self.snips);
+                self.send_snippets();
             }
             if let Some(r) = self.state.resume.as_mut() {
                 r.completed = true;
@@ -249,6 +271,10 @@ impl<S: SampleSource> Pipeline<S> {
             let t0 = self.source.utc_of(stream, first_index as f64);
             a.samples(stream, first_index, block, t0);
         }
+        if let Some(m) = self.snippets.as_mut() {
+            m.samples(stream, first_index, block, &mut self.snips);
+            self.send_snippets();
+        }
         let r = self.handle_picks(stream, &picks);
         self.picks = picks;
         r
@@ -273,6 +299,10 @@ impl<S: SampleSource> Pipeline<S> {
         };
         if let Some(a) = self.audio.as_mut() {
             a.gap(stream);
+        }
+        if let Some(m) = self.snippets.as_mut() {
+            m.gap(stream, &mut self.snips);
+            self.send_snippets();
         }
         Ok(())
     }
@@ -334,8 +364,20 @@ impl<S: SampleSource> Pipeline<S> {
             }
             // The publisher may be gone only if the node is stopping: the entry stays spooled.
             let _ = self.tx.send(PubMsg::Spooled(seq));
+            // After `Spooled`: the publisher never has a snippet before its detection.
+            if let Some(m) = self.snippets.as_mut() {
+                m.detection(stream, index, seq, onset_utc, &mut self.snips);
+                self.send_snippets();
+            }
         }
         Ok(())
+    }
+
+    /// Hand the finished snippets to the publisher (which bounds its queue).
+    fn send_snippets(&mut self) {
+        for s in self.snips.drain(..) {
+            let _ = self.tx.send(PubMsg::Snippet(Box::new(s)));
+        }
     }
 
     /// Save the state; a failure (a full disk) is logged and counted, not

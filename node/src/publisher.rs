@@ -14,10 +14,18 @@
 //! `(node_id, seq)`), but never under a new seq.
 //!
 //! Order on the wire: spooled detections in seq order, then the latest
-//! heartbeat, then (at the end) the `offline` status. A heartbeat is never
-//! sent ahead of a detection spooled before it, so a subscriber that sees a
-//! status time has already seen every detection up to it.
+//! heartbeat, then snippets, then (at the end) the `offline` status. A
+//! heartbeat is never sent ahead of a detection spooled before it, so a
+//! subscriber that sees a status time has already seen every detection up
+//! to it.
+//!
+//! Snippets (waveform evidence, an extension) are best effort and never in
+//! a detection's way: memory only, at most `audio.snippet_queue` waiting
+//! (the oldest dropped beyond it), two in flight, sent once (lost with a
+//! connection). Each drop or loss is counted in status as
+//! `snippets_dropped`; the acknowledged ones as `snippets_published`.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,6 +82,12 @@ pub(crate) struct Publisher {
     outbox: Outbox,
     report: PublisherReport,
     backoff: Backoff,
+    /// Snippets waiting for the broker, oldest first: (seq, payload).
+    snippets: VecDeque<(u64, Vec<u8>)>,
+    /// Snippets dropped from a full queue (or that did not serialise).
+    snippets_dropped: u64,
+    /// Snippets the broker acknowledged.
+    snippets_published: u64,
 }
 
 async fn recv_event(conn: &mut Option<Conn>) -> Option<Result<Event, rumqttc::ConnectionError>> {
@@ -114,7 +128,34 @@ impl Publisher {
             outbox,
             report: PublisherReport::default(),
             backoff,
+            snippets: VecDeque::new(),
+            snippets_dropped: 0,
+            snippets_published: 0,
         }
+    }
+
+    /// Queue a snippet; a full queue drops its oldest (counted).
+    fn queue_snippet(&mut self, s: &blastnet_contract::Snippet) {
+        let payload = match serde_json::to_vec(s) {
+            Ok(p) => p,
+            Err(e) => {
+                self.snippets_dropped += 1;
+                tracing::warn!("snippet of seq {} does not serialise: {e}", s.seq);
+                return;
+            }
+        };
+        while self.snippets.len() >= self.cfg.audio.snippet_queue.max(1) {
+            self.snippets.pop_front();
+            self.snippets_dropped += 1;
+            if self.snippets_dropped.is_power_of_two() {
+                tracing::warn!(
+                    "snippet queue full ({} waiting for the broker): dropping the oldest ({} so far)",
+                    self.snippets.len() + 1,
+                    self.snippets_dropped
+                );
+            }
+        }
+        self.snippets.push_back((s.seq, payload));
     }
 
     fn options(&self) -> Result<MqttOptions, NodeError> {
@@ -216,6 +257,14 @@ impl Publisher {
         st.counters.insert("published".into(), self.report.acked);
         st.counters
             .insert("connections".into(), self.report.connections);
+        if self.cfg.audio.publish_snippets {
+            st.counters.insert(
+                "snippets_dropped".into(),
+                self.snippets_dropped + self.outbox.snippets_lost(),
+            );
+            st.counters
+                .insert("snippets_published".into(), self.snippets_published);
+        }
         serde_json::to_vec(&st).unwrap_or_default()
     }
 
@@ -224,9 +273,24 @@ impl Publisher {
     fn pump(&mut self, c: &Conn) {
         let det_topic = self.cfg.detection_topic();
         let status_topic = self.cfg.status_topic();
+        let snippet_topic = self.cfg.snippet_topic();
         let spool = Arc::clone(&self.spool);
-        while let Some(item) = self.outbox.next(|cursor| spool.next_at_or_after(cursor)) {
+        loop {
+            let snippet = self.snippets.front().map(|(seq, _)| *seq);
+            let Some(item) = self
+                .outbox
+                .next_with(|cursor| spool.next_at_or_after(cursor), snippet)
+            else {
+                break;
+            };
             let (topic, payload) = match item {
+                Item::Snippet(_) => match self.snippets.front() {
+                    Some((_, p)) => (&snippet_topic, p.clone()),
+                    None => {
+                        self.outbox.skip(item);
+                        continue;
+                    }
+                },
                 // `read` checks the entry: a damaged one is quarantined
                 // (logged, counted) and skipped like one already gone.
                 Item::Detection(seq) => match self.spool.read(seq) {
@@ -252,12 +316,15 @@ impl Publisher {
                     }
                 }
             };
-            let retain = !matches!(item, Item::Detection(_));
+            let retain = matches!(item, Item::Status | Item::Final);
             if c.client
                 .try_publish(topic, QoS::AtLeastOnce, retain, payload)
                 .is_err()
             {
                 return; // request channel full: try again after the next event
+            }
+            if matches!(item, Item::Snippet(_)) {
+                self.snippets.pop_front();
             }
             self.outbox.handed(item);
         }
@@ -277,13 +344,15 @@ impl Publisher {
                 );
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => self.outbox.outgoing(pkid),
-            Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(Item::Detection(seq)) = self.outbox.acked(ack.pkid) {
+            Event::Incoming(Packet::PubAck(ack)) => match self.outbox.acked(ack.pkid) {
+                Some(Item::Detection(seq)) => {
                     if self.spool.remove(seq)? {
                         self.report.acked += 1;
                     }
                 }
-            }
+                Some(Item::Snippet(_)) => self.snippets_published += 1,
+                _ => {}
+            },
             _ => {}
         }
         Ok(())
@@ -348,6 +417,7 @@ impl Publisher {
                 },
                 m = self.rx.recv(), if rx_open => match m {
                     Some(PubMsg::Spooled(seq)) => tracing::trace!("seq {seq} spooled"),
+                    Some(PubMsg::Snippet(s)) => self.queue_snippet(&s),
                     Some(PubMsg::Status(st)) => {
                         self.latest = Some(*st);
                         self.outbox.status_updated();
