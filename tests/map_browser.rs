@@ -207,6 +207,15 @@ fn the_map_in_a_browser_falls_back_offline_draws_every_event_opens_the_drawer_an
         seen["labels"]["visible"].as_u64().unwrap_or(0) > 0,
         "{show}"
     );
+    // Zoomed out (Leaflet's control): crowded labels give way, still none
+    // overlaps, every event still drawn (its ellipse at the least size).
+    let z = &seen["zoomed_out"];
+    assert!(
+        z["to"].as_i64() < z["from"].as_i64(),
+        "did not zoom out: {z}"
+    );
+    assert_eq!(z["labels"]["overlaps"], 0, "{show}");
+    assert_eq!(z["drawn"], ids.len(), "{show}");
 
     // The header counts nodes by their state as the API gives it.
     let online = nodes.iter().filter(|n| n["state"] == "online").count();
@@ -325,7 +334,13 @@ fn the_map_in_a_browser_falls_back_offline_draws_every_event_opens_the_drawer_an
     assert_eq!(drawn, expected, "drawn after the time filter:\n{show}");
     assert_eq!(listed, expected, "listed after the time filter:\n{show}");
     assert_eq!(seen["labels_filtered"]["overlaps"], 0, "{show}");
-    for name in ["map.png", "drawer.png", "time-filter.png"] {
+    for name in [
+        "map.png",
+        "zoomed-out.png",
+        "drawer.png",
+        "drawer-waveforms.png",
+        "time-filter.png",
+    ] {
         let png = std::fs::read(shots.join(name)).unwrap();
         assert!(png.starts_with(b"\x89PNG"), "{name}");
     }

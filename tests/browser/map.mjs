@@ -144,6 +144,10 @@ try {
     }));
     out.drawer.missing = (await page.$$eval("#drawer .missing", (els) => els.map((e) => e.dataset.nodeId))).sort();
     await shot("drawer.png");
+    await page.locator("#waveforms").scrollIntoViewIfNeeded();
+    await page.evaluate(() => { const w = document.getElementById("waveforms"); document.getElementById("drawer").scrollTop = w.offsetTop - 40; });
+    await page.waitForTimeout(100);
+    await shot("drawer-waveforms.png");
     // One click plays a snippet (WebAudio): the button turns to "stop".
     const play = page.locator("#drawer .wf button.play").first();
     if (await play.count()) {
