@@ -217,8 +217,46 @@ fn the_map_in_a_browser_falls_back_offline_draws_every_event_opens_the_drawer_an
     assert_eq!(z["labels"]["overlaps"], 0, "{show}");
     assert_eq!(z["drawn"], ids.len(), "{show}");
 
-    // The header counts nodes by their state as the API gives it.
-    let online = nodes.iter().filter(|n| n["state"] == "online").count();
+    // Node states after a replay: every replayed node ends offline with its
+    // recording, so the map shows them at the data's time (the newest
+    // event): a node whose statuses ran past it was reporting then.
+    let newest = events.iter().map(origin_ms).fold(f64::MIN, f64::max);
+    let at: f64 = seen["header"]["state_time_ms"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("node states not at the data's time:\n{show}"));
+    assert!(
+        (at - newest).abs() < 1.0,
+        "states at {at}, newest event {newest}"
+    );
+    let shown_at = |n: &Value| -> String {
+        let state = n["state"].as_str().unwrap_or_default();
+        let last = n["last_status_utc"]
+            .as_str()
+            .and_then(|t| blastnet_contract::UtcNs::parse(t).ok())
+            .map_or(f64::MIN, |t| t.0 as f64 / 1e6);
+        if state == "offline" && last > newest {
+            "online".into()
+        } else {
+            state.into()
+        }
+    };
+    let expected: BTreeSet<(String, String)> = nodes
+        .iter()
+        .map(|n| (n["node_id"].as_str().unwrap().to_string(), shown_at(n)))
+        .collect();
+    let drawn_states: BTreeSet<(String, String)> = seen["node_states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v[0].as_str().unwrap().into(), v[2].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(drawn_states, expected, "node states at the newest event");
+    let online = expected.iter().filter(|(_, s)| s == "online").count();
+    assert!(
+        online > 0,
+        "no node reporting at the newest event: {expected:?}"
+    );
     assert_eq!(seen["header"]["nodes"], nodes.len().to_string(), "{show}");
     assert_eq!(seen["header"]["online"], online.to_string(), "{show}");
 

@@ -992,6 +992,36 @@ mod tests {
         assert_eq!(c.store.keep, KeepRevisions::All);
         assert!(c.mqtt.availability);
         assert_eq!(c.homeassistant, None);
+        assert_eq!(c.map, MapConfig::default(), "no tiles by default");
+    }
+
+    #[test]
+    fn map_tile_url_is_empty_or_an_http_template_with_z_x_y() {
+        let osm = "[map]\ntile_url = \"https://tile.openstreetmap.org/{z}/{x}/{y}.png\"\n\
+                   tile_attribution = \"© OpenStreetMap contributors\"";
+        let c = AggregatorConfig::from_toml_str(osm, "t").expect("OSM");
+        assert_eq!(
+            c.map.tile_url,
+            "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+        );
+        assert_eq!(c.map.tile_attribution, "© OpenStreetMap contributors");
+        for bad in [
+            "tile.openstreetmap.org/{z}/{x}/{y}.png",
+            "https://tile.openstreetmap.org/{z}/{x}.png",
+            "file:///tiles/{z}/{x}/{y}.png",
+        ] {
+            let e = AggregatorConfig::from_toml_str(&format!("[map]\ntile_url = \"{bad}\""), "t")
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("map.tile_url") && e.contains("{z}"), "{e}");
+        }
+        let shipped = include_str!("../../hardware/aggregator.toml");
+        let c = AggregatorConfig::from_toml_str(shipped, "hardware/aggregator.toml")
+            .expect("the field config");
+        assert!(
+            c.map.tile_url.contains("openstreetmap")
+                && c.map.tile_attribution.contains("OpenStreetMap")
+        );
     }
 
     #[test]

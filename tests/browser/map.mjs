@@ -74,7 +74,8 @@ try {
     states: await page.textContent("#n-states"),
     events: await page.textContent("#n-events"),
   };
-  out.node_states = await page.$$eval("#map .node", (els) => els.map((e) => [e.dataset.nodeId, e.dataset.state]));
+  out.node_states = await page.$$eval("#map .node", (els) => els.map((e) => [e.dataset.nodeId, e.dataset.state, e.dataset.stateShown]));
+  out.header.state_time_ms = await page.getAttribute("#n-online", "data-at");
   // Labels: the visible ones must not overlap.
   const labels = async () => page.$$eval("#map .lbl", (els) => {
     const vis = els.filter((l) => !l.classList.contains("hidden")).map((l) => l.getBoundingClientRect());
