@@ -209,6 +209,10 @@ fn every_arrival_of_a_replayed_blast_has_its_waveform_with_the_pick_inside() {
                         .unwrap();
                     let t = start.add_secs_f64(i as f64 * dt).secs_since(onset);
                     let early = 3.0 * det.onset_uncertainty_s + 2.0 * dt;
+                    eprintln!(
+                        "{}: {node}/{seq} at {:.0} m, peak {:+.4} s from the pick",
+                        ev.event_id, dist, t
+                    );
                     assert!(
                         t >= -early && t <= 0.050,
                         "{node}/{seq}: peak {t:+.4} s from the pick (allowed -{early:.4}..0.050)"

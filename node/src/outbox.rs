@@ -145,6 +145,7 @@ impl Outbox {
     /// `cursor` (the spool's `next_at_or_after`). Once the item is handed
     /// to the client call [`Outbox::handed`]; if it cannot be (a spool
     /// entry gone or unreadable), [`Outbox::skip`].
+    #[cfg(test)]
     pub fn next(&self, next_spooled: impl FnOnce(u64) -> Option<u64>) -> Option<Item> {
         self.next_with(next_spooled, None)
     }

@@ -180,9 +180,17 @@ fn summary(path: &std::path::Path, cfg: &NodeConfig) -> String {
         ),
     );
     line(
+        "snippets",
+        format!(
+            "published {} (1.5 s, <= 8 kHz, 16-bit; up to {} queued)",
+            on_off(r.audio.publish_snippets),
+            r.audio.snippet_queue
+        ),
+    );
+    line(
         "audio",
         format!(
-            "snippets {}, continuous {}, up to {} bytes in {}",
+            "on disk: snippets {}, continuous {}, up to {} bytes in {}",
             on_off(r.audio.snippets),
             on_off(r.audio.continuous),
             r.audio.budget_bytes,
