@@ -54,8 +54,8 @@ fn closed_port() -> u16 {
 }
 
 /// `blastnet replay <dir> --serve --config <cfg>`; the map URL from its log.
-fn replay_serve(dir: &Path, config: &Path) -> (Child, String, mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
+fn replay_serve(dir: &Path, config: &Path) -> (Stop, String, mpsc::Receiver<String>) {
+    let child = Command::new(BIN)
         .arg("replay")
         .arg(dir)
         .arg("--serve")
@@ -65,8 +65,10 @@ fn replay_serve(dir: &Path, config: &Path) -> (Child, String, mpsc::Receiver<Str
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Killed and reaped however the test ends.
+    let mut child = Stop(child);
     let (tx, rx) = mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
+    let stderr = child.0.stderr.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
@@ -79,10 +81,7 @@ fn replay_serve(dir: &Path, config: &Path) -> (Child, String, mpsc::Receiver<Str
         let left = deadline.saturating_duration_since(Instant::now());
         let line = match rx.recv_timeout(left) {
             Ok(l) => l,
-            Err(e) => {
-                let _ = child.kill();
-                panic!("no `serving` line ({e:?}); stderr:\n{}", log.join("\n"));
-            }
+            Err(e) => panic!("no `serving` line ({e:?}); stderr:\n{}", log.join("\n")),
         };
         log.push(line.clone());
         if line.contains("serving the API and live map at") {
@@ -140,8 +139,7 @@ fn the_map_in_a_browser_falls_back_offline_draws_every_event_opens_the_drawer_an
         format!("[map]\ntile_url = \"{tiles}\"\ntile_attribution = \"unreachable test tiles\"\n"),
     )
     .unwrap();
-    let (child, url, _log) = replay_serve(work.path(), &config);
-    let _serving = Stop(child);
+    let (_serving, url, _log) = replay_serve(work.path(), &config);
     let addr: std::net::SocketAddr = url
         .trim_start_matches("http://")
         .trim_end_matches('/')
