@@ -15,7 +15,7 @@ use blastnet_contract::{Detection, Snippet, Status};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Reason {
-    /// The topic is not `{prefix}/{site}/node/{node}/{detection|status}`.
+    /// The topic is not `{prefix}/{site}/node/{node}/{detection|status|snippet}`.
     Topic,
     /// The payload is larger than `ingest.max_payload_bytes`.
     TooLarge,
@@ -119,7 +119,7 @@ pub use blastnet_contract::topic::NodeMessage as MessageKind;
 /// A parsed node topic (the contract's [`topic::NodeTopic`]).
 pub use blastnet_contract::topic::NodeTopic;
 
-/// Parse `{prefix}/{site}/node/{node}/{detection|status}` ([`topic::parse_node`]);
+/// Parse `{prefix}/{site}/node/{node}/{detection|status|snippet}` ([`topic::parse_node`]);
 /// a malformed topic is refused with [`Reason::Topic`].
 pub fn parse_topic<'a>(prefix: &str, topic: &'a str) -> Result<NodeTopic<'a>, Invalid> {
     topic::parse_node(prefix, topic)

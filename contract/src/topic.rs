@@ -188,7 +188,7 @@ fn after_prefix<'a>(prefix: &str, topic: &'a str) -> Option<std::str::Split<'a, 
         .map(|r| r.split('/'))
 }
 
-/// Parse `{prefix}/{site}/node/{node}/{detection|status}`.
+/// Parse `{prefix}/{site}/node/{node}/{detection|status|snippet}`.
 pub fn parse_node<'a>(prefix: &str, topic: &'a str) -> Result<NodeTopic<'a>, TopicError> {
     let bad = || TopicError {
         topic: topic.to_string(),

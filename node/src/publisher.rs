@@ -344,15 +344,16 @@ impl Publisher {
                 );
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => self.outbox.outgoing(pkid),
-            Event::Incoming(Packet::PubAck(ack)) => match self.outbox.acked(ack.pkid) {
-                Some(Item::Detection(seq)) => {
+            Event::Incoming(Packet::PubAck(ack)) => {
+                let item = self.outbox.acked(ack.pkid);
+                if let Some(Item::Detection(seq)) = item {
                     if self.spool.remove(seq)? {
                         self.report.acked += 1;
                     }
+                } else if let Some(Item::Snippet(_)) = item {
+                    self.snippets_published += 1;
                 }
-                Some(Item::Snippet(_)) => self.snippets_published += 1,
-                _ => {}
-            },
+            }
             _ => {}
         }
         Ok(())

@@ -47,7 +47,10 @@ pub fn decimation(rate: u32) -> u32 {
         return 1;
     }
     let min = rate.div_ceil(MAX_RATE_HZ);
-    (min..=min * 2).find(|d| rate % d == 0).unwrap_or(min)
+    // (`is_multiple_of` is newer than the MSRV.)
+    (min..=min * 2)
+        .find(|&d| rate / d * d == rate)
+        .unwrap_or(min)
 }
 
 /// Windowed-sinc (Hamming) low-pass taps for decimating by `d`: pass band
@@ -124,14 +127,16 @@ impl SnippetMaker {
                     let taps = lowpass(factor);
                     let lat = max_latency_s.get(i).copied().unwrap_or(0.0).max(0.0);
                     let keep_s = BEFORE_S + AFTER_S + lat + 0.5;
+                    let ring_cap = (keep_s * f64::from(info.sample_rate)) as usize + taps.len();
                     StreamSnips {
                         kind: info.kind,
                         rate: info.sample_rate,
                         factor,
-                        ring_cap: (keep_s * f64::from(info.sample_rate)) as usize + taps.len(),
+                        ring_cap,
                         taps,
                         ring_start: 0,
-                        ring: VecDeque::new(),
+                        // Room for a block beyond the cap before it is trimmed.
+                        ring: VecDeque::with_capacity(ring_cap + 16_384),
                         pending: Vec::new(),
                     }
                 })
@@ -158,9 +163,11 @@ impl SnippetMaker {
         s.ring.extend(block.iter().copied());
         // Keep what pending snippets still need, however long.
         let keep_from = s.pending.iter().map(|p| p.from).min().unwrap_or(u64::MAX);
-        while s.ring.len() > s.ring_cap && s.ring_start < keep_from {
-            s.ring.pop_front();
-            s.ring_start += 1;
+        let excess = (s.ring.len().saturating_sub(s.ring_cap) as u64)
+            .min(keep_from.saturating_sub(s.ring_start));
+        if excess > 0 {
+            s.ring.drain(..excess as usize);
+            s.ring_start += excess;
         }
         self.ready(stream, false, out);
     }
@@ -212,6 +219,10 @@ impl SnippetMaker {
             return;
         };
         let end = s.ring_start + s.ring.len() as u64;
+        // The common case (no snippet due) allocates nothing.
+        if !s.pending.iter().any(|p| all || p.to <= end) {
+            return;
+        }
         let (done, keep): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut s.pending)
             .into_iter()
             .partition(|p| all || p.to <= end);
@@ -277,7 +288,7 @@ mod tests {
         assert_eq!(decimation(96_000), 12);
         for r in [22_050u32, 32_000, 48_000, 96_000, 192_000] {
             let d = decimation(r);
-            assert!(r / d <= MAX_RATE_HZ && r % d == 0, "{r} / {d}");
+            assert!(r / d <= MAX_RATE_HZ && r / d * d == r, "{r} / {d}");
         }
     }
 
