@@ -98,6 +98,15 @@ async fn the_token_is_required_and_websockets_only_from_the_servers_own_origin()
         .await
         .unwrap();
     assert_eq!(code, 200);
+    // The waveform evidence too: 401 without the token, 404 (JSON) for an
+    // unknown event with it.
+    let (code, _) = http_get(addr, "/api/events/ev-x/waveforms").await.unwrap();
+    assert_eq!(code, 401);
+    let (code, body) = http_get(addr, &format!("/api/events/ev-x/waveforms?token={TOKEN}"))
+        .await
+        .unwrap();
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("\"error\""), "{body}");
     let req = format!(
         "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
     );
