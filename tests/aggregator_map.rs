@@ -1,7 +1,9 @@
 //! The live map as a person sees it: the aggregator against an embedded
 //! broker, five nodes and two located events, then headless Chromium loads
 //! `GET /` and the test reads the rendered DOM (nodes, events, 1-sigma
-//! ellipses) and takes a screenshot.
+//! ellipses, the metric grid drawn when no tiles are configured) and takes
+//! a screenshot. tests/map_browser.rs drives the page further (tiles that
+//! fail, the drawer, the filters).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -122,7 +124,7 @@ async fn the_live_map_shows_nodes_events_and_their_uncertainty_ellipses() {
         .unwrap();
     let dom = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && dom.contains("<svg"),
+        out.status.success() && dom.contains("leaflet-container"),
         "chromium failed: {}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
@@ -139,7 +141,7 @@ async fn the_live_map_shows_nodes_events_and_their_uncertainty_ellipses() {
             "event {id} missing from the map"
         );
         assert!(
-            dom.contains(&format!("<ellipse class=\"sigma1\" data-event-id=\"{id}\"")),
+            dom.contains(&format!("data-ellipse-of=\"{id}\"")),
             "event {id} has no ellipse"
         );
         // And in the side list.
@@ -156,7 +158,12 @@ async fn the_live_map_shows_nodes_events_and_their_uncertainty_ellipses() {
             words.picks
         );
     }
-    assert!(dom.contains("class=\"scale\""), "scale bar missing");
+    assert!(dom.contains("leaflet-control-scale"), "scale bar missing");
+    // No tiles configured: the metric grid, and a note saying so.
+    assert!(
+        dom.contains("data-background=\"grid\"") && dom.contains("grid-line"),
+        "no metric grid:\n{dom}"
+    );
 
     // A screenshot for a person to look at (kept at $BLASTNET_MAP_SCREENSHOT if set).
     let shot = std::env::var("BLASTNET_MAP_SCREENSHOT")

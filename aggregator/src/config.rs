@@ -118,6 +118,17 @@ pub struct RawHttp {
     pub max_connections: Option<usize>,
 }
 
+/// `[map]` as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMap {
+    /// Tile URL template with `{z}`, `{x}`, `{y}` (and optionally `{s}`);
+    /// empty: no tiles.
+    pub tile_url: Option<String>,
+    /// Attribution shown on the map for the tiles (their licence asks for it).
+    pub tile_attribution: Option<String>,
+}
+
 /// `[time]` as written.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -168,6 +179,8 @@ pub struct RawConfig {
     pub store: RawStore,
     /// `[http]`.
     pub http: RawHttp,
+    /// `[map]`.
+    pub map: RawMap,
     /// `[time]`.
     pub time: RawTime,
     /// `[ingest]`.
@@ -319,6 +332,17 @@ pub struct HttpConfig {
     pub max_connections: usize,
 }
 
+/// The live map's background (`[map]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MapConfig {
+    /// Tile URL template (`https://tile.openstreetmap.org/{z}/{x}/{y}.png`);
+    /// empty: no tiles, the page draws its metric grid. When tiles cannot
+    /// load (the field has no internet), the page falls back to the grid too.
+    pub tile_url: String,
+    /// Attribution shown with the tiles.
+    pub tile_attribution: String,
+}
+
 /// The validated aggregator configuration.
 #[derive(Debug, Clone)]
 pub struct AggregatorConfig {
@@ -330,6 +354,8 @@ pub struct AggregatorConfig {
     pub http_listen: SocketAddr,
     /// HTTP access and limits.
     pub http: HttpConfig,
+    /// The live map's tiles.
+    pub map: MapConfig,
     /// Watermark.
     pub time: TimeConfig,
     /// Ingest limits.
@@ -451,6 +477,27 @@ fn engine_config(origin: &str, table: toml::Table) -> Result<EngineConfig, Confi
         .validate()
         .map_err(|e| field_err(origin, "engine", e.to_string()))?;
     Ok(engine)
+}
+
+/// `[map]`: an empty `tile_url` (no tiles), or an http(s) URL template
+/// with `{z}`, `{x}` and `{y}`.
+fn map_config(c: &Check, raw: RawMap) -> Result<MapConfig, ConfigError> {
+    let tile_url = raw.tile_url.unwrap_or_default().trim().to_string();
+    if !tile_url.is_empty() {
+        c.ensure(
+            (tile_url.starts_with("http://") || tile_url.starts_with("https://"))
+                && ["{z}", "{x}", "{y}"].iter().all(|p| tile_url.contains(p)),
+            "map.tile_url",
+            format!(
+                "expected \"\" (no tiles) or an http(s) URL template with {{z}}, {{x}} and {{y}} \
+                 such as \"https://tile.openstreetmap.org/{{z}}/{{x}}/{{y}}.png\", got {tile_url:?}"
+            ),
+        )?;
+    }
+    Ok(MapConfig {
+        tile_url,
+        tile_attribution: raw.tile_attribution.unwrap_or_default(),
+    })
 }
 
 /// Errors gathered while validating, so `--check` can list every one.
@@ -689,6 +736,8 @@ impl RawConfig {
             );
         }
 
+        let map = e.take(map_config(&c, self.map));
+
         let base = e.take(c.one_of(
             "time.base",
             self.time.base.as_deref().unwrap_or("wall"),
@@ -820,6 +869,7 @@ impl RawConfig {
             Some(keep),
             Some(http_listen),
             Some(http),
+            Some(map),
             Some(base),
             Some(lateness),
             Some(tick_ms),
@@ -840,6 +890,7 @@ impl RawConfig {
             keep,
             http_listen,
             http,
+            map,
             base,
             lateness,
             tick_ms,
@@ -880,6 +931,7 @@ impl RawConfig {
             },
             http_listen,
             http,
+            map,
             time: TimeConfig {
                 base,
                 lateness,
@@ -940,6 +992,36 @@ mod tests {
         assert_eq!(c.store.keep, KeepRevisions::All);
         assert!(c.mqtt.availability);
         assert_eq!(c.homeassistant, None);
+        assert_eq!(c.map, MapConfig::default(), "no tiles by default");
+    }
+
+    #[test]
+    fn map_tile_url_is_empty_or_an_http_template_with_z_x_y() {
+        let osm = "[map]\ntile_url = \"https://tile.openstreetmap.org/{z}/{x}/{y}.png\"\n\
+                   tile_attribution = \"© OpenStreetMap contributors\"";
+        let c = AggregatorConfig::from_toml_str(osm, "t").expect("OSM");
+        assert_eq!(
+            c.map.tile_url,
+            "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+        );
+        assert_eq!(c.map.tile_attribution, "© OpenStreetMap contributors");
+        for bad in [
+            "tile.openstreetmap.org/{z}/{x}/{y}.png",
+            "https://tile.openstreetmap.org/{z}/{x}.png",
+            "file:///tiles/{z}/{x}/{y}.png",
+        ] {
+            let e = AggregatorConfig::from_toml_str(&format!("[map]\ntile_url = \"{bad}\""), "t")
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("map.tile_url") && e.contains("{z}"), "{e}");
+        }
+        let shipped = include_str!("../../hardware/aggregator.toml");
+        let c = AggregatorConfig::from_toml_str(shipped, "hardware/aggregator.toml")
+            .expect("the field config");
+        assert!(
+            c.map.tile_url.contains("openstreetmap")
+                && c.map.tile_attribution.contains("OpenStreetMap")
+        );
     }
 
     #[test]

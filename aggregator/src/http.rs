@@ -1,6 +1,9 @@
 //! HTTP API (axum 0.8), the live map page and its websocket.
 //!
-//! - `GET /` — the live map (static/index.html, compiled in; no external assets)
+//! - `GET /` — the live map (static/index.html, compiled in; its one library,
+//!   Leaflet, is vendored and compiled in too: `GET /vendor/leaflet/...`,
+//!   served without the token, like any public static file)
+//! - `GET /api/map-config` — the map's tile URL and attribution (`[map]`)
 //! - `GET /api/events?from=&to=&limit=` — latest revisions, JSON array
 //!   (`&text=1`: `{events, texts}`, each event's words for people by id)
 //! - `GET /api/events.geojson?from=&to=&limit=` — GeoJSON FeatureCollection
@@ -38,6 +41,35 @@ use crate::store::{Store, StoreError};
 /// The live map page.
 pub const INDEX_HTML: &str = include_str!("../static/index.html");
 
+/// Leaflet 1.9.4, vendored from the npm registry (static/vendor/leaflet/README.md).
+const LEAFLET_JS: &str = include_str!("../static/vendor/leaflet/leaflet.js");
+const LEAFLET_CSS: &str = include_str!("../static/vendor/leaflet/leaflet.css");
+/// Leaflet's images, by file name (its CSS refers to them as `images/<name>`).
+const LEAFLET_IMAGES: [(&str, &[u8]); 5] = [
+    (
+        "layers.png",
+        include_bytes!("../static/vendor/leaflet/images/layers.png"),
+    ),
+    (
+        "layers-2x.png",
+        include_bytes!("../static/vendor/leaflet/images/layers-2x.png"),
+    ),
+    (
+        "marker-icon.png",
+        include_bytes!("../static/vendor/leaflet/images/marker-icon.png"),
+    ),
+    (
+        "marker-icon-2x.png",
+        include_bytes!("../static/vendor/leaflet/images/marker-icon-2x.png"),
+    ),
+    (
+        "marker-shadow.png",
+        include_bytes!("../static/vendor/leaflet/images/marker-shadow.png"),
+    ),
+];
+/// Vendored files change only with the binary: a day's caching is safe.
+const VENDOR_CACHE: &str = "public, max-age=86400";
+
 /// Events returned by a list query when no `limit` is given, and the cap.
 const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 100_000;
@@ -61,6 +93,8 @@ pub struct AppState {
     pub token: Option<Arc<str>>,
     /// Websocket origins allowed besides the server's own.
     pub allowed_origins: Arc<[String]>,
+    /// The map's tiles (`[map]`), for `/api/map-config`.
+    pub map: Arc<crate::config::MapConfig>,
 }
 
 /// A live update as the websocket sends it: the event (SPEC JSON) and its
@@ -88,6 +122,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events/{id}", get(event_by_id))
         .route("/api/events/{id}/waveforms", get(event_waveforms))
         .route("/api/nodes", get(nodes))
+        .route("/api/map-config", get(map_config))
         .route("/metrics", get(metrics))
         .route("/ws", get(ws))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -96,6 +131,9 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/vendor/leaflet/leaflet.js", get(leaflet_js))
+        .route("/vendor/leaflet/leaflet.css", get(leaflet_css))
+        .route("/vendor/leaflet/images/{name}", get(leaflet_image))
         .merge(protected)
         .with_state(state)
 }
@@ -218,6 +256,48 @@ impl From<StoreError> for ApiError {
 
 async fn index() -> Html<&'static str> {
     Html(INDEX_HTML)
+}
+
+async fn leaflet_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, VENDOR_CACHE),
+        ],
+        LEAFLET_JS,
+    )
+        .into_response()
+}
+
+async fn leaflet_css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, VENDOR_CACHE),
+        ],
+        LEAFLET_CSS,
+    )
+        .into_response()
+}
+
+async fn leaflet_image(Path(name): Path<String>) -> Response {
+    match LEAFLET_IMAGES.iter().find(|(n, _)| *n == name) {
+        Some((_, bytes)) => (
+            [
+                (header::CONTENT_TYPE, "image/png"),
+                (header::CACHE_CONTROL, VENDOR_CACHE),
+            ],
+            *bytes,
+        )
+            .into_response(),
+        None => {
+            ApiError(StatusCode::NOT_FOUND, format!("no Leaflet image {name:?}")).into_response()
+        }
+    }
+}
+
+async fn map_config(State(s): State<AppState>) -> Json<crate::config::MapConfig> {
+    Json((*s.map).clone())
 }
 
 struct Range {

@@ -261,6 +261,7 @@ pub async fn start(
         mqtt_connected: mqtt_connected.clone(),
         token: cfg.http.token.as_deref().map(Arc::from),
         allowed_origins: cfg.http.allowed_origins.clone().into(),
+        map: Arc::new(cfg.map.clone()),
     });
     let http_stop = CancellationToken::new();
     let http_task = tokio::spawn(http::serve(

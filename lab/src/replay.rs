@@ -309,6 +309,7 @@ pub async fn run(
         let file = AggregatorConfig::from_file(path)?;
         acfg.engine = file.engine;
         acfg.ingest = file.ingest;
+        acfg.map = file.map;
     }
     acfg.time.base = TimeBase::Nodes;
     acfg.time.expect_nodes = scenario

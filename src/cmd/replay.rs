@@ -45,8 +45,9 @@ pub struct Args {
     /// Print each event revision as it is published.
     #[arg(long)]
     pub print_events: bool,
-    /// Aggregator configuration (TOML) whose [engine] and [ingest] sections
-    /// apply, e.g. a larger `model_sigma_s` for urban multipath.
+    /// Aggregator configuration (TOML) whose [engine], [ingest] and [map]
+    /// sections apply, e.g. a larger `model_sigma_s` for urban multipath, or
+    /// map tiles.
     #[arg(long, value_name = "aggregator.toml")]
     pub config: Option<PathBuf>,
     /// Keep the aggregator's store in this SQLite file: the events, and the
