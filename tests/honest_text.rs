@@ -155,6 +155,37 @@ fn replay_prints_honest_event_lines_without_escape_codes() {
         finals.len(),
         "a final event without its line:\n{stdout}"
     );
+    // The summary scores kinds as well as locations: "kinds: R of N located
+    // blasts reported as their kind (explosion r/n, ...)", N the located
+    // count of the truth line and the per-kind counts adding up to R and N.
+    let located = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("truth: "))
+        .and_then(|l| count_before(l, "located"))
+        .unwrap_or_else(|| panic!("no truth line:\n{stdout}"));
+    let kinds = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("kinds: "))
+        .unwrap_or_else(|| panic!("no kinds line:\n{stdout}"));
+    let right = kinds
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.parse::<usize>().ok());
+    assert_eq!(count_before(kinds, "located"), Some(located), "{kinds}");
+    let (mut r_sum, mut n_sum) = (0, 0);
+    let inner = kinds
+        .split_once('(')
+        .and_then(|(_, r)| r.strip_suffix(')'))
+        .unwrap_or("");
+    for part in inner.split(", ") {
+        let (r, n) = part
+            .rsplit_once(' ')
+            .and_then(|(_, c)| c.split_once('/'))
+            .unwrap_or_else(|| panic!("bad kind count {part:?} in {kinds}"));
+        r_sum += r.parse::<usize>().unwrap();
+        n_sum += n.parse::<usize>().unwrap();
+    }
+    assert_eq!((Some(r_sum), n_sum), (right, located), "{kinds}");
 }
 
 /// `--log-format json`: every line on stderr is one JSON object with a

@@ -762,6 +762,40 @@ pub fn replay_many(
     Ok(())
 }
 
+/// The kinds of located blasts against the truth: "kinds: 9 of 10 located
+/// blasts reported as their kind (explosion 9/9, launch 0/1)". `None`
+/// when nothing was located.
+fn kind_score(
+    m: &Manifest,
+    events: &[Event],
+    ev: &blastnet_recording::truth::Evaluation,
+) -> Option<String> {
+    let truth = m.truth.as_deref()?;
+    let mut per: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for x in &ev.matches {
+        let (Some(e), Some(t)) = (x.event.and_then(|i| events.get(i)), truth.get(x.truth)) else {
+            continue;
+        };
+        let c = per.entry(t.kind.as_str()).or_default();
+        c.1 += 1;
+        if e.kind == t.kind {
+            c.0 += 1;
+        }
+    }
+    let (right, all) = per.values().fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
+    if all == 0 {
+        return None;
+    }
+    let each: Vec<String> = per
+        .iter()
+        .map(|(k, (r, n))| format!("{k} {r}/{n}"))
+        .collect();
+    Some(format!(
+        "kinds: {right} of {all} located blasts reported as their kind ({})",
+        each.join(", ")
+    ))
+}
+
 /// The ceiling of association on one scenario (evaluation only: it reads
 /// the truth): per true source, each node's acoustic pick nearest its true
 /// arrival (straight ray at the manifest's temperature) within
@@ -923,6 +957,9 @@ pub fn summary(o: &ReplayOutcome) -> String {
         }
         if let Some(dt) = ev.median(|x| x.origin_s.abs()) {
             let _ = writeln!(s, "origin time error: median {:.2} ms", dt * 1e3);
+        }
+        if let Some(kinds) = kind_score(m, &o.events, &ev) {
+            let _ = writeln!(s, "{kinds}");
         }
         for x in ev.matches.iter().filter(|x| x.event.is_none()) {
             if let Some(t) = m.truth.as_ref().and_then(|t| t.get(x.truth)) {

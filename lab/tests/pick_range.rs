@@ -73,11 +73,14 @@ fn errors(true_rh: f64, reported_rh: Option<f64>) -> Vec<(f64, Vec<(f64, f64)>)>
     };
     let m: Manifest = write_scenario(&spec(true_rh, reported_rh), 7, &opts, dir.path()).unwrap();
     let env = m.environment.unwrap();
-    let mut cfg = DetectorConfig::default();
-    cfg.air_temperature_c = env.temperature_c;
-    if let Some(rh) = env.relative_humidity_pct {
-        cfg.air_humidity_pct = rh;
-    }
+    let defaults = DetectorConfig::default();
+    let cfg = DetectorConfig {
+        air_temperature_c: env.temperature_c,
+        air_humidity_pct: env
+            .relative_humidity_pct
+            .unwrap_or(defaults.air_humidity_pct),
+        ..defaults
+    };
     let c = 331.3 * (1.0 + env.temperature_c / 273.15).sqrt();
     let truth = m.truth.clone().unwrap();
     let mut out = Vec::new();
