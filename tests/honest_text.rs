@@ -155,18 +155,20 @@ fn replay_prints_honest_event_lines_without_escape_codes() {
         finals.len(),
         "a final event without its line:\n{stdout}"
     );
-    // The summary scores kinds as well as locations: "kinds: R of N located
-    // blasts reported as their kind (explosion r/n, ...)", N the located
-    // count of the truth line and the per-kind counts adding up to R and N.
-    let located = stdout
+    // The summary (on stderr) scores kinds as well as locations: "kinds: R
+    // of N located blasts reported as their kind (explosion r/n, ...)", N
+    // the located count of the truth line and the per-kind counts adding
+    // up to R and N.
+    let summary = String::from_utf8_lossy(&out.stderr);
+    let located = summary
         .lines()
         .find_map(|l| l.strip_prefix("truth: "))
         .and_then(|l| count_before(l, "located"))
-        .unwrap_or_else(|| panic!("no truth line:\n{stdout}"));
-    let kinds = stdout
+        .unwrap_or_else(|| panic!("no truth line:\n{summary}"));
+    let kinds = summary
         .lines()
         .find_map(|l| l.strip_prefix("kinds: "))
-        .unwrap_or_else(|| panic!("no kinds line:\n{stdout}"));
+        .unwrap_or_else(|| panic!("no kinds line:\n{summary}"));
     let right = kinds
         .split_whitespace()
         .next()

@@ -11,17 +11,15 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use blastnet_aggregator::testkit::http_get;
 use blastnet_contract::Event;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_blastnet");
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// What the browser test needs on this machine, each missing one named.
@@ -55,47 +53,18 @@ fn closed_port() -> u16 {
 
 /// `blastnet replay <dir> --serve --config <cfg>`; the map URL from its log.
 fn replay_serve(dir: &Path, config: &Path) -> (Stop, String, mpsc::Receiver<String>) {
-    let child = Command::new(BIN)
-        .arg("replay")
-        .arg(dir)
-        .arg("--serve")
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Killed and reaped however the test ends.
-    let mut child = Stop(child);
-    let (tx, rx) = mpsc::channel::<String>();
-    let stderr = child.0.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let mut log = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = match rx.recv_timeout(left) {
-            Ok(l) => l,
-            Err(e) => panic!("no `serving` line ({e:?}); stderr:\n{}", log.join("\n")),
-        };
-        log.push(line.clone());
-        if line.contains("serving the API and live map at") {
-            let url = line
-                .split_whitespace()
-                .find(|w| w.starts_with("http://"))
-                .unwrap()
-                .to_string();
-            return (child, url, rx);
-        }
-    }
+    let serving = common::replay_serve(
+        dir,
+        &["--config".as_ref(), config.as_os_str()],
+        Duration::from_secs(300),
+    );
+    (
+        Stop(serving.child),
+        format!("http://{}/", serving.addr),
+        serving.rx,
+    )
 }
 
-/// Ends the `--serve` process however the test ends.
 struct Stop(Child);
 
 impl Drop for Stop {

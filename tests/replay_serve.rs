@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use blastnet_aggregator::testkit::http_get;
@@ -27,52 +25,17 @@ fn events_out(path: &std::path::Path) -> Vec<Event> {
 fn replay_serve_keeps_the_api_up_with_the_replays_events_until_sigterm() {
     let work = common::shipped("single-blast");
     let out = work.path().join("events.jsonl");
-    let mut child = Command::new(BIN)
-        .arg("replay")
-        .arg(work.path())
-        .arg("--serve")
-        .arg("--events-out")
-        .arg(&out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // stderr read on a thread: lines to the test, all of it kept for messages.
-    let (tx, rx) = mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let mut log = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let url = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = match rx.recv_timeout(left) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = child.kill();
-                panic!("no `serving` line ({e:?}); stderr:\n{}", log.join("\n"));
-            }
-        };
-        log.push(line.clone());
-        if line.contains("serving the API and live map at") {
-            let url = line
-                .split_whitespace()
-                .find(|w| w.starts_with("http://"))
-                .unwrap()
-                .to_string();
-            break url;
-        }
-    };
-    let addr: std::net::SocketAddr = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
-
+    let common::Serving {
+        mut child,
+        addr,
+        mut log,
+        rx,
+        reader,
+    } = common::replay_serve(
+        work.path(),
+        &["--events-out".as_ref(), out.as_os_str()],
+        Duration::from_secs(120),
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

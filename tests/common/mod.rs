@@ -63,3 +63,72 @@ pub fn wait_up(rt: &tokio::runtime::Runtime, http: u16, child: &mut Child, log: 
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// A `blastnet replay DIR --serve` process once it serves: the child, the
+/// API's address, the stderr lines read so far (`log`) and the rest to come
+/// (`rx`, fed by `reader` until stderr closes).
+#[allow(dead_code)] // Not every test binary keeps a replay up.
+pub struct Serving {
+    pub child: Child,
+    pub addr: std::net::SocketAddr,
+    pub log: Vec<String>,
+    pub rx: std::sync::mpsc::Receiver<String>,
+    pub reader: std::thread::JoinHandle<()>,
+}
+
+/// `blastnet replay DIR --serve ARGS...`, waiting (up to `wait`) for its
+/// `serving the API and live map at http://...` line; the child is killed
+/// and the test fails with stderr if it never comes.
+#[allow(dead_code)]
+pub fn replay_serve(dir: &Path, args: &[&std::ffi::OsStr], wait: std::time::Duration) -> Serving {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_blastnet"))
+        .arg("replay")
+        .arg(dir)
+        .arg("--serve")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning blastnet replay --serve");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = match rx.recv_timeout(left) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no `serving` line ({e:?}); stderr:\n{}", log.join("\n"));
+            }
+        };
+        log.push(line.clone());
+        if line.contains("serving the API and live map at") {
+            let url = line
+                .split_whitespace()
+                .find(|w| w.starts_with("http://"))
+                .expect("a URL on the serving line");
+            let addr = url
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .parse()
+                .expect("host:port");
+            return Serving {
+                child,
+                addr,
+                log,
+                rx,
+                reader,
+            };
+        }
+    }
+}
