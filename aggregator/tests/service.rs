@@ -330,7 +330,12 @@ async fn events_are_published_on_mqtt_stored_and_served_over_http() {
     let (code, body) = http_get(addr, "/healthz").await.unwrap();
     assert!(code == 200 && body.contains("\"ok\""), "{body}");
     let (code, body) = http_get(addr, "/").await.unwrap();
-    assert!(code == 200 && body.contains("<svg id=\"map\""));
+    assert!(
+        code == 200
+            && body.contains("<div id=\"map\"")
+            && body.contains("/vendor/leaflet/leaflet.js"),
+        "the map page: {code}"
+    );
 
     h.shutdown();
     h.join().await.unwrap();
