@@ -39,6 +39,12 @@ const TEMPLATE_S: f64 = 0.03;
 /// samples in quarter samples.
 const SHIFT_SPAN: f64 = 3.0;
 const SHIFT_STEP: f64 = 0.25;
+/// A template whose 50 % point lies less than this many samples after its
+/// arrival is a sharp front: sampling, not absorption, sets its timing, and
+/// the caller's 50 % crossing stands.
+const MIN_DISPERSION_SAMPLES: f64 = 2.5;
+/// Shifts per template (`2 SHIFT_SPAN / SHIFT_STEP + 1`).
+const N_SHIFTS: usize = 25;
 /// The fit must explain this share of the edge's energy to be used.
 const MIN_EXPLAINED: f64 = 0.9;
 /// 1-sigma model error of a correction, as a share of it: the spread from
@@ -135,7 +141,7 @@ impl Bank {
 
     /// Fit the rising edge of `z` (first excursion positive) that peaks at
     /// `p`, whose 50 % crossing is `t50` (samples of `z`). `None` when no
-    /// template explains the edge well, or the best is the bank's first
+    /// template explains the edge well, or the best is a sharp front
     /// (no dispersion to speak of: the caller's pick stands).
     pub(crate) fn fit(&self, z: &[f32], p: usize, t50: f64) -> Option<Fit> {
         // From 0.5 ms before the earliest arrival any template allows.
@@ -150,12 +156,13 @@ impl Bank {
         if yy <= 0.0 {
             return None;
         }
-        let steps = (2.0 * SHIFT_SPAN / SHIFT_STEP).round() as usize;
+        let steps = N_SHIFTS - 1;
         // (residual, template index, shift index), and each residual per shift
-        // of the best template for the parabolic refinement.
+        // of the best template for the parabolic refinement (no allocation:
+        // the detector allocates nothing in steady state).
         let mut best: Option<(f64, usize, usize)> = None;
-        let mut resid = vec![0.0; steps + 1];
-        let mut best_resid = vec![0.0; steps + 1];
+        let mut resid = [0.0; N_SHIFTS];
+        let mut best_resid = [0.0; N_SHIFTS];
         for (j, t) in self.templates.iter().enumerate() {
             let guess = t50 - t.t50;
             for (s, r_out) in resid.iter_mut().enumerate() {
@@ -181,7 +188,7 @@ impl Bank {
             }
         }
         let (r, j, s) = best?;
-        if j == 0 || r > (1.0 - MIN_EXPLAINED) * yy {
+        if self.templates[j].t50 < MIN_DISPERSION_SAMPLES || r > (1.0 - MIN_EXPLAINED) * yy {
             return None;
         }
         // Parabola through the neighbouring shifts.

@@ -188,7 +188,7 @@ impl Acoustic {
     /// 1-sigma in samples, and the 10–90 % rise time in samples. A front
     /// rounded by absorption is timed where the wavefront arrived, by the
     /// dispersion templates ([`crate::dispersion`]), when they explain it.
-    fn refine_onset(&mut self, len: usize, peak: &FirstPeak, noise_rms: f64) -> (f64, f64, f64) {
+    fn refine_onset(&self, len: usize, peak: &FirstPeak, noise_rms: f64) -> (f64, f64, f64) {
         let z = &self.pick_buf[..len];
         let (a, k, p) = (peak.a, peak.k, peak.p);
         let pv = f64::from(z[p]);
@@ -236,14 +236,12 @@ impl Acoustic {
             None => (k as f64 + 0.5, pv, 0.25),
         };
         let noise_var = 2.0 * (noise_rms / slope.max(1e-30)).powi(2);
-        // A rounded front: the template fit. Its model error is a share of
-        // the correction (the air's humidity is not known exactly).
-        if let Some(t) = t50 {
-            let (fs, hp, air) = (self.fs, self.pick_hp_hz, self.air);
-            let bank = self
-                .dispersion
-                .get_or_insert_with(|| crate::dispersion::Bank::shared(fs, hp, air.0, air.1));
-            if let Some(fit) = bank.fit(&self.pick_buf[..len], p, t) {
+        // A rise over more than 2 samples (or one whose 10 % point the walk
+        // back from the peak did not reach) is a rounded front: the template
+        // fit times it. Its model error is a share of the correction (the
+        // air's humidity is not known exactly).
+        if let (Some(t), true) = (t50, rise > 2.0 || t10.is_none()) {
+            if let Some(fit) = self.dispersion.fit(&self.pick_buf[..len], p, t) {
                 let shift = (t - fit.onset).max(0.0);
                 let model = 1.0 / 12.0 + (crate::dispersion::MODEL_FRACTION * shift).powi(2);
                 return (fit.onset, (model + noise_var).sqrt(), rise);

@@ -104,11 +104,9 @@ pub(crate) struct Acoustic {
     work: Vec<f32>,
     pick_buf: Vec<f32>,
     pick_hp: HighPass,
-    /// Picking high-pass cut-off and the air (°C, % RH) of the dispersion
-    /// templates, and the bank once a pick needed it.
-    pick_hp_hz: f64,
-    air: (f64, f64),
-    dispersion: Option<std::sync::Arc<crate::dispersion::Bank>>,
+    /// The dispersion templates of this rate, picking high-pass and air
+    /// (built with the detector: processing allocates nothing).
+    dispersion: std::sync::Arc<crate::dispersion::Bank>,
     pre_n: usize,
     post_n: usize,
     rise_win: usize,
@@ -281,9 +279,12 @@ impl Acoustic {
             work: vec![0.0; pre_n + post_n + 2 * n],
             pick_buf: vec![0.0; pre_n + post_n + 2 * n],
             pick_hp: HighPass::butterworth(cfg.pick_highpass_hz, fs),
-            pick_hp_hz: cfg.pick_highpass_hz,
-            air: (cfg.air_temperature_c, cfg.air_humidity_pct),
-            dispersion: None,
+            dispersion: crate::dispersion::Bank::shared(
+                fs,
+                cfg.pick_highpass_hz,
+                cfg.air_temperature_c,
+                cfg.air_humidity_pct,
+            ),
             pre_n,
             post_n,
             rise_win,
