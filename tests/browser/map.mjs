@@ -63,7 +63,15 @@ try {
   const apiEvents = (await api("/api/events")).body || [];
   out.api_events = apiEvents.map((e) => e.event_id).sort();
   // Every event drawn (the websocket may bring them a moment later).
-  await page.waitForFunction((n) => document.querySelectorAll("#map .event").length >= n, apiEvents.length, { timeout: 20000 }).catch(() => {});
+  // Wait for every id (not a count: a revision may briefly stand beside the one it replaces).
+  await page.waitForFunction(
+    (ids) => {
+      const have = new Set(Array.from(document.querySelectorAll("#map .event"), (e) => e.dataset.eventId));
+      return ids.every((id) => have.has(id));
+    },
+    out.api_events,
+    { timeout: 20000 },
+  ).catch(() => {});
   await page.waitForTimeout(300);
   const drawn = async () => (await page.$$eval("#map .event", (els) => els.map((e) => e.dataset.eventId))).sort();
   out.drawn_events = await drawn();
