@@ -322,6 +322,40 @@ fn the_map_in_a_browser_falls_back_offline_draws_every_event_opens_the_drawer_an
     assert_eq!(d["closed"], true, "{show}");
 
     // The time filter: from the middle of the slider, earlier events hidden.
+    // The confidence and kind filters hide exactly the events they exclude.
+    let set = |v: &Value| -> BTreeSet<String> { strings(v).into_iter().collect() };
+    let ids = |keep: &dyn Fn(&Event) -> bool| -> BTreeSet<String> {
+        events
+            .iter()
+            .filter(|e| keep(e))
+            .map(|e| e.event_id.clone())
+            .collect()
+    };
+    let min = seen["conf_filter"]["min"]
+        .as_f64()
+        .expect("the confidence set");
+    let expected = ids(&|e| e.confidence >= min - 1e-9);
+    assert!(
+        expected.len() < events.len(),
+        "no event below confidence {min}: the filter is not exercised"
+    );
+    assert_eq!(
+        set(&seen["conf_filter"]["drawn"]),
+        expected,
+        "drawn at least confidence {min}:\n{show}"
+    );
+    let expected = ids(&|e| e.kind.as_str() != "explosion");
+    assert_eq!(
+        set(&seen["kind_filter"]["drawn"]),
+        expected,
+        "drawn with explosions unticked:\n{show}"
+    );
+    assert_eq!(
+        set(&seen["after_filters"]),
+        ids(&|_| true),
+        "every event back with the filters reset:\n{show}"
+    );
+
     let t = &seen["time_filter"];
     let from = t["from_ms"].as_f64().expect("a `from` bound applied");
     let expected: BTreeSet<String> = events

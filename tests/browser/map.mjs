@@ -170,6 +170,20 @@ try {
     out.drawer.closed = !(await page.isVisible("#drawer"));
   }
 
+  // The confidence filter at 0.90, then back to 0.
+  const setConf = (v) => page.$eval("#min-conf", (el, v) => { el.value = v; el.dispatchEvent(new Event("input", { bubbles: true })); }, v);
+  await setConf("0.9");
+  await page.waitForTimeout(400);
+  out.conf_filter = { min: 0.9, drawn: await drawn() };
+  await setConf("0");
+  // The kind filter: "explosion" unticked, then ticked again.
+  await page.click("#kinds input[data-kind='explosion']");
+  await page.waitForTimeout(400);
+  out.kind_filter = { hidden: "explosion", drawn: await drawn() };
+  await page.click("#kinds input[data-kind='explosion']");
+  await page.waitForTimeout(400);
+  out.after_filters = await drawn();
+
   // The time filter: the "from" slider to its middle hides earlier events.
   await page.$eval("#time-from", (el) => { el.value = "500"; el.dispatchEvent(new Event("input", { bubbles: true })); });
   await page.waitForTimeout(400);
