@@ -96,11 +96,6 @@ fn units(stream: StreamKind) -> &'static str {
     }
 }
 
-fn distance(a: Geodetic, b: Geodetic) -> f64 {
-    let (p, q) = (a.to_ecef().0, b.to_ecef().0);
-    ((p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2) + (p[2] - q[2]).powi(2)).sqrt()
-}
-
 /// The waveforms of event `event_id`; `None` if there is no such event.
 /// Node positions come from the stored detections, else from `nodes`.
 pub fn event_waveforms(
@@ -133,7 +128,7 @@ pub fn event_waveforms(
         .map(|a| (a, false))
         .chain(ev.outliers.iter().map(|a| (a, true)));
     for (a, outlier) in arrivals {
-        let distance_m = position(a).map(|p| distance(source, p));
+        let distance_m = position(a).map(|p| source.distance(p));
         let gone = |reason: String| Missing {
             node_id: a.node_id.clone(),
             seq: a.seq,

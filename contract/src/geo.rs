@@ -71,6 +71,12 @@ impl Geodetic {
         Geodetic { lat, lon, alt_m }
     }
 
+    /// Straight-line (slant) distance to `other`, m, through ECEF.
+    pub fn distance(self, other: Geodetic) -> f64 {
+        let (p, q) = (self.to_ecef().0, other.to_ecef().0);
+        ((p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2) + (p[2] - q[2]).powi(2)).sqrt()
+    }
+
     /// To ECEF (NGA.STND.0036 eq. 4-14).
     pub fn to_ecef(self) -> Ecef {
         let (slat, clat) = self.lat.to_radians().sin_cos();
@@ -233,6 +239,19 @@ mod tests {
             let back = frame.to_enu(frame.to_geodetic(v));
             assert!(v.distance(back) < 1e-3, "{v:?} -> {back:?}");
         }
+    }
+
+    #[test]
+    fn geodetic_distance_is_the_enu_norm() {
+        // A rigid rotation and shift: the slant distance is the same in ENU.
+        let o = Geodetic::new(40.44, -79.99, 250.0);
+        let frame = EnuFrame::new(o);
+        let v = Enu::new(3_000.0, -4_000.0, 120.0);
+        let d = o.distance(frame.to_geodetic(v));
+        assert!(
+            (d - v.distance(Enu::new(0.0, 0.0, 0.0))).abs() < 1e-3,
+            "{d}"
+        );
     }
 
     #[test]
