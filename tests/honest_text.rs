@@ -42,7 +42,8 @@ fn count_before(line: &str, word: &str) -> Option<usize> {
 /// line counts arrivals and distinct nodes as the event JSON has them
 /// (never more nodes than the manifest has), says `1 arrival`/`1 node` in
 /// the singular, prints no `e+`, no `0.00 kg` and no nanoseconds, gives a
-/// yield below a gram as `< 1 g`, and none for a launch; and nothing on
+/// yield below a gram as `< 1 g`, and none for a launch (which is reported
+/// as a launch); and nothing on
 /// stdout or stderr carries an ANSI escape, though RUST_LOG=info gives log
 /// lines to colour.
 #[test]
@@ -188,6 +189,12 @@ fn replay_prints_honest_event_lines_without_escape_codes() {
         n_sum += n.parse::<usize>().unwrap();
     }
     assert_eq!((Some(r_sum), n_sum), (right, located), "{kinds}");
+    // The missile launch (heard from 0.3-4 km: a low-passed roar with an
+    // ignition step) is reported as a launch, so it prints no yield.
+    assert!(
+        inner.split(", ").any(|p| p == "launch 1/1"),
+        "the launch not reported as a launch: {kinds}"
+    );
 }
 
 /// `--log-format json`: every line on stderr is one JSON object with a

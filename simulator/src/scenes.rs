@@ -7,7 +7,7 @@
 //! value streams may change between versions, and the classifier's training
 //! must be bit-reproducible from its seeds.
 
-use blastnet_contract::{blast, SourceKind};
+use blastnet_contract::{absorption, blast, SourceKind};
 
 /// SplitMix64 (Steele et al. 2014): tiny, fast, good enough for noise.
 #[derive(Debug, Clone)]
@@ -196,6 +196,12 @@ pub fn render(
             };
             let pop_td = rng.log_range(1e-3, 8e-3);
             let lp = rng.range(0.3, 0.9);
+            // Half the launches are heard from afar (a separate stream of
+            // draws, so the scene's other sources stay as they were).
+            if salt & 1 == 1 {
+                distant_launch(&mut Rng::new(salt ^ 0x1A0C_4C4E), fs, onset_s, peak, out);
+                return truth(kind, onset_s, fs, i0, &before, out);
+            }
             let f = move |t: f64| {
                 if t < 0.0 {
                     return 0.0;
@@ -254,7 +260,64 @@ pub fn render(
             add_fn(out, fs, onset_s, 6.0 * tau + 0.3, &f);
         }
     }
-    // Measured peak of what was added.
+    truth(kind, onset_s, fs, i0, &before, out)
+}
+
+/// A launch heard from 0.3–5 km: the motor's ignition is a step into a
+/// roar that grows for a while and lasts, and the air has taken its
+/// highs (the cut-off is where ISO 9613-1 absorption over the range reaches
+/// 6 dB, for an air drawn at random; two one-pole low-passes stand in for the
+/// full filter, so the classifier does not learn one renderer's exact shape).
+/// Peak `peak`, first sample at `onset_s`.
+fn distant_launch(rng: &mut Rng, fs: f64, onset_s: f64, peak: f64, out: &mut [f32]) {
+    let range_m = rng.log_range(300.0, 5000.0);
+    let (temp_c, rh) = (rng.range(-5.0, 30.0), rng.range(20.0, 90.0));
+    let loss_db = |f: f64| absorption::alpha_db_per_m(f, temp_c, rh, 101_325.0) * range_m;
+    // Bisection in log f for loss_db(f) = 6 dB (monotonic in f).
+    let (mut lo, mut hi) = (20.0f64.ln(), (0.45 * fs).ln());
+    for _ in 0..40 {
+        let mid = 0.5 * (lo + hi);
+        if loss_db(mid.exp()) < 6.0 {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let fc = lo.exp();
+    let step = rng.range(0.15, 0.5);
+    let tau = rng.log_range(0.1, 1.0);
+    // Real motors roar for seconds; 2 s is all the features look at, and
+    // the scene's sources are 2.5 s apart.
+    let dur = rng.range(1.0, 2.2);
+    let low_share = rng.range(0.3, 0.8);
+    let pole = |f: f64| (-std::f64::consts::TAU * f / fs).exp();
+    let (a_low, a_air) = (pole(300.0), pole(fc));
+    let first = (onset_s * fs).ceil() as usize;
+    let n = ((dur * fs) as usize).min(out.len().saturating_sub(first));
+    let mut x = vec![0.0f64; n];
+    let (mut low, mut l2, mut y1, mut y2) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for (i, v) in x.iter_mut().enumerate() {
+        let t = (first + i) as f64 / fs - onset_s;
+        low = a_low * low + (1.0 - a_low) * rng.normal();
+        l2 = a_low * l2 + (1.0 - a_low) * low;
+        // The low band's variance after two poles is ~ (1-a)/4 of white's.
+        let roar = low_share * l2 * (4.0 / (1.0 - a_low)).sqrt() + (1.0 - low_share) * rng.normal();
+        let env = (step + (1.0 - step) * (1.0 - (-t / tau).exp())) * ((dur - t) / 0.3).clamp(0.0, 1.0);
+        y1 = a_air * y1 + (1.0 - a_air) * env * roar;
+        y2 = a_air * y2 + (1.0 - a_air) * y1;
+        *v = y2;
+    }
+    let max = x.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    if max > 0.0 {
+        for (o, v) in out[first..first + n].iter_mut().zip(&x) {
+            *o += (peak * v / max) as f32;
+        }
+    }
+}
+
+/// The truth of a source rendered into `out`: its measured peak is the
+/// largest change against `before` (the samples from `i0` before it).
+fn truth(kind: SourceKind, onset_s: f64, fs: f64, i0: usize, before: &[f32], out: &[f32]) -> TruthEvent {
     let mut pk = 0.0f64;
     for (j, &b0) in before.iter().enumerate() {
         if let Some(&a) = out.get(i0 + j) {

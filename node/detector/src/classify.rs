@@ -17,11 +17,15 @@
 //! candidates number thousands, not millions (see `lab/src/train.rs`).
 //!
 //! A node reports a blast kind only when the blast classes together reach
-//! [`Model::blast_threshold`]: the model is trained on class-balanced data,
-//! while in the field almost every candidate is not a blast, so the
-//! threshold (chosen at training on simulated field hours, for a budget of
-//! false blasts per node-hour) plays the part of the field's prior odds.
-//! The class probabilities themselves stay calibrated and are published.
+//! a threshold: the model is trained on class-balanced data, while in the
+//! field almost every candidate is not a blast, so the threshold (chosen at
+//! training on simulated field hours, for a budget of false blasts per
+//! node-hour) plays the part of the field's prior odds. The threshold
+//! depends on which blast class is likeliest ([`Model::class_thresholds`]):
+//! the field's blast-like sounds are nearly all explosion-like (a door
+//! slam, a dropped lid), so one threshold set by them would hold back
+//! gunshots and launches that nothing in the field resembles. The class
+//! probabilities themselves stay calibrated and are published.
 
 use crate::features::{FEATURE_NAMES, N_FEATURES};
 use blastnet_contract::SourceKind;
@@ -70,9 +74,17 @@ pub struct Model {
     /// Logits are divided by this (calibration).
     pub temperature: f64,
     /// A blast kind is reported when the blast classes' probabilities sum
-    /// to at least this.
+    /// to at least this (unless `class_thresholds` says otherwise).
     pub blast_threshold: f64,
+    /// Per blast class (explosion, gunshot, launch): the sum the blast
+    /// classes must reach when that class is the likeliest blast. Empty:
+    /// `blast_threshold` for every class.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub class_thresholds: Vec<f64>,
 }
+
+/// Number of blast classes (all but other_impulsive).
+pub const N_BLAST: usize = N_CLASSES - 1;
 
 /// The model compiled into the crate.
 pub const MODEL_JSON: &str = include_str!("../model.json");
@@ -94,7 +106,7 @@ pub struct Classifier {
     /// Root node of each tree (tree `t` feeds class `t % N_CLASSES`).
     roots: Vec<u32>,
     inv_t: f64,
-    blast_threshold: f64,
+    thresholds: [f64; N_BLAST],
 }
 
 impl Classifier {
@@ -125,6 +137,19 @@ impl Classifier {
         }
         if !(m.blast_threshold.is_finite() && (0.0..=1.0).contains(&m.blast_threshold)) {
             return Err("blast_threshold: expected a number in [0, 1]".into());
+        }
+        let mut thresholds = [m.blast_threshold; N_BLAST];
+        if !m.class_thresholds.is_empty() {
+            if m.class_thresholds.len() != N_BLAST
+                || m.class_thresholds
+                    .iter()
+                    .any(|t| !(t.is_finite() && (0.0..=1.0).contains(t)))
+            {
+                return Err(format!(
+                    "class_thresholds: expected {N_BLAST} numbers in [0, 1] (explosion, gunshot, launch)"
+                ));
+            }
+            thresholds.copy_from_slice(&m.class_thresholds);
         }
         let mut nodes = Vec::new();
         let mut roots = Vec::with_capacity(m.trees.len());
@@ -174,7 +199,7 @@ impl Classifier {
             nodes,
             roots,
             inv_t: 1.0 / m.temperature,
-            blast_threshold: m.blast_threshold,
+            thresholds,
         })
     }
 
@@ -185,7 +210,7 @@ impl Classifier {
             nodes: Vec::new(),
             roots: Vec::new(),
             inv_t: 1.0,
-            blast_threshold: 0.5,
+            thresholds: [0.5; N_BLAST],
         }
     }
 
@@ -234,33 +259,40 @@ impl Classifier {
     }
 
     /// The class a node reports for probabilities `p`, and its confidence:
-    /// the likeliest blast class when the blast classes together reach the
-    /// threshold, else other_impulsive (confidence: its own probability).
+    /// the likeliest blast class when the blast classes together reach that
+    /// class's threshold, else other_impulsive (confidence: its own
+    /// probability).
     pub fn decide(&self, p: &[f64; N_CLASSES]) -> (usize, f64) {
-        let blast: f64 = p[..N_CLASSES - 1].iter().sum();
-        if blast >= self.blast_threshold {
-            let mut best = 0;
-            for k in 1..N_CLASSES - 1 {
-                if p[k] > p[best] {
-                    best = k;
-                }
-            }
+        let (best, blast) = likeliest_blast(p);
+        if blast >= self.thresholds[best] {
             (best, p[best])
         } else {
             (N_CLASSES - 1, p[N_CLASSES - 1])
         }
     }
 
-    /// The blast threshold in use.
-    pub fn blast_threshold(&self) -> f64 {
-        self.blast_threshold
+    /// The blast thresholds in use (explosion, gunshot, launch).
+    pub fn thresholds(&self) -> [f64; N_BLAST] {
+        self.thresholds
     }
 
-    /// The same trees and temperature with another blast threshold.
-    pub fn with_blast_threshold(mut self, t: f64) -> Classifier {
-        self.blast_threshold = t.clamp(0.0, 1.0);
+    /// The same trees and temperature with other blast thresholds.
+    pub fn with_thresholds(mut self, t: [f64; N_BLAST]) -> Classifier {
+        self.thresholds = t.map(|v| v.clamp(0.0, 1.0));
         self
     }
+}
+
+/// The likeliest blast class of `p` (the first on a tie) and the blast
+/// classes' summed probability.
+pub fn likeliest_blast(p: &[f64; N_CLASSES]) -> (usize, f64) {
+    let mut best = 0;
+    for k in 1..N_BLAST {
+        if p[k] > p[best] {
+            best = k;
+        }
+    }
+    (best, p[..N_BLAST].iter().sum())
 }
 
 /// Numerically safe softmax.
