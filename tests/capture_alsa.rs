@@ -25,8 +25,9 @@
 //!   thread on a field node: an fsync on a slow SD card, a starved CPU.)
 //!
 //! The FIFO is opened read-write by the test before the node starts (so the
-//! plugin's open does not block) and enlarged to 1 MiB; one write of a
-//! whole period then lands atomically and each of the plugin's period reads
+//! plugin's open does not block) and enlarged to 1 MiB. A period is 512
+//! two-channel float frames, 4096 bytes = PIPE_BUF, so each write of one
+//! period lands atomically (POSIX) and each of the plugin's period reads
 //! returns exactly one period (a short read would be padded with the null
 //! slave's silence). `source.period_frames` fixes the period for that.
 #![cfg(target_os = "linux")]
@@ -50,8 +51,9 @@ use nix::unistd::Pid;
 use node_common::{Msg, Subscriber};
 
 const NODE: &str = "n1";
-/// Frames per period of the test device (`source.period_frames`).
-const PERIOD: usize = 1024;
+/// Frames per period of the test device (`source.period_frames`): with two
+/// float channels, PIPE_BUF (4096 bytes), the largest atomic pipe write.
+const PERIOD: usize = 512;
 /// The PCM's hint description, which `source.device` names.
 const DEVICE: &str = "blastnet ALSA test capture";
 
@@ -531,15 +533,14 @@ fn overruns_are_counted_when_the_reader_is_stalled() {
     for tid in stopped {
         ptrace::detach(tid, None).unwrap();
     }
-    // The device goes on 4 periods (256 ms) later: the resumed reader
-    // empties the full ring (0.5 s of audio) in far less, so nothing more
-    // is lost.
+    // The device goes on 0.25 s later: the resumed reader empties the full
+    // ring (0.5 s of audio) in far less, so nothing more is lost.
     let rest = input.frames.len() / PERIOD;
     device.play(
         &input.frames[(before + during) * PERIOD..rest * PERIOD],
         input.rate,
-        Instant::now(),
-        4,
+        Instant::now() + Duration::from_millis(250),
+        0,
     );
     device.wait_drained(Duration::from_secs(10), "after the stall");
     std::thread::sleep(Duration::from_millis(1500));
