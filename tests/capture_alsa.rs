@@ -403,6 +403,8 @@ fn capture_gives_the_detections_replay_gives_for_the_same_samples() {
     // Anything more would come within the detector's latency (well under 1 s).
     std::thread::sleep(Duration::from_secs(1));
     stop(node, &log);
+    // The broker forwards the last status after the node has gone.
+    sub.wait_offline(NODE, Duration::from_secs(10));
     let (got, got_snips) = received(&sub.snapshot());
 
     assert_eq!(got.len(), want.len(), "capture {got:?}\nreplay {want:?}");
@@ -545,6 +547,8 @@ fn overruns_are_counted_when_the_reader_is_stalled() {
     device.wait_drained(Duration::from_secs(10), "after the stall");
     std::thread::sleep(Duration::from_millis(1500));
     stop(node, &log);
+    // The broker forwards the last status after the node has gone.
+    sub.wait_offline(NODE, Duration::from_secs(10));
 
     // The ring holds ring_s of frames; the callback writes whole periods
     // or drops them: it kept as many whole periods as fit, the rest of the
