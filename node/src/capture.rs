@@ -163,7 +163,10 @@ impl CaptureSource {
         let stream_cfg = cpal::StreamConfig {
             channels: channels as u16,
             sample_rate: cfg.sample_rate,
-            buffer_size: cpal::BufferSize::Default,
+            buffer_size: match cfg.period_frames {
+                Some(n) => cpal::BufferSize::Fixed(n),
+                None => cpal::BufferSize::Default,
+            },
         };
         let device_name = cfg.device.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), NodeError>>();

@@ -152,6 +152,8 @@ pub struct SourceFile {
     pub seismic_sensitivity: f64,
     /// Capture: ring length, s.
     pub ring_s: f64,
+    /// Capture: frames per device period (0: the device's default).
+    pub period_frames: u32,
 }
 
 /// `[audio]`.
@@ -305,6 +307,8 @@ pub struct CaptureSettings {
     pub seismic_sensitivity: f64,
     /// Ring length, s.
     pub ring_s: f64,
+    /// Frames per device period (one callback), or `None`: the device's default.
+    pub period_frames: Option<u32>,
 }
 
 /// Where samples come from.
@@ -724,6 +728,21 @@ impl NodeConfig {
                                 1e12,
                             )?,
                             ring_s: c.range("source.ring_s", s.ring_s, 0.1, 60.0)?,
+                            period_frames: match s.period_frames {
+                                0 => None,
+                                n if n <= s.sample_rate => Some(n),
+                                n => {
+                                    return Err(c
+                                        .err(
+                                            "source.period_frames",
+                                            format!(
+                                                "expected 0 (the device's default) or at most one second of frames ({}), got {n}",
+                                                s.sample_rate
+                                            ),
+                                        )
+                                        .into())
+                                }
+                            },
                         })
                     }
                     other => {
@@ -892,6 +911,7 @@ mod tests {
             ("[mqtt]\nbackoff_max_s = 0.1\nbackoff_initial_s = 1\n", "mqtt.backoff_max_s"),
             ("[source]\nkind = \"capture\"\n", "position"),
             ("[source]\nkind = \"capture\"\nchannels = [\"acoustic\", \"sesmic\"]\n[position]\nlat = 1\nlon = 2\nalt_m = 3\n", "source.channels[1]"),
+            ("[source]\nkind = \"capture\"\nperiod_frames = 48001\n[position]\nlat = 1\nlon = 2\nalt_m = 3\n", "source.period_frames"),
             ("[clock]\nsource = \"gps\"\n", "clock.source"),
             ("[state]\nspool_max_bytes = \"big\"\n", "state.spool_max_bytes"),
             ("[mqtt]\nurll = \"x\"\n", "mqtt.urll"),
@@ -949,6 +969,7 @@ mod tests {
                     vec![Some(StreamKind::Acoustic), Some(StreamKind::Seismic)]
                 );
                 assert_eq!(c.sample_rate, 48_000);
+                assert_eq!(c.period_frames, None, "the device's own period by default");
             }
             other => panic!("the Pi example captures, got {other:?}"),
         }
