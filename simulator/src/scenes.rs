@@ -302,7 +302,8 @@ fn distant_launch(rng: &mut Rng, fs: f64, onset_s: f64, peak: f64, out: &mut [f3
         l2 = a_low * l2 + (1.0 - a_low) * low;
         // The low band's variance after two poles is ~ (1-a)/4 of white's.
         let roar = low_share * l2 * (4.0 / (1.0 - a_low)).sqrt() + (1.0 - low_share) * rng.normal();
-        let env = (step + (1.0 - step) * (1.0 - (-t / tau).exp())) * ((dur - t) / 0.3).clamp(0.0, 1.0);
+        let env =
+            (step + (1.0 - step) * (1.0 - (-t / tau).exp())) * ((dur - t) / 0.3).clamp(0.0, 1.0);
         y1 = a_air * y1 + (1.0 - a_air) * env * roar;
         y2 = a_air * y2 + (1.0 - a_air) * y1;
         *v = y2;
@@ -317,7 +318,14 @@ fn distant_launch(rng: &mut Rng, fs: f64, onset_s: f64, peak: f64, out: &mut [f3
 
 /// The truth of a source rendered into `out`: its measured peak is the
 /// largest change against `before` (the samples from `i0` before it).
-fn truth(kind: SourceKind, onset_s: f64, fs: f64, i0: usize, before: &[f32], out: &[f32]) -> TruthEvent {
+fn truth(
+    kind: SourceKind,
+    onset_s: f64,
+    fs: f64,
+    i0: usize,
+    before: &[f32],
+    out: &[f32],
+) -> TruthEvent {
     let mut pk = 0.0f64;
     for (j, &b0) in before.iter().enumerate() {
         if let Some(&a) = out.get(i0 + j) {

@@ -111,7 +111,7 @@ impl std::fmt::Display for RateReport {
             "stated 1-sigma covers {:.1}% of picks (68% if honest and Gaussian)",
             100.0 * self.within1.1 as f64 / self.within1.0.max(1) as f64
         )?;
-        write!(out, "picks {}, of which {} farther than 0.5 s from any source (none expected: sources are >= 2.5 s apart)", self.total_picks, self.extra)
+        write!(out, "picks {}, of which {} farther than 0.5 s from any source (sources are >= 2.5 s apart; a launch heard from afar roars for up to 2.2 s, and picks on its roar count here)", self.total_picks, self.extra)
     }
 }
 
