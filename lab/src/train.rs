@@ -14,6 +14,7 @@ use blastnet_detector::classify::{
     softmax, Classifier, Model, Tree, MODEL_FORMAT, N_BLAST, N_CLASSES,
 };
 use blastnet_detector::features::{FEATURE_NAMES, N_FEATURES};
+use ndarray::{Array2, ArrayView2};
 
 /// One labelled example.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -89,7 +90,8 @@ fn edges(values: &mut [f64], bins: usize) -> Vec<f64> {
 
 /// Grow one tree on samples `idx` with gradients `g` and hessians `h`.
 struct Grower<'a> {
-    bins: &'a [Vec<u8>],
+    /// Bin of each feature (rows) of each sample (columns).
+    bins: ArrayView2<'a, u8>,
     edges: &'a [Vec<f64>],
     g: &'a [f64],
     h: &'a [f64],
@@ -125,7 +127,7 @@ impl Grower<'_> {
                 let mut hg = vec![0.0; ne + 1];
                 let mut hh = vec![0.0; ne + 1];
                 for &i in idx {
-                    let bin = self.bins[f][i] as usize;
+                    let bin = self.bins[[f, i]] as usize;
                     hg[bin] += self.g[i];
                     hh[bin] += self.h[i];
                 }
@@ -150,7 +152,7 @@ impl Grower<'_> {
             }
             Some((_, f, j)) => {
                 let (l, r): (Vec<usize>, Vec<usize>) =
-                    idx.iter().partition(|&&i| (self.bins[f][i] as usize) <= j);
+                    idx.iter().partition(|&&i| (self.bins[[f, i]] as usize) <= j);
                 self.tree.feature[me] = f as u16;
                 self.tree.threshold[me] = self.edges[f][j];
                 let li = self.grow(&l, depth + 1);
@@ -183,20 +185,18 @@ pub fn fit(train: &[Example], calib: &[Example], b: Boosting, provenance: &str) 
             }
         })
         .collect();
-    let edges: Vec<Vec<f64>> = (0..N_FEATURES)
-        .map(|f| {
-            let mut v: Vec<f64> = train.iter().map(|e| e.x[f]).collect();
-            edges(&mut v, b.bins.clamp(2, 255))
-        })
+    // The feature matrix (samples × features), each feature's split
+    // candidates from its column, and the samples' bins (features × samples,
+    // so that a split search walks one feature's row).
+    let x = Array2::from_shape_fn((n, N_FEATURES), |(i, f)| train[i].x[f]);
+    let edges: Vec<Vec<f64>> = x
+        .columns()
+        .into_iter()
+        .map(|col| edges(&mut col.to_vec(), b.bins.clamp(2, 255)))
         .collect();
-    let bins: Vec<Vec<u8>> = (0..N_FEATURES)
-        .map(|f| {
-            train
-                .iter()
-                .map(|e| edges[f].partition_point(|&x| x < e.x[f]) as u8)
-                .collect()
-        })
-        .collect();
+    let bins = Array2::from_shape_fn((N_FEATURES, n), |(f, i)| {
+        edges[f].partition_point(|&v| v < x[[i, f]]) as u8
+    });
     let all: Vec<usize> = (0..n).collect();
     let mut logit = vec![[0.0; N_CLASSES]; n];
     let mut trees = Vec::with_capacity(b.rounds * N_CLASSES);
@@ -211,7 +211,7 @@ pub fn fit(train: &[Example], calib: &[Example], b: Boosting, provenance: &str) 
                 h[i] = (w * p[i][k] * (1.0 - p[i][k])).max(1e-12);
             }
             let mut grower = Grower {
-                bins: &bins,
+                bins: bins.view(),
                 edges: &edges,
                 g: &g,
                 h: &h,
@@ -481,7 +481,15 @@ mod tests {
         let train = make(8000);
         let calib = make(1000);
         let test = make(4000);
-        let m = fit(&train, &calib, Boosting::default(), "test");
+        // Depth 3 and 150 rounds: the shipped settings (depth 4, 300 rounds,
+        // for 25k picks whose features all carry something) fit noise when
+        // 18 of 19 features are pure noise (0.73 against Bayes 0.76).
+        let b = Boosting {
+            rounds: 150,
+            depth: 3,
+            ..Boosting::default()
+        };
+        let m = fit(&train, &calib, b, "test");
         let c = Classifier::from_model(&m).expect("valid model");
         let (acc, pairs) = score(&c, &test);
         let nearest = test
