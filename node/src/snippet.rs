@@ -243,26 +243,13 @@ impl StreamSnips {
         if to <= from {
             return None;
         }
-        let d = u64::from(self.factor);
-        let half = (self.taps.len() / 2) as i64;
-        let last = self.ring.len() as i64 - 1;
-        let mut y = Vec::with_capacity(((to - from) / d + 1) as usize);
-        let mut i = from;
-        while i < to {
-            let c = (i - self.ring_start) as i64;
-            // Centred (zero phase); the ring's edges are held.
-            let v: f64 = self
-                .taps
-                .iter()
-                .enumerate()
-                .map(|(k, h)| {
-                    let j = (c + k as i64 - half).clamp(0, last) as usize;
-                    h * f64::from(self.ring[j])
-                })
-                .sum();
-            y.push(v);
-            i += d;
-        }
+        let y = decimate_centred(
+            &self.ring,
+            &self.taps,
+            (from - self.ring_start) as usize,
+            (to - self.ring_start) as usize,
+            self.factor.max(1) as usize,
+        );
         let rate = (f64::from(self.rate) / f64::from(self.factor.max(1))).round() as u32;
         let start_utc = p
             .onset_utc
@@ -271,6 +258,55 @@ impl StreamSnips {
             node_id, p.seq, self.kind, start_utc, rate, &y,
         ))
     }
+}
+
+/// Outputs computed side by side in [`decimate_centred`].
+const LANES: usize = 8;
+
+/// The centred (zero-phase) filter `taps` at ring positions `from`, `from +
+/// d`, ... below `to`, the ring's edges held: output `c` is
+/// `Σ_k taps[k] · ring[clamp(c + k − half)]`, summed in order of `k`.
+///
+/// The ring's span under the filter is first copied, as f64 with its edges
+/// held, into one contiguous window, so the inner loop neither clamps nor
+/// wraps; and `LANES` outputs are summed side by side. Each output's sum
+/// still runs in order of `k` (no reassociation), so the result is the
+/// direct formula's bit for bit; but one sequential sum of ~160 taps is
+/// bound by the latency of its additions, and independent ones fill the
+/// pipeline (measured: the snippets of a one-hour replay took ~45 % of it
+/// with the direct formula, on a ring indexed tap by tap).
+fn decimate_centred(
+    ring: &VecDeque<f32>,
+    taps: &[f64],
+    from: usize,
+    to: usize,
+    d: usize,
+) -> Vec<f64> {
+    let half = taps.len() / 2;
+    let last = ring.len() as i64 - 1;
+    // Window position w holds ring[clamp(from + w − half)].
+    let span = to - from + taps.len();
+    let window: Vec<f64> = (0..span)
+        .map(|w| f64::from(ring[(from as i64 + w as i64 - half as i64).clamp(0, last) as usize]))
+        .collect();
+    let n_out = (to - from).div_ceil(d);
+    let mut y = Vec::with_capacity(n_out);
+    let mut o = 0;
+    while o + LANES <= n_out {
+        // (The neutral element of `f64: Sum` is -0.0: the same here.)
+        let mut acc = [-0.0f64; LANES];
+        for (k, &h) in taps.iter().enumerate() {
+            for (l, a) in acc.iter_mut().enumerate() {
+                *a += h * window[(o + l) * d + k];
+            }
+        }
+        y.extend_from_slice(&acc);
+        o += LANES;
+    }
+    for o in o..n_out {
+        y.push(taps.iter().zip(&window[o * d..]).map(|(h, x)| h * x).sum());
+    }
+    y
 }
 
 #[cfg(test)]
@@ -315,6 +351,60 @@ mod tests {
         for f in [4500.0, 6000.0, 10_000.0, 20_000.0] {
             let g = gain(f / 48_000.0);
             assert!(g < 0.01, "{f} Hz: gain {g}");
+        }
+    }
+
+    /// The fast decimator against the direct formula, bit for bit: on a
+    /// ring that wraps in memory, at both held edges and in between, for
+    /// output counts that do and do not fill whole lanes.
+    #[test]
+    fn decimation_equals_the_direct_formula_bit_for_bit() {
+        let taps = lowpass(6);
+        let half = (taps.len() / 2) as i64;
+        let mut ring: VecDeque<f32> = VecDeque::with_capacity(4096);
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut noise = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        // Fill, then drain the front and refill: the ring's storage wraps.
+        for _ in 0..3000 {
+            ring.push_back(noise());
+        }
+        ring.drain(..2000);
+        for _ in 0..2500 {
+            ring.push_back(noise());
+        }
+        assert!(!ring.as_slices().1.is_empty(), "the ring should wrap");
+        let last = ring.len() as i64 - 1;
+        for (from, to, d) in [
+            (0, ring.len(), 6),
+            (5, 400, 6),
+            (1000, 1013, 6),
+            (3200, ring.len(), 6),
+            (7, 90, 1),
+            (0, 3, 6),
+        ] {
+            let fast = decimate_centred(&ring, &taps, from, to, d);
+            let direct: Vec<f64> = (from..to)
+                .step_by(d)
+                .map(|c| {
+                    taps.iter()
+                        .enumerate()
+                        .map(|(k, h)| {
+                            h * f64::from(
+                                ring[(c as i64 + k as i64 - half).clamp(0, last) as usize],
+                            )
+                        })
+                        .sum()
+                })
+                .collect();
+            assert_eq!(fast.len(), direct.len(), "{from}..{to} by {d}");
+            for (i, (a, b)) in fast.iter().zip(&direct).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{from}..{to} by {d}: output {i}");
+            }
         }
     }
 
