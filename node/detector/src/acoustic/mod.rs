@@ -27,6 +27,8 @@ use crate::{DetectorConfig, Pick};
 mod finish;
 
 const MAX_PENDING: usize = 64;
+/// Low-band boxcars summed side by side (see `process`).
+const BOXCAR_LANES: usize = 4;
 /// Trigger history kept for the context features.
 const TRIG_HIST: usize = 256;
 /// Context window before a candidate, s.
@@ -345,8 +347,8 @@ impl Acoustic {
             let mut acc = self.low_acc;
             let (mut sum, mut count, decim) = (self.low_sum, self.low_count, self.low_decim);
             let mut todo = head;
-            while !todo.is_empty() {
-                // Complete the current boxcar (whole ones at a time).
+            // Complete the boxcar under way, if any.
+            if count > 0 {
                 let k = (decim - count).min(todo.len());
                 let (part, tail) = todo.split_at(k);
                 sum += f64::from(part.iter().sum::<f32>());
@@ -358,38 +360,63 @@ impl Acoustic {
                     (sum, count) = (0.0, 0);
                 }
             }
+            // Whole boxcars: each summed alone in order (its sum must not
+            // depend on how the stream is cut into blocks), but `LANES` of
+            // them side by side: one sequential f32 sum is bound by the
+            // latency of its additions, independent ones fill the pipeline.
+            let mut whole = todo.chunks_exact(decim * BOXCAR_LANES);
+            for group in whole.by_ref() {
+                let mut sums = [-0.0f32; BOXCAR_LANES]; // `f32: Sum` starts at -0.0
+                for i in 0..decim {
+                    for (l, s) in sums.iter_mut().enumerate() {
+                        *s += group[l * decim + i];
+                    }
+                }
+                for s in sums {
+                    let y = lp.step(
+                        &mut s_lp,
+                        hp.step(&mut s_hp, (0.0 + f64::from(s)) / decim as f64),
+                    );
+                    acc += y * y;
+                }
+            }
+            let mut singles = whole.remainder().chunks_exact(decim);
+            for part in singles.by_ref() {
+                let s = 0.0 + f64::from(part.iter().sum::<f32>());
+                let y = lp.step(&mut s_lp, hp.step(&mut s_hp, s / decim as f64));
+                acc += y * y;
+            }
+            // Start the next boxcar with what is left.
+            let part = singles.remainder();
+            if !part.is_empty() {
+                sum += f64::from(part.iter().sum::<f32>());
+                count += part.len();
+            }
             (self.low_sum, self.low_count) = (sum, count);
             self.low_state = [s_hp, s_lp];
             self.low_acc = acc;
             let frame = &mut self.frame[self.fill..self.fill + take];
-            // (A fold, not `all`: without the early exit it vectorises.)
-            if !head.iter().fold(false, |z, &v| z | (v == 0.0)) {
-                // The common case, without a branch per sample.
-                if self.zero_run >= n {
-                    prev = head[0];
-                }
-                self.zero_run = 0;
-                for (slot, &v) in frame.iter_mut().zip(head) {
-                    *slot = v - prev;
-                    prev = v;
-                }
-            } else {
-                let mut zero_run = self.zero_run;
-                for (slot, &v) in frame.iter_mut().zip(head) {
-                    if v == 0.0 {
-                        zero_run += 1;
-                    } else {
-                        if zero_run >= n {
-                            // Signal resumes after digital silence: its first
-                            // sample (often a DC offset) is no step.
-                            prev = v;
-                        }
-                        zero_run = 0;
+            // The first difference, as one loop over the block (it
+            // vectorises), then the one sample digital silence changes: the
+            // first to follow `n` or more exact zeros is no step (signal
+            // resuming after silence, its first sample often a DC offset).
+            // A run that long can only have begun before this block (a block
+            // is at most `n` samples), so that sample is the block's first
+            // non-zero one. (16-bit noise holds exact zeros in most frames:
+            // a branch per sample for them cost a third of the front end.)
+            for (slot, &v) in frame.iter_mut().zip(head) {
+                *slot = v - prev;
+                prev = v;
+            }
+            match head.iter().position(|&v| v != 0.0) {
+                Some(i) => {
+                    if self.zero_run + i as u64 >= n {
+                        frame[i] = head[i] - head[i];
                     }
-                    *slot = v - prev;
-                    prev = v;
+                    let last = head.iter().rposition(|&v| v != 0.0).unwrap_or(i);
+                    self.zero_run = (head.len() - 1 - last) as u64;
                 }
-                self.zero_run = zero_run;
+                None => self.zero_run += head.len() as u64,
             }
             self.prev = prev;
             self.fill += take;
