@@ -290,9 +290,15 @@ fn decimate_centred(
     let span = to - from + taps.len();
     let cols = span.div_ceil(d);
     let mut rows = vec![0.0f64; d * cols];
-    for w in 0..span {
-        let j = (from as i64 + w as i64 - half as i64).clamp(0, last) as usize;
-        rows[(w % d) * cols + w / d] = f64::from(ring[j]);
+    for (r, row) in rows.chunks_exact_mut(cols).enumerate() {
+        for (m, slot) in row.iter_mut().enumerate() {
+            let w = m * d + r;
+            if w >= span {
+                break;
+            }
+            let j = (from as i64 + w as i64 - half as i64).clamp(0, last) as usize;
+            *slot = f64::from(ring[j]);
+        }
     }
     // Window sample o d + k of output o is row k mod d, column o + k div d.
     let at: Vec<usize> = (0..taps.len()).map(|k| (k % d) * cols + k / d).collect();
