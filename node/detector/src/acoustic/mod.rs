@@ -737,7 +737,11 @@ fn first_difference(frame: &mut [f32], head: &[f32], prev: &mut f32, zero_run: &
     match head.iter().position(|&v| v != 0.0) {
         Some(i) => {
             if *zero_run + i as u64 >= n {
-                frame[i] = head[i] - head[i];
+                // The sample minus itself, as the rule computes it (not 0.0:
+                // a NaN or an infinity stays NaN).
+                #[allow(clippy::eq_op)]
+                let step = head[i] - head[i];
+                frame[i] = step;
             }
             let last = head.iter().rposition(|&v| v != 0.0).unwrap_or(i);
             *zero_run = (head.len() - 1 - last) as u64;
