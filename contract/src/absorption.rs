@@ -11,6 +11,8 @@
 //! exponentiate. The result starts at its first tap and is applied causally,
 //! so a pulse's first non-zero sample stays at its arrival sample.
 
+use std::cell::RefCell;
+
 use realfft::num_complex::Complex;
 use realfft::RealFftPlanner;
 
@@ -85,9 +87,17 @@ pub fn absorption_fir(air: Air, path_m: f64, rate_hz: u32) -> Vec<f64> {
 /// real-FFT bins of an `n`-point transform, return the `n`-point minimum-phase
 /// impulse response with that magnitude.
 pub fn minimum_phase_from_log_magnitude(log_mag: &[f64], n: usize) -> Vec<f64> {
-    let mut planner = RealFftPlanner::<f64>::new();
-    let fwd = planner.plan_fft_forward(n);
-    let inv = planner.plan_fft_inverse(n);
+    thread_local! {
+        /// Transforms planned once per length and thread: a detector's
+        /// template bank builds 64 filters of one length, and planning
+        /// (twiddles) was half its cost. The same plan computes the same
+        /// values, so the filters are as before, bit for bit.
+        static PLANNER: RefCell<RealFftPlanner<f64>> = RefCell::new(RealFftPlanner::new());
+    }
+    let (fwd, inv) = PLANNER.with(|p| {
+        let mut p = p.borrow_mut();
+        (p.plan_fft_forward(n), p.plan_fft_inverse(n))
+    });
     let mut spec: Vec<Complex<f64>> = log_mag.iter().map(|&l| Complex::new(l, 0.0)).collect();
     let mut cep = vec![0.0; n];
     // The imaginary parts of DC and Nyquist are zero by construction, so the

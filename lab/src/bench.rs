@@ -31,6 +31,10 @@ pub struct BenchOptions {
     pub no_aubio: bool,
     /// Keep the WAV (its path is reported).
     pub keep: bool,
+    /// Rounds of the end-to-end measurements (replay of one node, of twelve,
+    /// and aubioonset, interleaved), of which the best and the median are
+    /// reported: on a shared machine one run says little.
+    pub runs: usize,
 }
 
 /// Measure, handing each line of the report to `line` as it is measured.
@@ -67,47 +71,41 @@ pub fn run(args: &BenchOptions, mut line: impl FnMut(&str)) -> Result<()> {
         core
     ));
 
-    // The real replay, end to end: one node, then twelve.
+    // The real replay, end to end (one node, then twelve) and aubioonset,
+    // interleaved round by round, so that a change in the machine's load
+    // falls on all three alike.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let (replay_1, _) = replay_wall(&rt, &wav, secs, 1, &mut line)?;
     let scene = dir.join("twelve");
     write_ring_manifest(&scene, &wav, 12)?;
-    replay_wall(&rt, &scene, secs, 12, &mut line)?;
-    drop(rt);
-
-    if !args.no_aubio {
-        let t = Instant::now();
-        let out = Command::new("aubioonset")
-            .arg("-i")
-            .arg(&wav)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .output();
-        match out {
-            Ok(o) if o.status.success() => {
-                let aubio = t.elapsed().as_secs_f64();
-                let onsets = String::from_utf8_lossy(&o.stdout).lines().count();
-                line(&format!(
-                    "aubioonset (defaults: hfc, buf 512, hop 256): {:.3} s -> {:.0}x real time, {onsets} onsets",
-                    aubio,
-                    secs / aubio
-                ));
-                line(&format!(
-                    "ratio: blastnet replay end to end is {:.1}x faster than aubioonset (both decode the WAV); the detector alone, decoding on the same thread, {:.1}x; detection alone {:.1}x",
-                    aubio / replay_1,
-                    aubio / ours,
-                    aubio / (secs / core)
-                ));
+    let runs = args.runs.max(1);
+    let (mut one, mut twelve, mut aubio) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=runs {
+        if runs > 1 {
+            line(&format!("round {round} of {runs}"));
+        }
+        one.push(replay_wall(&rt, &wav, secs, 1, &mut line)?);
+        twelve.push(replay_wall(&rt, &scene, secs, 12, &mut line)?);
+        if !args.no_aubio {
+            match run_aubio(&wav) {
+                Ok(a) => {
+                    line(&format!(
+                        "aubioonset (defaults: hfc, buf 512, hop 256): {:.3} s -> {:.0}x real time, {} onsets; other processes kept {} busy",
+                        a.wall,
+                        secs / a.wall,
+                        a.onsets,
+                        a.others.map_or("?".into(), |o| format!("{o:.2} cores"))
+                    ));
+                    aubio.push(a.wall);
+                }
+                Err(e) => line(&format!("{e:#}")),
             }
-            Ok(o) => line(&format!("aubioonset failed with {}", o.status)),
-            Err(e) => line(&format!(
-                "aubioonset not run ({e}); install with `apt-get install -y aubio-tools`"
-            )),
         }
     }
+    drop(rt);
+    summary(&one, &twelve, &aubio, (ours, secs / core), &mut line);
     if args.keep {
         line(&format!("kept {}", wav.display()));
     } else {
@@ -156,16 +154,30 @@ fn write_wav(path: &std::path::Path, fs: u32, secs: f64) -> Result<usize> {
     Ok(events)
 }
 
+/// One end-to-end measurement: wall time, the CPU time of the measured work
+/// over it, and the CPU every other process took meanwhile (the machine may
+/// be shared: figures taken beside other work say so).
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    wall: f64,
+    /// User and system CPU seconds of the measured work, every thread.
+    user: f64,
+    system: f64,
+    /// Cores kept busy by every other process, on average (`None` without
+    /// `/proc/stat`).
+    others: Option<f64>,
+}
+
 /// Replay `path` (a WAV or a scenario folder of `nodes` nodes) end to end
 /// as `blastnet replay` does, as fast as the CPU allows; report wall and
-/// CPU time. Returns (wall, CPU) seconds.
+/// CPU time.
 fn replay_wall(
     rt: &tokio::runtime::Runtime,
     path: &std::path::Path,
     secs: f64,
     nodes: usize,
     line: &mut impl FnMut(&str),
-) -> Result<(f64, f64)> {
+) -> Result<Measured> {
     let opts = crate::replay::ReplayOptions {
         path: path.to_path_buf(),
         broker: None,
@@ -177,37 +189,184 @@ fn replay_wall(
         aggregator_config: None,
         store: None,
     };
-    let cpu0 = cpu_seconds();
+    let before = Ticks::now();
     let t = Instant::now();
     let out = rt.block_on(crate::replay::run(&opts, |_| {}))?;
     let wall = t.elapsed().as_secs_f64();
-    let cpu = cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
+    let m = Ticks::now().measure(&before, wall, false);
     line(&format!(
-        "blastnet replay end to end, {nodes} node{} ({:.0} node-hours): {wall:.3} s wall -> {:.0}x real time per node-stream; {} detections, {} events; CPU {}",
+        "blastnet replay end to end, {nodes} node{} ({:.0} node-hours): {wall:.3} s wall -> {:.0}x real time per node-stream; {} detections, {} events; CPU {:.2} s user + {:.2} s system = {:.2} cores busy on average; other processes: {}",
         if nodes == 1 { "" } else { "s" },
         secs * nodes as f64 / 3600.0,
         secs * nodes as f64 / wall,
         out.detections.len(),
         out.events.len(),
-        cpu.map_or("not measured (no /proc/self/stat)".to_string(), |c| format!(
-            "{c:.2} s (user + system), {:.2} cores busy on average",
-            c / wall
-        )),
+        m.user,
+        m.system,
+        (m.user + m.system) / wall,
+        cores(m.others),
     ));
-    Ok((wall, cpu.unwrap_or(f64::NAN)))
+    Ok(m)
 }
 
-/// This process's CPU time (user + system, every thread), seconds, from
-/// `/proc/self/stat` (Linux; clock ticks of 1/100 s, USER_HZ on every
-/// Linux architecture).
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name, which is in parentheses.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line: 12 and 13 here.
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
+fn cores(c: Option<f64>) -> String {
+    c.map_or("not measured".into(), |c| format!("{c:.2} cores"))
+}
+
+/// `aubioonset` with its defaults on a WAV: wall time, onsets found, other
+/// processes' load meanwhile.
+struct Aubio {
+    wall: f64,
+    onsets: usize,
+    others: Option<f64>,
+}
+
+fn run_aubio(wav: &std::path::Path) -> Result<Aubio> {
+    let before = Ticks::now();
+    let t = Instant::now();
+    let out = Command::new("aubioonset")
+        .arg("-i")
+        .arg(wav)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .output()
+        .context("aubioonset not run; install it with `apt-get install -y aubio-tools`")?;
+    let wall = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        anyhow::bail!("aubioonset failed on {} with {}", wav.display(), out.status);
+    }
+    let m = Ticks::now().measure(&before, wall, true);
+    Ok(Aubio {
+        wall,
+        onsets: String::from_utf8_lossy(&out.stdout).lines().count(),
+        others: m.others,
+    })
+}
+
+/// CPU clock ticks (USER_HZ: 1/100 s on every Linux architecture) from
+/// `/proc`: this process's user and system time, its waited-for
+/// children's, and the whole machine's busy time.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ticks {
+    user: f64,
+    system: f64,
+    children: f64,
+    machine_busy: Option<f64>,
+}
+
+impl Ticks {
+    fn now() -> Ticks {
+        let mut t = Ticks::default();
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // Fields after the command name, which is in parentheses:
+            // utime, stime, cutime, cstime are fields 14 to 17 of the line.
+            if let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) {
+                let f: Vec<f64> = rest
+                    .split_whitespace()
+                    .map(|v| v.parse().unwrap_or(f64::NAN))
+                    .collect();
+                if let (Some(u), Some(s), Some(cu), Some(cs)) =
+                    (f.get(11), f.get(12), f.get(13), f.get(14))
+                {
+                    (t.user, t.system, t.children) = (*u, *s, cu + cs);
+                }
+            }
+        }
+        // "cpu  user nice system idle iowait irq softirq steal ...": busy is
+        // all but idle and iowait.
+        t.machine_busy = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            let v: Vec<f64> = s
+                .lines()
+                .next()?
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            (v.len() >= 5).then(|| v.iter().sum::<f64>() - v[3] - v[4])
+        });
+        t
+    }
+
+    /// What happened since `before`, over `wall` seconds; `child`: the
+    /// measured work was a child process waited for (its CPU is in
+    /// `children`, all counted as user time), else this process's threads.
+    fn measure(&self, before: &Ticks, wall: f64, child: bool) -> Measured {
+        let (user, system) = if child {
+            (self.children - before.children, 0.0)
+        } else {
+            (self.user - before.user, self.system - before.system)
+        };
+        let ours =
+            self.user - before.user + self.system - before.system + self.children - before.children;
+        let others = self
+            .machine_busy
+            .zip(before.machine_busy)
+            .map(|(a, b)| ((a - b - ours) / 100.0 / wall).max(0.0));
+        Measured {
+            wall,
+            user: user / 100.0,
+            system: system / 100.0,
+            others,
+        }
+    }
+}
+
+/// Best (least) and median of `v`.
+fn best_median(v: &[f64]) -> (f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let med = if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        0.5 * (s[n / 2 - 1] + s[n / 2])
+    };
+    (s[0], med)
+}
+
+/// The figures issue #18 asks for, over every round: replay end to end
+/// against aubioonset (target 10x), and whether twelve nodes keep both
+/// cores busy (user time twice the wall time on two idle cores).
+fn summary(
+    one: &[Measured],
+    twelve: &[Measured],
+    aubio: &[f64],
+    (detector_file_s, detector_core_s): (f64, f64),
+    line: &mut impl FnMut(&str),
+) {
+    let n = one.len();
+    let (r1, r1m) = best_median(&one.iter().map(|m| m.wall).collect::<Vec<_>>());
+    line(&format!(
+        "summary over {n} round{}: replay end to end, 1 node: best {r1:.3} s, median {r1m:.3} s",
+        if n == 1 { "" } else { "s" }
+    ));
+    if !aubio.is_empty() {
+        let (a, am) = best_median(aubio);
+        line(&format!(
+            "  aubioonset on the same WAV: best {a:.3} s, median {am:.3} s; blastnet replay end to end is {:.1}x faster (best against best), {:.1}x (median against median); target 10x",
+            a / r1,
+            am / r1m
+        ));
+        line(&format!(
+            "  against aubioonset's median: this bench's own one-thread detector with hound's per-sample decoding {:.1}x; detection alone, in memory, {:.1}x",
+            am / detector_file_s,
+            am / detector_core_s
+        ));
+    }
+    if let Some(b) = twelve.iter().min_by(|a, b| a.wall.total_cmp(&b.wall)) {
+        let (w, wm) = best_median(&twelve.iter().map(|m| m.wall).collect::<Vec<_>>());
+        line(&format!(
+            "  12 nodes, 12 node-hours: wall best {w:.3} s, median {wm:.3} s; the fastest round: {:.2} s user + {:.2} s system, user / wall = {:.2} (2 = both of two cores), other processes: {}; {} cores here",
+            b.user,
+            b.system,
+            b.user / b.wall,
+            cores(b.others),
+            std::thread::available_parallelism().map_or(0, |p| p.get())
+        ));
+    }
 }
 
 /// A scenario folder of `n` nodes on a 300 m circle, each with `wav` as

@@ -229,6 +229,12 @@ impl Publisher {
         let opts = self.options()?;
         let cap = usize::from(self.cfg.mqtt.inflight) + 16;
         let (client, mut el) = AsyncClient::new(opts, cap);
+        // A detection goes out at once: with Nagle's algorithm a small
+        // packet written while an earlier one is unacknowledged waits for
+        // the broker's delayed ACK (40 ms on Linux).
+        let mut net = el.network_options();
+        net.set_tcp_nodelay(true);
+        el.set_network_options(net);
         let (tx, events) = mpsc::unbounded_channel();
         // The event loop runs in its own task so that nothing else cancels a
         // connection attempt half-way; it ends at the first error.

@@ -243,26 +243,13 @@ impl StreamSnips {
         if to <= from {
             return None;
         }
-        let d = u64::from(self.factor);
-        let half = (self.taps.len() / 2) as i64;
-        let last = self.ring.len() as i64 - 1;
-        let mut y = Vec::with_capacity(((to - from) / d + 1) as usize);
-        let mut i = from;
-        while i < to {
-            let c = (i - self.ring_start) as i64;
-            // Centred (zero phase); the ring's edges are held.
-            let v: f64 = self
-                .taps
-                .iter()
-                .enumerate()
-                .map(|(k, h)| {
-                    let j = (c + k as i64 - half).clamp(0, last) as usize;
-                    h * f64::from(self.ring[j])
-                })
-                .sum();
-            y.push(v);
-            i += d;
-        }
+        let y = decimate_centred(
+            &self.ring,
+            &self.taps,
+            (from - self.ring_start) as usize,
+            (to - self.ring_start) as usize,
+            self.factor.max(1) as usize,
+        );
         let rate = (f64::from(self.rate) / f64::from(self.factor.max(1))).round() as u32;
         let start_utc = p
             .onset_utc
@@ -271,6 +258,86 @@ impl StreamSnips {
             node_id, p.seq, self.kind, start_utc, rate, &y,
         ))
     }
+}
+
+/// Outputs computed side by side in [`decimate_centred`].
+const LANES: usize = 8;
+
+/// The centred (zero-phase) filter `taps` at ring positions `from`, `from +
+/// d`, ... below `to`, the ring's edges held: output `c` is
+/// `Σ_k taps[k] · ring[clamp(c + k − half)]`, summed in order of `k`.
+///
+/// Evaluated as the direct formula is, bit for bit (each output's sum runs
+/// in order of `k`, no reassociation), but laid out for speed: the ring's
+/// span under the filter is copied once, as f64 with its edges held, into
+/// `d` polyphase rows (row `r` holds window samples `r, r + d, ...`), so
+/// that for a given tap `LANES` consecutive outputs read `LANES`
+/// consecutive values of one row, and their `LANES` independent sums run
+/// side by side in vector registers. (Measured: with the direct formula,
+/// one sequential sum of ~160 taps per output on a ring indexed tap by
+/// tap, the snippets were ~45 % of a one-hour 48 kHz replay.)
+fn decimate_centred(
+    ring: &VecDeque<f32>,
+    taps: &[f64],
+    from: usize,
+    to: usize,
+    d: usize,
+) -> Vec<f64> {
+    let half = taps.len() / 2;
+    let last = ring.len() as i64 - 1;
+    // Window sample w is ring[clamp(from + w − half)]; row r, column m holds
+    // window sample m d + r.
+    let span = to - from + taps.len();
+    let cols = span.div_ceil(d);
+    let mut rows = vec![0.0f64; d * cols];
+    for (r, row) in rows.chunks_exact_mut(cols).enumerate() {
+        for (m, slot) in row.iter_mut().enumerate() {
+            let w = m * d + r;
+            if w >= span {
+                break;
+            }
+            let j = (from as i64 + w as i64 - half as i64).clamp(0, last) as usize;
+            *slot = f64::from(ring[j]);
+        }
+    }
+    // Window sample o d + k of output o is row k mod d, column o + k div d.
+    let at: Vec<usize> = (0..taps.len()).map(|k| (k % d) * cols + k / d).collect();
+    let n_out = (to - from).div_ceil(d);
+    let mut y = Vec::with_capacity(n_out);
+    let mut o = 0;
+    while o + LANES <= n_out {
+        let acc = lanes(taps, &at, &rows, o);
+        y.extend_from_slice(&acc);
+        o += LANES;
+    }
+    for o in o..n_out {
+        y.push(taps.iter().zip(&at).map(|(&h, &a)| h * rows[a + o]).sum());
+    }
+    y
+}
+
+/// Outputs `o .. o + LANES` of [`decimate_centred`] (`at[k]`: where tap
+/// `k` of output 0 reads in `rows`). Eight named sums, not an array: the
+/// array stayed in memory, each addition waiting on a store and a load.
+#[inline(never)]
+fn lanes(taps: &[f64], at: &[usize], rows: &[f64], o: usize) -> [f64; LANES] {
+    // (The neutral element of `f64: Sum` is -0.0: the same here.)
+    let (mut s0, mut s1, mut s2, mut s3) = (-0.0f64, -0.0f64, -0.0f64, -0.0f64);
+    let (mut s4, mut s5, mut s6, mut s7) = (-0.0f64, -0.0f64, -0.0f64, -0.0f64);
+    for (&h, &a) in taps.iter().zip(at) {
+        let Some(x) = rows[a + o..].first_chunk::<LANES>() else {
+            break; // cannot happen: the rows cover every tap of every output
+        };
+        s0 += h * x[0];
+        s1 += h * x[1];
+        s2 += h * x[2];
+        s3 += h * x[3];
+        s4 += h * x[4];
+        s5 += h * x[5];
+        s6 += h * x[6];
+        s7 += h * x[7];
+    }
+    [s0, s1, s2, s3, s4, s5, s6, s7]
 }
 
 #[cfg(test)]
@@ -315,6 +382,60 @@ mod tests {
         for f in [4500.0, 6000.0, 10_000.0, 20_000.0] {
             let g = gain(f / 48_000.0);
             assert!(g < 0.01, "{f} Hz: gain {g}");
+        }
+    }
+
+    /// The fast decimator against the direct formula, bit for bit: on a
+    /// ring that wraps in memory, at both held edges and in between, for
+    /// output counts that do and do not fill whole lanes.
+    #[test]
+    fn decimation_equals_the_direct_formula_bit_for_bit() {
+        let taps = lowpass(6);
+        let half = (taps.len() / 2) as i64;
+        let mut ring: VecDeque<f32> = VecDeque::with_capacity(4096);
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut noise = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        // Fill, then drain the front and refill: the ring's storage wraps.
+        for _ in 0..3000 {
+            ring.push_back(noise());
+        }
+        ring.drain(..2000);
+        for _ in 0..2500 {
+            ring.push_back(noise());
+        }
+        assert!(!ring.as_slices().1.is_empty(), "the ring should wrap");
+        let last = ring.len() as i64 - 1;
+        for (from, to, d) in [
+            (0, ring.len(), 6),
+            (5, 400, 6),
+            (1000, 1013, 6),
+            (3200, ring.len(), 6),
+            (7, 90, 1),
+            (0, 3, 6),
+        ] {
+            let fast = decimate_centred(&ring, &taps, from, to, d);
+            let direct: Vec<f64> = (from..to)
+                .step_by(d)
+                .map(|c| {
+                    taps.iter()
+                        .enumerate()
+                        .map(|(k, h)| {
+                            h * f64::from(
+                                ring[(c as i64 + k as i64 - half).clamp(0, last) as usize],
+                            )
+                        })
+                        .sum()
+                })
+                .collect();
+            assert_eq!(fast.len(), direct.len(), "{from}..{to} by {d}");
+            for (i, (a, b)) in fast.iter().zip(&direct).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{from}..{to} by {d}: output {i}");
+            }
         }
     }
 

@@ -590,17 +590,25 @@ fn decode_into(
     coding: SampleCoding,
     scale: f32,
 ) {
-    // Mono 16-bit and float, the common cases: chunks of a constant size,
-    // so the bounds checks go and the loop vectorises.
+    // Mono 16-bit and float, the common cases: written in place over a
+    // zipped slice of constant-size chunks, so the bounds checks go and the
+    // loop vectorises. (`extend` from a mapped `chunks_exact` did not: it
+    // took half the read-ahead thread's time on a 16-bit hour.)
     match (coding, frame_bytes) {
         (SampleCoding::I16, 2) => {
-            let frames = raw.chunks_exact(2);
-            buf.extend(frames.map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) * scale));
+            let start = buf.len();
+            buf.resize(start + raw.len() / 2, 0.0);
+            for (o, b) in buf[start..].iter_mut().zip(raw.chunks_exact(2)) {
+                *o = f32::from(i16::from_le_bytes([b[0], b[1]])) * scale;
+            }
             return;
         }
         (SampleCoding::F32, 4) => {
-            let frames = raw.chunks_exact(4);
-            buf.extend(frames.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * scale));
+            let start = buf.len();
+            buf.resize(start + raw.len() / 4, 0.0);
+            for (o, b) in buf[start..].iter_mut().zip(raw.chunks_exact(4)) {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * scale;
+            }
             return;
         }
         _ => {}

@@ -17,6 +17,9 @@ pub struct Args {
     /// Keep the WAV (its path is printed).
     #[arg(long)]
     pub keep: bool,
+    /// Rounds of the end-to-end measurements (best and median reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
 }
 
 /// Run `blastnet bench`.
@@ -26,6 +29,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         rate: args.rate,
         no_aubio: args.no_aubio,
         keep: args.keep,
+        runs: args.runs,
     };
     blastnet_lab::bench::run(&opts, |line| println!("{line}"))
 }

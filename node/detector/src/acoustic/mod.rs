@@ -27,6 +27,8 @@ use crate::{DetectorConfig, Pick};
 mod finish;
 
 const MAX_PENDING: usize = 64;
+/// Low-band boxcars summed side by side (see `process`).
+const BOXCAR_LANES: usize = 4;
 /// Trigger history kept for the context features.
 const TRIG_HIST: usize = 256;
 /// Context window before a candidate, s.
@@ -73,16 +75,7 @@ pub(crate) struct Acoustic {
     /// The low-band trigger (see `DetectorConfig::low_on_db`): band-pass
     /// sections and their state, the energy of the frame being filled, the
     /// last frames' energies (`low_window_s`), their adaptive floor.
-    low_hp: HighPass,
-    low_lp: HighPass,
-    low_state: [[f64; 2]; 2],
-    low_acc: f64,
-    /// The band-pass runs on boxcar means of `low_decim` samples (a rate of
-    /// about 2 kHz, well above the 250 Hz band): a recursive filter per
-    /// input sample is latency-bound and tripled the detector's cost.
-    low_decim: usize,
-    low_sum: f64,
-    low_count: usize,
+    low: LowBand,
     low_frames: Vec<f64>,
     low_floor: f64,
     low_on: bool,
@@ -251,13 +244,11 @@ impl Acoustic {
             alpha: (frame_dur / cfg.floor_tau_s).min(1.0),
             alpha_slow: (frame_dur / cfg.floor_tau_slow_s).min(1.0),
             alpha_fall: (frame_dur / cfg.floor_fall_tau_s).min(1.0),
-            low_hp: HighPass::butterworth(cfg.low_band_hz[0], fs / low_decim as f64),
-            low_lp: HighPass::butterworth_low(cfg.low_band_hz[1], fs / low_decim as f64),
-            low_decim,
-            low_sum: 0.0,
-            low_count: 0,
-            low_state: [[0.0; 2]; 2],
-            low_acc: 0.0,
+            low: LowBand::new(
+                HighPass::butterworth(cfg.low_band_hz[0], fs / low_decim as f64),
+                HighPass::butterworth_low(cfg.low_band_hz[1], fs / low_decim as f64),
+                low_decim,
+            ),
             low_frames: vec![0.0; ((cfg.low_window_s / frame_dur).round() as usize).max(1)],
             low_floor: 0.0,
             low_on: false,
@@ -338,60 +329,15 @@ impl Acoustic {
             let take = x.len().min(self.n - self.fill);
             let (head, rest) = x.split_at(take);
             self.ring.push_slice(head);
-            let mut prev = self.prev;
-            let n = self.n as u64;
-            let (hp, lp) = (self.low_hp, self.low_lp);
-            let [mut s_hp, mut s_lp] = self.low_state;
-            let mut acc = self.low_acc;
-            let (mut sum, mut count, decim) = (self.low_sum, self.low_count, self.low_decim);
-            let mut todo = head;
-            while !todo.is_empty() {
-                // Complete the current boxcar (whole ones at a time).
-                let k = (decim - count).min(todo.len());
-                let (part, tail) = todo.split_at(k);
-                sum += f64::from(part.iter().sum::<f32>());
-                count += k;
-                todo = tail;
-                if count == decim {
-                    let y = lp.step(&mut s_lp, hp.step(&mut s_hp, sum / decim as f64));
-                    acc += y * y;
-                    (sum, count) = (0.0, 0);
-                }
-            }
-            (self.low_sum, self.low_count) = (sum, count);
-            self.low_state = [s_hp, s_lp];
-            self.low_acc = acc;
+            self.low.feed(head);
             let frame = &mut self.frame[self.fill..self.fill + take];
-            // (A fold, not `all`: without the early exit it vectorises.)
-            if !head.iter().fold(false, |z, &v| z | (v == 0.0)) {
-                // The common case, without a branch per sample.
-                if self.zero_run >= n {
-                    prev = head[0];
-                }
-                self.zero_run = 0;
-                for (slot, &v) in frame.iter_mut().zip(head) {
-                    *slot = v - prev;
-                    prev = v;
-                }
-            } else {
-                let mut zero_run = self.zero_run;
-                for (slot, &v) in frame.iter_mut().zip(head) {
-                    if v == 0.0 {
-                        zero_run += 1;
-                    } else {
-                        if zero_run >= n {
-                            // Signal resumes after digital silence: its first
-                            // sample (often a DC offset) is no step.
-                            prev = v;
-                        }
-                        zero_run = 0;
-                    }
-                    *slot = v - prev;
-                    prev = v;
-                }
-                self.zero_run = zero_run;
-            }
-            self.prev = prev;
+            first_difference(
+                frame,
+                head,
+                &mut self.prev,
+                &mut self.zero_run,
+                self.n as u64,
+            );
             self.fill += take;
             self.samples += take as u64;
             x = rest;
@@ -452,7 +398,7 @@ impl Acoustic {
         }
         // The low band: energy over the last `low_window_s`.
         let kl = self.low_frames.len();
-        self.low_frames[(f % kl as u64) as usize] = std::mem::take(&mut self.low_acc);
+        self.low_frames[(f % kl as u64) as usize] = std::mem::take(&mut self.low.acc);
         let low: f64 = self.low_frames.iter().sum();
         if warm {
             self.low_floor = if f == 0 || self.reset_floor {
@@ -678,5 +624,256 @@ impl Acoustic {
             .map(|j| f64::from(self.energy[(j % hl) as usize]))
             .fold(0.0f64, f64::max);
         matches!((before, after), (Some(b), Some(a)) if a >= 2.0 * b && b > 0.0 && quiet <= 10.0 * b)
+    }
+}
+
+/// The low band's front end: boxcar means of `decim` samples (a rate of
+/// about 2 kHz, well above the 250 Hz band: a recursive filter per input
+/// sample is latency-bound and tripled the detector's cost) through the
+/// band-pass sections, their squares summed into `acc` (the energy of the
+/// frame being filled; `on_frame` takes it).
+#[derive(Debug, Clone)]
+struct LowBand {
+    hp: HighPass,
+    lp: HighPass,
+    state: [[f64; 2]; 2],
+    acc: f64,
+    decim: usize,
+    /// The boxcar under way: its sum so far and its number of samples.
+    sum: f64,
+    count: usize,
+}
+
+impl LowBand {
+    fn new(hp: HighPass, lp: HighPass, decim: usize) -> LowBand {
+        LowBand {
+            hp,
+            lp,
+            state: [[0.0; 2]; 2],
+            acc: 0.0,
+            decim,
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    /// The next samples. A boxcar's sum is an f64 sum of the f32 sums of
+    /// its parts, cut where the blocks fed are (frames and the caller's
+    /// blocks): those cuts are part of its value, so they are kept exactly.
+    #[inline]
+    fn feed(&mut self, x: &[f32]) {
+        let (hp, lp, decim) = (self.hp, self.lp, self.decim);
+        let [mut s_hp, mut s_lp] = self.state;
+        let (mut sum, mut count, mut acc) = (self.sum, self.count, self.acc);
+        let mut todo = x;
+        // Complete the boxcar under way, if any.
+        if count > 0 {
+            let k = (decim - count).min(todo.len());
+            let (part, tail) = todo.split_at(k);
+            sum += f64::from(part.iter().sum::<f32>());
+            count += k;
+            todo = tail;
+            if count == decim {
+                let y = lp.step(&mut s_lp, hp.step(&mut s_hp, sum / decim as f64));
+                acc += y * y;
+                (sum, count) = (0.0, 0);
+            }
+        }
+        // Whole boxcars: each summed alone in order, but `BOXCAR_LANES` of
+        // them side by side: one sequential f32 sum is bound by the latency
+        // of its additions, independent ones fill the pipeline.
+        let mut whole = todo.chunks_exact(decim * BOXCAR_LANES);
+        for group in whole.by_ref() {
+            let mut sums = [-0.0f32; BOXCAR_LANES]; // `f32: Sum` starts at -0.0
+            for i in 0..decim {
+                for (l, s) in sums.iter_mut().enumerate() {
+                    *s += group[l * decim + i];
+                }
+            }
+            for s in sums {
+                // (`0.0 +`: a boxcar's f64 sum starts at 0.0, as a part's.)
+                let y = lp.step(
+                    &mut s_lp,
+                    hp.step(&mut s_hp, (0.0 + f64::from(s)) / decim as f64),
+                );
+                acc += y * y;
+            }
+        }
+        let mut singles = whole.remainder().chunks_exact(decim);
+        for part in singles.by_ref() {
+            let s = 0.0 + f64::from(part.iter().sum::<f32>());
+            let y = lp.step(&mut s_lp, hp.step(&mut s_hp, s / decim as f64));
+            acc += y * y;
+        }
+        // Start the next boxcar with what is left.
+        let part = singles.remainder();
+        if !part.is_empty() {
+            sum += f64::from(part.iter().sum::<f32>());
+            count += part.len();
+        }
+        (self.sum, self.count, self.acc) = (sum, count, acc);
+        self.state = [s_hp, s_lp];
+    }
+}
+
+/// The first difference of `head` into `frame` (`head.len()` samples, at
+/// most `n`), after `prev`; `zero_run` counts the exact zeros up to here.
+/// The first sample to follow `n` or more exact zeros is no step (signal
+/// resuming after digital silence, its first sample often a DC offset).
+///
+/// One loop over the block (it vectorises), then the one sample digital
+/// silence can change: a run of `n` zeros ending in this block began before
+/// it (a block is at most `n` samples), so that sample is the block's first
+/// non-zero one. (16-bit noise holds exact zeros in most frames: a branch
+/// per sample for them cost a third of the front end.)
+#[inline]
+fn first_difference(frame: &mut [f32], head: &[f32], prev: &mut f32, zero_run: &mut u64, n: u64) {
+    let mut p = *prev;
+    for (slot, &v) in frame.iter_mut().zip(head) {
+        *slot = v - p;
+        p = v;
+    }
+    *prev = p;
+    match head.iter().position(|&v| v != 0.0) {
+        Some(i) => {
+            if *zero_run + i as u64 >= n {
+                // The sample minus itself, as the rule computes it (not 0.0:
+                // a NaN or an infinity stays NaN).
+                #[allow(clippy::eq_op)]
+                let step = head[i] - head[i];
+                frame[i] = step;
+            }
+            let last = head.iter().rposition(|&v| v != 0.0).unwrap_or(i);
+            *zero_run = (head.len() - 1 - last) as u64;
+        }
+        None => *zero_run += head.len() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 16-bit-like signal (exact zeros common) with runs of digital
+    /// silence of every length around the frame length, DC steps after
+    /// them, and signed zeros; cut into blocks of varied lengths.
+    fn signal_and_cuts(n: usize) -> (Vec<f32>, Vec<usize>) {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut x = Vec::new();
+        for (k, run) in [1, 5, n - 1, n, n + 1, 2 * n, 3 * n + 7, 0, 40]
+            .into_iter()
+            .cycle()
+            .take(60)
+            .enumerate()
+        {
+            let offset = [0.0f32, 3.0, -7.0, 0.5][k % 4];
+            for _ in 0..(next() % 700) as usize + 50 {
+                let q = ((next() % 9) as i64 - 4) as f32; // -4..4 LSB: zeros common
+                x.push(if q == 0.0 && next() % 3 == 0 {
+                    -0.0
+                } else {
+                    q + offset
+                });
+            }
+            x.extend(std::iter::repeat_n(0.0f32, run));
+        }
+        let mut cuts = Vec::new();
+        let mut at = 0;
+        while at < x.len() {
+            let len = match next() % 4 {
+                0 => 1,
+                1 => n,
+                _ => (next() % n as u64) as usize + 1,
+            };
+            cuts.push(len.min(x.len() - at));
+            at += len;
+        }
+        (x, cuts)
+    }
+
+    /// The fast first difference against the rule sample by sample, bit for
+    /// bit, blocks cut at frame edges as `process` cuts them.
+    #[test]
+    fn first_difference_equals_the_sample_by_sample_rule() {
+        let n = 128usize;
+        let (x, cuts) = signal_and_cuts(n);
+        let (mut prev, mut run) = (0.0f32, 0u64);
+        let (mut prev_ref, mut run_ref) = (0.0f32, 0u64);
+        let (mut at, mut fill) = (0, 0);
+        for len in cuts {
+            let mut block = &x[at..at + len];
+            at += len;
+            while !block.is_empty() {
+                let take = block.len().min(n - fill);
+                let (head, rest) = block.split_at(take);
+                let mut fast = vec![0.0f32; take];
+                first_difference(&mut fast, head, &mut prev, &mut run, n as u64);
+                let mut direct = vec![0.0f32; take];
+                for (slot, &v) in direct.iter_mut().zip(head) {
+                    if v == 0.0 {
+                        run_ref += 1;
+                    } else {
+                        if run_ref >= n as u64 {
+                            prev_ref = v;
+                        }
+                        run_ref = 0;
+                    }
+                    *slot = v - prev_ref;
+                    prev_ref = v;
+                }
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&fast), bits(&direct), "block at sample {}", at - len);
+                assert_eq!((prev.to_bits(), run), (prev_ref.to_bits(), run_ref));
+                fill = (fill + take) % n;
+                block = rest;
+            }
+        }
+    }
+
+    /// The side-by-side boxcars against one sum per boxcar part, in order,
+    /// bit for bit, on blocks of varied lengths.
+    #[test]
+    fn low_band_equals_the_boxcar_by_boxcar_sums() {
+        let (x, cuts) = signal_and_cuts(128);
+        let fs = 48_000.0;
+        let decim = 24;
+        let (hp, lp) = (
+            HighPass::butterworth(20.0, fs / decim as f64),
+            HighPass::butterworth_low(250.0, fs / decim as f64),
+        );
+        let mut fast = LowBand::new(hp, lp, decim);
+        let [mut s_hp, mut s_lp] = [[0.0f64; 2]; 2];
+        let (mut sum, mut count, mut acc) = (0.0f64, 0usize, 0.0f64);
+        let mut at = 0;
+        for len in cuts {
+            let block = &x[at..at + len];
+            at += len;
+            fast.feed(block);
+            let mut todo = block;
+            while !todo.is_empty() {
+                let k = (decim - count).min(todo.len());
+                let (part, tail) = todo.split_at(k);
+                sum += f64::from(part.iter().sum::<f32>());
+                count += k;
+                todo = tail;
+                if count == decim {
+                    let y = lp.step(&mut s_lp, hp.step(&mut s_hp, sum / decim as f64));
+                    acc += y * y;
+                    (sum, count) = (0.0, 0);
+                }
+            }
+            assert_eq!(fast.acc.to_bits(), acc.to_bits(), "after sample {at}");
+            assert_eq!((fast.sum.to_bits(), fast.count), (sum.to_bits(), count));
+            assert_eq!(
+                fast.state.map(|s| s.map(f64::to_bits)),
+                [s_hp, s_lp].map(|s| s.map(f64::to_bits))
+            );
+        }
     }
 }
