@@ -151,8 +151,9 @@ impl Grower<'_> {
                 self.tree.value[me] = -self.b.learning_rate * gs / (hs + lam);
             }
             Some((_, f, j)) => {
-                let (l, r): (Vec<usize>, Vec<usize>) =
-                    idx.iter().partition(|&&i| (self.bins[[f, i]] as usize) <= j);
+                let (l, r): (Vec<usize>, Vec<usize>) = idx
+                    .iter()
+                    .partition(|&&i| (self.bins[[f, i]] as usize) <= j);
                 self.tree.feature[me] = f as u16;
                 self.tree.threshold[me] = self.edges[f][j];
                 let li = self.grow(&l, depth + 1);
