@@ -22,10 +22,11 @@
 //! training on simulated field hours, for a budget of false blasts per
 //! node-hour) plays the part of the field's prior odds. The threshold
 //! depends on which blast class is likeliest ([`Model::class_thresholds`]):
-//! the field's blast-like sounds are nearly all explosion-like (a door
-//! slam, a dropped lid), so one threshold set by them would hold back
-//! gunshots and launches that nothing in the field resembles. The class
-//! probabilities themselves stay calibrated and are published.
+//! each class has its own look-alikes in the field (a slam for an
+//! explosion, a click for a gunshot, an engine for a launch), and one
+//! threshold set by the closest of them all would hold back the classes
+//! whose look-alikes are farther. The class probabilities themselves stay
+//! calibrated and are published.
 
 use crate::features::{FEATURE_NAMES, N_FEATURES};
 use blastnet_contract::SourceKind;
