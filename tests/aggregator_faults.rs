@@ -1,6 +1,6 @@
 //! The aggregator process under faults, against a real Mosquitto:
 //! `kill -9` at a random moment of ingest, SIGTERM with a backlog waiting at
-//! the broker, restarts on the same store. Nothing acknowledged is lost,
+//! the broker, restarts on the same store, a store on a full file system. Nothing acknowledged is lost,
 //! nothing is stored twice, and the events equal those of a fault-free run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -171,6 +171,48 @@ fn finals(events: &[Event]) -> BTreeMap<String, Final> {
         .collect()
 }
 
+/// The store at `db` holds exactly the final events `want` (same ids, same
+/// picks, the same place to a millimetre), each once, and every pick in one
+/// event only.
+fn assert_store_holds(db: &Path, want: &BTreeMap<String, Final>) {
+    let store = blastnet_aggregator::store::Store::open_file(db).unwrap();
+    let all = store.events_between(None, None, 10 * SOURCES).unwrap();
+    let stored = finals(&all);
+    assert_eq!(
+        stored.len(),
+        all.len(),
+        "every stored event is final: {} of {}",
+        stored.len(),
+        all.len()
+    );
+    let mut seen = BTreeSet::new();
+    for (id, (picks, _, _)) in &stored {
+        for p in picks {
+            assert!(seen.insert(p.clone()), "{p:?} used twice (again in {id})");
+        }
+    }
+    let want_picks: BTreeSet<_> = want.values().flat_map(|v| v.0.iter().cloned()).collect();
+    let missing: Vec<_> = want_picks.difference(&seen).take(5).collect();
+    assert!(
+        missing.is_empty(),
+        "picks of the reference's events not stored: {missing:?}"
+    );
+    assert_eq!(
+        stored.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "the same events as the fault-free run"
+    );
+    for (id, (picks, lat, lon)) in &stored {
+        let (wp, wlat, wlon) = &want[id];
+        assert_eq!(picks, wp, "{id}: the same picks");
+        let d =
+            EnuFrame::new(Geodetic::new(*wlat, *wlon, 0.0)).to_enu(Geodetic::new(*lat, *lon, 0.0));
+        // Synthetic picks with microsecond clocks: any difference is the
+        // engine's, not the data's; a millimetre is far below the CRLB.
+        assert!(d.e.hypot(d.n) < 1e-3, "{id} moved {} m", d.e.hypot(d.n));
+    }
+}
+
 #[test]
 fn kill_9_and_sigterm_mid_ingest_lose_nothing_and_store_nothing_twice() {
     let broker = Mosquitto::start_required();
@@ -258,42 +300,7 @@ fn kill_9_and_sigterm_mid_ingest_lose_nothing_and_store_nothing_twice() {
     terminate(&mut p3, &log3);
 
     // The store: every detection in an event once, every event once.
-    let store = blastnet_aggregator::store::Store::open_file(&db).unwrap();
-    let all = store.events_between(None, None, 10 * SOURCES).unwrap();
-    let stored = finals(&all);
-    assert_eq!(
-        stored.len(),
-        all.len(),
-        "every stored event is final: {} of {}",
-        stored.len(),
-        all.len()
-    );
-    let mut seen = BTreeSet::new();
-    for (id, (picks, _, _)) in &stored {
-        for p in picks {
-            assert!(seen.insert(p.clone()), "{p:?} used twice (again in {id})");
-        }
-    }
-    let want_picks: BTreeSet<_> = want.values().flat_map(|v| v.0.iter().cloned()).collect();
-    let missing: Vec<_> = want_picks.difference(&seen).take(5).collect();
-    assert!(
-        missing.is_empty(),
-        "picks of the reference's events not stored: {missing:?}"
-    );
-    assert_eq!(
-        stored.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>(),
-        "the same events as the fault-free run"
-    );
-    for (id, (picks, lat, lon)) in &stored {
-        let (wp, wlat, wlon) = &want[id];
-        assert_eq!(picks, wp, "{id}: the same picks");
-        let d =
-            EnuFrame::new(Geodetic::new(*wlat, *wlon, 0.0)).to_enu(Geodetic::new(*lat, *lon, 0.0));
-        // Synthetic picks with microsecond clocks: any difference is the
-        // engine's, not the data's; a millimetre is far below the CRLB.
-        assert!(d.e.hypot(d.n) < 1e-3, "{id} moved {} m", d.e.hypot(d.n));
-    }
+    assert_store_holds(&db, &want);
     let _ = std::fs::remove_file(&db);
     drop(broker);
 }
@@ -301,6 +308,125 @@ fn kill_9_and_sigterm_mid_ingest_lose_nothing_and_store_nothing_twice() {
 /// The shipped systemd unit gives the aggregator at least the 5 s its
 /// SIGTERM handling promises (and `kill_9_and_sigterm_…` measures) before it
 /// would be killed.
+/// A tmpfs of `size` mounted at `at` for the test's life (unmounted on
+/// drop), or why not: mounting needs root (or CAP_SYS_ADMIN).
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(at: &Path, size: &str) -> Result<SmallFs, String> {
+        std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(SmallFs(at.to_path_buf()))
+    }
+
+    /// Fill it to the last byte with `name`: writes until the file system
+    /// says it is full (ENOSPC), in ever smaller pieces.
+    fn fill(&self, name: &str) -> PathBuf {
+        use std::io::Write;
+        let path = self.0.join(name);
+        let mut f = std::fs::File::create(&path).unwrap();
+        for piece in [1 << 16, 4096, 512, 1] {
+            let buf = vec![0x55u8; piece];
+            loop {
+                match f.write_all(&buf) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                    Err(e) => panic!("filling {}: {e}", path.display()),
+                }
+            }
+        }
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Full disk (#17), on a real file system: the store on a 16 MiB tmpfs
+/// filled to its last byte while 5,000 detections arrive. The aggregator
+/// counts the failed writes (`store_errors`), acknowledges nothing it could
+/// not write and keeps running; once space returns it stores every event of
+/// the fault-free run, each once. Skipped, saying why, where no tmpfs can
+/// be mounted.
+#[test]
+fn a_full_disk_holds_everything_until_space_returns_then_stores_each_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = match SmallFs::mount(&dir.path().join("small"), "16m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!(
+                "SKIPPED a_full_disk_holds_everything_until_space_returns_then_stores_each_event_once: cannot mount a tmpfs to fill ({why}); needs root or CAP_SYS_ADMIN"
+            );
+            return;
+        }
+    };
+    let broker = Mosquitto::start_required();
+    let port = broker.port();
+    let rt = runtime();
+    let msgs = traffic();
+    let want = finals(&fault_free(&rt, port, "full", "blastnet", SITE, &msgs));
+    assert!(want.len() >= SOURCES * 99 / 100, "the reference locates {}", want.len());
+
+    let db = small.0.join("events.db");
+    let http = blastnet_broker::free_port();
+    let config = write_config(dir.path(), port, http, &db);
+    let log = dir.path().join("full.log");
+    let mut p = spawn(&config, &log);
+    wait_up(&rt, http, &mut p, &log);
+    let filler = small.fill("filler");
+    let publisher = {
+        let msgs = msgs.clone();
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(publish_all("127.0.0.1", port, "full-pub", &msgs, false))
+        })
+    };
+    // The disk is full: writes fail and are counted; the process stays up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let errors = loop {
+        let n = metric(&rt, http, "blastnet_aggregator_store_errors_total").unwrap_or(0);
+        if n >= 3 {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} store errors within 30 s on a full disk: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(p.try_wait().unwrap().is_none(), "the aggregator exited on a full disk");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("disk full: {errors} store errors counted; freeing the space");
+    std::fs::remove_file(&filler).unwrap();
+    publisher.join().unwrap().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = get(&rt, http, &format!("/api/events?limit={}", 2 * SOURCES))
+            .map(|body| finals(&serde_json::from_str::<Vec<Event>>(&body).unwrap()).len());
+        if got.is_some_and(|n| n >= want.len()) || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    terminate(&mut p, &log);
+    assert_store_holds(&db, &want);
+    drop(broker);
+}
+
 #[test]
 fn the_shipped_unit_waits_longer_than_the_shutdown_takes() {
     let unit = std::fs::read_to_string(
