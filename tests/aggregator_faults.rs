@@ -376,7 +376,11 @@ fn a_full_disk_holds_everything_until_space_returns_then_stores_each_event_once(
     let rt = runtime();
     let msgs = traffic();
     let want = finals(&fault_free(&rt, port, "full", "blastnet", SITE, &msgs));
-    assert!(want.len() >= SOURCES * 99 / 100, "the reference locates {}", want.len());
+    assert!(
+        want.len() >= SOURCES * 99 / 100,
+        "the reference locates {}",
+        want.len()
+    );
 
     let db = small.0.join("events.db");
     let http = blastnet_broker::free_port();
@@ -407,7 +411,10 @@ fn a_full_disk_holds_everything_until_space_returns_then_stores_each_event_once(
             "{n} store errors within 30 s on a full disk: {}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        assert!(p.try_wait().unwrap().is_none(), "the aggregator exited on a full disk");
+        assert!(
+            p.try_wait().unwrap().is_none(),
+            "the aggregator exited on a full disk"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     eprintln!("disk full: {errors} store errors counted; freeing the space");
