@@ -171,6 +171,35 @@ fn finals(events: &[Event]) -> BTreeMap<String, Final> {
         .collect()
 }
 
+/// `msgs` published by client `client` from a thread of its own.
+fn publish_in_background(
+    port: u16,
+    client: &str,
+    msgs: &[(String, Vec<u8>)],
+) -> std::thread::JoinHandle<Result<(), String>> {
+    let (client, msgs) = (client.to_string(), msgs.to_vec());
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(publish_all("127.0.0.1", port, &client, &msgs, false))
+    })
+}
+
+/// Wait (up to `timeout`) until the API lists `n` final events.
+fn wait_for_finals(rt: &tokio::runtime::Runtime, http: u16, n: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = get(rt, http, &format!("/api/events?limit={}", 2 * SOURCES))
+            .map(|body| finals(&serde_json::from_str::<Vec<Event>>(&body).unwrap()).len());
+        if got.is_some_and(|g| g >= n) || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The store at `db` holds exactly the final events `want` (same ids, same
 /// picks, the same place to a millimetre), each once, and every pick in one
 /// event only.
@@ -250,16 +279,7 @@ fn kill_9_and_sigterm_mid_ingest_lose_nothing_and_store_nothing_twice() {
     let log1 = dir.path().join("run1.log");
     let mut p1 = spawn(&config, &log1);
     wait_up(&rt, http, &mut p1, &log1);
-    let publisher = {
-        let msgs = msgs.clone();
-        std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(publish_all("127.0.0.1", port, "crash-pub", &msgs, false))
-        })
-    };
+    let publisher = publish_in_background(port, "crash-pub", &msgs);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let n = metric(&rt, http, "blastnet_aggregator_detections_accepted_total").unwrap_or(0);
@@ -288,15 +308,7 @@ fn kill_9_and_sigterm_mid_ingest_lose_nothing_and_store_nothing_twice() {
     let log3 = dir.path().join("run3.log");
     let mut p3 = spawn(&config, &log3);
     wait_up(&rt, http, &mut p3, &log3);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let got = get(&rt, http, &format!("/api/events?limit={}", 2 * SOURCES))
-            .map(|body| finals(&serde_json::from_str::<Vec<Event>>(&body).unwrap()).len());
-        if got.is_some_and(|n| n >= want.len()) || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_finals(&rt, http, want.len(), Duration::from_secs(60));
     terminate(&mut p3, &log3);
 
     // The store: every detection in an event once, every event once.
@@ -389,16 +401,7 @@ fn a_full_disk_holds_everything_until_space_returns_then_stores_each_event_once(
     let mut p = spawn(&config, &log);
     wait_up(&rt, http, &mut p, &log);
     let filler = small.fill("filler");
-    let publisher = {
-        let msgs = msgs.clone();
-        std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(publish_all("127.0.0.1", port, "full-pub", &msgs, false))
-        })
-    };
+    let publisher = publish_in_background(port, "full-pub", &msgs);
     // The disk is full: writes fail and are counted; the process stays up.
     let deadline = Instant::now() + Duration::from_secs(30);
     let errors = loop {
@@ -420,15 +423,7 @@ fn a_full_disk_holds_everything_until_space_returns_then_stores_each_event_once(
     eprintln!("disk full: {errors} store errors counted; freeing the space");
     std::fs::remove_file(&filler).unwrap();
     publisher.join().unwrap().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let got = get(&rt, http, &format!("/api/events?limit={}", 2 * SOURCES))
-            .map(|body| finals(&serde_json::from_str::<Vec<Event>>(&body).unwrap()).len());
-        if got.is_some_and(|n| n >= want.len()) || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_finals(&rt, http, want.len(), Duration::from_secs(120));
     terminate(&mut p, &log);
     assert_store_holds(&db, &want);
     drop(broker);
