@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod small_fs;
+use small_fs::SmallFs;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -320,51 +322,6 @@ fn kill_9_and_sigterm_mid_ingest_lose_nothing_and_store_nothing_twice() {
 /// The shipped systemd unit gives the aggregator at least the 5 s its
 /// SIGTERM handling promises (and `kill_9_and_sigterm_…` measures) before it
 /// would be killed.
-/// A tmpfs of `size` mounted at `at` for the test's life (unmounted on
-/// drop), or why not: mounting needs root (or CAP_SYS_ADMIN).
-struct SmallFs(PathBuf);
-
-impl SmallFs {
-    fn mount(at: &Path, size: &str) -> Result<SmallFs, String> {
-        std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .output()
-            .map_err(|e| format!("mount: {e}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-        }
-        Ok(SmallFs(at.to_path_buf()))
-    }
-
-    /// Fill it to the last byte with `name`: writes until the file system
-    /// says it is full (ENOSPC), in ever smaller pieces.
-    fn fill(&self, name: &str) -> PathBuf {
-        use std::io::Write;
-        let path = self.0.join(name);
-        let mut f = std::fs::File::create(&path).unwrap();
-        for piece in [1 << 16, 4096, 512, 1] {
-            let buf = vec![0x55u8; piece];
-            loop {
-                match f.write_all(&buf) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
-                    Err(e) => panic!("filling {}: {e}", path.display()),
-                }
-            }
-        }
-        let _ = f.sync_all();
-        path
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// Full disk (#17), on a real file system: the store on a 16 MiB tmpfs
 /// filled to its last byte while 5,000 detections arrive. The aggregator
 /// counts the failed writes (`store_errors`), acknowledges nothing it could

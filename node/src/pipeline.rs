@@ -114,15 +114,19 @@ impl<S: SampleSource> Pipeline<S> {
                 base: 0,
             });
         }
-        // Resume: same source and not finished → skip what is already spooled.
+        // Resume: same source, and not finished or finished with detections
+        // still waiting in the spool (its drain was cut short: the broker was
+        // out of reach) → skip what is already spooled. A finished replay
+        // whose detections were all delivered runs again from the start.
         let mut resume_active = false;
         let mut state_saved_at_start = Ok(false);
         match source.resume_key() {
             Some(key) => {
+                let waiting = spool.backlog() > 0;
                 let same = state
                     .resume
                     .as_ref()
-                    .is_some_and(|r| r.key == key && !r.completed);
+                    .is_some_and(|r| r.key == key && (!r.completed || waiting));
                 if same {
                     resume_active = true;
                     if let Some(t) = state
