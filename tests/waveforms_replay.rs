@@ -26,11 +26,6 @@ fn utc(v: &Value) -> UtcNs {
     UtcNs::parse(v.as_str().unwrap_or_else(|| panic!("not a time: {v}"))).unwrap()
 }
 
-fn distance(a: Geodetic, b: Geodetic) -> f64 {
-    let (p, q) = (a.to_ecef().0, b.to_ecef().0);
-    ((p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2) + (p[2] - q[2]).powi(2)).sqrt()
-}
-
 #[test]
 fn every_arrival_of_a_replayed_blast_has_its_waveform_with_the_pick_inside() {
     let work = common::shipped("single-blast");
@@ -152,7 +147,7 @@ fn every_arrival_of_a_replayed_blast_has_its_waveform_with_the_pick_inside() {
                 );
                 let residual = x["residual_s"].as_f64().unwrap();
                 let predicted = utc(&x["predicted_utc"]);
-                let dist = distance(source, Geodetic::new(det.lat, det.lon, det.alt_m));
+                let dist = source.distance(Geodetic::new(det.lat, det.lon, det.alt_m));
                 assert!((x["distance_m"].as_f64().unwrap() - dist).abs() < 1e-3);
                 if stream == "acoustic" {
                     let want = ev.origin_utc.add_secs_f64(dist / ev.sound_speed_mps);

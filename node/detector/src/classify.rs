@@ -272,11 +272,6 @@ impl Classifier {
         }
     }
 
-    /// The blast thresholds in use (explosion, gunshot, launch).
-    pub fn thresholds(&self) -> [f64; N_BLAST] {
-        self.thresholds
-    }
-
     /// The same trees and temperature with other blast thresholds.
     pub fn with_thresholds(mut self, t: [f64; N_BLAST]) -> Classifier {
         self.thresholds = t.map(|v| v.clamp(0.0, 1.0));
