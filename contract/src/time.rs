@@ -69,11 +69,13 @@ impl UtcNs {
 
     /// The instant `self + seconds`, with `seconds` rounded to the nearest nanosecond.
     /// For offsets computed in floating point (a sub-sample onset, a propagation delay).
+    #[inline]
     pub fn add_secs_f64(self, seconds: f64) -> UtcNs {
         UtcNs(self.0 + (seconds * NS_PER_S as f64).round() as i64)
     }
 
     /// `self - other` in seconds, as f64 (for solver arithmetic on short differences).
+    #[inline]
     pub fn secs_since(self, other: UtcNs) -> f64 {
         (self.0 - other.0) as f64 / NS_PER_S as f64
     }

@@ -17,6 +17,12 @@ use crate::propagation::Phase;
 /// `challenge`).
 const MAX_CHALLENGES_JUDGED: usize = 3;
 
+/// A challenged event's arrivals left out in turn, earliest first (see
+/// `challenge`): more than the nodes of the scenes measured (city-salvo 11,
+/// ShotSpotter's Pittsburgh release at most 6, the random scenes at most
+/// 14), so that there every arrival is.
+const MAX_LEFT_OUT: usize = 16;
+
 /// A challenged event's local refit without one of its picks (`skip`; none:
 /// with all of them), as screened before it is judged in full.
 struct Refit {
@@ -81,6 +87,14 @@ impl Engine {
         if !outlier_sites && !free.iter().any(|&i| unexplained(self.pending[i].node)) {
             return false;
         }
+        // Where chance alone explains several nodes (a noise storm), picks
+        // near its predictions at sites it does not explain are expected by
+        // chance, no sign of a wrong basin; and each refit would gather
+        // them all (hundreds), seconds of engine time at a storm's rates.
+        let (mut local, mut chance) = (Vec::new(), Vec::new());
+        if self.local_chance(usize::MAX, ev.tref, &mut local, &mut chance) {
+            return false;
+        }
         let mut dets: Vec<Det> = ev
             .members
             .iter()
@@ -96,12 +110,21 @@ impl Engine {
         // source's would be.
         let s = &ev.sol;
         let h = [s.position.e, s.position.n, s.position.u, s.origin_s];
-        let leave_out = std::iter::once(None).chain(
-            ev.members
-                .iter()
-                .filter(|m| m.used && m.det.stream == StreamKind::Acoustic)
-                .map(|m| Some(m.det.uid)),
-        );
+        // Left out in turn: the earliest `MAX_LEFT_OUT` arrivals (an event
+        // is confirmed online on its first arrivals, so a wrong pick that
+        // set its basin is among them; later ones were gated against that
+        // basin). Every arrival in turn costs a refit per arrival: in a
+        // network of hundreds of nodes hearing one blast, seconds of engine
+        // time during which no other decision is made.
+        let mut firsts: Vec<(UtcNs, u64)> = ev
+            .members
+            .iter()
+            .filter(|m| m.used && m.det.stream == StreamKind::Acoustic)
+            .map(|m| (m.det.onset, m.det.uid))
+            .collect();
+        firsts.sort_unstable();
+        firsts.truncate(MAX_LEFT_OUT);
+        let leave_out = std::iter::once(None).chain(firsts.iter().map(|f| Some(f.1)));
         let without = |skip: Option<u64>| -> Vec<Det> {
             dets.iter()
                 .filter(|d| Some(d.uid) != skip)
@@ -133,7 +156,7 @@ impl Engine {
         let mut best = None;
         for r in screened.into_iter().take(MAX_CHALLENGES_JUDGED) {
             if let SeedVerdict::Accept(found) =
-                self.evaluate_seed(&without(r.skip), r.start, r.tref, true)
+                self.evaluate_seed(&without(r.skip), r.start, r.tref, true, false)
             {
                 best = Some(found);
                 break;

@@ -794,6 +794,7 @@ impl Engine {
             return;
         }
         let mut ix = PoolIndex::new(&self.pending, self.nodes.len());
+        let (mut local, mut chance) = (Vec::new(), Vec::new());
         let mut i = 0;
         while i < self.pending.len() {
             let q = self.pending[i];
@@ -807,6 +808,12 @@ impl Engine {
                 continue;
             }
             self.pending[i - 1].repeat_checked = true;
+            // Where chance alone explains several nodes (a noise storm),
+            // most nodes repeat any Δ by chance: neither a pattern's count
+            // nor a doublet's tells anything (and each costs a fit per
+            // pick); the rounds are left to the sweep, which tests its
+            // counts against chance.
+            let mut dense: Option<bool> = None;
             let mut best: Option<(Vec<usize>, [f64; 4])> = None;
             for pat in self.patterns.iter().rev() {
                 let Some(&(_, t0, v0)) = pat.arrivals.iter().find(|p| p.0 == q.node) else {
@@ -815,6 +822,11 @@ impl Engine {
                 let dt = q.onset.secs_since(t0);
                 if !(dt > 0.0 && dt <= self.window_s) {
                     continue;
+                }
+                if *dense.get_or_insert_with(|| {
+                    self.local_chance(q.node, q.onset, &mut local, &mut chance)
+                }) {
+                    break;
                 }
                 let mut set = vec![i - 1];
                 for &(n, t, v) in pat.arrivals.iter().filter(|p| p.0 != q.node) {
@@ -848,6 +860,12 @@ impl Engine {
                         let d = (p.e - h[0]).hypot(p.n - h[1]);
                         d <= 3.0 * f.sol.uncertainty.horizontal_m + 2.0 * REPEAT_MOVE_M
                     })
+                }
+                None if *dense.get_or_insert_with(|| {
+                    self.local_chance(q.node, q.onset, &mut local, &mut chance)
+                }) =>
+                {
+                    None
                 }
                 None => self.doublet(i - 1, &ix).and_then(|set| {
                     // The earlier round of a burst whose first source no

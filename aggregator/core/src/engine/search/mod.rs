@@ -21,7 +21,7 @@ use crate::propagation::Phase;
 
 pub(super) mod verdict;
 
-use verdict::{poisson_binomial_tail, SeedVerdict, DENSITY_WINDOW_S};
+use verdict::{poisson_binomial_tails, SeedVerdict, DENSITY_WINDOW_S};
 
 /// The sweep draws hypotheses first from the picks of this many nodes nearest the pivot's.
 const NEAR_NODES: usize = 4;
@@ -126,6 +126,9 @@ pub(super) struct SearchScratch {
     /// Chance probabilities of a pick in a hypothesis's gate, per live node
     /// but the pivot's.
     chance: Vec<f64>,
+    /// Where dense (see [`Search::local_chance`]): the chance that at least
+    /// k of the live nodes explain a hypothesis by chance, per k.
+    tails: Vec<f64>,
     /// Hypotheses the search refined.
     refined: u64,
 }
@@ -153,6 +156,54 @@ impl Engine {
         let dt = a.onset.secs_since(b.onset).abs();
         let s = (a.sigma * a.sigma + b.sigma * b.sigma).sqrt();
         dt <= self.pair_window(a.node, b.node) + self.cfg.gate_sigmas * s
+    }
+
+    /// Each live node's chance of a pick in a hypothesis's support gate
+    /// around `tref` (`chance`, all live nodes but `pivot_node`; `local`
+    /// is scratch), from its local pick rate (see [`Search::local_chance`]);
+    /// whether chance alone explains `confirm_extra_arrivals` nodes or more
+    /// (dense). Where it does, the counts of nodes a hypothesis explains
+    /// mean little without the chance test.
+    pub(super) fn local_chance(
+        &self,
+        pivot_node: usize,
+        tref: UtcNs,
+        local: &mut Vec<(u32, f64)>,
+        chance: &mut Vec<f64>,
+    ) -> bool {
+        local.clear();
+        local.resize(self.nodes.len(), (0, 0.0));
+        let tol = self.cfg.association_tolerance_s;
+        for q in &self.pending {
+            if q.stream == StreamKind::Acoustic
+                && q.onset.secs_since(tref).abs() <= DENSITY_WINDOW_S
+            {
+                let l = &mut local[q.node];
+                l.0 += 1;
+                l.1 += self.cfg.gate_sigmas * q.sigma + tol;
+            }
+        }
+        chance.clear();
+        for (n, node) in self.nodes.iter().enumerate() {
+            if n == pivot_node || !node.expected_at(tref) {
+                continue;
+            }
+            let (count, gates) = local[n];
+            if count <= 1 {
+                chance.push(0.0);
+                continue;
+            }
+            let gate = gates / count as f64;
+            let rate = (count - 1) as f64 / self.density_span(n, tref);
+            chance.push(1.0 - (-rate * 2.0 * gate).exp());
+        }
+        // Where chance alone explains fewer nodes than confirm a source
+        // beyond its unknowns, the verdict's rules suffice (the test costs
+        // sources: on 200 held-back random scenes of 6–14 nodes, applied
+        // everywhere it lost 5 of 704 sources inside the hull, a gunshot
+        // burst among them, and saved no time worth having).
+        let mean: f64 = chance.iter().sum();
+        mean >= self.cfg.confirm_extra_arrivals as f64
     }
 
     /// Look for a source that explains pending[p] (the pivot) and other
@@ -215,24 +266,35 @@ impl<'e> Search<'e> {
             return None;
         }
         self.lay_out(sc);
-        self.draw_index_sets(sc);
-        let bg = self.background(sc);
+        let dense = self.local_chance(sc);
+        self.draw_index_sets(sc, dense);
+        let bg = self.background(sc, dense);
         sc.hyps.clear();
         self.score_triples(sc, bg.need);
         // Online, free height is tried only when no ground hypothesis could be
         // confirmed (many more quadruples than triples, so more chance fits);
         // the sweep tries both (an airburst's ground fits are partial).
-        let best2 = self.best_ground(sc);
-        if !self.tries_free_height(best2) {
+        // Where chance alone explains several nodes, "beyond a triple" is
+        // beyond chance: the least support the ground hypotheses drawn
+        // could not reach by chance (in a noise storm a random triple's
+        // closed form explains a fifth to a half of the nodes, and every
+        // search went on to hundreds of quadruples).
+        let beyond = if bg.dense {
+            self.chance_floor(&sc.tails, sc.hyps.len().max(1))
+        } else {
+            0
+        };
+        let best2 = self.best_ground(sc, beyond, bg.need);
+        if !self.tries_free_height(best2, beyond) {
             sc.quad.clear();
         }
         self.score_quadruples(sc, bg.need);
         if bg.dense {
-            let floor = self.chance_floor(&sc.chance, sc.hyps.len());
+            let floor = self.chance_floor(&sc.tails, sc.hyps.len());
             sc.hyps.retain(|h| h.support.nodes >= floor);
         }
         self.drop_hopeless(sc);
-        self.refine_best(sc)
+        self.refine_best(sc, bg.dense)
     }
 
     /// Only an acoustic pick of a node not flagged seeds a source.
@@ -358,9 +420,10 @@ impl<'e> Search<'e> {
     /// nodes' arrivals come seconds after the pivot, behind dozens of
     /// picks of other sources, but a neighbour's within d/c of it. The
     /// nearest `NEAR_NODES` sites (a second sensor at a site adds no
-    /// geometry); none online.
-    fn nearest_sites(&self) -> Vec<usize> {
-        if !self.sweep {
+    /// geometry); none online, unless `dense` (see
+    /// [`Search::draw_index_sets`]).
+    fn nearest_sites(&self, dense: bool) -> Vec<usize> {
+        if !self.sweep && !dense {
             return Vec::new();
         }
         let nodes = &self.eng.nodes;
@@ -386,9 +449,15 @@ impl<'e> Search<'e> {
     /// from the nearest `max_seed_candidates` (and, in the sweep, the
     /// neighbours' picks too); quadruples from the nearest
     /// `QUAD_CANDIDATES` (and as many of the neighbours'). Only those
-    /// consistent with the pivot.
-    fn draw_index_sets(&self, sc: &mut SearchScratch) {
-        let near = self.nearest_sites();
+    /// consistent with the pivot. Where chance alone explains several
+    /// nodes (`dense`: a noise storm, picks every few ms across the
+    /// array), the picks nearest in time are noise, not a source's other
+    /// arrivals, which spread over the array's crossing time: then, online
+    /// too, only the neighbours' picks (a source's arrival at a neighbour
+    /// comes within d/c of the pivot's). The cost of a search is then
+    /// bounded by the neighbours' pick rates, not the array's.
+    fn draw_index_sets(&self, sc: &mut SearchScratch, dense: bool) {
+        let near = self.nearest_sites(dense);
         let SearchScratch {
             dets,
             tri,
@@ -397,11 +466,28 @@ impl<'e> Search<'e> {
             ..
         } = sc;
         let m = dets.len();
-        let mg = m.min(self.eng.cfg.max_seed_candidates.max(2));
-        let mq = m.min(QUAD_CANDIDATES);
+        let (mg, mq) = if dense {
+            (m.min(1), m.min(1))
+        } else {
+            (
+                m.min(self.eng.cfg.max_seed_candidates.max(2)),
+                m.min(QUAD_CANDIDATES),
+            )
+        };
+        // Dense, the neighbours' picks nearest in time, as many as the
+        // picks nearest in time otherwise.
+        let near_picks = if dense {
+            self.eng.cfg.max_seed_candidates.max(2)
+        } else {
+            usize::MAX
+        };
         tri.clear();
         tri.extend(1..mg);
-        tri.extend((mg..m).filter(|&i| near.contains(&dets[i].node)));
+        tri.extend(
+            (mg..m)
+                .filter(|&i| near.contains(&dets[i].node))
+                .take(near_picks),
+        );
         quad.clear();
         quad.extend(1..mq);
         quad.extend(
@@ -474,16 +560,18 @@ impl<'e> Search<'e> {
     /// that confirm a source online, or `SWEEP_QUAD_MIN_SUPPORT` in the
     /// sweep): counts that stopped short of the floor are completed while
     /// the best falls short of that.
-    fn best_ground(&self, sc: &mut SearchScratch) -> usize {
+    fn best_ground(&self, sc: &mut SearchScratch, beyond: usize, need: usize) -> usize {
         let asks = if self.sweep {
-            SWEEP_QUAD_MIN_SUPPORT
+            SWEEP_QUAD_MIN_SUPPORT.max(beyond)
         } else {
             self.confirm_2d
         };
         let SearchScratch { hyps, tab, .. } = sc;
         let mut best = hyps.iter().map(|h| h.support.nodes).max().unwrap_or(0);
         for h in hyps.iter_mut() {
-            if best >= asks {
+            // A count stopped short of `need` stays below it: no use
+            // completing it when the question is whether `asks` is reached.
+            if best >= asks || (need > 0 && asks >= need) {
                 break;
             }
             if h.support.capped {
@@ -499,9 +587,10 @@ impl<'e> Search<'e> {
     /// confirmed; the sweep tries them only where the ground triples found
     /// something coherent beyond a triple (an airburst's ground fits
     /// explain several sites; a lone false trigger's do not).
-    fn tries_free_height(&self, best_ground: usize) -> bool {
+    fn tries_free_height(&self, best_ground: usize, beyond: usize) -> bool {
         let sweep = self.sweep;
-        (sweep || best_ground < self.confirm_2d) && !(sweep && best_ground < SWEEP_QUAD_MIN_SUPPORT)
+        let coherent = SWEEP_QUAD_MIN_SUPPORT.max(beyond);
+        (sweep || best_ground < self.confirm_2d) && !(sweep && best_ground < coherent)
     }
 
     /// Free-height hypotheses (and their least-squares ground points) from
@@ -608,52 +697,33 @@ impl<'e> Search<'e> {
         });
     }
 
-    /// The background of the search: each live node's chance of a pick in
-    /// a hypothesis's support gate, from its local pick rate (its picks
-    /// within `DENSITY_WINDOW_S` of the pivot, less one for the
-    /// hypothesised source's own arrival, over the part of the window the
-    /// pool holds); whether that makes the chance test before refinement
-    /// worth applying, and the support a hypothesis's count may stop short
-    /// of (see [`Search::support`]).
-    fn background(&self, sc: &mut SearchScratch) -> Background {
-        let eng = self.eng;
-        let (pivot, tref) = (self.pivot, self.tref);
-        {
-            let SearchScratch { local, chance, .. } = &mut *sc;
-            local.clear();
-            local.resize(eng.nodes.len(), (0, 0.0));
-            let tol = eng.cfg.association_tolerance_s;
-            for q in &eng.pending {
-                if q.stream == StreamKind::Acoustic
-                    && q.onset.secs_since(tref).abs() <= DENSITY_WINDOW_S
-                {
-                    let l = &mut local[q.node];
-                    l.0 += 1;
-                    l.1 += eng.cfg.gate_sigmas * q.sigma + tol;
-                }
-            }
-            chance.clear();
-            for (n, node) in eng.nodes.iter().enumerate() {
-                if n == pivot.node || !node.expected_at(tref) {
-                    continue;
-                }
-                let (count, gates) = local[n];
-                if count <= 1 {
-                    chance.push(0.0);
-                    continue;
-                }
-                let gate = gates / count as f64;
-                let rate = (count - 1) as f64 / eng.density_span(n, tref);
-                chance.push(1.0 - (-rate * 2.0 * gate).exp());
-            }
+    /// Each live node's chance of a pick in a hypothesis's support gate
+    /// (`chance`), from its local pick rate (its picks within
+    /// `DENSITY_WINDOW_S` of the pivot, less one for the hypothesised
+    /// source's own arrival, over the part of the window the pool holds);
+    /// whether chance alone explains `confirm_extra_arrivals` nodes or more
+    /// (dense: see [`Search::background`]).
+    fn local_chance(&self, sc: &mut SearchScratch) -> bool {
+        let SearchScratch {
+            local,
+            chance,
+            tails,
+            ..
+        } = &mut *sc;
+        let dense = self
+            .eng
+            .local_chance(self.pivot.node, self.tref, local, chance);
+        if dense {
+            poisson_binomial_tails(chance, tails);
         }
-        // Where chance alone explains fewer nodes than confirm a source
-        // beyond its unknowns, the verdict's rules suffice (the test costs
-        // sources: on 200 held-back random scenes of 6–14 nodes, applied
-        // everywhere it lost 5 of 704 sources inside the hull, a gunshot
-        // burst among them, and saved no time worth having).
-        let mean: f64 = sc.chance.iter().sum();
-        let dense = mean >= eng.cfg.confirm_extra_arrivals as f64;
+        dense
+    }
+
+    /// The background of the search (`dense` from [`Search::local_chance`]):
+    /// whether the chance test before refinement is worth applying, and
+    /// the support a hypothesis's count may stop short of (see
+    /// [`Search::support`]).
+    fn background(&self, sc: &SearchScratch, dense: bool) -> Background {
         // Scoring may stop short of the one-test floor only where the test
         // will apply to every count it stops (the floor for the hypotheses
         // drawn is then at least that): at most 2 closed-form points per
@@ -661,8 +731,8 @@ impl<'e> Search<'e> {
         // `guesses`).
         let (t, q) = (sc.tri.len(), sc.quad.len());
         let most = 3 * (t * t.saturating_sub(1) + 4 * choose_3(q));
-        let need = if dense && self.chance_floor(&sc.chance, most.max(1)) > 0 {
-            self.chance_floor(&sc.chance, 1)
+        let need = if dense && self.chance_floor(&sc.tails, most.max(1)) > 0 {
+            self.chance_floor(&sc.tails, 1)
         } else {
             0
         };
@@ -677,18 +747,18 @@ impl<'e> Search<'e> {
     /// number of false alarms) must not exceed `PRE_NFA`. The three picks a
     /// hypothesis is drawn from test nothing; the other supporting nodes are
     /// the evidence, against each live node's `chance` of a pick in the gate
-    /// (see [`Search::background`]). In a noise storm (hail, wind, a
+    /// (see [`Search::local_chance`]; `tails` from those). In a noise storm (hail, wind, a
     /// fireworks night: 100 nodes at 5 random picks a second) a random
     /// triple's closed form explains a fifth to a half of the nodes, and
     /// without this test each pivot's best such hypotheses went through a
     /// least-squares fit (84 % of the engine's time). Where no support could
     /// pass (few nodes, dense picks) the test is not applied (0), as in the
     /// verdict.
-    fn chance_floor(&self, chance: &[f64], tests: usize) -> usize {
+    fn chance_floor(&self, tails: &[f64], tests: usize) -> usize {
         // Support s: the pivot, two fitted picks, s − 3 tested.
         let tested = |s: usize| s.saturating_sub(3);
-        let all = chance.len() + 1;
-        let nfa = |s: usize| tests as f64 * poisson_binomial_tail(chance, tested(s));
+        let all = tails.len();
+        let nfa = |s: usize| tests as f64 * tails.get(tested(s)).copied().unwrap_or(0.0);
         if nfa(all) > PRE_NFA {
             return 0;
         }
@@ -713,7 +783,7 @@ impl<'e> Search<'e> {
     /// of ~10 ms, a hypothesis mixing a shot's direct arrivals with echoes
     /// and another shot's arrivals often explains as many sites as the
     /// direct arrivals alone), then the best fit (ties in the order found).
-    fn refine_best(&self, sc: &mut SearchScratch) -> Option<Found> {
+    fn refine_best(&self, sc: &mut SearchScratch, dense: bool) -> Option<Found> {
         let SearchScratch {
             dets,
             hyps,
@@ -727,10 +797,14 @@ impl<'e> Search<'e> {
                 .then(a.weak.cmp(&b.weak))
                 .then(a.chi2.total_cmp(&b.chi2))
         });
+        // Dense, only the best: every refinement then gathers hundreds of
+        // chance picks into its fit, and the runners-up passed the chance
+        // floor beside the best (the same source with other chance picks).
+        let most = if dense { 1 } else { MAX_REFINED_HYPOTHESES };
         let mut tried: Vec<[f64; 4]> = Vec::new();
         for hyp in hyps.iter() {
             let h = hyp.at;
-            if tried.len() >= MAX_REFINED_HYPOTHESES {
+            if tried.len() >= most {
                 break;
             }
             if tried.iter().any(|t| {
@@ -742,8 +816,9 @@ impl<'e> Search<'e> {
             }
             tried.push(h);
             *refined += 1;
-            if let SeedVerdict::Accept(found) =
-                self.eng.evaluate_seed(dets, h, self.tref, self.sweep)
+            if let SeedVerdict::Accept(found) = self
+                .eng
+                .evaluate_seed(dets, h, self.tref, self.sweep, dense)
             {
                 return Some(found);
             }
