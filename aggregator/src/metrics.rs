@@ -25,8 +25,8 @@ pub enum Kind {
 }
 
 /// Upper bounds (seconds) of the decision-latency histogram buckets.
-pub const LATENCY_BUCKETS_S: [f64; 10] = [
-    50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3, 250e-3,
+pub const LATENCY_BUCKETS_S: [f64; 13] = [
+    50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3, 250e-3, 0.5, 1.0, 2.5,
 ];
 
 /// Service metrics, shared between the ingest task and the HTTP server.
