@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use blastnet_aggregator::testkit::Layout;
+use blastnet_aggregator::testkit::{Layout, Rng};
 use blastnet_broker::Mosquitto;
 use blastnet_contract::testing::DetectionBuilder;
 use blastnet_contract::topic::NodeMessage;
@@ -34,17 +34,6 @@ fn centre() -> Geodetic {
     Geodetic::new(40.4406, -79.9959, 250.0)
 }
 
-/// xorshift64*: a fixed-seed generator for the storm.
-struct Rng(u64);
-impl Rng {
-    fn next_f64(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// A message and when (s of data time after the start) it is published.
 type Timed = (f64, String, Vec<u8>);
 
@@ -54,20 +43,7 @@ type Timed = (f64, String, Vec<u8>);
 /// number of detections.
 fn storm(t0: UtcNs) -> (Vec<Timed>, Vec<(Geodetic, UtcNs)>, usize) {
     let frame = EnuFrame::new(centre());
-    let mut layout = Layout::ring(SITE, centre(), 1, 1.0);
-    layout.nodes.clear();
-    let side = (NODES as f64).sqrt().ceil() as usize;
-    let step = 2000.0 / side as f64;
-    for i in 0..NODES {
-        let (e, n) = (
-            (i % side) as f64 * step - 1000.0,
-            (i / side) as f64 * step - 1000.0,
-        );
-        layout.nodes.push((
-            format!("s{i:03}"),
-            frame.to_geodetic(Enu::new(e, n, 3.0 * (i % 4) as f64)),
-        ));
-    }
+    let layout = Layout::grid(SITE, centre(), NODES, 2000.0);
     let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B);
     // (onset, node index): every pick, seqs assigned in time order below.
     let mut picks: Vec<(UtcNs, usize)> = Vec::new();

@@ -18,22 +18,11 @@ use std::time::Instant;
 use blastnet_aggregator::config::TimeBase;
 use blastnet_aggregator::metrics::Metrics;
 use blastnet_aggregator::pipeline::{Output, Pipeline, PipelineConfig};
-use blastnet_aggregator::testkit::Layout;
+use blastnet_aggregator::testkit::{Layout, Rng};
 use blastnet_aggregator_core::EngineConfig;
 use blastnet_contract::topic::NodeMessage;
 use blastnet_contract::{Enu, EnuFrame, Geodetic, NodeState, UtcNs};
 use criterion::{BatchSize, Criterion, Throughput};
-
-/// xorshift64*: a fixed-seed generator, enough for bench traffic.
-struct Rng(u64);
-impl Rng {
-    fn next_f64(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 struct Traffic {
     msgs: Vec<(String, Vec<u8>)>,
@@ -320,20 +309,7 @@ fn storm_report() {
     println!("== noise storm: {nodes} nodes, {rate} random picks/s each");
     let centre = Geodetic::new(40.4406, -79.9959, 250.0);
     let frame = EnuFrame::new(centre);
-    let mut layout = Layout::ring("storm", centre, 1, 1.0);
-    layout.nodes.clear();
-    let side = (nodes as f64).sqrt().ceil() as usize;
-    let step = 2000.0 / side.max(2) as f64;
-    for i in 0..nodes {
-        let (e, n) = (
-            (i % side) as f64 * step - 1000.0,
-            (i / side) as f64 * step - 1000.0,
-        );
-        layout.nodes.push((
-            format!("s{i:03}"),
-            frame.to_geodetic(Enu::new(e, n, 3.0 * (i % 4) as f64)),
-        ));
-    }
+    let layout = Layout::grid("storm", centre, nodes, 2000.0);
     let t0 = UtcNs::parse("2024-05-01T12:00:00Z").unwrap_or_default();
     let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B);
     let mut seq = vec![0u64; layout.nodes.len()];

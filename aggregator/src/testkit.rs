@@ -12,6 +12,20 @@ use blastnet_contract::{
 };
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Outgoing, Packet, QoS};
 
+/// xorshift64*: a fixed-seed generator, enough for test and bench traffic.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 /// A set of nodes around a centre.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -40,6 +54,32 @@ impl Layout {
                     up,
                 ));
                 (format!("n{:02}", i + 1), p)
+            })
+            .collect();
+        Layout {
+            prefix: "blastnet".into(),
+            site: site.into(),
+            nodes,
+            temperature_c: 15.0,
+        }
+    }
+
+    /// `n` nodes on a square grid `side_m` wide centred on `centre` (ids
+    /// s000, s001, ...; heights 0, 3, 6, 9 m in turn), as in a dense city
+    /// deployment: the noise-storm test and bench.
+    pub fn grid(site: &str, centre: Geodetic, n: usize, side_m: f64) -> Layout {
+        let frame = EnuFrame::new(centre);
+        let cols = (n as f64).sqrt().ceil().max(2.0) as usize;
+        let step = side_m / cols as f64;
+        let nodes = (0..n)
+            .map(|i| {
+                let (e, north) = (
+                    (i % cols) as f64 * step - side_m / 2.0,
+                    (i / cols) as f64 * step - side_m / 2.0,
+                );
+                let p =
+                    frame.to_geodetic(blastnet_contract::Enu::new(e, north, 3.0 * (i % 4) as f64));
+                (format!("s{i:03}"), p)
             })
             .collect();
         Layout {
