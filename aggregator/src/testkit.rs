@@ -40,6 +40,16 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// `nodes` of `site` on the default prefix, at 15 °C.
+    fn of(site: &str, nodes: Vec<(String, Geodetic)>) -> Layout {
+        Layout {
+            prefix: "blastnet".into(),
+            site: site.into(),
+            nodes,
+            temperature_c: 15.0,
+        }
+    }
+
     /// `n` nodes on a circle of `radius_m` around `centre` (ids n01, n02, ...).
     pub fn ring(site: &str, centre: Geodetic, n: usize, radius_m: f64) -> Layout {
         let frame = EnuFrame::new(centre);
@@ -56,12 +66,7 @@ impl Layout {
                 (format!("n{:02}", i + 1), p)
             })
             .collect();
-        Layout {
-            prefix: "blastnet".into(),
-            site: site.into(),
-            nodes,
-            temperature_c: 15.0,
-        }
+        Layout::of(site, nodes)
     }
 
     /// `n` nodes on a square grid `side_m` wide centred on `centre` (ids
@@ -82,12 +87,7 @@ impl Layout {
                 (format!("s{i:03}"), p)
             })
             .collect();
-        Layout {
-            prefix: "blastnet".into(),
-            site: site.into(),
-            nodes,
-            temperature_c: 15.0,
-        }
+        Layout::of(site, nodes)
     }
 
     /// The topic of `node`'s `msg` ([`topic::node`]).
