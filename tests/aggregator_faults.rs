@@ -335,14 +335,12 @@ fn a_full_disk_holds_everything_until_space_returns_then_stores_each_event_once(
     // messages and the events, with the write-ahead log grown while the API
     // is read: at 16 MiB the store filled the disk again on its own, and
     // under the test command's load its last writes never went through).
-    let small = match SmallFs::mount(&dir.path().join("small"), "64m") {
-        Ok(fs) => fs,
-        Err(why) => {
-            eprintln!(
-                "SKIPPED a_full_disk_holds_everything_until_space_returns_then_stores_each_event_once: cannot mount a tmpfs to fill ({why}); needs root or CAP_SYS_ADMIN"
-            );
-            return;
-        }
+    let Some(small) = SmallFs::mount_or_skip(
+        "a_full_disk_holds_everything_until_space_returns_then_stores_each_event_once",
+        &dir.path().join("small"),
+        "64m",
+    ) else {
+        return;
     };
     let broker = Mosquitto::start_required();
     let port = broker.port();
@@ -386,6 +384,12 @@ fn a_full_disk_holds_everything_until_space_returns_then_stores_each_event_once(
     publisher.join().unwrap().unwrap();
     wait_for_finals(&rt, http, want.len(), Duration::from_secs(120));
     terminate(&mut p, &log);
+    // The aggregator's errors and warnings, to tell a failure's cause.
+    for l in std::fs::read_to_string(&log).unwrap_or_default().lines() {
+        if l.contains("ERROR") || l.contains("WARN") {
+            eprintln!("aggregator: {l}");
+        }
+    }
     assert_store_holds(&db, &want);
     drop(broker);
 }

@@ -18,14 +18,12 @@ use small_fs::SmallFs;
 fn a_node_on_a_full_disk_starts_and_drains_its_spool() {
     let tmp = tempfile::tempdir().unwrap();
     // The node's state directory is `<dir>/state` (node_config).
-    let small = match SmallFs::mount(&tmp.path().join("state"), "4m") {
-        Ok(fs) => fs,
-        Err(why) => {
-            eprintln!(
-                "SKIPPED a_node_on_a_full_disk_starts_and_drains_its_spool: cannot mount a tmpfs to fill ({why}); needs root or CAP_SYS_ADMIN"
-            );
-            return;
-        }
+    let Some(small) = SmallFs::mount_or_skip(
+        "a_node_on_a_full_disk_starts_and_drains_its_spool",
+        &tmp.path().join("state"),
+        "4m",
+    ) else {
+        return;
     };
     let sc = write_scenario(&tmp.path().join("sc"), "fd", 20.0, 1.0, 1.5, 41);
     let expected = expected_onsets(&sc);

@@ -19,9 +19,8 @@ use std::time::{Duration, Instant};
 
 use blastnet_aggregator::testkit::{Layout, Rng};
 use blastnet_broker::Mosquitto;
-use blastnet_contract::testing::DetectionBuilder;
 use blastnet_contract::topic::NodeMessage;
-use blastnet_contract::{Enu, EnuFrame, Event, EventStatus, Geodetic, NodeState, UtcNs};
+use blastnet_contract::{EnuFrame, Event, EventStatus, Geodetic, NodeState, UtcNs};
 use common::{get_ok as get, spawn_aggregator as spawn, wait_up};
 
 const SITE: &str = "storm";
@@ -42,35 +41,10 @@ type Timed = (f64, String, Vec<u8>);
 /// in time order. Returns the messages, the blasts (place, origin) and the
 /// number of detections.
 fn storm(t0: UtcNs) -> (Vec<Timed>, Vec<(Geodetic, UtcNs)>, usize) {
-    let frame = EnuFrame::new(centre());
     let layout = Layout::grid(SITE, centre(), NODES, 2000.0);
     let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B);
     // (onset, node index): every pick, seqs assigned in time order below.
-    let mut picks: Vec<(UtcNs, usize)> = Vec::new();
-    let mut blasts = Vec::new();
-    for b in 0..BLASTS {
-        let src = frame.to_geodetic(Enu::new(
-            -800.0 + 1600.0 * rng.next_f64(),
-            -800.0 + 1600.0 * rng.next_f64(),
-            0.0,
-        ));
-        let at = t0.add_secs_f64(5.0 + 10.0 * b as f64);
-        blasts.push((src, at));
-        for d in layout.detections(src, at, 0) {
-            let k = layout.nodes.iter().position(|n| n.0 == d.node_id).unwrap();
-            picks.push((d.onset_utc, k));
-        }
-    }
-    for k in 0..NODES {
-        let mut t = 0.0;
-        loop {
-            t += -(1.0 - rng.next_f64()).ln() / RATE_HZ;
-            if t >= SECONDS {
-                break;
-            }
-            picks.push((t0.add_secs_f64(t), k));
-        }
-    }
+    let (mut picks, blasts) = layout.storm_picks(centre(), t0, BLASTS, RATE_HZ, SECONDS, &mut rng);
     picks.sort();
     let detections = picks.len();
     let mut seq = vec![0u64; NODES];
@@ -78,13 +52,10 @@ fn storm(t0: UtcNs) -> (Vec<Timed>, Vec<(Geodetic, UtcNs)>, usize) {
         .iter()
         .map(|&(onset, k)| {
             seq[k] += 1;
-            let (id, p) = &layout.nodes[k];
-            let d = DetectionBuilder::new(id.clone(), seq[k], onset)
-                .at(*p)
-                .build();
+            let d = layout.pick(k, seq[k], onset);
             (
                 onset.secs_since(t0),
-                layout.topic(id, NodeMessage::Detection),
+                layout.topic(&d.node_id, NodeMessage::Detection),
                 serde_json::to_vec(&d).unwrap(),
             )
         })

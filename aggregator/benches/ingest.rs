@@ -312,47 +312,19 @@ fn storm_report() {
     let layout = Layout::grid("storm", centre, nodes, 2000.0);
     let t0 = UtcNs::parse("2024-05-01T12:00:00Z").unwrap_or_default();
     let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B);
+    let (drawn, sources) = layout.storm_picks(centre, t0, 6, rate, 60.0, &mut rng);
     let mut seq = vec![0u64; layout.nodes.len()];
-    let mut timed: Vec<(UtcNs, String, Vec<u8>)> = Vec::new();
-    let mut push = |d: &mut blastnet_contract::Detection, k: usize, timed: &mut Vec<_>| {
-        seq[k] += 1;
-        d.seq = seq[k];
-        let (topic, payload) = layout.detection_messages(std::slice::from_ref(d)).remove(0);
-        timed.push((d.onset_utc, topic, payload));
-    };
-    let mut sources = Vec::new();
-    for b in 0..6 {
-        let src = frame.to_geodetic(Enu::new(
-            -800.0 + 1600.0 * rng.next_f64(),
-            -800.0 + 1600.0 * rng.next_f64(),
-            0.0,
-        ));
-        let at = t0.add_secs_f64(5.0 + 10.0 * b as f64);
-        sources.push((src, at));
-        for mut d in layout.detections(src, at, 0) {
-            let k = layout
-                .nodes
-                .iter()
-                .position(|n| n.0 == d.node_id)
-                .unwrap_or(0);
-            push(&mut d, k, &mut timed);
-        }
-    }
-    for k in 0..layout.nodes.len() {
-        let mut t = 0.0;
-        loop {
-            t += -(1.0 - rng.next_f64()).ln() / rate;
-            if t >= 60.0 {
-                break;
-            }
-            let mut d = layout.detections(centre, t0, 0).remove(0);
-            let (id, p) = layout.nodes[k].clone();
-            d.node_id = id;
-            (d.lat, d.lon, d.alt_m) = (p.lat, p.lon, p.alt_m);
-            d.onset_utc = t0.add_secs_f64(t);
-            push(&mut d, k, &mut timed);
-        }
-    }
+    let mut timed: Vec<(UtcNs, String, Vec<u8>)> = drawn
+        .iter()
+        .map(|&(onset, k)| {
+            seq[k] += 1;
+            let d = layout.pick(k, seq[k], onset);
+            let (topic, payload) = layout
+                .detection_messages(std::slice::from_ref(&d))
+                .remove(0);
+            (onset, topic, payload)
+        })
+        .collect();
     let picks = timed.len();
     let mut st = 0.0;
     while st <= 90.0 {

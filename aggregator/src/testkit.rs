@@ -26,6 +26,9 @@ impl Rng {
     }
 }
 
+/// A source of a test scene: its place and origin time.
+pub type Blast = (Geodetic, UtcNs);
+
 /// A set of nodes around a centre.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -134,6 +137,57 @@ impl Layout {
             .collect();
         v.sort_by_key(|d| d.onset_utc);
         v
+    }
+
+    /// Node `k`'s detection with onset `onset` and seq `seq`.
+    pub fn pick(&self, k: usize, seq: u64, onset: UtcNs) -> Detection {
+        let (id, p) = &self.nodes[k];
+        DetectionBuilder::new(id.clone(), seq, onset).at(*p).build()
+    }
+
+    /// A noise storm (a fireworks night, hail on the microphones):
+    /// `blasts` ground sources 10 s apart (the first 5 s after `t0`), each
+    /// within 800 m east and north of `centre` and heard by every node,
+    /// then each node's Poisson random picks at `rate_hz` for `seconds`.
+    /// Returns every pick as (onset, node index), in the order drawn, and
+    /// the blasts (place, origin).
+    pub fn storm_picks(
+        &self,
+        centre: Geodetic,
+        t0: UtcNs,
+        blasts: usize,
+        rate_hz: f64,
+        seconds: f64,
+        rng: &mut Rng,
+    ) -> (Vec<(UtcNs, usize)>, Vec<Blast>) {
+        let frame = EnuFrame::new(centre);
+        let mut picks = Vec::new();
+        let mut sources = Vec::new();
+        for b in 0..blasts {
+            let src = frame.to_geodetic(blastnet_contract::Enu::new(
+                -800.0 + 1600.0 * rng.next_f64(),
+                -800.0 + 1600.0 * rng.next_f64(),
+                0.0,
+            ));
+            let at = t0.add_secs_f64(5.0 + 10.0 * b as f64);
+            sources.push((src, at));
+            for d in self.detections(src, at, 0) {
+                if let Some(k) = self.nodes.iter().position(|n| n.0 == d.node_id) {
+                    picks.push((d.onset_utc, k));
+                }
+            }
+        }
+        for k in 0..self.nodes.len() {
+            let mut t = 0.0;
+            loop {
+                t += -(1.0 - rng.next_f64()).ln() / rate_hz;
+                if t >= seconds {
+                    break;
+                }
+                picks.push((t0.add_secs_f64(t), k));
+            }
+        }
+        (picks, sources)
     }
 
     /// Detections as (topic, JSON payload).

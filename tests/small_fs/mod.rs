@@ -23,6 +23,20 @@ impl SmallFs {
         Ok(SmallFs(at.to_path_buf()))
     }
 
+    /// [`SmallFs::mount`], or `None` after printing that `test` is skipped
+    /// and why (no tmpfs can be mounted here).
+    pub fn mount_or_skip(test: &str, at: &Path, size: &str) -> Option<SmallFs> {
+        match SmallFs::mount(at, size) {
+            Ok(fs) => Some(fs),
+            Err(why) => {
+                eprintln!(
+                    "SKIPPED {test}: cannot mount a tmpfs to fill ({why}); needs root or CAP_SYS_ADMIN"
+                );
+                None
+            }
+        }
+    }
+
     /// Fill it to the last byte with `name`: writes until the file system
     /// says it is full (ENOSPC), in ever smaller pieces.
     pub fn fill(&self, name: &str) -> PathBuf {
