@@ -308,7 +308,6 @@ fn storm_report() {
         .unwrap_or((50, 2.0));
     println!("== noise storm: {nodes} nodes, {rate} random picks/s each");
     let centre = Geodetic::new(40.4406, -79.9959, 250.0);
-    let frame = EnuFrame::new(centre);
     let layout = Layout::grid("storm", centre, nodes, 2000.0);
     let t0 = UtcNs::parse("2024-05-01T12:00:00Z").unwrap_or_default();
     let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B);
