@@ -397,6 +397,11 @@ impl Pipeline {
         self.nodes.values().map(|n| &n.view)
     }
 
+    /// The engine's work so far (searches, refinements).
+    pub fn work(&self) -> blastnet_aggregator_core::Work {
+        self.engine.work()
+    }
+
     /// The latest watermark passed to the engine.
     pub fn watermark(&self) -> Option<UtcNs> {
         self.watermark

@@ -13,7 +13,7 @@
 //! judging of a hypothesis is `impl Engine` in [`verdict`] rather than on
 //! `Search` because the pre-final challenge judges refits with it too.
 
-use blastnet_contract::{StreamKind, UtcNs};
+use blastnet_contract::{StreamKind, UtcNs, NS_PER_S};
 
 use super::{dist, enu, Det, Engine, Member};
 use crate::locate::{closed_form_of, Arrival, Guesses, Solution};
@@ -119,7 +119,15 @@ pub(super) struct SearchScratch {
     qc: Vec<bool>,
     hyps: Vec<Hypothesis>,
     tab: SupportTable,
+    /// The candidates by node, then onset (see `Search::support_table`),
+    /// and where each node's end.
     order: Vec<usize>,
+    ends: Vec<usize>,
+    /// Per node: its pair window with the pivot's, if it may hold a
+    /// candidate.
+    win: Vec<Option<f64>>,
+    /// The candidates and their distance in time from the pivot, ns.
+    keyed: Vec<(u64, usize)>,
     /// Per node: the local pick rate's count and summed gate (see
     /// [`Search::chance_floor`]).
     local: Vec<(u32, f64)>,
@@ -153,9 +161,16 @@ impl Engine {
     /// Whether `a` and `b` can be arrivals of one source: their onsets lie
     /// no further apart than their nodes' pair window (plus the gate).
     pub(super) fn consistent(&self, a: &Det, b: &Det) -> bool {
+        self.consistent_within(a, b, self.pair_window(a.node, b.node))
+    }
+
+    /// [`Engine::consistent`] with the nodes' pair window `pw` given (a
+    /// search computes its pivot's once per node, not once per pick).
+    #[inline]
+    fn consistent_within(&self, a: &Det, b: &Det, pw: f64) -> bool {
         let dt = a.onset.secs_since(b.onset).abs();
         let s = (a.sigma * a.sigma + b.sigma * b.sigma).sqrt();
-        dt <= self.pair_window(a.node, b.node) + self.cfg.gate_sigmas * s
+        dt <= pw + self.cfg.gate_sigmas * s
     }
 
     /// Each live node's chance of a pick in a hypothesis's support gate
@@ -174,10 +189,11 @@ impl Engine {
         local.clear();
         local.resize(self.nodes.len(), (0, 0.0));
         let tol = self.cfg.association_tolerance_s;
+        // |onset − tref| ≤ DENSITY_WINDOW_S, in integer ns (exact: the
+        // window is a whole number of ns, far below 2^53).
+        let within = (DENSITY_WINDOW_S * NS_PER_S as f64) as u64;
         for q in &self.pending {
-            if q.stream == StreamKind::Acoustic
-                && q.onset.secs_since(tref).abs() <= DENSITY_WINDOW_S
-            {
+            if q.stream == StreamKind::Acoustic && (q.onset.0 - tref.0).unsigned_abs() <= within {
                 let l = &mut local[q.node];
                 l.0 += 1;
                 l.1 += self.cfg.gate_sigmas * q.sigma + tol;
@@ -319,7 +335,13 @@ impl<'e> Search<'e> {
     fn gather_candidates(&self, sc: &mut SearchScratch) {
         let eng = self.eng;
         let (p, pivot, tref) = (self.p, self.pivot, self.tref);
-        let SearchScratch { lent, cand, .. } = sc;
+        let SearchScratch {
+            lent,
+            cand,
+            win,
+            keyed,
+            ..
+        } = sc;
         lent.clear();
         lent.extend(
             eng.events
@@ -330,20 +352,26 @@ impl<'e> Search<'e> {
         );
         let lent: &[Det] = lent;
         let np = eng.pending.len();
+        // Each node's pair window with the pivot's (none for the pivot's
+        // own node and flagged nodes): once per node, not once per pick.
+        win.clear();
+        win.extend(eng.nodes.iter().enumerate().map(|(n, node)| {
+            (n != pivot.node && !node.flagged).then(|| eng.pair_window(n, pivot.node))
+        }));
+        // The candidates with their sort key: nearest in time first (ties
+        // in pool order).
+        keyed.clear();
+        keyed.extend((0..np + lent.len()).filter_map(|i| {
+            let q = self.get(lent, i);
+            let pw = win[q.node]?;
+            (i != p && q.stream == StreamKind::Acoustic && eng.consistent_within(q, &pivot, pw))
+                .then(|| ((q.onset.0 - tref.0).unsigned_abs(), i))
+        }));
+        keyed.sort_unstable();
         // The pivot first, then the candidates.
         cand.clear();
         cand.push(p);
-        cand.extend((0..np + lent.len()).filter(|&i| {
-            let q = self.get(lent, i);
-            i != p
-                && q.stream == StreamKind::Acoustic
-                && q.node != pivot.node
-                && !eng.nodes[q.node].flagged
-                && eng.consistent(q, &pivot)
-        }));
-        // Nearest in time first (ties in pool order).
-        cand[1..]
-            .sort_unstable_by_key(|&i| ((self.get(lent, i).onset.0 - tref.0).unsigned_abs(), i));
+        cand.extend(keyed.iter().map(|k| k.1));
     }
 
     /// Whether the candidates come from enough nodes for a source (and,
@@ -389,6 +417,7 @@ impl<'e> Search<'e> {
             arr,
             tab,
             order,
+            ends,
             with_pivot,
             ..
         } = sc;
@@ -401,7 +430,7 @@ impl<'e> Search<'e> {
             sigma_s: d.sigma,
             phase: Phase::Acoustic,
         }));
-        self.support_table(arr, dets, tab, order);
+        self.support_table(arr, dets, tab, order, ends);
         // Candidates consistent with the pivot (computed once per search).
         with_pivot.clear();
         with_pivot.extend((0..dets.len()).map(|i| i > 0 && self.cons(dets, 0, i)));
@@ -833,11 +862,35 @@ impl<'e> Search<'e> {
         dets: &[Det],
         tab: &mut SupportTable,
         order: &mut Vec<usize>,
+        ends: &mut Vec<usize>,
     ) {
-        order.clear();
-        order.extend(0..dets.len());
-        order.sort_by_key(|&i| (dets[i].node, dets[i].onset));
+        // By node, then onset (ties in candidate order): a counting sort
+        // by node (stable), then each node's few by onset. `ends[n]` ends
+        // up where node n's candidates end.
         let eng = self.eng;
+        ends.clear();
+        ends.resize(eng.nodes.len(), 0);
+        for d in dets {
+            ends[d.node] += 1;
+        }
+        let mut at = 0;
+        for e in ends.iter_mut() {
+            at += *e;
+            *e = at - *e;
+        }
+        order.clear();
+        order.resize(dets.len(), 0);
+        for (i, d) in dets.iter().enumerate() {
+            order[ends[d.node]] = i;
+            ends[d.node] += 1;
+        }
+        let mut from = 0;
+        for &end in ends.iter() {
+            if end - from > 1 {
+                order[from..end].sort_by_key(|&i| dets[i].onset);
+            }
+            from = end;
+        }
         let tol = eng.cfg.association_tolerance_s;
         tab.pos.clear();
         tab.range.clear();
