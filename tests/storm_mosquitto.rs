@@ -1,12 +1,13 @@
 //! A noise storm through Mosquitto (issue #17): 200 nodes on a 2 km grid,
 //! each sending random picks at 5 a second for 60 s (a fireworks night,
 //! hail on the microphones), with a real blast every 10 s among them,
-//! published in real time into the aggregator process. Every blast is
-//! located, no other event is published, the aggregator keeps up (every
-//! event final within 10 s of the storm's last message: a backlog would
-//! grow without bound), and the process's memory stays bounded. The decision
-//! latency (from the deciding message to the event handed to the MQTT
-//! client) is printed; the issue's p99 ≤ 1 s is not yet met.
+//! published live (data time is the wall clock) into the aggregator
+//! process, in wall mode as deployed. Every blast is located, no other
+//! event is published, the aggregator keeps up (every event final within
+//! 10 s of the storm's last message: a backlog would grow without bound),
+//! the process's memory stays bounded, and the decision latency (from the
+//! deciding message, or the start of the deciding tick, to the event
+//! handed to the MQTT client) is at most 1 s for 99 % of the decisions.
 //!
 //! Alone in its test binary: it runs the engine at 1,000 picks a second for
 //! a minute, and other tests beside it would measure their load, not its.
@@ -75,10 +76,10 @@ fn storm(t0: UtcNs) -> (Vec<Timed>, Vec<(Geodetic, UtcNs)>, usize) {
     (msgs, blasts, detections)
 }
 
-/// Publish `msgs` (QoS 1) each at its time after the start, in real time,
-/// from a thread of its own; returns how far behind schedule it fell at
-/// worst, s.
-fn publish_in_real_time(port: u16, msgs: Vec<Timed>) -> std::thread::JoinHandle<f64> {
+/// Publish `msgs` (QoS 1) each at its time after `t0` (wall clock: the
+/// data are live), from a thread of its own; returns how far behind
+/// schedule it fell at worst, s.
+fn publish_in_real_time(port: u16, t0: UtcNs, msgs: Vec<Timed>) -> std::thread::JoinHandle<f64> {
     use rumqttc::{Client, Event as MqttEvent, MqttOptions, Packet};
     std::thread::spawn(move || {
         let mut opts = MqttOptions::new("storm-nodes", "127.0.0.1", port);
@@ -103,10 +104,13 @@ fn publish_in_real_time(port: u16, msgs: Vec<Timed>) -> std::thread::JoinHandle<
                 }
             }
         });
-        let start = Instant::now();
+        let lead = t0.secs_since(UtcNs::now()).max(0.0);
+        let start = Instant::now() + Duration::from_secs_f64(lead);
         let mut behind: f64 = 0.0;
         for (at, topic, payload) in msgs {
-            let now = start.elapsed().as_secs_f64();
+            let now = Instant::now()
+                .saturating_duration_since(start)
+                .as_secs_f64();
             if now < at {
                 std::thread::sleep(Duration::from_secs_f64(at - now));
             } else {
@@ -172,7 +176,7 @@ fn write_config(dir: &Path, port: u16, http: u16) -> std::path::PathBuf {
         &p,
         format!(
             "[mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"storm-aggregator\"\nsites = [\"{SITE}\"]\n\
-             [store]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[time]\nbase = \"nodes\"\n",
+             [store]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[time]\nbase = \"wall\"\n",
             dir.join("events.sqlite").display()
         ),
     )
@@ -195,13 +199,16 @@ fn a_noise_storm_through_mosquitto_locates_every_blast_with_no_ghost_and_keeps_u
     let mut agg = spawn(&config, &log);
     wait_up(&rt, http, &mut agg, &log);
 
-    let t0 = UtcNs::parse("2024-05-01T12:00:00Z").unwrap();
+    // Live: the data time is the wall clock (the aggregator runs in wall
+    // mode, as a deployed one does), from a moment after the messages are
+    // made.
+    let t0 = UtcNs::now().add_secs_f64(3.0);
     let (msgs, blasts, detections) = storm(t0);
-    let publisher = publish_in_real_time(port, msgs);
+    let publisher = publish_in_real_time(port, t0, msgs);
     let behind = publisher.join().unwrap();
     let published = Instant::now();
-    // Every detection through the engine and every event final: the
-    // offline statuses at the end move the watermark past them all.
+    // Every detection through the engine and every event final: the wall
+    // clock moves the watermark past them all.
     let deadline = Instant::now() + Duration::from_secs(60);
     let finals: Vec<Event> = loop {
         let m = metrics(&rt, http);
@@ -277,10 +284,15 @@ fn a_noise_storm_through_mosquitto_locates_every_blast_with_no_ghost_and_keeps_u
     assert_eq!(located, BLASTS, "every blast located");
     assert!(ghosts.is_empty(), "events of no blast: {ghosts:?}");
     assert!(decisions >= BLASTS as f64, "{decisions} decisions timed");
+    // The issue's bound (measured: at most 0.5 s, 16 of 17 within 0.25 s;
+    // before the network's seed budget, the searches of every node's burst
+    // at the storm's onset held the first blast's decisions 2.5 s and
+    // more).
+    assert!(
+        p99 <= 1.0,
+        "p99 decision latency above 1 s (bucket {p99} s): {histogram:?}"
+    );
     // Kept up: a backlog would still be draining when the storm ended.
-    // (Not yet met: the issue's p99 ≤ 1 s. The engine decides in batches,
-    // one per second of data as the nodes' statuses move the watermark,
-    // and a batch with a blast in it takes 0.3–2.5 s; printed above.)
     assert!(
         caught_up <= 10.0,
         "every event final only {caught_up:.1} s after the storm ended: a backlog"

@@ -25,8 +25,9 @@ pub enum Kind {
 }
 
 /// Upper bounds (seconds) of the decision-latency histogram buckets.
-pub const LATENCY_BUCKETS_S: [f64; 13] = [
-    50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3, 250e-3, 0.5, 1.0, 2.5,
+pub const LATENCY_BUCKETS_S: [f64; 15] = [
+    50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3, 250e-3, 0.5, 1.0, 2.5, 5.0,
+    10.0,
 ];
 
 /// Service metrics, shared between the ingest task and the HTTP server.
@@ -58,7 +59,7 @@ pub struct Metrics {
     pub store_errors: AtomicU64,
     /// Nodes flagged by the engine (e.g. clock offset).
     pub nodes_flagged: AtomicU64,
-    /// Detections beyond their node's seed budget (`engine.seed_rate_hz`):
+    /// Detections beyond their node's or the network's seed budget (`engine.seed_rate_hz`):
     /// they support sources but seed no search.
     pub detections_unseeded: AtomicU64,
     /// Nodes currently online (gauge).
@@ -75,8 +76,9 @@ pub struct Metrics {
     pub events_final: [AtomicU64; SourceKind::ALL.len()],
     /// Latest watermark, ns since the epoch (gauge; 0 before the first).
     pub watermark_ns: AtomicI64,
-    /// Decision latency histogram: receipt of the deciding message to the
-    /// event handed to the MQTT client, cumulative counts per bucket.
+    /// Decision latency histogram: receipt of the deciding message (or, in
+    /// wall mode, the start of the deciding tick) to the event handed to
+    /// the MQTT client, cumulative counts per bucket.
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_S.len()],
     /// Histogram count.
     pub latency_count: AtomicU64,
@@ -193,7 +195,7 @@ impl Metrics {
         );
         counter(
             "blastnet_aggregator_detections_unseeded_total",
-            "Detections beyond their node's seed budget (engine.seed_rate_hz): they support sources but seed no search.",
+            "Detections beyond their node's or the network's seed budget (engine.seed_rate_hz): they support sources but seed no search.",
             self.detections_unseeded.load(Relaxed),
         );
         counter(
@@ -284,7 +286,7 @@ impl Metrics {
         let name = "blastnet_aggregator_decision_latency_seconds";
         let _ = writeln!(
             o,
-            "# HELP {name} From receipt of the deciding message to the event handed to the MQTT client.\n# TYPE {name} histogram"
+            "# HELP {name} From receipt of the deciding message (wall mode: the start of the deciding tick) to the event handed to the MQTT client.\n# TYPE {name} histogram"
         );
         for (b, le) in self.latency_buckets.iter().zip(LATENCY_BUCKETS_S) {
             let _ = writeln!(o, "{name}_bucket{{le=\"{le}\"}} {}", b.load(Relaxed));

@@ -1353,9 +1353,13 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
                 None => break,
             },
             _ = tick.tick() => {
+                // Wall mode: the tick decides what the watermark passing
+                // makes due (the sweep, final revisions); its latency runs
+                // from here.
+                let at = Instant::now();
                 proc.pipeline.on_tick(UtcNs::now(), &mut outs);
                 if !outs.is_empty() {
-                    proc.handle(&mut outs, None, &pub_tx, &store_tx);
+                    proc.handle(&mut outs, Some(at), &pub_tx, &store_tx);
                 }
                 if received_through > marked_through {
                     marked_through = received_through;

@@ -109,7 +109,12 @@ pub struct EngineConfig {
     /// faster picking is noise (hail, wind, a fireworks night), and each
     /// search costs a thousand hypotheses. A source heard by k nodes is
     /// sought from every one of its picks that seeds: under a storm of
-    /// r picks/s at each, about k·rate/r of them. 0 lifts the limit.
+    /// r picks/s at each, about k·rate/r of them. Where the network's pick
+    /// rate alone explains a source's confirming arrivals by chance (a
+    /// storm), its picks together seed at the nodes' rates summed, with a
+    /// burst of `seed_burst` for only as many nodes as confirm a source
+    /// (every node's burst at once is then a storm's onset, not a salvo).
+    /// 0 lifts the limit.
     pub seed_rate_hz: f64,
     /// See `seed_rate_hz`: picks in a row that seed at any rate.
     pub seed_burst: usize,

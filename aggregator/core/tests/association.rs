@@ -741,3 +741,74 @@ fn a_noise_storm_costs_bounded_work_and_every_source_is_located() {
         work.searches
     );
 }
+
+/// The onset of a noise storm: every node's picks at once, none of them a
+/// source's. Each node's budget holds a burst, but the network's holds one
+/// for only as many nodes as confirm a source (`Engine::take_seed`): the
+/// seeds are bounded by that burst and the nodes' summed rate, not by every
+/// node's burst (30 nodes × 20 at once, before).
+#[test]
+fn the_onset_of_a_storm_seeds_one_burst_for_the_network_not_one_per_node() {
+    let (n, rate, secs) = (30, 4.0, 24.0);
+    let (nodes, _, dets) = storm_scene(801, n, rate, secs);
+    let onsets = || dets.iter().map(|d| d.onset_utc);
+    let span = onsets()
+        .max()
+        .zip(onsets().min())
+        .map_or(0.0, |(a, b)| a.secs_since(b));
+    let picks = dets.len() as f64;
+    let mut eng = dense_engine(&nodes);
+    let cfg = EngineConfig::default();
+    run(&mut eng, dets);
+    let seeds = picks - eng.unseeded() as f64;
+    let confirm = cfg
+        .min_nodes_preliminary
+        .max(3 + cfg.confirm_extra_arrivals);
+    let network = (cfg.seed_burst * confirm) as f64 + cfg.seed_rate_hz * n as f64 * span;
+    let per_node = n as f64 * (cfg.seed_burst as f64 + cfg.seed_rate_hz * span);
+    eprintln!("{picks} picks over {span:.1} s: {seeds} seeded; network budget {network:.0}, nodes' budgets {per_node:.0}");
+    assert!(
+        seeds <= network,
+        "{seeds} picks seeded: more than the network's budget ({network:.0}; the nodes' budgets allow {per_node:.0})"
+    );
+}
+
+/// A barrage: 20 ground sources a quarter of a second apart over 12 nodes
+/// 1 km apart, every node picking all of them, more picks than the
+/// network's budget holds (a burst for 6 nodes and 12 a second over the
+/// 8 s of arrivals). Not a storm (at 4 picks a second a node, chance
+/// explains fewer than a source's confirming arrivals), so the network's
+/// budget does not refuse them and every pick seeds, as each node's burst
+/// allows.
+#[test]
+fn a_barrage_over_a_small_array_seeds_from_every_pick() {
+    let mut r = rng(7);
+    let nodes = square_array(&mut r, 12, 1000.0);
+    let p = prop(15.0);
+    let mut dets = Vec::new();
+    for i in 0..20 {
+        let s = Source {
+            enu: Enu::new(
+                r.random_range(-500.0..500.0),
+                r.random_range(-500.0..500.0),
+                0.0,
+            ),
+            t: 2.0 + 0.25 * i as f64,
+        };
+        for n in &nodes {
+            let t = arrival(&p, &s, n, SIGMA, &mut r);
+            dets.push(detection(
+                n,
+                0,
+                t,
+                SIGMA,
+                StreamKind::Acoustic,
+                SourceKind::Explosion,
+                0.9,
+            ));
+        }
+    }
+    let mut eng = dense_engine(&nodes);
+    run(&mut eng, dets);
+    assert_eq!(eng.unseeded(), 0, "picks of a barrage left unseeded");
+}

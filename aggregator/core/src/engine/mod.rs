@@ -60,7 +60,7 @@ mod search;
 
 use nodes::Node;
 pub use nodes::NodeInfo;
-use search::verdict::DENSITY_WINDOW_S;
+use search::verdict::{DENSITY_WINDOW_S, MIN_DENSITY_SPAN_S};
 use search::{Found, SearchScratch};
 
 /// One call into the engine, as recorded by the service when
@@ -327,8 +327,12 @@ pub struct Engine {
     /// coincidence test's background rate is counted over it only).
     pool_from: Option<UtcNs>,
     next_uid: u64,
-    /// Picks beyond their node's seed budget (see `EngineConfig::seed_rate_hz`).
+    /// Picks beyond their node's or the network's seed budget (see `Engine::take_seed`).
     unseeded: u64,
+    /// The network's seed budget, and its acoustic picks' onsets of the
+    /// last `DENSITY_WINDOW_S` (see `Engine::take_seed`).
+    seeds: (f64, Option<UtcNs>),
+    recent_onsets: std::collections::VecDeque<UtcNs>,
     /// Searches run, and hypotheses they refined (see [`Engine::work`]).
     work: Work,
     next_event: u64,
@@ -436,6 +440,8 @@ impl Engine {
             window_s,
             geometry: nodes::Geometry::default(),
             site_names: Vec::new(),
+            seeds: (0.0, None),
+            recent_onsets: std::collections::VecDeque::new(),
             scratch: SearchScratch::default(),
             ground: nodes::Ground::default(),
             ground_all: 0.0,
@@ -465,8 +471,8 @@ impl Engine {
         self.events.len()
     }
 
-    /// Picks that did not seed a search: beyond their node's seed budget
-    /// (see `EngineConfig::seed_rate_hz`).
+    /// Picks that did not seed a search: beyond their node's or the
+    /// network's seed budget (see `EngineConfig::seed_rate_hz`).
     pub fn unseeded(&self) -> u64 {
         self.unseeded
     }
@@ -564,8 +570,7 @@ impl Engine {
         }
         self.note_candidate(&d);
         if d.stream == StreamKind::Acoustic {
-            let (rate, burst) = (self.cfg.seed_rate_hz, self.cfg.seed_burst);
-            d.seeds = self.nodes[node].take_seed(d.onset, rate, burst);
+            d.seeds = self.take_seed(&d);
             self.unseeded += u64::from(!d.seeds);
         }
         self.pending.push(d);
@@ -593,6 +598,62 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Whether pick `d` seeds a search: its node's seed budget holds a
+    /// token (see `EngineConfig::seed_rate_hz`), and, where the network's
+    /// pick rate alone explains a source's confirming arrivals by chance
+    /// (dense: a noise storm), so does the network's. The network's accrues
+    /// at the nodes' rates together (it never limits the steady picking
+    /// the nodes' budgets allow) but holds a burst for only as many nodes
+    /// as confirm a source. At the onset of a storm every node's burst at
+    /// once was 4,000 searches at 200 nodes, each of all the storm's picks
+    /// in its window: seconds of work the first blast waited behind. Not
+    /// where the picks are sparse: a salvo makes every node burst at once
+    /// too, and there the searches are cheap (on held-back random scenes,
+    /// a network budget that applied everywhere lost a 12-node salvo's
+    /// airburst).
+    fn take_seed(&mut self, d: &Det) -> bool {
+        let (rate, burst) = (self.cfg.seed_rate_hz, self.cfg.seed_burst);
+        // The network's acoustic picks of the last DENSITY_WINDOW_S (those
+        // no open event took; over the part of it delivered, at least
+        // MIN_DENSITY_SPAN_S, as the search's local rates), and the chance
+        // that one lands in this pick's gate at a given node.
+        self.recent_onsets.push_back(d.onset);
+        let newest = self.max_onset.unwrap_or(d.onset);
+        let from = newest.add_secs_f64(-DENSITY_WINDOW_S);
+        while self.recent_onsets.front().is_some_and(|&t| t < from) {
+            self.recent_onsets.pop_front();
+        }
+        let span = self
+            .pool_from
+            .map_or(0.0, |f| newest.secs_since(f))
+            .clamp(MIN_DENSITY_SPAN_S, DENSITY_WINDOW_S);
+        let nodes = self.nodes.len().max(1);
+        let per_node = self.recent_onsets.len() as f64 / (span * nodes as f64);
+        let gate = self.cfg.gate_sigmas * d.sigma + self.cfg.association_tolerance_s;
+        let chance = 1.0 - (-per_node * 2.0 * gate).exp();
+        let dense = chance * (nodes - 1) as f64 >= self.cfg.confirm_extra_arrivals as f64;
+        let confirm = self
+            .cfg
+            .min_nodes_preliminary
+            .max(3 + self.cfg.confirm_extra_arrivals);
+        let net_rate = rate * nodes as f64;
+        let net_cap = (burst * confirm) as f64;
+        let mut net = self.seeds;
+        let net_has = !dense || nodes::take_token(&mut net, d.onset, net_rate, net_cap, false);
+        let node_has = nodes::take_token(
+            &mut self.nodes[d.node].seeds,
+            d.onset,
+            rate,
+            burst as f64,
+            net_has,
+        );
+        let seeds = net_has && node_has;
+        // Every seed spends the network's budget (so a storm right after a
+        // salvo finds it spent); only a dense network is refused by it.
+        nodes::take_token(&mut self.seeds, d.onset, net_rate, net_cap, seeds);
+        seeds
     }
 
     /// Mark `d` and the pending picks of its node within `echo_window_s` of

@@ -73,8 +73,9 @@ pub(super) struct Node {
     pub(super) offline_at: Option<UtcNs>,
     /// Its station term (see [`crate::calibration`]).
     pub(super) term: StationTerm,
-    /// Its seed budget (see `EngineConfig::seed_rate_hz`): tokens, and the
-    /// onset they were counted at.
+    /// Its seed budget (see `EngineConfig::seed_rate_hz`, `take_token`):
+    /// tokens, and the onset they were counted at (tokens accrue in data
+    /// time: a node delivers in order).
     pub(super) seeds: (f64, Option<UtcNs>),
 }
 
@@ -83,31 +84,36 @@ pub(super) struct Node {
 /// 10 km off tilts them by 0.09°.
 const REANCHOR_M: f64 = 10_000.0;
 
+/// A token bucket in data time, `(tokens, onset they were counted at)`:
+/// whether it holds a token at `onset` (full at first; `rate_hz` a second,
+/// to `cap`), taking it if so and `take`. Rate 0 lifts the limit.
+pub(super) fn take_token(
+    bucket: &mut (f64, Option<UtcNs>),
+    onset: UtcNs,
+    rate_hz: f64,
+    cap: f64,
+    take: bool,
+) -> bool {
+    if rate_hz <= 0.0 {
+        return true;
+    }
+    let (tokens, at) = *bucket;
+    let tokens = match at {
+        None => cap,
+        Some(t) => (tokens + rate_hz * onset.secs_since(t).max(0.0)).min(cap),
+    };
+    let has = tokens >= 1.0;
+    *bucket = (
+        if has && take { tokens - 1.0 } else { tokens },
+        Some(onset.max(at.unwrap_or(onset))),
+    );
+    has
+}
+
 /// Consecutive silent misses after which a node is presumed dead.
 const PRESUMED_DEAD_AFTER: usize = 3;
 
 impl Node {
-    /// Whether a pick at `onset` may seed a search, taking a token of the
-    /// node's seed budget if so (see `EngineConfig::seed_rate_hz`). Tokens
-    /// accrue in data time (a node delivers in order), to `burst`.
-    pub(super) fn take_seed(&mut self, onset: UtcNs, rate_hz: f64, burst: usize) -> bool {
-        if rate_hz <= 0.0 {
-            return true;
-        }
-        let cap = burst as f64;
-        let (tokens, at) = self.seeds;
-        let tokens = match at {
-            None => cap,
-            Some(t) => (tokens + rate_hz * onset.secs_since(t).max(0.0)).min(cap),
-        };
-        let seeds = tokens >= 1.0;
-        self.seeds = (
-            if seeds { tokens - 1.0 } else { tokens },
-            Some(onset.max(at.unwrap_or(onset))),
-        );
-        seeds
-    }
-
     /// Whether the node should have reported an arrival due at `t`.
     pub(super) fn expected_at(&self, t: UtcNs) -> bool {
         (self.info.online || self.offline_at.is_some_and(|o| t <= o))

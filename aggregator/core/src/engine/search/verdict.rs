@@ -22,7 +22,7 @@ const MAX_SWAPS: usize = 4;
 /// node's local pick rate is measured for the coincidence test.
 pub(in crate::engine) const DENSITY_WINDOW_S: f64 = 2.0;
 /// Shortest delivered span (s) over which a node's pick rate is estimated.
-const MIN_DENSITY_SPAN_S: f64 = 0.5;
+pub(in crate::engine) const MIN_DENSITY_SPAN_S: f64 = 0.5;
 /// Largest chance probability of a fit's support (see `chance_tail`): the
 /// seeding tries up to thousands of hypotheses per second of a salvo, so one
 /// coincidence in ~10⁴ is tolerated.
