@@ -632,7 +632,7 @@ impl Engine {
         let nodes = self.nodes.len().max(1);
         let per_node = self.recent_onsets.len() as f64 / (span * nodes as f64);
         let gate = self.cfg.gate_sigmas * d.sigma + self.cfg.association_tolerance_s;
-        let chance = 1.0 - (-per_node * 2.0 * gate).exp();
+        let chance = search::verdict::chance_in_gate(per_node, gate);
         let dense = chance * (nodes - 1) as f64 >= self.cfg.confirm_extra_arrivals as f64;
         let confirm = self
             .cfg

@@ -21,7 +21,7 @@ use crate::propagation::Phase;
 
 pub(super) mod verdict;
 
-use verdict::{poisson_binomial_tails, SeedVerdict, DENSITY_WINDOW_S};
+use verdict::{chance_in_gate, poisson_binomial_tails, SeedVerdict, DENSITY_WINDOW_S};
 
 /// The sweep draws hypotheses first from the picks of this many nodes nearest the pivot's.
 const NEAR_NODES: usize = 4;
@@ -211,7 +211,7 @@ impl Engine {
             }
             let gate = gates / count as f64;
             let rate = (count - 1) as f64 / self.density_span(n, tref);
-            chance.push(1.0 - (-rate * 2.0 * gate).exp());
+            chance.push(chance_in_gate(rate, gate));
         }
         // Where chance alone explains fewer nodes than confirm a source
         // beyond its unknowns, the verdict's rules suffice (the test costs

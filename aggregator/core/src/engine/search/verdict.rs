@@ -23,6 +23,12 @@ const MAX_SWAPS: usize = 4;
 pub(in crate::engine) const DENSITY_WINDOW_S: f64 = 2.0;
 /// Shortest delivered span (s) over which a node's pick rate is estimated.
 pub(in crate::engine) const MIN_DENSITY_SPAN_S: f64 = 0.5;
+
+/// The chance that picks at random, `rate_hz` a second (Poisson), put one
+/// within `gate_s` either side of a given time.
+pub(in crate::engine) fn chance_in_gate(rate_hz: f64, gate_s: f64) -> f64 {
+    1.0 - (-rate_hz * 2.0 * gate_s).exp()
+}
 /// Largest chance probability of a fit's support (see `chance_tail`): the
 /// seeding tries up to thousands of hypotheses per second of a salvo, so one
 /// coincidence in ~10⁴ is tolerated.
@@ -579,7 +585,7 @@ impl Engine {
             };
             let rate = count as f64 / self.density_span(n, centre);
             let gate = self.cfg.gate_sigmas * (s * s + sig * sig).sqrt();
-            let p = 1.0 - (-rate * 2.0 * gate).exp();
+            let p = chance_in_gate(rate, gate);
             match sites.iter_mut().find(|x| x.site == node.site) {
                 Some(x) => {
                     x.p = x.p.max(p);
