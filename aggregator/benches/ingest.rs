@@ -291,7 +291,7 @@ fn registry_report() {
 
 /// A noise storm: nodes on a 2 km grid each sending random picks at a
 /// steady rate for 60 s (a fireworks night, hail on the microphones), with
-/// a real blast every 10 s. Processing time per pick, the blasts located,
+/// a real blast every 10 s (the last an airburst 1 km up). Processing time per pick, the blasts located,
 /// the events that are none of them, and the time of each deciding message
 /// (replayed in data-time order: a status that moves the watermark hands
 /// the engine a second of picks). `BLASTNET_STORM=nodes,rate` (default

@@ -146,8 +146,9 @@ impl Layout {
     }
 
     /// A noise storm (a fireworks night, hail on the microphones):
-    /// `blasts` ground sources 10 s apart (the first 5 s after `t0`), each
-    /// within 800 m east and north of `centre` and heard by every node,
+    /// `blasts` sources 10 s apart (the first 5 s after `t0`), each within
+    /// 800 m east and north of `centre` and heard by every node, on the
+    /// ground but the last (of two or more), an airburst 1 km up,
     /// then each node's Poisson random picks at `rate_hz` for `seconds`.
     /// Returns every pick as (onset, node index), in the order drawn, and
     /// the blasts (place, origin).
@@ -167,7 +168,11 @@ impl Layout {
             let src = frame.to_geodetic(blastnet_contract::Enu::new(
                 -800.0 + 1600.0 * rng.next_f64(),
                 -800.0 + 1600.0 * rng.next_f64(),
-                0.0,
+                if b > 0 && b + 1 == blasts {
+                    1000.0
+                } else {
+                    0.0
+                },
             ));
             let at = t0.add_secs_f64(5.0 + 10.0 * b as f64);
             sources.push((src, at));
