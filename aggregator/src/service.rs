@@ -291,10 +291,15 @@ pub async fn start(
     // The store thread's queue (made here: the MQTT loop marks what the
     // broker acknowledged), and with an inbox the event outbox.
     let (store_tx, store_rx) = std::sync::mpsc::channel::<StoreReq>();
-    let tracker: Option<Tracker> = inbox.then(|| {
+    // Every QoS 1 publish is tracked by packet id, so that a shutdown waits
+    // for the broker's acknowledgements before it disconnects (without, a
+    // retained latest event published just before the disconnect was
+    // lost once under load); with an inbox, event revisions the broker
+    // acknowledged are also marked published in the store (the outbox).
+    if inbox {
         store.track_publishing();
-        Tracker::default()
-    });
+    }
+    let tracker: Option<Tracker> = Some(Tracker::default());
     if let Some((u, p)) = &m.credentials {
         opts.set_credentials(u.clone(), p.clone());
     }
@@ -1258,7 +1263,7 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
     };
 
     // Store thread.
-    let unpublished = if tracker.is_some() {
+    let unpublished = if inbox {
         store.unpublished()?
     } else {
         Vec::new()
@@ -1277,10 +1282,11 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
     let publisher = tokio::spawn(async move {
         while let Some(r) = pub_rx.recv().await {
             if let Some(t) = &tracker {
+                // The store marks revisions published only with an inbox.
                 t.lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .queued
-                    .push_back(r.key.clone());
+                    .push_back(r.key.clone().filter(|_| inbox));
             }
             if let Err(e) = pub_client
                 .publish(r.topic.clone(), QoS::AtLeastOnce, r.retain, r.payload)
@@ -1411,15 +1417,15 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
     drop(store_tx);
     let _ =
         tokio::time::timeout(SHUTDOWN_BUDGET.saturating_sub(started.elapsed()), publisher).await;
-    // The outbox: wait (within half the budget left) for the broker's
-    // acknowledgements of what was published, so that the next start does
-    // not publish it again.
+    // Wait (within half the budget left) for the broker's acknowledgements
+    // of everything published: what the disconnect overtakes is lost, and
+    // with an inbox the next start would publish it again (the outbox).
     if let Some(t) = awaiting {
         let until = Instant::now() + SHUTDOWN_BUDGET.saturating_sub(started.elapsed()) / 2;
         loop {
             let open = {
                 let t = t.lock().unwrap_or_else(|p| p.into_inner());
-                !t.queued.is_empty() || t.by_pkid.values().any(Option::is_some)
+                !t.queued.is_empty() || !t.by_pkid.is_empty()
             };
             if !open || Instant::now() >= until {
                 break;
