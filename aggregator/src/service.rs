@@ -299,7 +299,7 @@ pub async fn start(
     if inbox {
         store.track_publishing();
     }
-    let tracker: Option<Tracker> = Some(Tracker::default());
+    let tracker = Tracker::default();
     if let Some((u, p)) = &m.credentials {
         opts.set_credentials(u.clone(), p.clone());
     }
@@ -353,7 +353,7 @@ pub async fn start(
         metrics: metrics.clone(),
         connected: mqtt_connected.clone(),
         last_error: last_error.clone(),
-        tracker: tracker.clone().map(|t| (t, store_tx.clone())),
+        tracker: (tracker.clone(), store_tx.clone()),
         availability: availability.clone(),
         connects: connects_tx,
     }));
@@ -490,9 +490,10 @@ struct MqttLoop {
     /// drops what the nodes publish, as nobody subscribes to it.
     connected: Arc<AtomicBool>,
     last_error: Arc<std::sync::Mutex<String>>,
-    /// With an inbox: the outbox's bookkeeping, and where acknowledged
-    /// revisions are marked.
-    tracker: Option<(Tracker, std::sync::mpsc::Sender<StoreReq>)>,
+    /// Every QoS 1 publish by packet id until the broker acknowledges it,
+    /// and where acknowledged revisions are marked (with an inbox: the
+    /// outbox's bookkeeping).
+    tracker: (Tracker, std::sync::mpsc::Sender<StoreReq>),
     /// The availability topic, if published.
     availability: Option<String>,
     /// Counts CONNACKs after the first: the supervisor publishes the
@@ -576,25 +577,22 @@ async fn mqtt_loop(mut s: MqttLoop) {
             }
             Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
             Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) if pkid != 0 => {
-                if let Some((t, _)) = &s.tracker {
-                    let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
-                    if !t.by_pkid.contains_key(&pkid) {
-                        let key = t.queued.pop_front().flatten();
-                        t.by_pkid.insert(pkid, key);
-                    }
+                let mut t = s.tracker.0.lock().unwrap_or_else(|p| p.into_inner());
+                if !t.by_pkid.contains_key(&pkid) {
+                    let key = t.queued.pop_front().flatten();
+                    t.by_pkid.insert(pkid, key);
                 }
             }
             Ok(rumqttc::Event::Incoming(Packet::PubAck(ack))) => {
-                if let Some((t, store_tx)) = &s.tracker {
-                    let key = t
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .by_pkid
-                        .remove(&ack.pkid)
-                        .flatten();
-                    if let Some((id, revision)) = key {
-                        let _ = store_tx.send(StoreReq::Published(id, revision));
-                    }
+                let (t, store_tx) = &s.tracker;
+                let key = t
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .by_pkid
+                    .remove(&ack.pkid)
+                    .flatten();
+                if let Some((id, revision)) = key {
+                    let _ = store_tx.send(StoreReq::Published(id, revision));
                 }
             }
             Ok(_) => {}
@@ -765,8 +763,9 @@ struct PublishReq {
     retain: bool,
 }
 
-/// The event outbox's bookkeeping: which publish the broker acknowledged.
-/// The publisher queues each revision's key before handing it to the
+/// Which publish the broker acknowledged (a shutdown waits for every one),
+/// and the event outbox's bookkeeping. The publisher queues each
+/// revision's key (with an inbox; `None` for the rest) before handing it to the
 /// client; the client sends publishes in that order, each under a new
 /// packet id (a resend after a reconnect keeps its id); a PUBACK names the
 /// id. A revision acknowledged is marked published in the store; one not
@@ -1199,7 +1198,7 @@ struct Supervisor {
     store: Store,
     store_tx: std::sync::mpsc::Sender<StoreReq>,
     store_rx: std::sync::mpsc::Receiver<StoreReq>,
-    tracker: Option<Tracker>,
+    tracker: Tracker,
     /// Messages go through the store's inbox before they are acknowledged.
     inbox: bool,
     client: AsyncClient,
@@ -1281,13 +1280,12 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
     let pub_metrics = proc.metrics.clone();
     let publisher = tokio::spawn(async move {
         while let Some(r) = pub_rx.recv().await {
-            if let Some(t) = &tracker {
-                // The store marks revisions published only with an inbox.
-                t.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .queued
-                    .push_back(r.key.clone().filter(|_| inbox));
-            }
+            // The store marks revisions published only with an inbox.
+            tracker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .queued
+                .push_back(r.key.clone().filter(|_| inbox));
             if let Err(e) = pub_client
                 .publish(r.topic.clone(), QoS::AtLeastOnce, r.retain, r.payload)
                 .await
@@ -1420,18 +1418,16 @@ async fn supervise(s: Supervisor) -> Result<Summary, AggregatorError> {
     // Wait (within half the budget left) for the broker's acknowledgements
     // of everything published: what the disconnect overtakes is lost, and
     // with an inbox the next start would publish it again (the outbox).
-    if let Some(t) = awaiting {
-        let until = Instant::now() + SHUTDOWN_BUDGET.saturating_sub(started.elapsed()) / 2;
-        loop {
-            let open = {
-                let t = t.lock().unwrap_or_else(|p| p.into_inner());
-                !t.queued.is_empty() || !t.by_pkid.is_empty()
-            };
-            if !open || Instant::now() >= until {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    let until = Instant::now() + SHUTDOWN_BUDGET.saturating_sub(started.elapsed()) / 2;
+    loop {
+        let open = {
+            let t = awaiting.lock().unwrap_or_else(|p| p.into_inner());
+            !t.queued.is_empty() || !t.by_pkid.is_empty()
+        };
+        if !open || Instant::now() >= until {
+            break;
         }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // `offline` and the disconnect are queued behind the publishes, so they
     // reach the broker first. QoS 0, as `online` (see `mqtt_loop`): if the
